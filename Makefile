@@ -1,0 +1,54 @@
+# The README's two commands: `make demo` and `make test`.
+BUILD      ?= build
+BUILD_SAN  ?= build-san
+BUILD_FUZZ ?= build-fuzz
+SHARED     ?= $(abspath ../shared)
+JOBS       ?= $(shell nproc)
+CMAKE_FLAGS ?=
+ifdef CI
+CMAKE_FLAGS += -DKWIRE_WERROR=ON
+endif
+
+.PHONY: all deps build demo test test-unit test-sanitize regen fuzz bench clean format
+
+all: build
+
+deps:
+	@tools/install-deps.sh
+
+$(BUILD)/CMakeCache.txt:
+	cmake -S . -B $(BUILD) -DKWIRE_SHARED=$(SHARED) $(CMAKE_FLAGS) >/dev/null
+
+build: deps $(BUILD)/CMakeCache.txt
+	cmake --build $(BUILD) -j $(JOBS)
+
+demo: build
+	$(BUILD)/kwire demo
+
+test-unit: build
+	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+
+test-sanitize: deps
+	cmake -S . -B $(BUILD_SAN) -DKWIRE_SANITIZE=ON -DKWIRE_SHARED=$(SHARED) $(CMAKE_FLAGS) >/dev/null
+	cmake --build $(BUILD_SAN) -j $(JOBS)
+	cd $(BUILD_SAN) && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+		ctest --output-on-failure -j $(JOBS)
+
+test: test-unit test-sanitize
+
+regen:
+	python3 tools/kwire-gen.py $(SHARED)/kafka-protocol decoder
+
+fuzz: deps
+	CC=clang cmake -S . -B $(BUILD_FUZZ) -DKWIRE_FUZZ=ON $(CMAKE_FLAGS) >/dev/null
+	cmake --build $(BUILD_FUZZ) -j $(JOBS)
+	tools/run-fuzz.sh $(BUILD_FUZZ)/fuzz 60
+
+bench: build
+	@for b in $(BUILD)/bench/bench_*; do echo "== $$b"; $$b; done
+
+format:
+	clang-format -i $$(git ls-files '*.c' '*.h' | grep -v -- '-gen\.')
+
+clean:
+	rm -rf $(BUILD) $(BUILD_SAN) $(BUILD_FUZZ)

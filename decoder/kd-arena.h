@@ -1,0 +1,28 @@
+/* kd-arena.h: a chunked bump allocator for decoded trees.
+ *
+ * Everything allocated from an arena is released at once by
+ * kd_arena_reset() (keeps the first chunk for reuse) or kd_arena_free().
+ * An all-zero struct kd_arena is a valid empty arena. A limit (bytes, 0 =
+ * none) turns a hostile message that would build a huge tree into a clean
+ * NULL instead of an out-of-memory process. */
+#ifndef KD_ARENA_H
+#define KD_ARENA_H
+
+#include <stddef.h>
+
+struct kd_arena_chunk;
+
+struct kd_arena {
+	struct kd_arena_chunk *head; /* current chunk; older ones linked behind */
+	size_t used;                 /* bytes handed out in all chunks */
+	size_t limit;                /* 0: no limit */
+};
+
+/* size bytes, zeroed, aligned for any type; NULL on failure or limit. */
+void *kd_arena_alloc(struct kd_arena *a, size_t size);
+/* A copy of n bytes (not NUL-terminated unless the input is); NULL on failure. */
+void *kd_arena_dup(struct kd_arena *a, const void *p, size_t n);
+void kd_arena_reset(struct kd_arena *a);
+void kd_arena_free(struct kd_arena *a);
+
+#endif
