@@ -226,7 +226,7 @@ static inline int kd_cur_len(struct kd_cur *cur, int compact, unsigned width, in
 		return KD_OK;
 	}
 	if (width == 2) {
-		int16_t s;
+		int16_t s = 0;
 		rc = kd_cur_i16(cur, &s);
 		*n = s;
 	} else {

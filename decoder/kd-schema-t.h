@@ -1,7 +1,7 @@
 /* kd-schema-t.h: the types of the schema tables that tools/kwire-gen.py
  * generates from Kafka's JSON message schemas into kd-schema-gen.c.
  *
- * Field and message names are Kafka's own (MSG/*.json), so a reader can
+ * Field and message names are Kafka's own (the MSG/ JSON files), so a reader can
  * hold the tables next to the spec. */
 #ifndef KD_SCHEMA_T_H
 #define KD_SCHEMA_T_H
