@@ -6,7 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define KD_ARENA_CHUNK 8192
+#define KD_ARENA_CHUNK_MIN (8u << 10)
+#define KD_ARENA_CHUNK_MAX (1u << 20)
 
 struct kd_arena_chunk {
 	struct kd_arena_chunk *prev;
@@ -14,6 +15,31 @@ struct kd_arena_chunk {
 	size_t off;  /* next free byte */
 	alignas(max_align_t) unsigned char data[];
 };
+
+/* A chunk with room for need bytes: a spare one if one fits, else a new
+ * one twice the size of the current chunk (bounded), or bigger if need is. */
+static struct kd_arena_chunk *chunk_get(struct kd_arena *a, size_t need)
+{
+	struct kd_arena_chunk **pp = &a->spare;
+	for (struct kd_arena_chunk *c = a->spare; c; pp = &c->prev, c = c->prev) {
+		if (c->size >= need) {
+			*pp = c->prev;
+			c->off = 0;
+			return c;
+		}
+	}
+	size_t csize = a->head ? a->head->size * 2 : KD_ARENA_CHUNK_MIN;
+	if (csize > KD_ARENA_CHUNK_MAX)
+		csize = KD_ARENA_CHUNK_MAX;
+	if (csize < need)
+		csize = need;
+	struct kd_arena_chunk *c = malloc(sizeof(*c) + csize);
+	if (!c)
+		return NULL;
+	c->size = csize;
+	c->off = 0;
+	return c;
+}
 
 void *kd_arena_alloc(struct kd_arena *a, size_t size)
 {
@@ -26,13 +52,10 @@ void *kd_arena_alloc(struct kd_arena *a, size_t size)
 	if (a->limit && (need > a->limit || a->used > a->limit - need))
 		return NULL;
 	if (!c || c->size - c->off < need) {
-		size_t csize = need > KD_ARENA_CHUNK ? need : KD_ARENA_CHUNK;
-		c = malloc(sizeof(*c) + csize);
+		c = chunk_get(a, need);
 		if (!c)
 			return NULL;
 		c->prev = a->head;
-		c->size = csize;
-		c->off = 0;
 		a->head = c;
 	}
 	void *p = c->data + c->off;
@@ -50,29 +73,41 @@ void *kd_arena_dup(struct kd_arena *a, const void *p, size_t n)
 	return d;
 }
 
-void kd_arena_reset(struct kd_arena *a)
+static void chunks_free(struct kd_arena_chunk *c)
 {
-	struct kd_arena_chunk *c = a->head;
-	if (!c)
-		return;
-	while (c->prev) {
-		struct kd_arena_chunk *prev = c->prev;
-		free(c);
-		c = prev;
-	}
-	c->off = 0;
-	a->head = c;
-	a->used = 0;
-}
-
-void kd_arena_free(struct kd_arena *a)
-{
-	struct kd_arena_chunk *c = a->head;
 	while (c) {
 		struct kd_arena_chunk *prev = c->prev;
 		free(c);
 		c = prev;
 	}
+}
+
+void kd_arena_reset(struct kd_arena *a)
+{
+	size_t kept = 0;
+	for (struct kd_arena_chunk *c = a->spare; c; c = c->prev)
+		kept += c->size;
+	struct kd_arena_chunk *c = a->head;
+	while (c) {
+		struct kd_arena_chunk *prev = c->prev;
+		if (kept + c->size <= KD_ARENA_RETAIN) {
+			kept += c->size;
+			c->prev = a->spare;
+			a->spare = c;
+		} else {
+			free(c);
+		}
+		c = prev;
+	}
 	a->head = NULL;
+	a->used = 0;
+}
+
+void kd_arena_free(struct kd_arena *a)
+{
+	chunks_free(a->head);
+	chunks_free(a->spare);
+	a->head = NULL;
+	a->spare = NULL;
 	a->used = 0;
 }

@@ -1,21 +1,29 @@
 /* kd-arena.h: a chunked bump allocator for decoded trees.
  *
  * Everything allocated from an arena is released at once by
- * kd_arena_reset() (keeps the first chunk for reuse) or kd_arena_free().
- * An all-zero struct kd_arena is a valid empty arena. A limit (bytes, 0 =
- * none) turns a hostile message that would build a huge tree into a clean
- * NULL instead of an out-of-memory process. */
+ * kd_arena_reset() or kd_arena_free(). Reset keeps up to
+ * KD_ARENA_RETAIN bytes of chunks for reuse, so decoding a stream of
+ * similar messages touches the same memory again instead of faulting in
+ * fresh pages for every message. Chunks grow geometrically, so a big
+ * message costs few allocations. An all-zero struct kd_arena is a valid
+ * empty arena. A limit (bytes, 0 = none) turns a hostile message that
+ * would build a huge tree into a clean NULL instead of an out-of-memory
+ * process. */
 #ifndef KD_ARENA_H
 #define KD_ARENA_H
 
 #include <stddef.h>
 
+/* Bytes of chunks that kd_arena_reset() keeps for reuse. */
+#define KD_ARENA_RETAIN (16u << 20)
+
 struct kd_arena_chunk;
 
 struct kd_arena {
-	struct kd_arena_chunk *head; /* current chunk; older ones linked behind */
-	size_t used;                 /* bytes handed out in all chunks */
-	size_t limit;                /* 0: no limit */
+	struct kd_arena_chunk *head;  /* chunk in use; older ones linked behind */
+	struct kd_arena_chunk *spare; /* emptied chunks kept by reset */
+	size_t used;                  /* bytes handed out since the last reset */
+	size_t limit;                 /* 0: no limit */
 };
 
 /* size bytes, zeroed, aligned for any type; NULL on failure or limit. */
