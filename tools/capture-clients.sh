@@ -1,0 +1,151 @@
+#!/usr/bin/env bash
+# Captures real Kafka clients talking to librdkafka's mock cluster.
+#
+# usage: tools/capture-clients.sh OUTDIR [SCENARIO...]
+#
+# Scenarios: kcat kafka-python confluent large (default: all). For each one:
+# a fresh kwire-mockcluster (3 brokers), dumpcap on lo filtered to the broker
+# ports, the scenario's client script from tools/clients/, then
+#   OUTDIR/<scenario>.pcapng    the capture
+#   OUTDIR/<scenario>.expected  the records the clients sent and received,
+#                               from the clients' own reports
+#   OUTDIR/<scenario>.conv      the TCP conversations as hex, for unit tests
+# Formats and the regeneration recipe: docs/test-data.md.
+#
+# Needs root (dumpcap on lo), kcat, tshark/dumpcap, /usr/bin/python3 with
+# python3-kafka and python3-confluent-kafka, and a built kwire-mockcluster
+# (found via $KWIRE_MOCKCLUSTER, $KWIRE_BUILD or build*/ under the source).
+set -euo pipefail
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+SRC=$(cd "$HERE/.." && pwd)
+PY=/usr/bin/python3
+# Keep tools/clients/ free of __pycache__.
+export PYTHONDONTWRITEBYTECODE=1
+ALL_SCENARIOS=(kcat kafka-python confluent large)
+
+die() {
+	echo "capture-clients: $*" >&2
+	exit 1
+}
+
+[ $# -ge 1 ] || die "usage: $0 OUTDIR [SCENARIO...] (scenarios: ${ALL_SCENARIOS[*]})"
+OUT=$1
+shift
+SCENARIOS=("$@")
+[ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=("${ALL_SCENARIOS[@]}")
+
+[ "$(id -u)" -eq 0 ] || die "must run as root: dumpcap needs to capture on lo"
+for t in kcat dumpcap tshark; do
+	command -v "$t" >/dev/null || die "$t not found (tools/install-deps.sh)"
+done
+"$PY" -c 'import kafka, confluent_kafka' 2>/dev/null ||
+	die "$PY lacks python3-kafka or python3-confluent-kafka"
+
+MC=${KWIRE_MOCKCLUSTER:-}
+if [ -z "$MC" ] && [ -n "${KWIRE_BUILD:-}" ] && [ -x "$KWIRE_BUILD/kwire-mockcluster" ]; then
+	MC=$KWIRE_BUILD/kwire-mockcluster
+fi
+if [ -z "$MC" ]; then
+	for c in "$SRC"/build*/kwire-mockcluster; do
+		[ -x "$c" ] && MC=$c && break
+	done
+fi
+[ -n "$MC" ] && [ -x "$MC" ] || die "no kwire-mockcluster: build it or set KWIRE_MOCKCLUSTER"
+
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+TMP=$(mktemp -d)
+MC_PID=
+DC_PID=
+
+cleanup() {
+	[ -n "$DC_PID" ] && kill -INT "$DC_PID" 2>/dev/null && wait "$DC_PID" 2>/dev/null
+	[ -n "$MC_PID" ] && kill -TERM "$MC_PID" 2>/dev/null && wait "$MC_PID" 2>/dev/null
+	rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+topics_of() {
+	case $1 in
+	kcat) echo "--topic kcat-codecs:5 --topic kcat-group:2" ;;
+	kafka-python) echo "--topic kp-codecs:5" ;;
+	confluent) echo "--topic cf-idem:2 --topic cf-txn:2" ;;
+	large) echo "--topic large:1" ;;
+	*) die "unknown scenario '$1' (scenarios: ${ALL_SCENARIOS[*]})" ;;
+	esac
+}
+
+client_of() {
+	case $1 in
+	kcat) echo "bash $HERE/clients/kcat.sh" ;;
+	kafka-python) echo "$PY $HERE/clients/kafka_python.py" ;;
+	confluent) echo "$PY $HERE/clients/confluent.py" ;;
+	large) echo "$PY $HERE/clients/large.py" ;;
+	esac
+}
+
+# wait_for FILE PATTERN SECONDS
+wait_for() {
+	local i
+	for ((i = 0; i < $3 * 10; i++)); do
+		grep -q "$2" "$1" 2>/dev/null && return 0
+		sleep 0.1
+	done
+	return 1
+}
+
+run_scenario() {
+	local sc=$1 topics client
+	topics=$(topics_of "$sc")
+	client=$(client_of "$sc")
+	echo "capture-clients: $sc" >&2
+
+	# The cluster's stdin is a FIFO we hold open: closing it (or our death)
+	# stops the cluster.
+	rm -f "$TMP/mc.in"
+	mkfifo "$TMP/mc.in"
+	# shellcheck disable=SC2086
+	"$MC" --brokers 3 $topics <"$TMP/mc.in" >"$TMP/mc.out" 2>"$TMP/mc.err" &
+	MC_PID=$!
+	exec 3>"$TMP/mc.in"
+	wait_for "$TMP/mc.out" '^READY' 10 || die "$sc: mock cluster did not start: $(cat "$TMP/mc.err")"
+	local bs ports filter
+	bs=$(awk '$1 == "BOOTSTRAP" { print $2 }' "$TMP/mc.out")
+	ports=$(awk '$1 == "BROKER" { n = split($3, a, ":"); print a[n] }' "$TMP/mc.out" | paste -sd,)
+	filter=$(echo "$ports" | sed 's/^/tcp port /; s/,/ or tcp port /g')
+
+	rm -f "$OUT/$sc.pcapng"
+	dumpcap -i lo -f "$filter" -w "$OUT/$sc.pcapng" -q 2>"$TMP/dc.err" &
+	DC_PID=$!
+	wait_for "$TMP/dc.err" 'Capturing on' 10 || die "$sc: dumpcap did not start: $(cat "$TMP/dc.err")"
+	# "Capturing on" is printed as the capture opens; give the kernel
+	# filter a moment before the first SYN.
+	sleep 0.5
+
+	# shellcheck disable=SC2086
+	if ! $client "$bs" "$TMP/$sc.expected"; then
+		die "$sc: client scenario failed"
+	fi
+
+	# Let the last FINs reach the capture, then stop it.
+	sleep 1
+	kill -INT "$DC_PID"
+	wait "$DC_PID" || true
+	DC_PID=
+	exec 3>&-
+	wait "$MC_PID" || die "$sc: mock cluster exited with an error"
+	MC_PID=
+
+	chmod 644 "$OUT/$sc.pcapng"
+	cp "$TMP/$sc.expected" "$OUT/$sc.expected"
+	"$PY" "$HERE/clients/pcap2conv.py" "$OUT/$sc.pcapng" "$ports" >"$OUT/$sc.conv"
+	echo "capture-clients: $sc: $(wc -l <"$OUT/$sc.expected") records," \
+		"$(grep -c '^conn ' "$OUT/$sc.conv") connections," \
+		"$(stat -c %s "$OUT/$sc.pcapng") bytes of pcapng" >&2
+}
+
+for sc in "${SCENARIOS[@]}"; do
+	topics_of "$sc" >/dev/null
+	run_scenario "$sc"
+done

@@ -1,0 +1,44 @@
+"""Writes expected-record lines (format: docs/test-data.md).
+
+One record per line, TAB-separated:
+  kind topic partition offset codec flags key value headers
+kind: produce | fetch
+codec: none|gzip|snappy|lz4|zstd, or * when the client cannot know (fetch)
+flags: - or a comma list of idempotent, txn, aborted
+key, value: lowercase hex, "-" for null (an empty value is an empty field)
+headers: - for none, else name=hex;name=hex (a null header value is name=-)
+"""
+
+import re
+
+_NAME_OK = re.compile(r"^[A-Za-z0-9._-]+$")
+
+
+def _hex(b):
+    if b is None:
+        return "-"
+    if isinstance(b, str):
+        b = b.encode("utf-8")
+    return bytes(b).hex()
+
+
+def _headers(hdrs):
+    if not hdrs:
+        return "-"
+    out = []
+    for k, v in hdrs:
+        if isinstance(k, bytes):
+            k = k.decode("utf-8")
+        if not _NAME_OK.match(k):
+            raise ValueError("header name %r not allowed in expected files" % k)
+        out.append("%s=%s" % (k, _hex(v)))
+    return ";".join(out)
+
+
+def line(kind, topic, partition, offset, codec, flags, key, value, headers):
+    """One expected line, newline included. flags: iterable of str."""
+    assert kind in ("produce", "fetch")
+    assert codec in ("none", "gzip", "snappy", "lz4", "zstd", "*")
+    fl = ",".join(flags) if flags else "-"
+    return "\t".join([kind, topic, str(partition), str(offset), codec, fl,
+                      _hex(key), _hex(value), _headers(headers)]) + "\n"
