@@ -373,7 +373,7 @@ static inline void kd_w_varlong(struct kd_wbuf *w, int64_t v)
 static inline void kd_w_len(struct kd_wbuf *w, int compact, unsigned width, int32_t n)
 {
 	if (compact)
-		kd_w_uvarint(w, (uint32_t)(n + 1));
+		kd_w_uvarint(w, (uint32_t)n + 1); /* no signed overflow at INT32_MAX */
 	else if (width == 2)
 		kd_w_i16(w, (int16_t)n);
 	else

@@ -1,6 +1,8 @@
 /* kd.c: decoder-wide helpers (kd.h). */
 #include "kd.h"
 
+#include "kd-crc.h"
+
 const char *kd_strerror(int rc)
 {
 	switch (rc) {
@@ -18,17 +20,27 @@ const char *kd_strerror(int rc)
 	return rc > 0 ? "ok" : "unknown error";
 }
 
-const char *kd_features(void)
-{
-	return "gzip"
+/* Codecs are fixed at build time; the CRC-32C implementation is chosen at
+ * run time (kd-crc.c), so there are two constant strings to pick from. */
+#define KD_FEATURES_CODECS "gzip" KD_F_SNAPPY KD_F_LZ4 KD_F_ZSTD
 #ifdef KWIRE_HAVE_SNAPPY
-	       " snappy"
+#define KD_F_SNAPPY " snappy"
+#else
+#define KD_F_SNAPPY ""
 #endif
 #ifdef KWIRE_HAVE_LZ4
-	       " lz4"
+#define KD_F_LZ4 " lz4"
+#else
+#define KD_F_LZ4 ""
 #endif
 #ifdef KWIRE_HAVE_ZSTD
-	       " zstd"
+#define KD_F_ZSTD " zstd"
+#else
+#define KD_F_ZSTD ""
 #endif
-		;
+
+const char *kd_features(void)
+{
+	return kd_crc32c_hw_available() ? KD_FEATURES_CODECS " crc32c-sse4.2"
+					: KD_FEATURES_CODECS " crc32c-sw";
 }
