@@ -9,6 +9,8 @@
 
 static const struct kw_cmd kw_cmds[] = {
 	{"version", "print the version and the codecs and features built in", cmd_version},
+	{"decode", "decode the Kafka traffic in a pcap/pcapng capture", cmd_decode},
+	{"sniff", "decode the Kafka traffic on a live interface", cmd_sniff},
 };
 
 static void usage(FILE *f)

@@ -1,0 +1,1103 @@
+/* cap-analyze.c: which flows are Kafka, one kd_stream per Kafka flow,
+ * requests paired with responses, filters, and the summary / json /
+ * verbose outputs (cap-analyze.h). The records format is in
+ * cap-out-records.c, the stats report in cap-out-stats.c. */
+#define CAP_AN_PRIVATE
+#include <ctype.h>
+#include <fnmatch.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "cap-analyze.h"
+#include "cap.h"
+#include "kd-hdr.h"
+#include "kd-render.h"
+#include "kd-schema.h"
+#include "kd-stream.h"
+#include "kd-tree.h"
+#include "kd.h"
+
+/* Detection buffers at most this many bytes per direction before it
+ * decides with what it has. */
+#define DET_MAX (64u * 1024)
+/* In-flight requests kept per flow, and bytes of request bodies kept for
+ * the json/verbose/records outputs, before the oldest goes out unanswered. */
+#define PEND_MAX 4096u
+#define PEND_BYTES_MAX (256u << 20)
+/* Problems printed before they are only counted. */
+#define PROBLEMS_SHOWN_MAX 200
+#define OUT_FLUSH (256u * 1024)
+
+enum { FL_DETECT = 0, FL_KAFKA, FL_IGNORE };
+
+/* One chunk of the detection log: replayed in capture order once the flow
+ * is known to be Kafka. */
+struct det_chunk {
+	uint8_t dir;
+	uint32_t len;
+	int64_t ts_us;
+	uint64_t gap; /* a gap of this many bytes instead of data */
+};
+
+struct an_det {
+	struct kd_wbuf buf[2]; /* bytes per direction, as received */
+	struct det_chunk *log;
+	size_t nlog, caplog;
+};
+
+struct an_pend {
+	struct an_pend *next;
+	int64_t ts_us;
+	uint8_t *body; /* copy of the request body for json/verbose/records, or NULL */
+	size_t blen;
+	struct kd_summary sum;
+};
+
+struct an_flow {
+	struct cap_an *an;
+	struct cap_flow *flow;
+	uint8_t state;
+	uint8_t c2s;        /* cap direction (0/1) that carries requests */
+	uint8_t port_known; /* a --port flow: Kafka, c2s known; detection only
+	                     * decides whether it starts mid-connection */
+	uint8_t midstream;  /* the stream must resync before its first frame */
+	struct kd_stream *stream;
+	struct an_det *det;
+	struct an_pend *ph, *pt;
+	unsigned npend;
+	size_t pend_bytes;
+	uint64_t gaps, lost;
+};
+
+/* ---- small helpers ---- */
+
+const char *an_flow_client(const struct an_flow *fl)
+{
+	return fl->flow->ep[fl->c2s].str;
+}
+
+const char *an_flow_broker(const struct an_flow *fl)
+{
+	return fl->flow->ep[1 - fl->c2s].str;
+}
+
+void an_out_flush(struct cap_an *an)
+{
+	if (an->ob.len) {
+		fwrite(an->ob.p, 1, an->ob.len, an->out);
+		an->ob.len = 0;
+	}
+	fflush(an->out);
+}
+
+static void out_maybe_flush(struct cap_an *an)
+{
+	if (an->ob.len >= OUT_FLUSH) {
+		fwrite(an->ob.p, 1, an->ob.len, an->out);
+		an->ob.len = 0;
+	}
+}
+
+void an_problem(struct cap_an *an, const struct an_flow *fl, const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	an->counts.problems++;
+	if (an->stats)
+		an_stats_problem(an->stats, msg);
+	if (an->opts.format == CAP_AN_STATS)
+		return;
+	if (an->problems_shown >= PROBLEMS_SHOWN_MAX) {
+		if (an->problems_shown++ == PROBLEMS_SHOWN_MAX)
+			fprintf(stderr, "kwire: more decode problems: only counted from now on\n");
+		return;
+	}
+	an->problems_shown++;
+	if (an->opts.format == CAP_AN_SUMMARY) {
+		kd_w_fmt(&an->ob, "! %s%s%s%s%s\n", fl ? an_flow_client(fl) : "", fl ? " -> " : "",
+		         fl ? an_flow_broker(fl) : "", fl ? ": " : "", msg);
+	} else {
+		an_out_flush(an);
+		fprintf(stderr, "kwire: %s%s%s%s%s\n", fl ? an_flow_client(fl) : "",
+		        fl ? " -> " : "", fl ? an_flow_broker(fl) : "", fl ? ": " : "", msg);
+	}
+}
+
+/* ---- topic ids learnt from Metadata responses ---- */
+
+struct an_idmap {
+	struct idmap_ent {
+		uint8_t id[16];
+		uint8_t used;
+		uint16_t len;
+		char *name;
+	} * ent;
+	size_t cap, n;
+};
+
+#define IDMAP_MAX 65536u
+
+static size_t id_hash(const uint8_t id[16])
+{
+	uint64_t h = 1469598103934665603ull;
+	for (int i = 0; i < 16; i++)
+		h = (h ^ id[i]) * 1099511628211ull;
+	return (size_t)h;
+}
+
+struct kd_view an_topic_name(const struct cap_an *an, const uint8_t id[16])
+{
+	struct kd_view v = {NULL, 0, 1};
+	const struct an_idmap *m = an->ids;
+	if (!m || !m->cap)
+		return v;
+	for (size_t i = id_hash(id) & (m->cap - 1);; i = (i + 1) & (m->cap - 1)) {
+		if (!m->ent[i].used)
+			return v;
+		if (!memcmp(m->ent[i].id, id, 16)) {
+			v.p = (const uint8_t *)m->ent[i].name;
+			v.len = m->ent[i].len;
+			v.null = 0;
+			return v;
+		}
+	}
+}
+
+static void idmap_put(struct cap_an *an, const uint8_t id[16], struct kd_view name)
+{
+	static const uint8_t zero[16];
+	if (!memcmp(id, zero, 16) || name.null || !name.len || name.len > 255)
+		return;
+	if (!an->ids && !(an->ids = calloc(1, sizeof(*an->ids))))
+		return;
+	struct an_idmap *m = an->ids;
+	if ((m->n + 1) * 2 > m->cap) {
+		if (m->n >= IDMAP_MAX)
+			return;
+		size_t ncap = m->cap ? m->cap * 2 : 256;
+		struct idmap_ent *ne = calloc(ncap, sizeof(*ne));
+		if (!ne)
+			return;
+		for (size_t i = 0; i < m->cap; i++) {
+			if (!m->ent[i].used)
+				continue;
+			size_t j = id_hash(m->ent[i].id) & (ncap - 1);
+			while (ne[j].used)
+				j = (j + 1) & (ncap - 1);
+			ne[j] = m->ent[i];
+		}
+		free(m->ent);
+		m->ent = ne;
+		m->cap = ncap;
+	}
+	size_t i = id_hash(id) & (m->cap - 1);
+	while (m->ent[i].used && memcmp(m->ent[i].id, id, 16))
+		i = (i + 1) & (m->cap - 1);
+	struct idmap_ent *e = &m->ent[i];
+	if (e->used) {
+		if (e->len == name.len && !memcmp(e->name, name.p, name.len))
+			return;
+		free(e->name);
+	} else {
+		m->n++;
+	}
+	e->name = malloc(name.len + 1u);
+	if (!e->name) {
+		e->used = 0;
+		m->n--;
+		return;
+	}
+	memcpy(e->name, name.p, name.len);
+	e->name[name.len] = 0;
+	e->len = (uint16_t)name.len;
+	memcpy(e->id, id, 16);
+	e->used = 1;
+}
+
+static void idmap_free(struct an_idmap **pm)
+{
+	struct an_idmap *m = *pm;
+	if (!m)
+		return;
+	for (size_t i = 0; i < m->cap; i++)
+		if (m->ent[i].used)
+			free(m->ent[i].name);
+	free(m->ent);
+	free(m);
+	*pm = NULL;
+}
+
+/* MetadataResponse v10+: Topics[] {Name, TopicId}: learn the ids. */
+static void learn_metadata(struct cap_an *an, int16_t version, const uint8_t *body, size_t len)
+{
+	if (version < 10)
+		return;
+	struct kd_tree t;
+	if (kd_tree_decode(&t, &an->arena, 3, version, 0, body, len) == KD_OK) {
+		struct kd_node *topics = kd_node_child(t.root, "Topics");
+		for (uint32_t i = 0; topics && i < topics->nkids; i++) {
+			struct kd_node *name = kd_node_child(&topics->kids[i], "Name");
+			struct kd_node *id = kd_node_child(&topics->kids[i], "TopicId");
+			if (name && id && !name->null)
+				idmap_put(an, id->val.uuid, name->val.v);
+		}
+	}
+	kd_arena_reset(&an->arena);
+}
+
+/* ---- filters ---- */
+
+static int glob_view(const char *pat, struct kd_view v)
+{
+	char buf[512];
+	size_t n = v.null ? 0 : v.len;
+	if (n >= sizeof(buf))
+		n = sizeof(buf) - 1;
+	if (n)
+		memcpy(buf, v.p, n);
+	buf[n] = 0;
+	if (memchr(buf, 0, n)) /* an embedded NUL would cut the name short */
+		return 0;
+	return fnmatch(pat, buf, 0) == 0;
+}
+
+int an_topic_match(const struct cap_an *an, struct kd_view topic)
+{
+	if (!an->opts.topic_glob)
+		return 1;
+	return !topic.null && glob_view(an->opts.topic_glob, topic);
+}
+
+static int api_wanted(const struct cap_an *an, int16_t key)
+{
+	if (!an->opts.api_filter)
+		return 1;
+	return key >= 0 && key < 1024 && (an->opts.api_set[key / 8] & (1u << (key % 8)));
+}
+
+/* Whether a finished pair passes every filter. */
+static int pair_match(const struct cap_an *an, const struct kd_summary *sum)
+{
+	if (!api_wanted(an, sum->api_key))
+		return 0;
+	if (an->opts.client_id_glob &&
+	    !glob_view(an->opts.client_id_glob, kd_sum_view(sum, sum->client_id)))
+		return 0;
+	if (an->opts.errors_only && !kd_sum_has_error(sum))
+		return 0;
+	if (an->opts.topic_glob) {
+		for (unsigned i = 0; i < sum->ntp; i++)
+			if (an_topic_match(an, kd_sum_view(sum, sum->tp[i].topic)))
+				return 1;
+		return 0;
+	}
+	return 1;
+}
+
+int cap_an_parse_apis(struct cap_an_opts *opts, const char *list, char *err, size_t errlen)
+{
+	const char *p = list;
+	while (*p) {
+		const char *e = strchr(p, ',');
+		size_t n = e ? (size_t)(e - p) : strlen(p);
+		while (n && isspace((unsigned char)*p)) {
+			p++;
+			n--;
+		}
+		while (n && isspace((unsigned char)p[n - 1]))
+			n--;
+		if (n) {
+			int key = -1;
+			if (isdigit((unsigned char)*p)) {
+				char num[16];
+				if (n < sizeof(num)) {
+					memcpy(num, p, n);
+					num[n] = 0;
+					char *end;
+					long v = strtol(num, &end, 10);
+					if (!*end && v >= 0 && v < 1024)
+						key = (int)v;
+				}
+			} else {
+				for (unsigned i = 0; i < kd_napis; i++) {
+					const char *nm = kd_apis[i].name;
+					if (strlen(nm) == n && !strncasecmp(nm, p, n)) {
+						key = kd_apis[i].key;
+						break;
+					}
+				}
+			}
+			if (key < 0) {
+				snprintf(err, errlen,
+				         "unknown API '%.*s' (use Kafka's names, e.g. Produce, or "
+				         "numbers)",
+				         (int)n, p);
+				return -1;
+			}
+			opts->api_set[key / 8] |= (uint8_t)(1u << (key % 8));
+			opts->api_filter = 1;
+		}
+		if (!e)
+			break;
+		p = e + 1;
+	}
+	return 0;
+}
+
+/* ---- output of one message (json, verbose) ---- */
+
+static void msg_head_json(struct cap_an *an, const struct an_flow *fl, int64_t ts, int is_req,
+                          const struct kd_summary *sum, int64_t latency)
+{
+	struct kd_wbuf *w = &an->ob;
+	char tsb[40];
+	kd_sum_fmt_ts(ts, tsb, sizeof(tsb));
+	kd_w_fmt(w, "{\"ts\":\"%s\",\"client\":", tsb);
+	kd_json_cstr(w, an_flow_client(fl));
+	kd_w_cstr(w, ",\"broker\":");
+	kd_json_cstr(w, an_flow_broker(fl));
+	kd_w_fmt(w, ",\"direction\":\"%s\"", is_req ? "request" : "response");
+	if (sum->api_key >= 0) {
+		const char *name = kd_api_name(sum->api_key);
+		kd_w_fmt(w, ",\"api_key\":%d,\"api\":", sum->api_key);
+		if (name)
+			kd_json_cstr(w, name);
+		else
+			kd_w_cstr(w, "null");
+		kd_w_fmt(w, ",\"version\":%d", sum->api_version);
+	} else {
+		kd_w_cstr(w, ",\"api_key\":null,\"api\":null,\"version\":null");
+	}
+	kd_w_fmt(w, ",\"correlation_id\":%d,\"client_id\":", sum->correlation_id);
+	struct kd_view cid = kd_sum_view(sum, sum->client_id);
+	kd_json_view(w, &cid);
+	if (!is_req) {
+		if (latency >= 0)
+			kd_w_fmt(w, ",\"latency_us\":%lld", (long long)latency);
+		else
+			kd_w_cstr(w, ",\"latency_us\":null");
+	}
+}
+
+static void msg_out(struct cap_an *an, const struct an_flow *fl, int64_t ts, int is_req,
+                    const struct kd_summary *sum, const uint8_t *body, size_t len, int64_t latency)
+{
+	struct kd_tree t;
+	int have_body = body != NULL;
+	if (have_body) {
+		int rc = kd_tree_decode(&t, &an->arena, sum->api_key, sum->api_version, is_req,
+		                        body, len);
+		if (rc != KD_OK && rc != KD_EUNSUPPORTED)
+			an_problem(an, fl, "%s %s #%d: %s",
+			           kd_api_name(sum->api_key) ? kd_api_name(sum->api_key) : "?",
+			           is_req ? "request" : "response", sum->correlation_id,
+			           t.err_msg[0] ? t.err_msg : kd_strerror(rc));
+	}
+	if (an->opts.format == CAP_AN_JSON) {
+		msg_head_json(an, fl, ts, is_req, sum, latency);
+		kd_w_cstr(&an->ob, ",\"body\":");
+		if (have_body)
+			kd_render_json(&t, &an->ob, 0);
+		else
+			kd_w_cstr(&an->ob, "null");
+		kd_w_cstr(&an->ob, "}\n");
+	} else {
+		char tsb[40];
+		const char *name = sum->api_key >= 0 ? kd_api_name(sum->api_key) : NULL;
+		kd_sum_fmt_ts(ts, tsb, sizeof(tsb));
+		kd_w_fmt(&an->ob, "%s %s %s %s %s v%d %s #%d", tsb, an_flow_client(fl),
+		         is_req ? "->" : "<-", an_flow_broker(fl), name ? name : "?",
+		         sum->api_version, is_req ? "request" : "response", sum->correlation_id);
+		struct kd_view cid = kd_sum_view(sum, sum->client_id);
+		if (!cid.null) {
+			kd_w_cstr(&an->ob, " client_id=");
+			kd_json_view(&an->ob, &cid);
+		}
+		if (!is_req && latency >= 0)
+			kd_w_fmt(&an->ob, " %lld.%03lldms", (long long)(latency / 1000),
+			         (long long)(latency % 1000));
+		kd_w_cstr(&an->ob, "\n");
+		if (have_body)
+			kd_render_text(&t, &an->ob, 0);
+		else
+			kd_w_cstr(&an->ob, "  (body not captured)\n");
+		kd_w_cstr(&an->ob, "\n");
+	}
+	if (have_body)
+		kd_arena_reset(&an->arena);
+}
+
+/* ---- pairs ---- */
+
+static int format_keeps_body(const struct cap_an *an, int16_t api_key)
+{
+	switch (an->opts.format) {
+	case CAP_AN_JSON:
+	case CAP_AN_VERBOSE:
+		return 1;
+	case CAP_AN_RECORDS:
+		return api_key == 0;
+	default:
+		return 0;
+	}
+}
+
+/* A pair is complete (or known to stay unanswered): filters, stats, output.
+ * pend is the request (NULL for an unmatched response); resp_body NULL when
+ * there is no response. sum is the merged summary. */
+static void pair_emit(struct cap_an *an, struct an_flow *fl, struct an_pend *pend,
+                      struct kd_summary *sum, const uint8_t *resp_body, size_t resp_len,
+                      int64_t resp_ts)
+{
+	/* Endpoint strings are at most 55 bytes (cap_endpoint.str). */
+	size_t cl = strnlen(an_flow_client(fl), sizeof(sum->client) - 1);
+	size_t bl = strnlen(an_flow_broker(fl), sizeof(sum->broker) - 1);
+	memcpy(sum->client, an_flow_client(fl), cl);
+	sum->client[cl] = 0;
+	memcpy(sum->broker, an_flow_broker(fl), bl);
+	sum->broker[bl] = 0;
+	/* Fetch v13+ names topics by id only. */
+	for (unsigned i = 0; i < sum->ntp; i++) {
+		struct kd_sum_tp *tp = &sum->tp[i];
+		if (tp->has_topic_id && tp->topic.off == KD_SUM_NOSTR) {
+			struct kd_view name = an_topic_name(an, tp->topic_id);
+			if (!name.null)
+				kd_sum_name_topic(sum, tp->topic_id, name);
+		}
+	}
+	/* The EndTxn request decides held transactional records, filtered or not. */
+	if (an->opts.format == CAP_AN_RECORDS && pend && sum->api_key == 26 &&
+	    sum->committed >= 0 && sum->producer_id >= 0 && (!resp_body || !sum->error))
+		an_rec_txn_end(an, sum->producer_id, !sum->committed);
+	if (!pair_match(an, sum))
+		return;
+	an->counts.pairs_printed++;
+	if (an->stats)
+		an_stats_pair(an->stats, sum);
+	switch (an->opts.format) {
+	case CAP_AN_SUMMARY:
+		kd_sum_text(sum, &an->ob);
+		kd_w_cstr(&an->ob, "\n");
+		break;
+	case CAP_AN_JSON:
+	case CAP_AN_VERBOSE:
+		if (pend)
+			msg_out(an, fl, pend->ts_us, 1, sum, pend->body, pend->blen, -1);
+		if (resp_body)
+			msg_out(an, fl, resp_ts, 0, sum, resp_body, resp_len, sum->latency_us);
+		break;
+	case CAP_AN_RECORDS:
+		if (pend && pend->body && sum->api_key == 0)
+			an_rec_produce(an, fl, sum, pend->body, pend->blen, pend->ts_us);
+		if (resp_body && sum->api_key == 1)
+			an_rec_fetch(an, fl, sum, resp_body, resp_len, resp_ts);
+		break;
+	default:
+		break;
+	}
+	out_maybe_flush(an);
+}
+
+static void pend_free(struct an_pend *pend)
+{
+	free(pend->body);
+	free(pend);
+}
+
+/* Pops the oldest pending request and emits it unanswered. */
+static void pend_pop_unanswered(struct cap_an *an, struct an_flow *fl)
+{
+	struct an_pend *pend = fl->ph;
+	fl->ph = pend->next;
+	if (!fl->ph)
+		fl->pt = NULL;
+	fl->npend--;
+	fl->pend_bytes -= pend->blen;
+	pair_emit(an, fl, pend, &pend->sum, NULL, 0, 0);
+	pend_free(pend);
+}
+
+static void on_request(struct cap_an *an, struct an_flow *fl, const struct kd_event *ev)
+{
+	an->counts.requests++;
+	struct an_pend *pend = malloc(sizeof(*pend));
+	if (!pend) {
+		an_problem(an, fl, "out of memory");
+		return;
+	}
+	pend->next = NULL;
+	pend->ts_us = (int64_t)ev->ts_us;
+	pend->body = NULL;
+	pend->blen = 0;
+	kd_sum_init(&pend->sum);
+	pend->sum.ts_us = (int64_t)ev->ts_us;
+	const struct kd_req_hdr *h = &ev->req_hdr;
+	int has_body = (ev->flags & KD_EVF_BODY) && !(ev->flags & KD_EVF_GAP);
+	if (has_body) {
+		int rc = kd_sum_request(&pend->sum, h->api_key, h->api_version, h->correlation_id,
+		                        h->client_id, ev->body.p, ev->body.len);
+		if (rc != KD_OK && rc != KD_EUNSUPPORTED)
+			an_problem(an, fl, "%s v%d request #%d: body: %s",
+			           kd_api_name(h->api_key) ? kd_api_name(h->api_key) : "?",
+			           h->api_version, h->correlation_id, kd_strerror(rc));
+		if (format_keeps_body(an, h->api_key) &&
+		    fl->pend_bytes + ev->body.len <= PEND_BYTES_MAX) {
+			pend->body = malloc(ev->body.len ? ev->body.len : 1);
+			if (pend->body) {
+				memcpy(pend->body, ev->body.p, ev->body.len);
+				pend->blen = ev->body.len;
+			}
+		}
+	} else {
+		kd_sum_request(&pend->sum, h->api_key, h->api_version, h->correlation_id,
+		               h->client_id, NULL, 0);
+		pend->sum.flags &= ~(unsigned)KD_SUM_REQ_BAD;
+		if (ev->flags & KD_EVF_GAP)
+			an_problem(an, fl, "request #%d lost bytes to a capture gap",
+			           h->correlation_id);
+	}
+	if (ev->flags & KD_EVF_NO_RESPONSE) {
+		pend->sum.flags |= KD_SUM_NO_RESP;
+		pair_emit(an, fl, pend, &pend->sum, NULL, 0, 0);
+		pend_free(pend);
+		return;
+	}
+	if (fl->pt)
+		fl->pt->next = pend;
+	else
+		fl->ph = pend;
+	fl->pt = pend;
+	fl->npend++;
+	fl->pend_bytes += pend->blen;
+	while (fl->npend > PEND_MAX || fl->pend_bytes > PEND_BYTES_MAX)
+		pend_pop_unanswered(an, fl);
+}
+
+static void on_response(struct cap_an *an, struct an_flow *fl, const struct kd_event *ev)
+{
+	an->counts.responses++;
+	int has_body = (ev->flags & KD_EVF_BODY) && !(ev->flags & KD_EVF_GAP);
+	const uint8_t *body = has_body ? ev->body.p : NULL;
+	size_t blen = has_body ? ev->body.len : 0;
+	struct an_pend *pend = NULL;
+	struct kd_summary *sum;
+	struct kd_summary *own = NULL;
+
+	if (!(ev->flags & KD_EVF_UNPAIRED)) {
+		/* Older requests the stream popped unanswered go out first. */
+		while (fl->ph && fl->ph->sum.correlation_id != ev->req.correlation_id) {
+			struct an_pend *p = fl->ph;
+			int later = 0;
+			for (struct an_pend *q = p->next; q; q = q->next)
+				if (q->sum.correlation_id == ev->req.correlation_id)
+					later = 1;
+			if (!later)
+				break;
+			pend_pop_unanswered(an, fl);
+		}
+		if (fl->ph && fl->ph->sum.correlation_id == ev->req.correlation_id) {
+			pend = fl->ph;
+			fl->ph = pend->next;
+			if (!fl->ph)
+				fl->pt = NULL;
+			fl->npend--;
+			fl->pend_bytes -= pend->blen;
+		}
+	}
+	if (pend) {
+		sum = &pend->sum;
+	} else {
+		own = malloc(sizeof(*own));
+		if (!own) {
+			an_problem(an, fl, "out of memory");
+			return;
+		}
+		kd_sum_init(own);
+		sum = own;
+		if (!(ev->flags & KD_EVF_UNPAIRED)) {
+			/* The stream knew the request, we did not keep it (FIFO cap). */
+			sum->flags |= KD_SUM_REQ;
+			sum->api_key = ev->req.api_key;
+			sum->api_version = ev->req.api_version;
+			sum->ts_us = (int64_t)ev->req.ts_us;
+		} else {
+			sum->ts_us = (int64_t)ev->ts_us;
+		}
+		sum->correlation_id = ev->resp_hdr.correlation_id;
+	}
+	if (body) {
+		int rc = kd_sum_response(sum, body, blen);
+		if (rc != KD_OK && rc != KD_EUNSUPPORTED)
+			an_problem(an, fl, "%s v%d response #%d: body: %s",
+			           kd_api_name(sum->api_key) ? kd_api_name(sum->api_key) : "?",
+			           sum->api_version, sum->correlation_id, kd_strerror(rc));
+		if (sum->api_key == 3 && rc == KD_OK)
+			learn_metadata(an, sum->api_version, body, blen);
+	} else {
+		sum->flags |= KD_SUM_RESP;
+		if (ev->flags & KD_EVF_GAP)
+			an_problem(an, fl, "response #%d lost bytes to a capture gap",
+			           ev->resp_hdr.correlation_id);
+	}
+	if (sum->flags & KD_SUM_REQ)
+		sum->latency_us = ev->latency_us;
+	if (ev->flags & KD_EVF_UNPAIRED)
+		an_problem(an, fl, "response #%d answers no request seen in the capture",
+		           ev->resp_hdr.correlation_id);
+	pair_emit(an, fl, pend, sum, body, blen, (int64_t)ev->ts_us);
+	if (pend)
+		pend_free(pend);
+	free(own);
+}
+
+static void on_event(void *arg, const struct kd_event *ev)
+{
+	struct an_flow *fl = arg;
+	struct cap_an *an = fl->an;
+	switch (ev->type) {
+	case KD_EV_REQUEST:
+		on_request(an, fl, ev);
+		break;
+	case KD_EV_RESPONSE:
+		on_response(an, fl, ev);
+		break;
+	case KD_EV_OPAQUE:
+		break;
+	case KD_EV_ERROR:
+		an_problem(an, fl, "%s stream broken at byte %llu: %s",
+		           ev->dir == KD_C2S ? "request" : "response",
+		           (unsigned long long)ev->offset,
+		           ev->msg ? ev->msg : kd_strerror(ev->err));
+		break;
+	case KD_EV_SKIP:
+		an_problem(an, fl, "%s stream: skipped %llu bytes to resync (%llu lost in gaps)",
+		           ev->dir == KD_C2S ? "request" : "response",
+		           (unsigned long long)ev->skipped, (unsigned long long)ev->lost);
+		break;
+	default:
+		break;
+	}
+}
+
+/* ---- detection ---- */
+
+static int port_listed(const struct cap_an *an, uint16_t port)
+{
+	for (unsigned i = 0; i < an->opts.nports; i++)
+		if (an->opts.ports[i] == port)
+			return 1;
+	return 0;
+}
+
+static int an_start_stream(struct cap_an *an, struct an_flow *fl)
+{
+	struct kd_stream_cfg cfg = {0};
+	cfg.collect_bodies = 1;
+	cfg.midstream = fl->midstream;
+	cfg.on_event = on_event;
+	cfg.arg = fl;
+	fl->stream = kd_stream_new(&cfg);
+	if (!fl->stream) {
+		an_problem(an, fl, "out of memory");
+		return -1;
+	}
+	fl->state = FL_KAFKA;
+	an->counts.kafka_flows++;
+	return 0;
+}
+
+static void feed(struct an_flow *fl, int capdir, const uint8_t *p, size_t len, int64_t ts)
+{
+	enum kd_dir d = capdir == fl->c2s ? KD_C2S : KD_S2C;
+	int rc = kd_stream_feed(fl->stream, d, p, len, ts < 0 ? 0 : (uint64_t)ts);
+	if (rc == KD_ENOMEM)
+		an_problem(fl->an, fl, "out of memory in the stream decoder");
+}
+
+static void det_free(struct an_det **pdet)
+{
+	struct an_det *det = *pdet;
+	if (!det)
+		return;
+	kd_wbuf_free(&det->buf[0]);
+	kd_wbuf_free(&det->buf[1]);
+	free(det->log);
+	free(det);
+	*pdet = NULL;
+}
+
+static uint32_t be32(const uint8_t *p)
+{
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+/* Is there a plausible request frame at the start of b? 1 yes (and *whole
+ * says whether the whole frame is buffered), 0 no, KD_NEED_MORE. */
+static int det_req_at(const struct kd_wbuf *b, size_t off, int *whole)
+{
+	int r = kd_req_plausible(b->p + off, b->len - off, KD_STREAM_MAX_FRAME_DEFAULT);
+	if (r == 1)
+		*whole = b->len - off >= 4 + (size_t)be32(b->p + off);
+	return r;
+}
+
+/* Bytes per direction scanned for a frame start in a flow seen without its
+ * handshake, before deciding it is not Kafka. */
+#define DET_SCAN (16u * 1024)
+
+/* A capture that starts mid-connection: is there, somewhere in the first
+ * bytes of b, a plausible request followed by another one right after it
+ * (two frames in a row are the proof a single lucky match is not)? */
+static int det_chain(const struct kd_wbuf *b)
+{
+	size_t lim = b->len < DET_SCAN ? b->len : DET_SCAN;
+	for (size_t o = 0; o + 12 <= lim; o++) {
+		int whole = 0;
+		if (det_req_at(b, o, &whole) != 1 || !whole)
+			continue;
+		size_t next = o + 4 + (size_t)be32(b->p + o);
+		if (next + 12 <= b->len && det_req_at(b, next, &whole) == 1)
+			return 1;
+	}
+	return 0;
+}
+
+/* Decides a flow in detection. final: no more bytes will come (buffer
+ * full, gap or end). Returns FL_KAFKA (c2s set), FL_IGNORE or FL_DETECT. */
+static int det_decide(struct an_flow *fl, int final)
+{
+	struct an_det *det = fl->det;
+	int r[2], whole[2] = {0, 0};
+	for (int d = 0; d < 2; d++)
+		r[d] = det->buf[d].len ? det_req_at(&det->buf[d], 0, &whole[d]) : KD_NEED_MORE;
+	fl->midstream = 0;
+	if (fl->port_known) {
+		/* A frame start at the first byte: decode from there; anything
+		 * else means the capture began mid-connection. */
+		int rc = r[fl->c2s];
+		if (rc == KD_NEED_MORE && !final)
+			return FL_DETECT;
+		fl->midstream = rc == 0 || (rc == KD_NEED_MORE && det->buf[fl->c2s].len > 0);
+		return FL_KAFKA;
+	}
+	for (int d = 0; d < 2; d++) {
+		if (r[d] != 1)
+			continue;
+		const struct kd_wbuf *o = &det->buf[1 - d];
+		if (o->len >= 8) {
+			/* A response answers the first request: its correlation id. */
+			if (be32(o->p + 4) == be32(det->buf[d].p + 8)) {
+				fl->c2s = (uint8_t)d;
+				return FL_KAFKA;
+			}
+			if (r[1 - d] != 1)
+				return FL_IGNORE;
+			continue;
+		}
+		if (final && whole[d]) {
+			fl->c2s = (uint8_t)d;
+			return FL_KAFKA;
+		}
+	}
+	if (!fl->flow->handshake && !(r[0] == 1 || r[1] == 1)) {
+		/* No handshake and no frame at the start: maybe mid-connection. */
+		for (int d = 0; d < 2; d++) {
+			if (det_chain(&det->buf[d])) {
+				fl->c2s = (uint8_t)d;
+				fl->midstream = 1;
+				return FL_KAFKA;
+			}
+		}
+		if (final || (det->buf[0].len >= DET_SCAN && det->buf[1].len >= DET_SCAN))
+			return FL_IGNORE;
+		return FL_DETECT;
+	}
+	if (r[0] == 0 && r[1] == 0)
+		return FL_IGNORE;
+	if (final)
+		return FL_IGNORE;
+	if (r[0] == 0 && det->buf[1].len == 0 && det->buf[0].len >= 64)
+		return FL_IGNORE; /* the first speaker is not a Kafka client */
+	if (r[1] == 0 && det->buf[0].len == 0 && det->buf[1].len >= 64)
+		return FL_IGNORE;
+	return FL_DETECT;
+}
+
+static void det_replay(struct cap_an *an, struct an_flow *fl)
+{
+	struct an_det *det = fl->det;
+	size_t pos[2] = {0, 0};
+	fl->det = NULL;
+	for (size_t i = 0; i < det->nlog; i++) {
+		struct det_chunk *c = &det->log[i];
+		if (c->gap) {
+			kd_stream_gap(fl->stream, c->dir == fl->c2s ? KD_C2S : KD_S2C, c->gap);
+			continue;
+		}
+		feed(fl, c->dir, det->buf[c->dir].p + pos[c->dir], c->len, c->ts_us);
+		pos[c->dir] += c->len;
+	}
+	(void)an;
+	det_free(&det);
+}
+
+static void det_conclude(struct cap_an *an, struct an_flow *fl, int final)
+{
+	int st = det_decide(fl, final);
+	if (st == FL_DETECT)
+		return;
+	if (st == FL_IGNORE) {
+		fl->state = FL_IGNORE;
+		fl->flow->ignore = 1;
+		det_free(&fl->det);
+		return;
+	}
+	if (an_start_stream(an, fl) < 0) {
+		fl->state = FL_IGNORE;
+		fl->flow->ignore = 1;
+		det_free(&fl->det);
+		return;
+	}
+	det_replay(an, fl);
+}
+
+static int det_log(struct an_det *det, int dir, uint32_t len, int64_t ts, uint64_t gap)
+{
+	if (det->nlog == det->caplog) {
+		size_t ncap = det->caplog ? det->caplog * 2 : 16;
+		struct det_chunk *nl = realloc(det->log, ncap * sizeof(*nl));
+		if (!nl)
+			return -1;
+		det->log = nl;
+		det->caplog = ncap;
+	}
+	struct det_chunk *c = &det->log[det->nlog++];
+	c->dir = (uint8_t)dir;
+	c->len = len;
+	c->ts_us = ts;
+	c->gap = gap;
+	return 0;
+}
+
+/* ---- reassembler callbacks ---- */
+
+static void cb_open(void *ctx, struct cap_flow *flow)
+{
+	struct cap_an *an = ctx;
+	int p0 = port_listed(an, flow->ep[0].port), p1 = port_listed(an, flow->ep[1].port);
+	if (!p0 && !p1 && an->opts.no_detect) {
+		flow->ignore = 1;
+		return;
+	}
+	struct an_flow *fl = calloc(1, sizeof(*fl));
+	if (!fl) {
+		flow->ignore = 1;
+		return;
+	}
+	fl->an = an;
+	fl->flow = flow;
+	flow->user = fl;
+	if (p1 || p0) {
+		/* The listed port is the broker's; with both listed, the side
+		 * that opened the connection is the client. */
+		fl->c2s = (p1 && (!p0 || flow->client_how == CAP_CLIENT_SYN)) ? 0 : 1;
+		if (flow->handshake) {
+			if (an_start_stream(an, fl) < 0) {
+				fl->state = FL_IGNORE;
+				flow->ignore = 1;
+			}
+			return;
+		}
+		fl->port_known = 1;
+	}
+	fl->det = calloc(1, sizeof(*fl->det));
+	if (!fl->det) {
+		fl->state = FL_IGNORE;
+		flow->ignore = 1;
+	}
+}
+
+static void cb_data(void *ctx, struct cap_flow *flow, int dir, const uint8_t *p, size_t len,
+                    int64_t ts_us)
+{
+	struct cap_an *an = ctx;
+	struct an_flow *fl = flow->user;
+	if (!fl || fl->state == FL_IGNORE)
+		return;
+	if (fl->state == FL_KAFKA) {
+		feed(fl, dir, p, len, ts_us);
+		return;
+	}
+	struct an_det *det = fl->det;
+	size_t take = len;
+	int full = 0;
+	if (det->buf[dir].len + take > DET_MAX) {
+		full = 1;
+		take = DET_MAX - det->buf[dir].len;
+	}
+	kd_w_raw(&det->buf[dir], p, take);
+	if (det->buf[dir].err || det_log(det, dir, (uint32_t)take, ts_us, 0) < 0) {
+		fl->state = FL_IGNORE;
+		flow->ignore = 1;
+		det_free(&fl->det);
+		return;
+	}
+	det_conclude(an, fl, full);
+	if (fl->state == FL_KAFKA && take < len)
+		feed(fl, dir, p + take, len - take, ts_us);
+	else if (fl->state == FL_DETECT && full) {
+		fl->state = FL_IGNORE;
+		flow->ignore = 1;
+		det_free(&fl->det);
+	}
+}
+
+static void cb_gap(void *ctx, struct cap_flow *flow, int dir, uint64_t nbytes, int64_t ts_us)
+{
+	struct cap_an *an = ctx;
+	struct an_flow *fl = flow->user;
+	(void)ts_us;
+	if (!fl || fl->state == FL_IGNORE)
+		return;
+	fl->gaps++;
+	fl->lost += nbytes;
+	an->counts.gaps++;
+	if (fl->state == FL_DETECT) {
+		det_conclude(an, fl, 1);
+		if (fl->state != FL_KAFKA)
+			return;
+	}
+	kd_stream_gap(fl->stream, dir == fl->c2s ? KD_C2S : KD_S2C, nbytes);
+}
+
+static void flow_end(struct cap_an *an, struct an_flow *fl)
+{
+	if (fl->state == FL_DETECT)
+		det_conclude(an, fl, 1);
+	while (fl->ph)
+		pend_pop_unanswered(an, fl);
+	if (fl->stream) {
+		const struct kd_stream_stats *ss = kd_stream_stats(fl->stream);
+		if (an->stats)
+			an_stats_flow(an->stats, fl->gaps, fl->lost);
+		(void)ss;
+		kd_stream_free(fl->stream);
+		fl->stream = NULL;
+	}
+	det_free(&fl->det);
+}
+
+static void cb_close(void *ctx, struct cap_flow *flow, enum cap_close_reason reason)
+{
+	struct cap_an *an = ctx;
+	struct an_flow *fl = flow->user;
+	(void)reason;
+	if (!fl)
+		return;
+	flow_end(an, fl);
+	free(fl);
+	flow->user = NULL;
+	out_maybe_flush(an);
+}
+
+static void cb_message(void *ctx, struct cap_flow *flow, const char *msg)
+{
+	struct cap_an *an = ctx;
+	struct an_flow *fl = flow ? flow->user : NULL;
+	if (fl && fl->state == FL_IGNORE)
+		return;
+	an_problem(an, fl && fl->state == FL_KAFKA ? fl : NULL, "%s", msg);
+}
+
+/* ---- lifecycle ---- */
+
+struct cap_an *cap_an_new(const struct cap_an_opts *opts, FILE *out, char *err, size_t errlen)
+{
+	struct cap_an *an = calloc(1, sizeof(*an));
+	if (!an) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	an->opts = *opts;
+	if (!an->opts.nports) {
+		an->opts.ports[0] = 9092;
+		an->opts.nports = 1;
+	}
+	an->out = out;
+	an->arena.limit = 512u << 20;
+	if (opts->format == CAP_AN_STATS || opts->stats_after) {
+		an->stats = an_stats_new();
+		if (!an->stats) {
+			free(an);
+			snprintf(err, errlen, "out of memory");
+			return NULL;
+		}
+	}
+	return an;
+}
+
+void cap_an_callbacks(struct cap_an *an, struct cap_tcp_cbs *cbs)
+{
+	memset(cbs, 0, sizeof(*cbs));
+	cbs->ctx = an;
+	cbs->flow_open = cb_open;
+	cbs->data = cb_data;
+	cbs->gap = cb_gap;
+	cbs->flow_close = cb_close;
+	cbs->message = cb_message;
+}
+
+void cap_an_finish(struct cap_an *an, const struct cap_stats *tstats)
+{
+	if (an->opts.format == CAP_AN_RECORDS)
+		an_rec_finish(an);
+	if (an->stats) {
+		if (an->opts.format != CAP_AN_STATS)
+			kd_w_cstr(&an->ob, "\n");
+		an_stats_report(an->stats, &an->ob, an->opts.stats_json, tstats, &an->counts);
+	}
+	an_out_flush(an);
+}
+
+void cap_an_progress(struct cap_an *an, uint64_t done, uint64_t total, int final)
+{
+	if (!an->opts.progress)
+		return;
+	if (final) {
+		if (an->progress_shown)
+			fprintf(stderr, "\r\033[K");
+		return;
+	}
+	if (total)
+		fprintf(stderr, "\r%5.1f%% %llu MB, %llu requests",
+		        100.0 * (double)done / (double)total, (unsigned long long)(done >> 20),
+		        (unsigned long long)an->counts.requests);
+	else
+		fprintf(stderr, "\r%llu MB, %llu requests", (unsigned long long)(done >> 20),
+		        (unsigned long long)an->counts.requests);
+	an->progress_shown = 1;
+}
+
+const struct cap_an_counts *cap_an_counts(const struct cap_an *an)
+{
+	return &an->counts;
+}
+
+void cap_an_free(struct cap_an **pan)
+{
+	struct cap_an *an = *pan;
+	if (!an)
+		return;
+	an_rec_free(an);
+	an_stats_free(&an->stats);
+	idmap_free(&an->ids);
+	kd_arena_free(&an->arena);
+	kd_wbuf_free(&an->ob);
+	free(an);
+	*pan = NULL;
+}

@@ -1,0 +1,148 @@
+/* cap-analyze.h: the Kafka analyzer behind `kwire decode` and `kwire
+ * sniff`. It sits on the TCP reassembler's callbacks (cap.h): it decides
+ * which flows carry Kafka (ports, plus a detector that recognises Kafka on
+ * any port from its first frames), runs one kd_stream per Kafka flow, and
+ * prints every request/response pair in one of the output formats. The
+ * Kafka bytes themselves are only ever understood by decoder/ (kd_stream,
+ * kd_summary, kd_tree, kd_records).
+ *
+ *	struct cap_an *an = cap_an_new(&opts, stdout, err, sizeof(err));
+ *	struct cap_tcp_cbs cbs;
+ *	cap_an_callbacks(an, &cbs);
+ *	struct cap_tcp *tcp = cap_tcp_new(NULL, &cbs);
+ *	cap_run(src, tcp);                 // flushes the flows at the end
+ *	cap_an_finish(an, cap_tcp_stats(tcp));  // leftovers, the stats report
+ *	cap_tcp_free(&tcp); cap_an_free(&an);
+ */
+#ifndef CAP_ANALYZE_H
+#define CAP_ANALYZE_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "cap-t.h"
+
+enum cap_an_format {
+	CAP_AN_SUMMARY = 0, /* one line per request/response pair */
+	CAP_AN_VERBOSE,     /* the decoded tree of every message, as text */
+	CAP_AN_JSON,        /* one JSON object per request and per response */
+	CAP_AN_RECORDS,     /* one JSON object per produced or fetched record */
+	CAP_AN_STATS,       /* only the end report */
+};
+
+#define CAP_AN_MAX_PORTS 64
+
+struct cap_an_opts {
+	int format;                       /* enum cap_an_format */
+	int stats_json;                   /* stats report as one JSON document */
+	int stats_after;                  /* print the stats report after the other output too */
+	uint16_t ports[CAP_AN_MAX_PORTS]; /* Kafka broker ports; none given = 9092 */
+	unsigned nports;
+	int no_detect; /* only the ports: no detection on other flows */
+	/* Filters (all must match; unset = everything). */
+	uint8_t api_set[1024 / 8];  /* API keys wanted, bit per key */
+	int api_filter;             /* api_set is in use */
+	const char *topic_glob;     /* fnmatch() pattern on topic names */
+	const char *client_id_glob; /* fnmatch() pattern on client ids */
+	int errors_only;            /* pairs whose response carries an error */
+	int progress;               /* progress line on stderr */
+	int color;                  /* reserved */
+};
+
+struct cap_an;
+struct cap_source;
+
+/* A new analyzer writing to out (not closed by the analyzer). Returns
+ * NULL with a message in err on allocation failure. */
+struct cap_an *cap_an_new(const struct cap_an_opts *opts, FILE *out, char *err, size_t errlen);
+
+/* Fills cbs with the analyzer's reassembler callbacks (ctx = an). */
+void cap_an_callbacks(struct cap_an *an, struct cap_tcp_cbs *cbs);
+
+/* Called after the input's flows were flushed: emits what was waiting
+ * (unanswered requests, held transactional records) and, for the stats
+ * format, the report. tstats may be NULL. */
+void cap_an_finish(struct cap_an *an, const struct cap_stats *tstats);
+
+/* Progress hook the CLI calls now and then (bytes read of total, 0 =
+ * unknown); prints on stderr when opts.progress. */
+void cap_an_progress(struct cap_an *an, uint64_t done, uint64_t total, int final);
+
+/* Counters for the CLI's exit message and tests. */
+struct cap_an_counts {
+	uint64_t kafka_flows;
+	uint64_t requests;
+	uint64_t responses;
+	uint64_t pairs_printed;
+	uint64_t records;
+	uint64_t problems; /* decode problems reported */
+	uint64_t gaps;
+};
+const struct cap_an_counts *cap_an_counts(const struct cap_an *an);
+
+void cap_an_free(struct cap_an **an);
+
+/* Parses "Produce,Fetch,3" (names case-insensitive, or numbers) into
+ * opts->api_set. Returns 0, or -1 with the bad name in err. */
+int cap_an_parse_apis(struct cap_an_opts *opts, const char *list, char *err, size_t errlen);
+
+/* ---- private to cap-analyze.c and cap-out*.c ---- */
+#ifdef CAP_AN_PRIVATE
+#include "kd-arena.h"
+#include "kd-cur.h"
+#include "kd-summary.h"
+
+struct an_flow;
+struct an_stats;
+struct an_txn;
+struct an_idmap;
+
+struct cap_an {
+	struct cap_an_opts opts;
+	FILE *out;
+	struct kd_wbuf ob;      /* output, flushed in large writes */
+	struct kd_arena arena;  /* trees of the message being rendered */
+	struct an_stats *stats; /* NULL unless the stats report is wanted */
+	struct an_txn *txn;     /* records format: transactional records on hold */
+	struct an_idmap *ids;   /* topic id -> name, from Metadata responses */
+	struct cap_an_counts counts;
+	uint64_t problems_shown;
+	int64_t last_progress_us;
+	int progress_shown;
+};
+
+/* Output helpers (cap-analyze.c). */
+void an_out_flush(struct cap_an *an);
+/* A problem: counted, shown (stdout in summary format, else stderr) up to
+ * a limit, and added to the stats report. fl may be NULL. */
+void an_problem(struct cap_an *an, const struct an_flow *fl, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Topic name for an id learnt from Metadata, or a null view. */
+struct kd_view an_topic_name(const struct cap_an *an, const uint8_t id[16]);
+/* fnmatch of a view against opts.topic_glob (1 when no filter). */
+int an_topic_match(const struct cap_an *an, struct kd_view topic);
+const char *an_flow_client(const struct an_flow *fl);
+const char *an_flow_broker(const struct an_flow *fl);
+
+/* cap-out-records.c: the records format. */
+void an_rec_produce(struct cap_an *an, const struct an_flow *fl, const struct kd_summary *sum,
+                    const uint8_t *body, size_t len, int64_t ts_us);
+void an_rec_fetch(struct cap_an *an, const struct an_flow *fl, const struct kd_summary *sum,
+                  const uint8_t *body, size_t len, int64_t ts_us);
+/* The outcome of producer pid's open transaction is known. */
+void an_rec_txn_end(struct cap_an *an, int64_t pid, int aborted);
+/* End of input: held records go out without "aborted". */
+void an_rec_finish(struct cap_an *an);
+void an_rec_free(struct cap_an *an);
+
+/* cap-out-stats.c: the stats report. */
+struct an_stats *an_stats_new(void);
+void an_stats_pair(struct an_stats *st, const struct kd_summary *sum);
+void an_stats_problem(struct an_stats *st, const char *msg);
+void an_stats_flow(struct an_stats *st, uint64_t gaps, uint64_t lost_bytes);
+void an_stats_report(struct an_stats *st, struct kd_wbuf *w, int json,
+                     const struct cap_stats *tstats, const struct cap_an_counts *counts);
+void an_stats_free(struct an_stats **st);
+#endif
+
+#endif
