@@ -10,6 +10,8 @@ struct kw_cmd {
 };
 
 int cmd_version(int argc, char **argv);
+int cmd_proxy(int argc, char **argv);
+int cmd_demo(int argc, char **argv);
 int cmd_decode(int argc, char **argv);
 int cmd_sniff(int argc, char **argv);
 /* The analyzer shared by decode (live = 0) and sniff (live = 1), cmd-decode.c. */

@@ -9,8 +9,10 @@
 
 static const struct kw_cmd kw_cmds[] = {
 	{"version", "print the version and the codecs and features built in", cmd_version},
+	{"proxy", "run the transparent Kafka proxy", cmd_proxy},
 	{"decode", "decode the Kafka traffic in a pcap/pcapng capture", cmd_decode},
 	{"sniff", "decode the Kafka traffic on a live interface", cmd_sniff},
+	{"demo", "run a producer and a consumer through kwire in front of a built-in cluster", cmd_demo},
 };
 
 static void usage(FILE *f)

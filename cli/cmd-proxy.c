@@ -1,0 +1,374 @@
+/* cmd-proxy.c: `kwire proxy`, the transparent Kafka proxy (proxy/px.h).
+ *
+ * Settings come from defaults, then the YAML file (-c), then the flags: a
+ * flag always wins over the file. Signals are handled by sigwait() on this
+ * thread (they are blocked before the proxy's threads start, so those
+ * inherit the mask): SIGTERM/SIGINT drain and exit, SIGHUP reopens the log
+ * file through the proxy's reopen hook. */
+#include <errno.h>
+#include <getopt.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cmd.h"
+#include "px-admin.h"
+#include "px-log.h"
+#include "px-mock.h"
+#include "px.h"
+
+enum {
+	OPT_ADVERTISE = 256,
+	OPT_BROKER_PORT,
+	OPT_BROKER_PORT_BASE,
+	OPT_WORKERS,
+	OPT_MAX_FRAME,
+	OPT_BUFFER,
+	OPT_MAX_INFLIGHT,
+	OPT_CONNECT_TIMEOUT,
+	OPT_IDLE_TIMEOUT,
+	OPT_DRAIN_TIMEOUT,
+	OPT_NO_CLAMP,
+	OPT_NO_REWRITE,
+	OPT_ACCESS_LOG,
+	OPT_ACCESS_LOG_FORMAT,
+	OPT_ADMIN,
+	OPT_PRINT_CONFIG,
+};
+
+static const struct option proxy_opts[] = {
+    {"config", required_argument, NULL, 'c'},
+    {"upstream", required_argument, NULL, 'u'},
+    {"listen", required_argument, NULL, 'l'},
+    {"advertise", required_argument, NULL, OPT_ADVERTISE},
+    {"broker-port", required_argument, NULL, OPT_BROKER_PORT},
+    {"broker-port-base", required_argument, NULL, OPT_BROKER_PORT_BASE},
+    {"workers", required_argument, NULL, OPT_WORKERS},
+    {"max-frame", required_argument, NULL, OPT_MAX_FRAME},
+    {"buffer", required_argument, NULL, OPT_BUFFER},
+    {"max-inflight", required_argument, NULL, OPT_MAX_INFLIGHT},
+    {"connect-timeout", required_argument, NULL, OPT_CONNECT_TIMEOUT},
+    {"idle-timeout", required_argument, NULL, OPT_IDLE_TIMEOUT},
+    {"drain-timeout", required_argument, NULL, OPT_DRAIN_TIMEOUT},
+    {"no-clamp", no_argument, NULL, OPT_NO_CLAMP},
+    {"no-rewrite", no_argument, NULL, OPT_NO_REWRITE},
+    {"access-log", required_argument, NULL, OPT_ACCESS_LOG},
+    {"access-log-format", required_argument, NULL, OPT_ACCESS_LOG_FORMAT},
+    {"admin", required_argument, NULL, OPT_ADMIN},
+    {"print-config", no_argument, NULL, OPT_PRINT_CONFIG},
+    {"verbose", no_argument, NULL, 'v'},
+    {"quiet", no_argument, NULL, 'q'},
+    {"help", no_argument, NULL, 'h'},
+    {NULL, 0, NULL, 0},
+};
+
+static void usage(FILE *f)
+{
+	fprintf(
+	    f,
+	    "usage: kwire proxy --upstream HOST:PORT[,HOST:PORT...] --listen [HOST:]PORT "
+	    "[options]\n"
+	    "       kwire proxy -c FILE [options]\n"
+	    "\n"
+	    "A transparent Kafka proxy: clients set bootstrap.servers to the listen address and\n"
+	    "keep working as if direct. Every broker the cluster advertises gets its own proxy\n"
+	    "port (listen port + 1 + node id unless --broker-port-base or --broker-port says\n"
+	    "otherwise), and broker addresses in Metadata, FindCoordinator, DescribeCluster and\n"
+	    "the Produce/Fetch NodeEndpoints are rewritten to them. See docs/proxy.md.\n"
+	    "\n"
+	    "options (flags override the file):\n"
+	    "  -c, --config FILE          YAML settings (keys as in docs/proxy.md)\n"
+	    "  -u, --upstream LIST        the cluster's bootstrap servers, HOST:PORT,...;\n"
+	    "                             'mock': an in-process mock cluster (3 brokers,\n"
+	    "                             topic my-topic), printed as 'MOCK HOST:PORT,...'\n"
+	    "  -l, --listen [HOST:]PORT   bootstrap listener (default 0.0.0.0:9092)\n"
+	    "      --advertise HOST       host clients are told (default: listen host,\n"
+	    "                             'localhost' for a wildcard)\n"
+	    "      --broker-port ID=PORT  explicit proxy port for broker ID (repeatable)\n"
+	    "      --broker-port-base P   broker ID listens on P + ID (default listen+1)\n"
+	    "      --workers N            event-loop threads (default: one per CPU)\n"
+	    "      --max-frame BYTES      largest frame accepted (default 104857600)\n"
+	    "      --buffer BYTES         per-direction buffer before back-pressure\n"
+	    "                             (default 1048576)\n"
+	    "      --max-inflight N       in-flight requests per connection (default 1024)\n"
+	    "      --connect-timeout MS   upstream connect timeout (default 10000)\n"
+	    "      --idle-timeout MS      close idle client connections (default 600000,\n"
+	    "                             0 = never)\n"
+	    "      --drain-timeout MS     on SIGTERM, wait this long for in-flight\n"
+	    "                             requests (default 10000)\n"
+	    "      --no-clamp             forward ApiVersions unclamped\n"
+	    "      --no-rewrite           do not rewrite broker addresses (debugging only:\n"
+	    "                             clients then bypass the proxy)\n"
+	    "      --access-log PATH      access log file ('-' = stdout)\n"
+	    "      --access-log-format F  text or json\n"
+	    "      --admin [HOST:]PORT    admin and /metrics endpoint\n"
+	    "      --print-config         print the effective settings as YAML and exit\n"
+	    "  -v, --verbose              more log output (repeatable)\n"
+	    "  -q, --quiet                errors only\n"
+	    "  -h, --help                 this text\n"
+	    "\n"
+	    "signals: SIGTERM/SIGINT drain and exit; SIGHUP reopens the access log.\n"
+	    "Once listening it prints 'LISTEN HOST:PORT' (and 'ADMIN HOST:PORT') on stdout.\n");
+}
+
+static int parse_num(const char *opt, const char *s, unsigned long long lo, unsigned long long hi,
+                     unsigned long long *out)
+{
+	char *end;
+	errno = 0;
+	unsigned long long v = strtoull(s, &end, 10);
+	if (errno || *end || end == s || s[0] == '-' || v < lo || v > hi) {
+		fprintf(stderr, "kwire proxy: --%s: '%s' is not a number in [%llu, %llu]\n", opt, s,
+		        lo, hi);
+		return -1;
+	}
+	*out = v;
+	return 0;
+}
+
+/* --upstream mock: run librdkafka's mock cluster in-process (px-mock.h). */
+static int proxy_upstream_mock;
+
+/* Applies one flag to conf; -1 on a bad value. */
+static int apply_flag(struct px_conf *conf, int c, const char *arg, int *print_config)
+{
+	char err[256];
+	unsigned long long v;
+	switch (c) {
+	case 'c':
+		return 0; /* loaded before the flags */
+	case 'u':
+		if (!strcmp(arg, "mock")) { /* kwire's in-process cluster (px-mock.h) */
+			proxy_upstream_mock = 1;
+			return 0;
+		}
+		if (px_conf_set_upstreams(conf, arg, err, sizeof(err)))
+			goto bad;
+		return 0;
+	case 'l':
+		if (px_hostport_parse(arg, 0, &conf->listen, err, sizeof(err)))
+			goto bad;
+		return 0;
+	case OPT_ADVERTISE:
+		if (strlen(arg) >= sizeof(conf->advertise)) {
+			snprintf(err, sizeof(err), "--advertise: too long");
+			goto bad;
+		}
+		snprintf(conf->advertise, sizeof(conf->advertise), "%s", arg);
+		return 0;
+	case OPT_BROKER_PORT: {
+		const char *eq = strchr(arg, '=');
+		long long id;
+		char *end;
+		if (!eq) {
+			snprintf(err, sizeof(err), "--broker-port: expected ID=PORT");
+			goto bad;
+		}
+		errno = 0;
+		id = strtoll(arg, &end, 10);
+		if (errno || end != eq || end == arg || id < INT32_MIN || id > INT32_MAX) {
+			snprintf(err, sizeof(err), "--broker-port: bad node id in '%s'", arg);
+			goto bad;
+		}
+		if (parse_num("broker-port", eq + 1, 1, 65535, &v))
+			return -1;
+		if (px_conf_set_broker_port(conf, (int32_t)id, (uint16_t)v, err, sizeof(err)))
+			goto bad;
+		return 0;
+	}
+	case OPT_BROKER_PORT_BASE:
+		if (parse_num("broker-port-base", arg, 0, 65535, &v))
+			return -1;
+		conf->broker_port_base = (uint16_t)v;
+		return 0;
+	case OPT_WORKERS:
+		if (parse_num("workers", arg, 0, 256, &v))
+			return -1;
+		conf->workers = (unsigned)v;
+		return 0;
+	case OPT_MAX_FRAME:
+		if (parse_num("max-frame", arg, 64, INT32_MAX, &v))
+			return -1;
+		conf->max_frame = (uint32_t)v;
+		return 0;
+	case OPT_BUFFER:
+		if (parse_num("buffer", arg, 4096, 1ULL << 32, &v))
+			return -1;
+		conf->buffer_bytes = (size_t)v;
+		return 0;
+	case OPT_MAX_INFLIGHT:
+		if (parse_num("max-inflight", arg, 1, 1 << 20, &v))
+			return -1;
+		conf->max_inflight = (unsigned)v;
+		return 0;
+	case OPT_CONNECT_TIMEOUT:
+		if (parse_num("connect-timeout", arg, 1, 3600000, &v))
+			return -1;
+		conf->connect_timeout_ms = (unsigned)v;
+		return 0;
+	case OPT_IDLE_TIMEOUT:
+		if (parse_num("idle-timeout", arg, 0, 86400000, &v))
+			return -1;
+		conf->idle_timeout_ms = (unsigned)v;
+		return 0;
+	case OPT_DRAIN_TIMEOUT:
+		if (parse_num("drain-timeout", arg, 0, 3600000, &v))
+			return -1;
+		conf->drain_timeout_ms = (unsigned)v;
+		return 0;
+	case OPT_NO_CLAMP:
+		conf->clamp_api_versions = 0;
+		return 0;
+	case OPT_NO_REWRITE:
+		conf->rewrite = 0;
+		return 0;
+	case OPT_ACCESS_LOG: {
+		char *s = strdup(arg);
+		if (!s)
+			return -1;
+		free(conf->access_log);
+		conf->access_log = s;
+		return 0;
+	}
+	case OPT_ACCESS_LOG_FORMAT:
+		if (!strcmp(arg, "text"))
+			conf->access_log_format = PX_LOGF_TEXT;
+		else if (!strcmp(arg, "json"))
+			conf->access_log_format = PX_LOGF_JSON;
+		else {
+			snprintf(err, sizeof(err), "--access-log-format: text or json");
+			goto bad;
+		}
+		return 0;
+	case OPT_ADMIN:
+		snprintf(conf->admin.host, sizeof(conf->admin.host), "127.0.0.1");
+		if (px_hostport_parse(arg, 0, &conf->admin, err, sizeof(err)))
+			goto bad;
+		return 0;
+	case OPT_PRINT_CONFIG:
+		*print_config = 1;
+		return 0;
+	case 'v':
+		if (conf->log_level < 3)
+			conf->log_level++;
+		return 0;
+	case 'q':
+		conf->log_level = 0;
+		return 0;
+	default:
+		return -1;
+	}
+bad:
+	fprintf(stderr, "kwire proxy: %s\n", err);
+	return -1;
+}
+
+int cmd_proxy(int argc, char **argv)
+{
+	struct px_conf conf;
+	struct px *px = NULL;
+	struct px_mock *mock = NULL;
+	struct px_observer obs = {0};
+	char err[512] = "";
+	const char *config = NULL;
+	int c, rc = 2, print_config = 0;
+
+	px_conf_init(&conf);
+	/* Pass 1: --help and the file, so that flags can override it. */
+	opterr = 0;
+	optind = 0;
+	while ((c = getopt_long(argc, argv, "c:u:l:vqh", proxy_opts, NULL)) != -1) {
+		if (c == 'h') {
+			usage(stdout);
+			rc = 0;
+			goto out;
+		}
+		if (c == 'c')
+			config = optarg;
+	}
+	if (config && px_conf_load(&conf, config, err, sizeof(err))) {
+		fprintf(stderr, "kwire proxy: %s\n", err);
+		goto out;
+	}
+	/* Pass 2: the flags. */
+	opterr = 1;
+	optind = 0;
+	while ((c = getopt_long(argc, argv, "c:u:l:vqh", proxy_opts, NULL)) != -1) {
+		if (c == '?' || apply_flag(&conf, c, optarg, &print_config)) {
+			fprintf(stderr, "'kwire proxy --help' lists the options.\n");
+			goto out;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "kwire proxy: unexpected argument '%s'\n", argv[optind]);
+		goto out;
+	}
+	if (proxy_upstream_mock) {
+		/* Block the signals first: the mock's threads inherit the mask. */
+		sigset_t mset;
+		sigemptyset(&mset);
+		sigaddset(&mset, SIGTERM);
+		sigaddset(&mset, SIGINT);
+		sigaddset(&mset, SIGHUP);
+		pthread_sigmask(SIG_BLOCK, &mset, NULL);
+		mock = px_mock_new(PX_MOCK_BROKERS, err, sizeof(err));
+		if (!mock || px_mock_topic(mock, "my-topic", 2, 0, err, sizeof(err)) ||
+		    px_mock_conf_upstream(mock, &conf, err, sizeof(err))) {
+			fprintf(stderr, "kwire proxy: %s\n", err);
+			goto out;
+		}
+		printf("MOCK %s\n", px_mock_bootstraps(mock));
+	}
+	if (print_config) {
+		px_conf_dump(&conf, stdout);
+		rc = 0;
+		goto out;
+	}
+	if (px_conf_check(&conf, err, sizeof(err))) {
+		fprintf(stderr, "kwire proxy: %s\n", err);
+		goto out;
+	}
+
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+
+	px = px_new(&conf, err, sizeof(err));
+	if (px && px_observe_start(px, &conf, &obs, err, sizeof(err)))
+		px_free(&px); /* access log and admin endpoint: px-log.h */
+	if (!px || px_start(px, err, sizeof(err))) {
+		fprintf(stderr, "kwire proxy: %s\n", err);
+		rc = 1;
+		goto out;
+	}
+	printf("LISTEN %s:%u\n", conf.listen.host, px_listen_port(px));
+	if (obs.admin)
+		printf("ADMIN %s:%u\n", conf.admin.host, px_admin_port(obs.admin));
+	fflush(stdout);
+	for (;;) {
+		int sig = 0;
+		if (sigwait(&set, &sig))
+			continue;
+		if (sig == SIGHUP) {
+			px_log(px, 2, "SIGHUP: reopening the log");
+			px_reopen(px);
+			continue;
+		}
+		px_log(px, 2, "%s: draining", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+		px_stop(px);
+		break;
+	}
+	px_wait(px);
+	rc = 0;
+out:
+	px_observe_stop(&obs);
+	px_free(&px);
+	px_mock_free(&mock);
+	px_conf_free(&conf);
+	return rc;
+}

@@ -1,0 +1,497 @@
+/* px-admin.c: the admin endpoint (px-admin.h): evhttp on its own thread
+ * and event base, plus the metrics the proxy core does not keep itself
+ * (latency histograms per API, per-topic record counts). */
+#include <arpa/inet.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/thread.h>
+
+#include "kd-schema.h"
+#include "px-admin.h"
+#include "px-log.h"
+#include "px.h"
+
+/* Histogram upper bounds, microseconds (Prometheus "le" in seconds). */
+static const uint64_t adm_bounds_us[] = {100,     250,     500,     1000,    2500,   5000,
+                                         10000,   25000,   50000,   100000,  250000, 500000,
+                                         1000000, 2500000, 5000000, 10000000};
+#define ADM_NB (sizeof(adm_bounds_us) / sizeof(adm_bounds_us[0]))
+
+#define ADM_TOPICS 1024 /* distinct topics tracked; more go to "_other" */
+#define ADM_TOPIC_LEN 250
+
+struct adm_hist {
+	_Atomic uint64_t b[ADM_NB + 1]; /* last: +Inf only */
+	_Atomic uint64_t sum_us, count;
+};
+
+struct adm_topic {
+	char name[ADM_TOPIC_LEN]; /* "" = free slot */
+	uint64_t produce_records, produce_bytes, fetch_records, fetch_bytes;
+};
+
+struct px_admin {
+	struct px *px;
+	struct px_log *log;
+	struct event_base *base;
+	struct evhttp *http;
+	struct event *stop_ev;
+	pthread_t thread;
+	int started;
+	uint16_t port;
+	int16_t api_max; /* histogram rows: keys 0..PX_API_MAX-1 */
+	struct adm_hist hist[PX_API_MAX];
+
+	pthread_mutex_t tmu;      /* guards topics */
+	struct adm_topic *topics; /* open addressing, ADM_TOPICS slots */
+	unsigned ntopics;
+	struct adm_topic other;
+};
+
+/* ---- recording ---- */
+
+static uint32_t adm_hash(const char *s, size_t len)
+{
+	uint32_t h = 2166136261u; /* FNV-1a */
+	for (size_t i = 0; i < len; i++)
+		h = (h ^ (uint8_t)s[i]) * 16777619u;
+	return h;
+}
+
+/* The slot for a topic name (creating it), under tmu. */
+static struct adm_topic *adm_topic_slot(struct px_admin *adm, const char *name, size_t len)
+{
+	if (len >= ADM_TOPIC_LEN)
+		return &adm->other;
+	uint32_t h = adm_hash(name, len) % ADM_TOPICS;
+	for (unsigned i = 0; i < ADM_TOPICS; i++) {
+		struct adm_topic *t = &adm->topics[(h + i) % ADM_TOPICS];
+		if (!t->name[0]) {
+			if (adm->ntopics >= ADM_TOPICS * 3 / 4)
+				return &adm->other;
+			memcpy(t->name, name, len);
+			t->name[len] = '\0';
+			adm->ntopics++;
+			return t;
+		}
+		if (strlen(t->name) == len && !memcmp(t->name, name, len))
+			return t;
+	}
+	return &adm->other;
+}
+
+void px_admin_record(struct px_admin *adm, const struct px_pair *pair, const struct kd_summary *sum)
+{
+	if (pair->api_key >= 0 && pair->api_key < PX_API_MAX && !pair->no_response) {
+		struct adm_hist *hs = &adm->hist[pair->api_key];
+		size_t b = 0;
+		while (b < ADM_NB && pair->latency_us > adm_bounds_us[b])
+			b++;
+		atomic_fetch_add_explicit(&hs->b[b], 1, memory_order_relaxed);
+		atomic_fetch_add_explicit(&hs->sum_us, pair->latency_us, memory_order_relaxed);
+		atomic_fetch_add_explicit(&hs->count, 1, memory_order_relaxed);
+	}
+	if (!sum || (pair->api_key != 0 && pair->api_key != 1))
+		return;
+	int produce = pair->api_key == 0;
+	pthread_mutex_lock(&adm->tmu);
+	for (unsigned i = 0; i < sum->ntp; i++) {
+		const struct kd_sum_tp *tp = &sum->tp[i];
+		if (!tp->has_records || tp->error)
+			continue;
+		struct kd_view name = kd_sum_view(sum, tp->topic);
+		struct adm_topic *t =
+		    name.p ? adm_topic_slot(adm, (const char *)name.p, name.len) : &adm->other;
+		if (produce) {
+			t->produce_records += (uint64_t)tp->records;
+			t->produce_bytes += tp->bytes;
+		} else {
+			t->fetch_records += (uint64_t)tp->records;
+			t->fetch_bytes += tp->bytes;
+		}
+	}
+	pthread_mutex_unlock(&adm->tmu);
+}
+
+int px_admin_topic_totals(struct px_admin *adm, const char *topic, struct px_topic_totals *out)
+{
+	int rc = -1;
+	size_t len = strlen(topic);
+	pthread_mutex_lock(&adm->tmu);
+	uint32_t h = adm_hash(topic, len) % ADM_TOPICS;
+	for (unsigned i = 0; i < ADM_TOPICS; i++) {
+		struct adm_topic *t = &adm->topics[(h + i) % ADM_TOPICS];
+		if (!t->name[0])
+			break;
+		if (!strcmp(t->name, topic)) {
+			out->produce_records = t->produce_records;
+			out->produce_bytes = t->produce_bytes;
+			out->fetch_records = t->fetch_records;
+			out->fetch_bytes = t->fetch_bytes;
+			rc = 0;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&adm->tmu);
+	return rc;
+}
+
+void px_admin_set_log(struct px_admin *adm, struct px_log *log)
+{
+	adm->log = log;
+}
+
+/* ---- rendering ---- */
+
+static void w_str(struct kd_wbuf *w, const char *s)
+{
+	kd_w_raw(w, s, strlen(s));
+}
+
+static void w_fmt(struct kd_wbuf *w, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void w_fmt(struct kd_wbuf *w, const char *fmt, ...)
+{
+	char buf[512];
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	if (n > 0)
+		kd_w_raw(w, buf, (size_t)n < sizeof(buf) ? (size_t)n : sizeof(buf) - 1);
+}
+
+/* A Prometheus label value: backslash, quote and newline escaped. */
+static void w_label(struct kd_wbuf *w, const char *s)
+{
+	for (; *s; s++) {
+		if (*s == '\\' || *s == '"')
+			kd_w_raw(w, "\\", 1);
+		if (*s == '\n')
+			kd_w_raw(w, "\\n", 2);
+		else
+			kd_w_raw(w, s, 1);
+	}
+}
+
+static const char *adm_api_name(int16_t key, char buf[16])
+{
+	const char *name = kd_api_name(key);
+	if (name)
+		return name;
+	snprintf(buf, 16, "api%d", key);
+	return buf;
+}
+
+static void adm_counter(struct kd_wbuf *w, const char *name, const char *help, uint64_t v,
+                        const char *type)
+{
+	w_fmt(w, "# HELP %s %s\n# TYPE %s %s\n%s %" PRIu64 "\n", name, help, name, type, name, v);
+}
+
+static void adm_api_family(struct px_admin *adm, struct kd_wbuf *w, const char *name,
+                           const char *help, int which)
+{
+	w_fmt(w, "# HELP %s %s\n# TYPE %s counter\n", name, help, name);
+	for (int16_t key = 0; key < PX_API_MAX; key++) {
+		for (int16_t ver = 0; ver < PX_VER_MAX; ver++) {
+			struct px_api_stats st;
+			px_api_stats_get(adm->px, key, ver, &st);
+			uint64_t v = which == 0   ? st.requests
+			             : which == 1 ? st.responses
+			                          : st.errors;
+			if (!st.requests && !st.responses && !st.errors)
+				continue;
+			char nb[16];
+			w_fmt(w, "%s{api=\"%s\",api_key=\"%d\",version=\"%d\"} %" PRIu64 "\n", name,
+			      adm_api_name(key, nb), key, ver, v);
+		}
+	}
+}
+
+static void adm_topic_line(struct kd_wbuf *w, const char *metric, const char *topic, uint64_t v)
+{
+	w_fmt(w, "%s{topic=\"", metric);
+	w_label(w, topic);
+	w_fmt(w, "\"} %" PRIu64 "\n", v);
+}
+
+void px_admin_metrics(struct px_admin *adm, struct kd_wbuf *w)
+{
+	struct px_stats st;
+	px_stats_get(adm->px, &st);
+
+	adm_api_family(adm, w, "kwire_requests_total", "Requests forwarded, per API and version.",
+	               0);
+	adm_api_family(adm, w, "kwire_responses_total", "Responses forwarded, per API and version.",
+	               1);
+	adm_api_family(adm, w, "kwire_errors_total",
+	               "Responses carrying a non-zero ErrorCode, and requests lost with their "
+	               "connection, per API and version.",
+	               2);
+
+	const char *h = "kwire_request_latency_seconds";
+	w_fmt(w,
+	      "# HELP %s Time from a request's last byte to its response's last byte, "
+	      "per API.\n# TYPE %s histogram\n",
+	      h, h);
+	for (int16_t key = 0; key < PX_API_MAX; key++) {
+		struct adm_hist *hs = &adm->hist[key];
+		uint64_t count = atomic_load_explicit(&hs->count, memory_order_relaxed);
+		if (!count)
+			continue;
+		char nb[16];
+		const char *api = adm_api_name(key, nb);
+		uint64_t cum = 0;
+		for (size_t b = 0; b <= ADM_NB; b++) {
+			cum += atomic_load_explicit(&hs->b[b], memory_order_relaxed);
+			if (b < ADM_NB)
+				w_fmt(w, "%s_bucket{api=\"%s\",le=\"%g\"} %" PRIu64 "\n", h, api,
+				      (double)adm_bounds_us[b] / 1e6, cum);
+			else
+				w_fmt(w, "%s_bucket{api=\"%s\",le=\"+Inf\"} %" PRIu64 "\n", h, api,
+				      cum);
+		}
+		w_fmt(w, "%s_sum{api=\"%s\"} %.6f\n", h, api,
+		      (double)atomic_load_explicit(&hs->sum_us, memory_order_relaxed) / 1e6);
+		w_fmt(w, "%s_count{api=\"%s\"} %" PRIu64 "\n", h, api, cum);
+	}
+
+	adm_counter(w, "kwire_client_bytes_received_total", "Bytes read from clients.",
+	            st.bytes_in_client, "counter");
+	adm_counter(w, "kwire_client_bytes_sent_total", "Bytes written to clients.",
+	            st.bytes_out_client, "counter");
+	adm_counter(w, "kwire_upstream_bytes_received_total", "Bytes read from brokers.",
+	            st.bytes_in_upstream, "counter");
+	adm_counter(w, "kwire_upstream_bytes_sent_total", "Bytes written to brokers.",
+	            st.bytes_out_upstream, "counter");
+	adm_counter(w, "kwire_connections_accepted_total", "Client connections accepted.",
+	            st.conns_accepted, "counter");
+	adm_counter(w, "kwire_connections_active", "Client connections open now.", st.conns_active,
+	            "gauge");
+	adm_counter(w, "kwire_upstream_connect_failures_total",
+	            "Connections to brokers that failed.", st.upstream_connect_failures, "counter");
+	adm_counter(w, "kwire_decode_errors_total", "Frames or headers kwire could not decode.",
+	            st.decode_errors, "counter");
+	adm_counter(w, "kwire_frames_too_large_total", "Frames over max_frame_bytes.",
+	            st.frames_too_large, "counter");
+	adm_counter(w, "kwire_responses_rewritten_total",
+	            "Responses whose broker addresses kwire rewrote.", st.responses_rewritten,
+	            "counter");
+	if (adm->log) {
+		struct px_log_stats ls;
+		px_log_stats_get(adm->log, &ls);
+		adm_counter(w, "kwire_access_log_lines_total", "Access log lines written.",
+		            ls.lines, "counter");
+		adm_counter(w, "kwire_access_log_dropped_total",
+		            "Access log lines dropped because the queue was full.", ls.dropped,
+		            "counter");
+	}
+
+	static const struct {
+		const char *name, *help;
+		size_t off;
+	} tm[] = {
+	    {"kwire_topic_produce_records_total", "Records produced, per topic.",
+	     offsetof(struct adm_topic, produce_records)},
+	    {"kwire_topic_produce_bytes_total", "Record batch bytes produced, per topic.",
+	     offsetof(struct adm_topic, produce_bytes)},
+	    {"kwire_topic_fetch_records_total", "Records fetched, per topic.",
+	     offsetof(struct adm_topic, fetch_records)},
+	    {"kwire_topic_fetch_bytes_total", "Record batch bytes fetched, per topic.",
+	     offsetof(struct adm_topic, fetch_bytes)},
+	};
+	pthread_mutex_lock(&adm->tmu);
+	for (size_t m = 0; m < sizeof(tm) / sizeof(tm[0]); m++) {
+		w_fmt(w, "# HELP %s %s\n# TYPE %s counter\n", tm[m].name, tm[m].help, tm[m].name);
+		for (unsigned i = 0; i < ADM_TOPICS; i++) {
+			const struct adm_topic *t = &adm->topics[i];
+			if (t->name[0])
+				adm_topic_line(w, tm[m].name, t->name,
+				               *(const uint64_t *)((const char *)t + tm[m].off));
+		}
+		const uint64_t *ov = (const uint64_t *)((const char *)&adm->other + tm[m].off);
+		if (*ov)
+			adm_topic_line(w, tm[m].name, "_other", *ov);
+	}
+	pthread_mutex_unlock(&adm->tmu);
+}
+
+void px_admin_brokers_json(struct px_admin *adm, struct kd_wbuf *w)
+{
+	struct px_broker_ent ents[64];
+	unsigned n = px_broker_map(adm->px, ents, 64);
+	struct px_broker_ent *all = ents;
+	if (n > 64) {
+		/* More brokers than the stack array: ask again with room for all
+		 * (the map may have changed in between; take what fits). */
+		all = calloc(n, sizeof(*all));
+		if (all) {
+			unsigned got = px_broker_map(adm->px, all, n);
+			n = got < n ? got : n;
+		} else {
+			all = ents;
+			n = 64;
+		}
+	}
+	w_str(w, "{\"bootstrap_port\":");
+	w_fmt(w, "%u", px_listen_port(adm->px));
+	w_str(w, ",\"brokers\":[");
+	for (unsigned i = 0; i < n; i++) {
+		const struct px_broker_ent *e = &all[i];
+		if (i)
+			w_str(w, ",");
+		w_fmt(w, "{\"node_id\":%" PRId32 ",\"host\":", e->node_id);
+		kd_sum_json_str(w, (const uint8_t *)e->host, strlen(e->host));
+		w_fmt(w, ",\"port\":%u,\"proxy_port\":%u,\"listening\":%s}", e->port, e->proxy_port,
+		      e->listening ? "true" : "false");
+	}
+	w_str(w, "]}\n");
+	if (all != ents)
+		free(all);
+}
+
+/* ---- HTTP ---- */
+
+static void adm_reply(struct evhttp_request *req, const char *ctype, struct kd_wbuf *w)
+{
+	struct evbuffer *out = evbuffer_new();
+	if (!out || w->err) {
+		evhttp_send_error(req, HTTP_INTERNAL, NULL);
+	} else {
+		evbuffer_add(out, w->p, w->len);
+		evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", ctype);
+		evhttp_send_reply(req, HTTP_OK, "OK", out);
+	}
+	if (out)
+		evbuffer_free(out);
+	kd_wbuf_free(w);
+}
+
+static void adm_get_metrics(struct evhttp_request *req, void *arg)
+{
+	struct kd_wbuf w = {0};
+	px_admin_metrics(arg, &w);
+	adm_reply(req, "text/plain; version=0.0.4; charset=utf-8", &w);
+}
+
+static void adm_get_brokers(struct evhttp_request *req, void *arg)
+{
+	struct kd_wbuf w = {0};
+	px_admin_brokers_json(arg, &w);
+	adm_reply(req, "application/json", &w);
+}
+
+static void adm_get_healthz(struct evhttp_request *req, void *arg)
+{
+	struct kd_wbuf w = {0};
+	w_str(&w, "ok\n");
+	adm_reply(req, "text/plain", &w);
+}
+
+static void adm_not_found(struct evhttp_request *req, void *arg)
+{
+	evhttp_send_error(req, HTTP_NOTFOUND, NULL);
+}
+
+static void adm_stop_cb(evutil_socket_t fd, short what, void *arg)
+{
+	event_base_loopbreak(arg);
+}
+
+static void *adm_thread(void *arg)
+{
+	struct px_admin *adm = arg;
+	event_base_dispatch(adm->base);
+	return NULL;
+}
+
+struct px_admin *px_admin_new(struct px *px, const struct px_hostport *addr, char *err,
+                              size_t errlen)
+{
+	struct px_admin *adm = calloc(1, sizeof(*adm));
+	if (!adm) {
+		snprintf(err, errlen, "admin: out of memory");
+		return NULL;
+	}
+	adm->px = px;
+	pthread_mutex_init(&adm->tmu, NULL);
+	adm->topics = calloc(ADM_TOPICS, sizeof(*adm->topics));
+	if (!adm->topics) {
+		snprintf(err, errlen, "admin: out of memory");
+		goto fail;
+	}
+	evthread_use_pthreads(); /* px_admin_free breaks the loop from another thread */
+	adm->base = event_base_new();
+	adm->http = adm->base ? evhttp_new(adm->base) : NULL;
+	adm->stop_ev = adm->base ? event_new(adm->base, -1, 0, adm_stop_cb, adm->base) : NULL;
+	if (!adm->http || !adm->stop_ev) {
+		snprintf(err, errlen, "admin: cannot create the HTTP server");
+		goto fail;
+	}
+	evhttp_set_allowed_methods(adm->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD);
+	evhttp_set_cb(adm->http, "/metrics", adm_get_metrics, adm);
+	evhttp_set_cb(adm->http, "/healthz", adm_get_healthz, adm);
+	evhttp_set_cb(adm->http, "/brokers", adm_get_brokers, adm);
+	evhttp_set_gencb(adm->http, adm_not_found, adm);
+	evhttp_set_timeout(adm->http, 10);
+
+	const char *host = addr->host[0] ? addr->host : "127.0.0.1";
+	struct evhttp_bound_socket *bs =
+	    evhttp_bind_socket_with_handle(adm->http, host, addr->port);
+	if (!bs) {
+		snprintf(err, errlen, "admin: cannot listen on %s:%u", host, addr->port);
+		goto fail;
+	}
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	if (getsockname(evhttp_bound_socket_get_fd(bs), (struct sockaddr *)&ss, &sl) == 0)
+		adm->port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+		                                           : ((struct sockaddr_in *)&ss)->sin_port);
+	if (pthread_create(&adm->thread, NULL, adm_thread, adm)) {
+		snprintf(err, errlen, "admin: cannot start its thread");
+		goto fail;
+	}
+	adm->started = 1;
+	return adm;
+fail:
+	px_admin_free(&adm);
+	return NULL;
+}
+
+uint16_t px_admin_port(const struct px_admin *adm)
+{
+	return adm->port;
+}
+
+void px_admin_free(struct px_admin **admp)
+{
+	struct px_admin *adm = *admp;
+	if (!adm)
+		return;
+	if (adm->started) {
+		event_active(adm->stop_ev, EV_READ, 0);
+		pthread_join(adm->thread, NULL);
+	}
+	if (adm->stop_ev)
+		event_free(adm->stop_ev);
+	if (adm->http)
+		evhttp_free(adm->http);
+	if (adm->base)
+		event_base_free(adm->base);
+	pthread_mutex_destroy(&adm->tmu);
+	free(adm->topics);
+	free(adm);
+	*admp = NULL;
+}

@@ -1,0 +1,715 @@
+/* px-conf.c: the proxy's configuration: defaults, YAML loading (libyaml),
+ * host:port parsing, the broker port rule. No sockets here. */
+#include <ctype.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <yaml.h>
+
+#include "px.h"
+
+static void seterr(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void seterr(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+	if (!err || !errlen)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+}
+
+void px_conf_init(struct px_conf *conf)
+{
+	memset(conf, 0, sizeof(*conf));
+	snprintf(conf->listen.host, sizeof(conf->listen.host), "0.0.0.0");
+	conf->listen.port = 9092;
+	conf->max_frame = 100u * 1024 * 1024;
+	conf->buffer_bytes = 1024 * 1024;
+	conf->max_inflight = 1024;
+	conf->connect_timeout_ms = 10000;
+	conf->idle_timeout_ms = 600000; /* Kafka's connections.max.idle.ms is 10 min */
+	conf->drain_timeout_ms = 10000;
+	conf->clamp_api_versions = 1;
+	conf->rewrite = 1;
+	conf->access_log_format = PX_LOGF_TEXT;
+	conf->log_level = 2;
+}
+
+void px_conf_free(struct px_conf *conf)
+{
+	free(conf->broker_ports);
+	free(conf->access_log);
+	px_conf_init(conf);
+}
+
+int px_conf_copy(struct px_conf *dst, const struct px_conf *src)
+{
+	*dst = *src;
+	dst->broker_ports = NULL;
+	dst->access_log = NULL;
+	if (src->nbroker_ports) {
+		dst->broker_ports = calloc(src->nbroker_ports, sizeof(*dst->broker_ports));
+		if (!dst->broker_ports)
+			goto fail;
+		memcpy(dst->broker_ports, src->broker_ports,
+		       src->nbroker_ports * sizeof(*dst->broker_ports));
+	}
+	if (src->access_log) {
+		dst->access_log = strdup(src->access_log);
+		if (!dst->access_log)
+			goto fail;
+	}
+	return 0;
+fail:
+	free(dst->broker_ports);
+	dst->broker_ports = NULL;
+	dst->nbroker_ports = 0;
+	return -1;
+}
+
+/* Parses a decimal integer in [lo, hi] spanning all of s[0..len). */
+static int parse_int(const char *s, size_t len, long long lo, long long hi, long long *out)
+{
+	char buf[32];
+	if (len == 0 || len >= sizeof(buf))
+		return -1;
+	memcpy(buf, s, len);
+	buf[len] = '\0';
+	char *end;
+	errno = 0;
+	long long v = strtoll(buf, &end, 10);
+	if (errno || *end || end == buf || v < lo || v > hi)
+		return -1;
+	*out = v;
+	return 0;
+}
+
+int px_hostport_parse(const char *s, int need_host, struct px_hostport *hp, char *err,
+                      size_t errlen)
+{
+	const char *host = NULL, *port;
+	size_t hostlen = 0;
+	if (s[0] == '[') {
+		const char *close = strchr(s, ']');
+		if (!close || close[1] != ':') {
+			seterr(err, errlen, "'%s': expected [IPv6]:PORT", s);
+			return -1;
+		}
+		host = s + 1;
+		hostlen = (size_t)(close - host);
+		port = close + 2;
+	} else {
+		const char *colon = strrchr(s, ':');
+		if (colon && memchr(s, ':', (size_t)(colon - s))) {
+			seterr(err, errlen, "'%s': write IPv6 addresses as [ADDR]:PORT", s);
+			return -1;
+		}
+		if (colon) {
+			host = s;
+			hostlen = (size_t)(colon - s);
+			port = colon + 1;
+		} else {
+			port = s;
+		}
+	}
+	long long v;
+	if (!host && need_host) {
+		seterr(err, errlen, "'%s': expected HOST:PORT", s);
+		return -1;
+	}
+	if (host && hostlen == 0 && need_host) {
+		seterr(err, errlen, "'%s': empty host", s);
+		return -1;
+	}
+	if (parse_int(port, strlen(port), 0, 65535, &v)) {
+		seterr(err, errlen, "'%s': bad port", s);
+		return -1;
+	}
+	if (hostlen >= sizeof(hp->host)) {
+		seterr(err, errlen, "'%s': host name too long", s);
+		return -1;
+	}
+	if (host) {
+		memcpy(hp->host, host, hostlen);
+		hp->host[hostlen] = '\0';
+		if (hostlen == 0)
+			snprintf(hp->host, sizeof(hp->host), "0.0.0.0");
+	}
+	hp->port = (uint16_t)v;
+	return 0;
+}
+
+int px_conf_set_upstreams(struct px_conf *conf, const char *list, char *err, size_t errlen)
+{
+	struct px_hostport ups[PX_UPSTREAM_MAX];
+	unsigned n = 0;
+	const char *p = list;
+	while (*p) {
+		const char *comma = strchr(p, ',');
+		size_t len = comma ? (size_t)(comma - p) : strlen(p);
+		while (len && isspace((unsigned char)*p)) {
+			p++;
+			len--;
+		}
+		while (len && isspace((unsigned char)p[len - 1]))
+			len--;
+		if (len) {
+			char one[PX_HOST_MAX + 16];
+			if (len >= sizeof(one)) {
+				seterr(err, errlen, "upstream address too long");
+				return -1;
+			}
+			if (n == PX_UPSTREAM_MAX) {
+				seterr(err, errlen, "more than %d upstream addresses",
+				       PX_UPSTREAM_MAX);
+				return -1;
+			}
+			memcpy(one, p, len);
+			one[len] = '\0';
+			memset(&ups[n], 0, sizeof(ups[n]));
+			if (px_hostport_parse(one, 1, &ups[n], err, errlen))
+				return -1;
+			if (ups[n].port == 0) {
+				seterr(err, errlen, "'%s': upstream port 0", one);
+				return -1;
+			}
+			n++;
+		}
+		if (!comma)
+			break;
+		p = comma + 1;
+	}
+	if (n == 0) {
+		seterr(err, errlen, "empty upstream list");
+		return -1;
+	}
+	memcpy(conf->upstreams, ups, n * sizeof(ups[0]));
+	conf->nupstreams = n;
+	return 0;
+}
+
+int px_conf_set_broker_port(struct px_conf *conf, int32_t node_id, uint16_t port, char *err,
+                            size_t errlen)
+{
+	for (unsigned i = 0; i < conf->nbroker_ports; i++) {
+		if (conf->broker_ports[i].node_id == node_id) {
+			conf->broker_ports[i].port = port;
+			return 0;
+		}
+	}
+	if (conf->nbroker_ports >= PX_BROKER_MAX) {
+		seterr(err, errlen, "more than %d broker_ports rows", PX_BROKER_MAX);
+		return -1;
+	}
+	struct px_broker_port *bp =
+	    realloc(conf->broker_ports, (conf->nbroker_ports + 1) * sizeof(*bp));
+	if (!bp) {
+		seterr(err, errlen, "out of memory");
+		return -1;
+	}
+	bp[conf->nbroker_ports].node_id = node_id;
+	bp[conf->nbroker_ports].port = port;
+	conf->broker_ports = bp;
+	conf->nbroker_ports++;
+	return 0;
+}
+
+int px_conf_check(const struct px_conf *conf, char *err, size_t errlen)
+{
+	if (conf->nupstreams == 0) {
+		seterr(err, errlen,
+		       "no upstream: give --upstream HOST:PORT or 'upstream:' in the file");
+		return -1;
+	}
+	if (conf->max_frame < 64) {
+		seterr(err, errlen, "max_frame_bytes %" PRIu32 " is too small", conf->max_frame);
+		return -1;
+	}
+	if (conf->buffer_bytes < 4096) {
+		seterr(err, errlen, "buffer_bytes %zu is too small (at least 4096)",
+		       conf->buffer_bytes);
+		return -1;
+	}
+	if (conf->max_inflight == 0) {
+		seterr(err, errlen, "max_inflight must be at least 1");
+		return -1;
+	}
+	if (conf->workers > 256) {
+		seterr(err, errlen, "workers %u: at most 256", conf->workers);
+		return -1;
+	}
+	for (unsigned i = 0; i < conf->nbroker_ports; i++) {
+		if (conf->broker_ports[i].port == 0 ||
+		    conf->broker_ports[i].port == conf->listen.port) {
+			seterr(err, errlen, "broker_ports: node %" PRId32 " has port %u",
+			       conf->broker_ports[i].node_id, conf->broker_ports[i].port);
+			return -1;
+		}
+		for (unsigned j = 0; j < i; j++)
+			if (conf->broker_ports[j].port == conf->broker_ports[i].port) {
+				seterr(err, errlen, "broker_ports: port %u used twice",
+				       conf->broker_ports[i].port);
+				return -1;
+			}
+	}
+	return 0;
+}
+
+uint16_t px_conf_broker_port(const struct px_conf *conf, uint16_t bound_listen_port,
+                             int32_t node_id)
+{
+	for (unsigned i = 0; i < conf->nbroker_ports; i++)
+		if (conf->broker_ports[i].node_id == node_id)
+			return conf->broker_ports[i].port;
+	if (node_id < 0)
+		return 0;
+	long base = conf->broker_port_base;
+	if (base == 0) {
+		if (bound_listen_port == 0 || conf->listen.port == 0)
+			return 0;
+		base = (long)bound_listen_port + 1;
+	}
+	long port = base + node_id;
+	if (port > 65535 || port == bound_listen_port)
+		return 0;
+	return (uint16_t)port;
+}
+
+/* ---- YAML ---- */
+
+struct yctx {
+	yaml_document_t *doc;
+	const char *name;
+	char *err;
+	size_t errlen;
+};
+
+static int yerr(struct yctx *y, const yaml_node_t *node, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* "FILE:LINE:COL: message" with 1-based line and column; returns -1. */
+static int yerr(struct yctx *y, const yaml_node_t *node, const char *fmt, ...)
+{
+	char msg[384];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	seterr(y->err, y->errlen, "%s:%zu:%zu: %s", y->name, node->start_mark.line + 1,
+	       node->start_mark.column + 1, msg);
+	return -1;
+}
+
+static const char *node_type_name(const yaml_node_t *node)
+{
+	switch (node->type) {
+	case YAML_SCALAR_NODE:
+		return "a scalar";
+	case YAML_SEQUENCE_NODE:
+		return "a list";
+	case YAML_MAPPING_NODE:
+		return "a mapping";
+	default:
+		return "nothing";
+	}
+}
+
+/* A scalar's text as a NUL-terminated copy in buf; -1 (with error) when
+ * node is not a scalar or does not fit. */
+static int y_str(struct yctx *y, const yaml_node_t *node, const char *key, char *buf, size_t cap)
+{
+	if (node->type != YAML_SCALAR_NODE)
+		return yerr(y, node, "'%s' must be a string, not %s", key, node_type_name(node));
+	size_t len = node->data.scalar.length;
+	if (len >= cap)
+		return yerr(y, node, "'%s' is too long", key);
+	if (memchr(node->data.scalar.value, '\0', len))
+		return yerr(y, node, "'%s' contains a NUL byte", key);
+	memcpy(buf, node->data.scalar.value, len);
+	buf[len] = '\0';
+	return 0;
+}
+
+/* An integer scalar in [lo, hi]; a quoted scalar is accepted when it reads
+ * as an integer. */
+static int y_int(struct yctx *y, const yaml_node_t *node, const char *key, long long lo,
+                 long long hi, long long *out)
+{
+	if (node->type != YAML_SCALAR_NODE)
+		return yerr(y, node, "'%s' must be an integer, not %s", key, node_type_name(node));
+	if (parse_int((const char *)node->data.scalar.value, node->data.scalar.length, lo, hi, out))
+		return yerr(y, node, "'%s' must be an integer in [%lld, %lld], not '%.*s'", key, lo,
+		            hi,
+		            (int)(node->data.scalar.length > 64 ? 64 : node->data.scalar.length),
+		            (const char *)node->data.scalar.value);
+	return 0;
+}
+
+static int y_bool(struct yctx *y, const yaml_node_t *node, const char *key, int *out)
+{
+	static const char *const yes[] = {"true", "True", "TRUE", "yes", "Yes", "on", "On"};
+	static const char *const no[] = {"false", "False", "FALSE", "no", "No", "off", "Off"};
+	char buf[8];
+	if (node->type != YAML_SCALAR_NODE)
+		return yerr(y, node, "'%s' must be a boolean, not %s", key, node_type_name(node));
+	if (node->data.scalar.length < sizeof(buf)) {
+		memcpy(buf, node->data.scalar.value, node->data.scalar.length);
+		buf[node->data.scalar.length] = '\0';
+		for (size_t i = 0; i < sizeof(yes) / sizeof(yes[0]); i++) {
+			if (!strcmp(buf, yes[i])) {
+				*out = 1;
+				return 0;
+			}
+			if (!strcmp(buf, no[i])) {
+				*out = 0;
+				return 0;
+			}
+		}
+	}
+	return yerr(y, node, "'%s' must be a boolean (true/false)", key);
+}
+
+static int y_hostport(struct yctx *y, const yaml_node_t *node, const char *key, int need_host,
+                      struct px_hostport *hp)
+{
+	char buf[PX_HOST_MAX + 16], msg[256];
+	if (y_str(y, node, key, buf, sizeof(buf)))
+		return -1;
+	if (px_hostport_parse(buf, need_host, hp, msg, sizeof(msg)))
+		return yerr(y, node, "'%s': %s", key, msg);
+	return 0;
+}
+
+static int y_upstream(struct yctx *y, struct px_conf *conf, const yaml_node_t *node)
+{
+	char msg[256];
+	if (node->type == YAML_SCALAR_NODE) {
+		char buf[4096];
+		if (y_str(y, node, "upstream", buf, sizeof(buf)))
+			return -1;
+		if (px_conf_set_upstreams(conf, buf, msg, sizeof(msg)))
+			return yerr(y, node, "'upstream': %s", msg);
+		return 0;
+	}
+	if (node->type != YAML_SEQUENCE_NODE)
+		return yerr(y, node, "'upstream' must be a list of HOST:PORT or a string, not %s",
+		            node_type_name(node));
+	unsigned n = 0;
+	struct px_hostport ups[PX_UPSTREAM_MAX];
+	for (yaml_node_item_t *it = node->data.sequence.items.start;
+	     it < node->data.sequence.items.top; it++) {
+		yaml_node_t *item = yaml_document_get_node(y->doc, *it);
+		if (n == PX_UPSTREAM_MAX)
+			return yerr(y, item, "more than %d upstream addresses", PX_UPSTREAM_MAX);
+		memset(&ups[n], 0, sizeof(ups[n]));
+		if (y_hostport(y, item, "upstream", 1, &ups[n]))
+			return -1;
+		if (ups[n].port == 0)
+			return yerr(y, item, "'upstream': port 0");
+		n++;
+	}
+	if (n == 0)
+		return yerr(y, node, "'upstream' is empty");
+	memcpy(conf->upstreams, ups, n * sizeof(ups[0]));
+	conf->nupstreams = n;
+	return 0;
+}
+
+static int y_broker_ports(struct yctx *y, struct px_conf *conf, const yaml_node_t *node)
+{
+	char msg[256];
+	if (node->type != YAML_MAPPING_NODE)
+		return yerr(y, node, "'broker_ports' must be a mapping NODE_ID: PORT, not %s",
+		            node_type_name(node));
+	for (yaml_node_pair_t *pr = node->data.mapping.pairs.start;
+	     pr < node->data.mapping.pairs.top; pr++) {
+		yaml_node_t *k = yaml_document_get_node(y->doc, pr->key);
+		yaml_node_t *v = yaml_document_get_node(y->doc, pr->value);
+		long long id, port;
+		if (y_int(y, k, "broker_ports key", INT32_MIN, INT32_MAX, &id) ||
+		    y_int(y, v, "broker_ports port", 1, 65535, &port))
+			return -1;
+		if (px_conf_set_broker_port(conf, (int32_t)id, (uint16_t)port, msg, sizeof(msg)))
+			return yerr(y, k, "%s", msg);
+	}
+	return 0;
+}
+
+enum ykind { YK_UINT, YK_BOOL, YK_STR, YK_SPECIAL };
+
+/* Integer keys: where they go and their range. */
+struct ykey {
+	const char *name;
+	enum ykind kind;
+	size_t off;  /* offsetof into struct px_conf */
+	size_t size; /* sizeof the field (integers, fixed strings) */
+	long long lo, hi;
+};
+
+#define YU(name, field, lo, hi)                                                                    \
+	{                                                                                          \
+#name, YK_UINT, offsetof(struct px_conf, field),                                   \
+		    sizeof(((struct px_conf *)0)->field), lo, hi                                   \
+	}
+static const struct ykey ykeys[] = {
+    {"listen", YK_SPECIAL, 0, 0, 0, 0},
+    {"upstream", YK_SPECIAL, 0, 0, 0, 0},
+    {"advertise", YK_STR, offsetof(struct px_conf, advertise), PX_HOST_MAX, 0, 0},
+    YU(broker_port_base, broker_port_base, 0, 65535),
+    {"broker_ports", YK_SPECIAL, 0, 0, 0, 0},
+    YU(workers, workers, 0, 256),
+    YU(max_frame_bytes, max_frame, 64, INT32_MAX),
+    YU(buffer_bytes, buffer_bytes, 4096, 1LL << 32),
+    YU(max_inflight, max_inflight, 1, 1 << 20),
+    YU(connect_timeout_ms, connect_timeout_ms, 1, 3600000),
+    YU(idle_timeout_ms, idle_timeout_ms, 0, 86400000),
+    YU(drain_timeout_ms, drain_timeout_ms, 0, 3600000),
+    {"clamp_api_versions", YK_BOOL, offsetof(struct px_conf, clamp_api_versions), 0, 0, 0},
+    {"rewrite", YK_BOOL, offsetof(struct px_conf, rewrite), 0, 0, 0},
+    {"access_log", YK_SPECIAL, 0, 0, 0, 0},
+    {"access_log_format", YK_SPECIAL, 0, 0, 0, 0},
+    {"admin", YK_SPECIAL, 0, 0, 0, 0},
+    YU(log_level, log_level, 0, 3),
+};
+
+static void store_uint(void *field, size_t size, long long v)
+{
+	switch (size) {
+	case 2: {
+		uint16_t x = (uint16_t)v;
+		memcpy(field, &x, 2);
+		break;
+	}
+	case 4: {
+		uint32_t x = (uint32_t)v;
+		memcpy(field, &x, 4);
+		break;
+	}
+	case 8: {
+		uint64_t x = (uint64_t)v;
+		memcpy(field, &x, 8);
+		break;
+	}
+	default:
+		abort(); /* a ykeys row with an unhandled size */
+	}
+}
+
+static int y_special(struct yctx *y, struct px_conf *conf, const char *key, const yaml_node_t *node)
+{
+	if (!strcmp(key, "listen")) {
+		struct px_hostport hp = conf->listen;
+		if (y_hostport(y, node, key, 0, &hp))
+			return -1;
+		conf->listen = hp;
+		return 0;
+	}
+	if (!strcmp(key, "upstream"))
+		return y_upstream(y, conf, node);
+	if (!strcmp(key, "broker_ports"))
+		return y_broker_ports(y, conf, node);
+	if (!strcmp(key, "admin")) {
+		struct px_hostport hp;
+		memset(&hp, 0, sizeof(hp));
+		snprintf(hp.host, sizeof(hp.host), "127.0.0.1");
+		if (y_hostport(y, node, key, 0, &hp))
+			return -1;
+		conf->admin = hp;
+		return 0;
+	}
+	if (!strcmp(key, "access_log")) {
+		char buf[4096];
+		if (y_str(y, node, key, buf, sizeof(buf)))
+			return -1;
+		char *s = strdup(buf);
+		if (!s)
+			return yerr(y, node, "out of memory");
+		free(conf->access_log);
+		conf->access_log = s;
+		return 0;
+	}
+	/* access_log_format */
+	char buf[16];
+	if (y_str(y, node, key, buf, sizeof(buf)))
+		return -1;
+	if (!strcmp(buf, "text"))
+		conf->access_log_format = PX_LOGF_TEXT;
+	else if (!strcmp(buf, "json"))
+		conf->access_log_format = PX_LOGF_JSON;
+	else
+		return yerr(y, node, "'%s' must be text or json", key);
+	return 0;
+}
+
+static int y_top(struct yctx *y, struct px_conf *conf, const yaml_node_t *root)
+{
+	if (root->type != YAML_MAPPING_NODE)
+		return yerr(y, root, "the top level must be a mapping of settings, not %s",
+		            node_type_name(root));
+	for (yaml_node_pair_t *pr = root->data.mapping.pairs.start;
+	     pr < root->data.mapping.pairs.top; pr++) {
+		yaml_node_t *k = yaml_document_get_node(y->doc, pr->key);
+		yaml_node_t *v = yaml_document_get_node(y->doc, pr->value);
+		char key[64];
+		if (k->type != YAML_SCALAR_NODE || k->data.scalar.length >= sizeof(key))
+			return yerr(y, k, "unknown key");
+		memcpy(key, k->data.scalar.value, k->data.scalar.length);
+		key[k->data.scalar.length] = '\0';
+		const struct ykey *yk = NULL;
+		for (size_t i = 0; i < sizeof(ykeys) / sizeof(ykeys[0]); i++)
+			if (!strcmp(ykeys[i].name, key))
+				yk = &ykeys[i];
+		if (!yk)
+			return yerr(y, k, "unknown key '%s'", key);
+		char *field = (char *)conf + yk->off;
+		long long iv = 0;
+		int bv = 0;
+		switch (yk->kind) {
+		case YK_UINT:
+			if (y_int(y, v, key, yk->lo, yk->hi, &iv))
+				return -1;
+			store_uint(field, yk->size, iv);
+			break;
+		case YK_BOOL:
+			if (y_bool(y, v, key, &bv))
+				return -1;
+			memcpy(field, &bv, sizeof(bv));
+			break;
+		case YK_STR:
+			if (y_str(y, v, key, field, yk->size))
+				return -1;
+			break;
+		case YK_SPECIAL:
+			if (y_special(y, conf, key, v))
+				return -1;
+			break;
+		}
+	}
+	return 0;
+}
+
+int px_conf_load_mem(struct px_conf *conf, const char *yaml, size_t len, const char *name,
+                     char *err, size_t errlen)
+{
+	yaml_parser_t parser;
+	yaml_document_t doc;
+	int rc = -1, have_doc = 0;
+	struct yctx y = {&doc, name, err, errlen};
+
+	if (!yaml_parser_initialize(&parser)) {
+		seterr(err, errlen, "%s: cannot initialise the YAML parser", name);
+		return -1;
+	}
+	yaml_parser_set_input_string(&parser, (const unsigned char *)yaml, len);
+	if (!yaml_parser_load(&parser, &doc)) {
+		seterr(err, errlen, "%s:%zu:%zu: %s %s", name, parser.problem_mark.line + 1,
+		       parser.problem_mark.column + 1,
+		       parser.problem ? parser.problem : "YAML error",
+		       parser.context ? parser.context : "");
+		goto out_parser;
+	}
+	have_doc = 1;
+	yaml_node_t *root = yaml_document_get_root_node(&doc);
+	if (!root) { /* an empty file changes nothing */
+		rc = 0;
+		goto out;
+	}
+	/* Work on a copy so that a failed load leaves conf as it was. */
+	struct px_conf tmp;
+	if (px_conf_copy(&tmp, conf)) {
+		seterr(err, errlen, "out of memory");
+		goto out;
+	}
+	if (y_top(&y, &tmp, root)) {
+		px_conf_free(&tmp);
+		goto out;
+	}
+	px_conf_free(conf);
+	*conf = tmp;
+	rc = 0;
+out:
+	if (have_doc)
+		yaml_document_delete(&doc);
+out_parser:
+	yaml_parser_delete(&parser);
+	return rc;
+}
+
+int px_conf_load(struct px_conf *conf, const char *path, char *err, size_t errlen)
+{
+	FILE *f = fopen(path, "rb");
+	char *buf = NULL;
+	size_t len = 0, cap = 0;
+	int rc = -1;
+	if (!f) {
+		seterr(err, errlen, "%s: %s", path, strerror(errno));
+		return -1;
+	}
+	for (;;) {
+		if (len == cap) {
+			if (cap >= 1024 * 1024) {
+				seterr(err, errlen, "%s: larger than 1 MiB", path);
+				goto out;
+			}
+			cap = cap ? cap * 2 : 4096;
+			char *nb = realloc(buf, cap);
+			if (!nb) {
+				seterr(err, errlen, "out of memory");
+				goto out;
+			}
+			buf = nb;
+		}
+		size_t n = fread(buf + len, 1, cap - len, f);
+		len += n;
+		if (n == 0)
+			break;
+	}
+	if (ferror(f)) {
+		seterr(err, errlen, "%s: read error", path);
+		goto out;
+	}
+	rc = px_conf_load_mem(conf, buf, len, path, err, errlen);
+out:
+	free(buf);
+	fclose(f);
+	return rc;
+}
+
+void px_conf_dump(const struct px_conf *conf, FILE *f)
+{
+	fprintf(f, "listen: \"%s:%u\"\n", conf->listen.host, conf->listen.port);
+	fprintf(f, "upstream:\n");
+	for (unsigned i = 0; i < conf->nupstreams; i++)
+		fprintf(f, "  - \"%s:%u\"\n", conf->upstreams[i].host, conf->upstreams[i].port);
+	fprintf(f, "advertise: \"%s\"\n", conf->advertise);
+	fprintf(f, "broker_port_base: %u\n", conf->broker_port_base);
+	fprintf(f, "broker_ports: {");
+	for (unsigned i = 0; i < conf->nbroker_ports; i++)
+		fprintf(f, "%s%" PRId32 ": %u", i ? ", " : "", conf->broker_ports[i].node_id,
+		        conf->broker_ports[i].port);
+	fprintf(f, "}\n");
+	fprintf(f, "workers: %u\n", conf->workers);
+	fprintf(f, "max_frame_bytes: %" PRIu32 "\n", conf->max_frame);
+	fprintf(f, "buffer_bytes: %zu\n", conf->buffer_bytes);
+	fprintf(f, "max_inflight: %u\n", conf->max_inflight);
+	fprintf(f, "connect_timeout_ms: %u\n", conf->connect_timeout_ms);
+	fprintf(f, "idle_timeout_ms: %u\n", conf->idle_timeout_ms);
+	fprintf(f, "drain_timeout_ms: %u\n", conf->drain_timeout_ms);
+	fprintf(f, "clamp_api_versions: %s\n", conf->clamp_api_versions ? "true" : "false");
+	fprintf(f, "rewrite: %s\n", conf->rewrite ? "true" : "false");
+	if (conf->access_log)
+		fprintf(f, "access_log: \"%s\"\n", conf->access_log);
+	fprintf(f, "access_log_format: %s\n",
+	        conf->access_log_format == PX_LOGF_JSON ? "json" : "text");
+	if (conf->admin.port)
+		fprintf(f, "admin: \"%s:%u\"\n", conf->admin.host, conf->admin.port);
+	fprintf(f, "log_level: %d\n", conf->log_level);
+}

@@ -1,0 +1,958 @@
+/* px-conn.c: the data path. One struct px_conn is a client connection and
+ * its upstream connection, both bufferevents of one worker's loop.
+ *
+ *   client --cbev--> [c2s: frame header -> kd_stream, move chains] --ubev--> broker
+ *   client <--cbev-- [s2c: header; rewrite/clamp or move chains]  <--ubev-- broker
+ *
+ * Only frame headers are pulled up and decoded (kd_stream_frame_begin);
+ * the bytes of a frame are then moved between evbuffers
+ * (evbuffer_remove_buffer) without copying. The exceptions are responses
+ * kwire must edit (px_rewrite_wanted, ApiVersions): those are gathered whole
+ * (at most max_frame_bytes), rewritten, and the new frame is written.
+ *
+ * Flow control: pump() moves what it may and flow() then enables reading
+ * on a side only when the other side's output is below buffer_bytes, the
+ * in-flight FIFO has room, and the upstream is connected. Every callback
+ * ends in pump(), which is the one place that decides; a write callback
+ * (output drained below half the watermark) resumes a paused reader.
+ * Callbacks are deferred (BEV_OPT_DEFER_CALLBACKS), so pump never runs
+ * re-entrantly. */
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include <event2/buffer.h>
+
+#include "kd-schema.h"
+#include "kd-stream.h"
+#include "kd.h"
+#include "px-int.h"
+
+/* Request and response headers are small; a client id can reach 32 KiB. */
+#define PX_HDR_PULL0 64
+#define PX_MIN_WATERMARK (128u * 1024)
+#define PX_LINGER_MS 2000 /* flushing to a client after its broker went away */
+
+/* What the proxy remembers of one in-flight request. */
+struct px_req {
+	int32_t corr;
+	int16_t key; /* -1: a SASL opaque token */
+	int16_t ver;
+	struct kd_view client_id; /* kd_stream's stable copy */
+	uint64_t t_mono, t_wall;
+	uint32_t size;
+	uint8_t *copy; /* PX_WANT_REQ: the first bytes of the frame */
+	size_t copy_len;
+	uint8_t trunc;
+};
+
+struct px_conn {
+	struct px_worker *wk;
+	struct px *px;
+	struct px_conn *next, *prev;
+	struct bufferevent *cbev; /* client */
+	struct bufferevent *ubev; /* upstream */
+	struct kd_stream *ks;
+	struct event *timer; /* connect timeout, then linger on close */
+	int32_t broker_id;   /* -1: bootstrap */
+	unsigned up_first, up_try;
+	uint8_t up_ok;      /* upstream connected */
+	uint8_t closing;    /* flushing cbev output, then free */
+	uint8_t draining;   /* no new requests */
+	uint8_t resp_whole; /* waiting for a whole response to edit */
+	uint8_t client_eof; /* the client closed its side: never read again */
+	uint32_t req_left;  /* bytes of the current request still to move */
+	uint32_t resp_left; /* bytes of the current response still to move */
+	/* The response being streamed: emitted to on_pair at its last byte. */
+	struct px_req cur;
+	uint8_t cur_valid;
+	uint32_t cur_size;
+	uint8_t *cur_copy;
+	size_t cur_copy_len;
+	uint8_t cur_trunc;
+	/* In-flight FIFO (ring). */
+	struct px_req *reqs;
+	unsigned rhead, rcount, rcap;
+	size_t wm; /* watermark: max(buffer_bytes, PX_MIN_WATERMARK) */
+	char client_addr[64];
+	char up_addr[PX_HOST_MAX + 8];
+	char up_host[PX_HOST_MAX];
+	uint16_t up_port;
+};
+
+static void conn_free(struct px_conn *conn);
+static int pump(struct px_conn *conn);
+static void upstream_retry(struct px_conn *conn);
+
+static const char *api_name(int16_t key)
+{
+	const char *name = kd_api_name(key);
+	return name ? name : "?";
+}
+
+/* ---- plain TCP transport ---- */
+
+static struct bufferevent *tcp_accepted(void *ctx, struct event_base *base, evutil_socket_t fd)
+{
+	(void)ctx;
+	return bufferevent_socket_new(base, fd, BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+}
+
+static struct bufferevent *tcp_connect(void *ctx, struct event_base *base, struct evdns_base *dns,
+                                       const char *host, uint16_t port)
+{
+	(void)ctx;
+	struct bufferevent *bev =
+	    bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+	if (!bev)
+		return NULL;
+	if (bufferevent_socket_connect_hostname(bev, dns, AF_UNSPEC, host, port) < 0) {
+		bufferevent_free(bev);
+		return NULL;
+	}
+	return bev;
+}
+
+const struct px_transport px_transport_tcp = {"tcp", tcp_accepted, tcp_connect, NULL};
+
+/* ---- pairs ---- */
+
+static void emit_pair(struct px_conn *conn, const struct px_req *req, uint32_t resp_size,
+                      const uint8_t *resp_copy, size_t resp_copy_len, int resp_trunc, int no_resp,
+                      int rewritten)
+{
+	struct px *px = conn->px;
+	if (!px->hooks.on_pair)
+		return;
+	struct px_pair pair;
+	memset(&pair, 0, sizeof(pair));
+	pair.api_key = req->key;
+	pair.api_version = req->ver;
+	pair.correlation_id = req->corr;
+	pair.client_id = req->client_id;
+	pair.broker_id = conn->broker_id;
+	pair.client_addr = conn->client_addr;
+	pair.upstream_addr = conn->up_addr;
+	pair.t_req_us = req->t_wall;
+	pair.latency_us = px_now_us() - req->t_mono;
+	pair.req_size = req->size;
+	pair.resp_size = resp_size;
+	pair.no_response = (uint8_t)no_resp;
+	pair.rewritten = (uint8_t)rewritten;
+	pair.req_frame = req->copy;
+	pair.req_frame_len = req->copy_len;
+	pair.req_trunc = req->trunc;
+	pair.resp_frame = resp_copy;
+	pair.resp_frame_len = resp_copy_len;
+	pair.resp_trunc = (uint8_t)resp_trunc;
+	px->hooks.on_pair(px->hooks.arg, &pair);
+}
+
+static void req_release(struct px_req *req)
+{
+	free(req->copy);
+	req->copy = NULL;
+}
+
+static int ring_push(struct px_conn *conn, const struct px_req *req)
+{
+	if (conn->rcount == conn->rcap) {
+		unsigned ncap = conn->rcap ? conn->rcap * 2 : 8;
+		struct px_req *n = malloc(ncap * sizeof(*n));
+		if (!n)
+			return -1;
+		for (unsigned i = 0; i < conn->rcount; i++)
+			n[i] = conn->reqs[(conn->rhead + i) % conn->rcap];
+		free(conn->reqs);
+		conn->reqs = n;
+		conn->rcap = ncap;
+		conn->rhead = 0;
+	}
+	conn->reqs[(conn->rhead + conn->rcount) % conn->rcap] = *req;
+	conn->rcount++;
+	return 0;
+}
+
+/* Pops the request a response answers into *out. Requests before it
+ * (their responses never came: a broker bug) are counted as errors.
+ * Returns 0, or -1 when nothing matches. A SASL token (corr < 0 here)
+ * matches the head. */
+static int ring_pop(struct px_conn *conn, int32_t corr, int opaque, struct px_req *out)
+{
+	unsigned skip = 0;
+	if (!opaque) {
+		for (; skip < conn->rcount; skip++)
+			if (conn->reqs[(conn->rhead + skip) % conn->rcap].corr == corr)
+				break;
+		if (skip == conn->rcount)
+			return -1;
+	} else if (!conn->rcount) {
+		return -1;
+	}
+	for (unsigned i = 0; i < skip; i++) {
+		struct px_req *r = &conn->reqs[conn->rhead];
+		px_count_api(conn->px, r->key, r->ver, PX_CNT_ERR);
+		emit_pair(conn, r, 0, NULL, 0, 0, 1, 0);
+		req_release(r);
+		conn->rhead = (conn->rhead + 1) % conn->rcap;
+		conn->rcount--;
+	}
+	*out = conn->reqs[conn->rhead];
+	conn->rhead = (conn->rhead + 1) % conn->rcap;
+	conn->rcount--;
+	return 0;
+}
+
+/* ---- lifecycle ---- */
+
+static void on_stream_event(void *arg, const struct kd_event *ev)
+{
+	struct px_conn *conn = arg;
+	if (ev->type == KD_EV_ERROR)
+		px_log(conn->px, 1, "%s: %s: %s", conn->client_addr,
+		       ev->dir == KD_C2S ? "client" : "broker", ev->msg ? ev->msg : "bad frame");
+}
+
+static void close_upstream(struct px_conn *conn)
+{
+	if (conn->ubev) {
+		bufferevent_free(conn->ubev);
+		conn->ubev = NULL;
+	}
+}
+
+static void conn_free(struct px_conn *conn)
+{
+	struct px_worker *wk = conn->wk;
+	struct px *px = conn->px;
+	/* Requests that will never be answered. */
+	while (conn->rcount) {
+		struct px_req *r = &conn->reqs[conn->rhead];
+		px_count_api(px, r->key, r->ver, PX_CNT_ERR);
+		emit_pair(conn, r, 0, NULL, 0, 0, 1, 0);
+		req_release(r);
+		conn->rhead = (conn->rhead + 1) % conn->rcap;
+		conn->rcount--;
+	}
+	if (conn->cur_valid)
+		req_release(&conn->cur);
+	free(conn->cur_copy);
+	free(conn->reqs);
+	close_upstream(conn);
+	if (conn->cbev)
+		bufferevent_free(conn->cbev);
+	if (conn->timer)
+		event_free(conn->timer);
+	kd_stream_free(conn->ks);
+	if (conn->prev)
+		conn->prev->next = conn->next;
+	else
+		wk->conns = conn->next;
+	if (conn->next)
+		conn->next->prev = conn->prev;
+	wk->nconns--;
+	PX_DEC(px, conns_active, 1);
+	free(conn);
+	px_worker_conn_gone(wk);
+}
+
+/* Whether both outputs are written out (a side that is gone counts as
+ * written). */
+static int flushed(const struct px_conn *conn)
+{
+	if (conn->cbev && evbuffer_get_length(bufferevent_get_output(conn->cbev)))
+		return 0;
+	if (conn->ubev && conn->up_ok && evbuffer_get_length(bufferevent_get_output(conn->ubev)))
+		return 0;
+	return 1;
+}
+
+/* Closes the connection once what is queued either way has been written:
+ * responses already read go to the client, requests already read (a
+ * Produce with acks=0) go to the broker. Bounded by PX_LINGER_MS. Nothing
+ * more is read. A side already dead is closed first by the caller
+ * (close_upstream). */
+static void conn_close_soft(struct px_conn *conn)
+{
+	if (conn->closing)
+		return;
+	conn->closing = 1;
+	if (flushed(conn)) {
+		conn_free(conn);
+		return;
+	}
+	if (conn->cbev) {
+		bufferevent_disable(conn->cbev, EV_READ);
+		bufferevent_setwatermark(conn->cbev, EV_WRITE, 0, 0);
+	}
+	if (conn->ubev) {
+		bufferevent_disable(conn->ubev, EV_READ);
+		bufferevent_setwatermark(conn->ubev, EV_WRITE, 0, 0);
+	}
+	struct timeval tv = {PX_LINGER_MS / 1000, (PX_LINGER_MS % 1000) * 1000};
+	evtimer_add(conn->timer, &tv);
+}
+
+static void timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct px_conn *conn = arg;
+	(void)fd;
+	(void)what;
+	if (conn->closing) {
+		conn_free(conn); /* linger over */
+		return;
+	}
+	if (!conn->up_ok) {
+		px_log(conn->px, 1, "%s: connect to %s timed out", conn->client_addr,
+		       conn->up_addr);
+		PX_INC(conn->px, upstream_connect_failures, 1);
+		close_upstream(conn);
+		upstream_retry(conn);
+		return;
+	}
+	/* The client left and its last requests were not answered in time. */
+	px_log(conn->px, 2, "%s: %u request(s) unanswered after the client left", conn->client_addr,
+	       conn->rcount);
+	conn_free(conn);
+}
+
+static void up_event_cb(struct bufferevent *bev, short what, void *arg);
+static void up_read_cb(struct bufferevent *bev, void *arg);
+static void up_write_cb(struct bufferevent *bev, void *arg);
+
+/* Connects to the next upstream: for the bootstrap listener the next
+ * configured address, for a broker listener the broker's latest address.
+ * Returns 0, or -1 when nothing is left to try (the caller closes). */
+static int upstream_connect(struct px_conn *conn)
+{
+	struct px *px = conn->px;
+	for (;;) {
+		if (conn->broker_id < 0) {
+			if (conn->up_try >= px->conf.nupstreams)
+				return -1;
+			const struct px_hostport *hp =
+			    &px->conf
+			         .upstreams[(conn->up_first + conn->up_try) % px->conf.nupstreams];
+			snprintf(conn->up_host, sizeof(conn->up_host), "%s", hp->host);
+			conn->up_port = hp->port;
+		} else {
+			if (conn->up_try >= 1)
+				return -1;
+			if (px_broker_addr(px, conn->broker_id, conn->up_host, &conn->up_port)) {
+				px_log(px, 1, "%s: broker %d has no known address",
+				       conn->client_addr, conn->broker_id);
+				return -1;
+			}
+		}
+		conn->up_try++;
+		snprintf(conn->up_addr, sizeof(conn->up_addr), "%s:%u", conn->up_host,
+		         conn->up_port);
+		conn->ubev = px->tp->connect(px->tp->ctx, conn->wk->base, conn->wk->dns,
+		                             conn->up_host, conn->up_port);
+		if (!conn->ubev) {
+			PX_INC(px, upstream_connect_failures, 1);
+			px_log(px, 1, "%s: cannot connect to %s", conn->client_addr, conn->up_addr);
+			continue;
+		}
+		bufferevent_setcb(conn->ubev, up_read_cb, up_write_cb, up_event_cb, conn);
+		bufferevent_setwatermark(conn->ubev, EV_READ, 0, conn->wm);
+		/* A paused client resumes from this write callback, which fires
+		 * once the output falls to half the watermark. */
+		bufferevent_setwatermark(conn->ubev, EV_WRITE, conn->wm / 2, 0);
+		bufferevent_disable(conn->ubev, EV_READ);
+		struct timeval tv = {px->conf.connect_timeout_ms / 1000,
+		                     (px->conf.connect_timeout_ms % 1000) * 1000};
+		evtimer_add(conn->timer, &tv);
+		return 0;
+	}
+}
+
+/* Connects to the next upstream or, when none is left, closes. */
+static void upstream_retry(struct px_conn *conn)
+{
+	if (upstream_connect(conn)) {
+		px_log(conn->px, 1, "%s: no upstream reachable, closing", conn->client_addr);
+		conn_free(conn);
+	}
+}
+
+static void up_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+	struct px_conn *conn = arg;
+	struct px *px = conn->px;
+	(void)bev;
+	if (conn->closing) { /* flushing, and the broker left: nothing more to do */
+		conn_free(conn);
+		return;
+	}
+	if (what & BEV_EVENT_CONNECTED) {
+		conn->up_ok = 1;
+		evtimer_del(conn->timer);
+		int one = 1;
+		evutil_socket_t fd = bufferevent_getfd(conn->ubev);
+		if (fd >= 0)
+			setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		px_log(px, 3, "%s: connected to %s", conn->client_addr, conn->up_addr);
+		pump(conn);
+		return;
+	}
+	if (!conn->up_ok) {
+		int e = EVUTIL_SOCKET_ERROR();
+		PX_INC(px, upstream_connect_failures, 1);
+		px_log(px, 1, "%s: connect to %s failed: %s", conn->client_addr, conn->up_addr,
+		       (what & BEV_EVENT_ERROR) && e ? evutil_socket_error_to_string(e) : "closed");
+		evtimer_del(conn->timer);
+		close_upstream(conn);
+		upstream_retry(conn);
+		return;
+	}
+	/* The broker went away (EOF or error): the client's view of this
+	 * connection is gone too; flush what it has already been sent. */
+	if (what & BEV_EVENT_EOF)
+		px_log(px, 2, "%s: broker %s closed the connection", conn->client_addr,
+		       conn->up_addr);
+	else
+		px_log(px, 1, "%s: broker %s: connection error", conn->client_addr, conn->up_addr);
+	/* Bytes already read from the broker are still forwarded. */
+	if (pump(conn) == 0) {
+		close_upstream(conn);
+		conn_close_soft(conn);
+	}
+}
+
+static void up_read_cb(struct bufferevent *bev, void *arg)
+{
+	(void)bev;
+	pump(arg);
+}
+
+static void up_write_cb(struct bufferevent *bev, void *arg)
+{
+	struct px_conn *conn = arg;
+	(void)bev;
+	if (conn->closing) {
+		if (flushed(conn))
+			conn_free(conn);
+		return;
+	}
+	pump(conn);
+}
+
+static void cl_read_cb(struct bufferevent *bev, void *arg)
+{
+	(void)bev;
+	pump(arg);
+}
+
+static void cl_write_cb(struct bufferevent *bev, void *arg)
+{
+	struct px_conn *conn = arg;
+	(void)bev;
+	if (conn->closing) {
+		if (flushed(conn))
+			conn_free(conn);
+		return;
+	}
+	pump(conn);
+}
+
+static int c2s(struct px_conn *conn);
+
+/* The client closed (or half-closed) its side. The whole requests it
+ * sent before are still forwarded and answered (a Produce with acks=0
+ * followed by a close must not be lost); the connection then drains like
+ * at SIGTERM. */
+static void client_gone(struct px_conn *conn)
+{
+	if (conn->closing || !conn->up_ok || !conn->ubev) {
+		conn_free(conn);
+		return;
+	}
+	if (c2s(conn) < 0)
+		return;
+	conn->client_eof = 1;
+	conn->draining = 1;
+	if (conn->req_left) {
+		/* The client left in the middle of a request: the broker holds half
+		 * a frame and will never answer it. */
+		close_upstream(conn);
+		conn_close_soft(conn);
+		return;
+	}
+	/* Answers to what was sent are waited for at most drain_timeout_ms. */
+	struct timeval tv = {conn->px->conf.drain_timeout_ms / 1000,
+	                     (conn->px->conf.drain_timeout_ms % 1000) * 1000};
+	evtimer_add(conn->timer, &tv);
+	pump(conn);
+}
+
+static void cl_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+	struct px_conn *conn = arg;
+	(void)bev;
+	if (what & BEV_EVENT_TIMEOUT) {
+		if ((conn->rcount && !conn->req_left) || conn->closing) {
+			/* Waiting for responses is not idleness; a client silent
+			 * in the middle of a request is. */
+			pump(conn);
+			return;
+		}
+		px_log(conn->px, 2, "%s: idle for %u ms, closing", conn->client_addr,
+		       conn->px->conf.idle_timeout_ms);
+		conn_free(conn);
+		return;
+	}
+	px_log(conn->px, 3, "%s: client %s", conn->client_addr,
+	       what & BEV_EVENT_EOF ? "closed" : "connection error");
+	if (what & BEV_EVENT_EOF)
+		client_gone(conn);
+	else
+		conn_free(conn);
+}
+
+void px_conn_new(struct px_worker *wk, const struct px_handoff *ho)
+{
+	struct px *px = wk->px;
+	struct px_conn *conn = calloc(1, sizeof(*conn));
+	if (!conn) {
+		evutil_closesocket(ho->fd);
+		return;
+	}
+	conn->wk = wk;
+	conn->px = px;
+	conn->broker_id = ho->broker_id;
+	conn->wm =
+	    px->conf.buffer_bytes > PX_MIN_WATERMARK ? px->conf.buffer_bytes : PX_MIN_WATERMARK;
+	memcpy(conn->client_addr, ho->client_addr, sizeof(conn->client_addr));
+	/* Connections start on successive upstreams, spreading the load. */
+	conn->up_first =
+	    atomic_fetch_add_explicit(&px->up_rr, 1, memory_order_relaxed) % px->conf.nupstreams;
+	struct kd_stream_cfg cfg;
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.max_frame = px->conf.max_frame;
+	/* Our own FIFO bounds in-flight requests; the stream's must never be
+	 * the one that overflows. */
+	cfg.max_inflight = px->conf.max_inflight + 16;
+	cfg.sasl = KD_SASL_AUTO;
+	cfg.on_event = on_stream_event;
+	cfg.arg = conn;
+	conn->ks = kd_stream_new(&cfg);
+	conn->cbev = px->tp->accepted(px->tp->ctx, wk->base, ho->fd);
+	conn->timer = evtimer_new(wk->base, timer_cb, conn);
+	/* Linked in first, so that conn_free can unlink on any failure. */
+	conn->next = wk->conns;
+	if (wk->conns)
+		wk->conns->prev = conn;
+	wk->conns = conn;
+	wk->nconns++;
+	PX_INC(px, conns_active, 1);
+	if (!conn->ks || !conn->cbev || !conn->timer) {
+		if (!conn->cbev)
+			evutil_closesocket(ho->fd);
+		px_log(px, 0, "%s: out of memory", conn->client_addr);
+		conn_free(conn);
+		return;
+	}
+	bufferevent_setcb(conn->cbev, cl_read_cb, cl_write_cb, cl_event_cb, conn);
+	bufferevent_setwatermark(conn->cbev, EV_READ, 0, conn->wm);
+	bufferevent_setwatermark(conn->cbev, EV_WRITE, conn->wm / 2, 0);
+	if (px->conf.idle_timeout_ms) {
+		struct timeval tv = {px->conf.idle_timeout_ms / 1000,
+		                     (px->conf.idle_timeout_ms % 1000) * 1000};
+		bufferevent_set_timeouts(conn->cbev, &tv, NULL);
+	}
+	/* Nothing is read from the client before the upstream is connected,
+	 * so a failed bootstrap connect can move on to the next upstream
+	 * without replaying anything. */
+	bufferevent_disable(conn->cbev, EV_READ);
+	px_log(px, 3, "%s: accepted (broker %d)", conn->client_addr, conn->broker_id);
+	upstream_retry(conn);
+}
+
+/* ---- the two directions ---- */
+
+/* Pulls up enough of in to parse one frame header in direction dir.
+ * Returns KD_OK (fi filled), KD_NEED_MORE, or a negative error. */
+static int frame_begin(struct px_conn *conn, struct evbuffer *in, enum kd_dir dir,
+                       struct kd_frame_info *fi)
+{
+	size_t avail = evbuffer_get_length(in);
+	size_t want = PX_HDR_PULL0;
+	for (;;) {
+		size_t n = avail < want ? avail : want;
+		const uint8_t *p = evbuffer_pullup(in, (ev_ssize_t)n);
+		if (!p && n)
+			return KD_ENOMEM;
+		int rc = kd_stream_frame_begin(conn->ks, dir, p, n, fi);
+		if (rc != KD_NEED_MORE)
+			return rc;
+		if (fi->need <= n) /* the decoder asked for what it had: do not spin */
+			return n == avail ? KD_NEED_MORE : KD_EMALFORMED;
+		if (fi->need > avail)
+			return KD_NEED_MORE;
+		want = fi->need;
+	}
+}
+
+/* Request copies wait in the FIFO for their responses. Past
+ * PX_COPY_FULL requests in flight, copies shrink to PX_COPY_SMALL bytes
+ * (enough for headers and most small bodies), so that the copies of one
+ * connection stay below PX_COPY_FULL * frame_copy_max + max_inflight *
+ * PX_COPY_SMALL bytes. */
+#define PX_COPY_FULL 8
+#define PX_COPY_SMALL 4096u
+
+/* How many bytes of a frame of total bytes the hook gets. */
+static size_t copy_need(const struct px_conn *conn, uint32_t total, int is_req)
+{
+	size_t limit = conn->px->hooks.frame_copy_max;
+	if (is_req && conn->rcount >= PX_COPY_FULL && limit > PX_COPY_SMALL)
+		limit = PX_COPY_SMALL;
+	return total < limit ? total : limit;
+}
+
+/* Copies the first copy_need() bytes of a frame at the start of in. */
+static uint8_t *copy_frame(struct px_conn *conn, struct evbuffer *in, uint32_t total, int is_req,
+                           size_t *len, uint8_t *trunc)
+{
+	size_t n = copy_need(conn, total, is_req);
+	uint8_t *copy = malloc(n ? n : 1);
+	if (!copy)
+		return NULL;
+	evbuffer_copyout(in, copy, n);
+	*len = n;
+	*trunc = n < total;
+	return copy;
+}
+
+/* Client to broker. Returns -1 when conn was freed. */
+static int c2s(struct px_conn *conn)
+{
+	struct px *px = conn->px;
+	struct evbuffer *in = bufferevent_get_input(conn->cbev);
+	struct evbuffer *out = bufferevent_get_output(conn->ubev);
+	for (;;) {
+		if (conn->req_left) {
+			int n = evbuffer_remove_buffer(in, out, conn->req_left);
+			if (n <= 0)
+				return 0;
+			conn->req_left -= (uint32_t)n;
+			PX_INC(px, bytes_in_client, (uint64_t)n);
+			PX_INC(px, bytes_out_upstream, (uint64_t)n);
+			continue;
+		}
+		if (!evbuffer_get_length(in) || conn->draining)
+			return 0;
+		if (conn->rcount >= px->conf.max_inflight || evbuffer_get_length(out) >= conn->wm)
+			return 0; /* flow() pauses the client */
+		struct kd_frame_info fi;
+		int rc = frame_begin(conn, in, KD_C2S, &fi);
+		if (rc == KD_NEED_MORE)
+			return 0;
+		if (rc < 0 || fi.size > px->conf.max_frame) {
+			if (rc == KD_ELIMIT || rc >= 0)
+				PX_INC(px, frames_too_large, 1);
+			else
+				PX_INC(px, decode_errors, 1);
+			px_log(px, 1, "%s: bad request frame (%s), closing the connection",
+			       conn->client_addr,
+			       rc < 0 ? kd_strerror(rc) : "frame over max_frame_bytes");
+			conn_free(conn);
+			return -1;
+		}
+		uint32_t total = 4 + fi.size;
+		struct px_req req;
+		memset(&req, 0, sizeof(req));
+		if (px->hooks.want_frames & PX_WANT_REQ) {
+			if (evbuffer_get_length(in) < copy_need(conn, total, 1))
+				return 0;
+			req.copy = copy_frame(conn, in, total, 1, &req.copy_len, &req.trunc);
+		}
+		req.t_mono = px_now_us();
+		req.t_wall = px_wall_us();
+		req.size = fi.size;
+		fi.ts_us = req.t_wall;
+		if (kd_stream_frame_commit(conn->ks, KD_C2S, &fi, NULL, req.t_wall) != KD_OK) {
+			req_release(&req);
+			PX_INC(px, decode_errors, 1);
+			px_log(px, 1, "%s: request stream broken, closing", conn->client_addr);
+			conn_free(conn);
+			return -1;
+		}
+		if (fi.kind == KD_EV_REQUEST) {
+			req.key = fi.req_hdr.api_key;
+			req.ver = fi.req_hdr.api_version;
+			req.corr = fi.req_hdr.correlation_id;
+			req.client_id = fi.req_hdr.client_id;
+			px_count_api(px, req.key, req.ver, PX_CNT_REQ);
+		} else {
+			req.key = -1; /* SASL v0 token: answered in order, no header */
+			req.corr = -1;
+		}
+		if (fi.kind == KD_EV_REQUEST && (fi.flags & KD_EVF_NO_RESPONSE)) {
+			emit_pair(conn, &req, 0, NULL, 0, 0, 1, 0); /* Produce acks=0 */
+			req_release(&req);
+		} else if (ring_push(conn, &req)) {
+			req_release(&req);
+			px_log(px, 0, "%s: out of memory", conn->client_addr);
+			conn_free(conn);
+			return -1;
+		}
+		conn->req_left = total;
+	}
+}
+
+static void resp_done(struct px_conn *conn, const struct px_req *req, uint32_t size,
+                      const uint8_t *copy, size_t copy_len, int trunc, int rewritten)
+{
+	if (req->key >= 0)
+		px_count_api(conn->px, req->key, req->ver, PX_CNT_RESP);
+	emit_pair(conn, req, size, copy, copy_len, trunc, 0, rewritten);
+}
+
+/* Logs the first bytes of an undecodable frame (debug level). */
+static void log_hex(const struct px *px, const uint8_t *p, size_t len)
+{
+	char hex[3 * 64 + 1];
+	size_t n = len < 64 ? len : 64;
+	if (px->conf.log_level < 3)
+		return;
+	for (size_t i = 0; i < n; i++)
+		snprintf(hex + 3 * i, 4, "%02x ", p[i]);
+	hex[3 * n] = '\0';
+	px_log(px, 3, "frame (%zu bytes): %s%s", len, hex, n < len ? "..." : "");
+}
+
+/* A response kwire edits, whole in the upstream input. Returns -1 when
+ * conn was freed or is closing, else 0. */
+static int s2c_edit(struct px_conn *conn, struct kd_frame_info *fi, struct px_req *req, int matched)
+{
+	struct px *px = conn->px;
+	struct evbuffer *in = bufferevent_get_input(conn->ubev);
+	struct evbuffer *out = bufferevent_get_output(conn->cbev);
+	uint32_t total = 4 + fi->size;
+	if (conn->resp_whole) {
+		conn->resp_whole = 0;
+		bufferevent_setwatermark(conn->ubev, EV_READ, 0, conn->wm);
+	}
+	const uint8_t *p = evbuffer_pullup(in, total);
+	if (!p) {
+		conn_free(conn);
+		return -1;
+	}
+	/* The pullup may have moved the bytes fi's views point into: parse the
+	 * header again from the contiguous frame. */
+	if (kd_stream_frame_begin(conn->ks, KD_S2C, p, total, fi) != KD_OK) {
+		conn_free(conn);
+		return -1;
+	}
+	int16_t key = fi->req.api_key, ver = fi->req.api_version;
+	struct kd_wbuf wb = {0};
+	int rc;
+	if (key == KD_API_API_VERSIONS) {
+		rc = px_clamp_apiversions(ver, p, total, &wb);
+		if (rc == 1)
+			PX_INC(px, apiversions_clamped, 1);
+		if (rc < 0) {
+			/* No addresses in ApiVersions: forwarding it as is is safe. */
+			PX_INC(px, decode_errors, 1);
+			px_log(px, 1,
+			       "%s: ApiVersions v%d response not decodable (%s): not clamped",
+			       conn->client_addr, ver, kd_strerror(rc));
+			log_hex(px, p, total);
+			rc = 0;
+		}
+	} else {
+		rc = px_rewrite_response(key, ver, p, total, px_addr_map, px, &wb);
+		if (rc == 1)
+			PX_INC(px, responses_rewritten, 1);
+	}
+	if (rc < 0) {
+		/* A response that may carry broker addresses kwire cannot read:
+		 * never let it through (a client must not learn a real address). */
+		kd_wbuf_free(&wb);
+		PX_INC(px, decode_errors, 1);
+		if (matched)
+			px_count_api(px, req->key, req->ver, PX_CNT_ERR);
+		px_log(px, 0, "%s: %s v%d response from %s not decodable (%s), closing",
+		       conn->client_addr, api_name(key), ver, conn->up_addr, kd_strerror(rc));
+		log_hex(px, p, total);
+		close_upstream(conn);
+		conn_close_soft(conn);
+		return -1;
+	}
+	uint8_t *copy = NULL;
+	size_t copy_len = 0;
+	uint8_t trunc = 0;
+	if (px->hooks.want_frames & PX_WANT_RESP)
+		copy = copy_frame(conn, in, total, 0, &copy_len, &trunc);
+	if (kd_stream_frame_commit(conn->ks, KD_S2C, fi, p, px_wall_us()) != KD_OK) {
+		/* the pairing state is the stream's concern; forwarding goes on */
+	}
+	if (rc == 1) {
+		evbuffer_drain(in, total);
+		evbuffer_add(out, wb.p, wb.len);
+		PX_INC(px, bytes_out_client, wb.len);
+	} else {
+		evbuffer_remove_buffer(in, out, total);
+		PX_INC(px, bytes_out_client, total);
+	}
+	PX_INC(px, bytes_in_upstream, total);
+	kd_wbuf_free(&wb);
+	if (matched) {
+		resp_done(conn, req, fi->size, copy, copy_len, trunc, rc == 1);
+		req_release(req);
+	}
+	free(copy);
+	return 0;
+}
+
+/* Broker to client. Returns -1 when conn was freed. */
+static int s2c(struct px_conn *conn)
+{
+	struct px *px = conn->px;
+	struct evbuffer *in = bufferevent_get_input(conn->ubev);
+	struct evbuffer *out = bufferevent_get_output(conn->cbev);
+	for (;;) {
+		if (conn->resp_left) {
+			int n = evbuffer_remove_buffer(in, out, conn->resp_left);
+			if (n <= 0)
+				return 0;
+			conn->resp_left -= (uint32_t)n;
+			PX_INC(px, bytes_in_upstream, (uint64_t)n);
+			PX_INC(px, bytes_out_client, (uint64_t)n);
+			if (!conn->resp_left && conn->cur_valid) {
+				resp_done(conn, &conn->cur, conn->cur_size, conn->cur_copy,
+				          conn->cur_copy_len, conn->cur_trunc, 0);
+				req_release(&conn->cur);
+				conn->cur_valid = 0;
+				free(conn->cur_copy);
+				conn->cur_copy = NULL;
+			}
+			continue;
+		}
+		if (!evbuffer_get_length(in) || evbuffer_get_length(out) >= conn->wm)
+			return 0;
+		struct kd_frame_info fi;
+		int rc = frame_begin(conn, in, KD_S2C, &fi);
+		if (rc == KD_NEED_MORE)
+			return 0;
+		if (rc < 0 || fi.size > px->conf.max_frame) {
+			PX_INC(px, decode_errors, 1);
+			px_log(px, 1, "%s: bad response frame from %s (%s), closing",
+			       conn->client_addr, conn->up_addr,
+			       rc < 0 ? kd_strerror(rc) : "over max_frame_bytes");
+			close_upstream(conn);
+			conn_close_soft(conn);
+			return -1;
+		}
+		uint32_t total = 4 + fi.size;
+		int opaque = fi.kind == KD_EV_OPAQUE;
+		struct px_req req;
+		int matched = 0;
+		/* Peek at the FIFO without popping until the frame is handled: an
+		 * edited response may have to wait for more bytes. */
+		int edit =
+		    fi.kind == KD_EV_RESPONSE && !(fi.flags & KD_EVF_UNPAIRED) &&
+		    ((fi.req.api_key == KD_API_API_VERSIONS && px->conf.clamp_api_versions) ||
+		     (px->conf.rewrite && px_rewrite_wanted(fi.req.api_key, fi.req.api_version)));
+		if (edit && evbuffer_get_length(in) < total) {
+			/* Let the input grow to the whole frame (at most max_frame). */
+			conn->resp_whole = 1;
+			bufferevent_setwatermark(conn->ubev, EV_READ, 0,
+			                         total > conn->wm ? total : conn->wm);
+			return 0;
+		}
+		if (!edit && (px->hooks.want_frames & PX_WANT_RESP) &&
+		    evbuffer_get_length(in) < copy_need(conn, total, 0))
+			return 0;
+		matched = ring_pop(conn, fi.resp_hdr.correlation_id, opaque, &req) == 0;
+		if (edit) {
+			if (s2c_edit(conn, &fi, &req, matched) < 0) {
+				if (matched)
+					req_release(&req);
+				return -1;
+			}
+			continue;
+		}
+		if (px->hooks.want_frames & PX_WANT_RESP)
+			conn->cur_copy =
+			    copy_frame(conn, in, total, 0, &conn->cur_copy_len, &conn->cur_trunc);
+		kd_stream_frame_commit(conn->ks, KD_S2C, &fi, NULL, px_wall_us());
+		if (matched) {
+			conn->cur = req;
+			conn->cur_valid = 1;
+			conn->cur_size = fi.size;
+		} else {
+			free(conn->cur_copy);
+			conn->cur_copy = NULL;
+			px_log(px, 3, "%s: response #%d from %s matches no request",
+			       conn->client_addr, fi.resp_hdr.correlation_id, conn->up_addr);
+		}
+		conn->resp_left = total;
+	}
+}
+
+/* Enables reading on each side when the other side can take more. */
+static void flow(struct px_conn *conn)
+{
+	struct px *px = conn->px;
+	if (!conn->up_ok || !conn->ubev) {
+		bufferevent_disable(conn->cbev, EV_READ);
+		return;
+	}
+	size_t uout = evbuffer_get_length(bufferevent_get_output(conn->ubev));
+	size_t cout = evbuffer_get_length(bufferevent_get_output(conn->cbev));
+	int c_read = !conn->client_eof && uout < conn->wm &&
+	             (conn->req_left || (!conn->draining && conn->rcount < px->conf.max_inflight));
+	int u_read = cout < conn->wm;
+	if (c_read)
+		bufferevent_enable(conn->cbev, EV_READ);
+	else
+		bufferevent_disable(conn->cbev, EV_READ);
+	if (u_read)
+		bufferevent_enable(conn->ubev, EV_READ);
+	else
+		bufferevent_disable(conn->ubev, EV_READ);
+}
+
+/* Moves what may move and sets the flow. Returns -1 when conn was freed
+ * or is closing (the caller must not touch it), else 0. */
+static int pump(struct px_conn *conn)
+{
+	if (conn->closing)
+		return -1;
+	if (conn->up_ok && conn->ubev) {
+		/* Responses first: they free FIFO room for waiting requests. */
+		if (s2c(conn) < 0 || c2s(conn) < 0)
+			return -1;
+	}
+	if (conn->draining && !conn->rcount && !conn->req_left && !conn->resp_left) {
+		conn_close_soft(conn);
+		return -1;
+	}
+	flow(conn);
+	return 0;
+}
+
+void px_conn_drain_all(struct px_worker *wk)
+{
+	for (struct px_conn *conn = wk->conns, *next; conn; conn = next) {
+		next = conn->next;
+		conn->draining = 1;
+		if (!conn->up_ok) {
+			conn_free(conn);
+			continue;
+		}
+		pump(conn);
+	}
+}
+
+void px_conn_close_all(struct px_worker *wk)
+{
+	while (wk->conns)
+		conn_free(wk->conns);
+}

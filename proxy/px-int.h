@@ -1,0 +1,137 @@
+/* px-int.h: the proxy core's private structures, shared by px-listen.c
+ * (listeners, threads, broker map, counters) and px-conn.c (the data
+ * path). Nothing outside proxy/px-{listen,conn,rewrite}.c includes it. */
+#ifndef PX_INT_H
+#define PX_INT_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include <event2/bufferevent.h>
+#include <event2/dns.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+
+#include "px.h"
+
+/* The transport under a connection: plain TCP now, TLS later. The data
+ * path only ever sees the bufferevents these return. */
+struct px_transport {
+	const char *name;
+	/* A bufferevent over an accepted client socket (takes fd). */
+	struct bufferevent *(*accepted)(void *ctx, struct event_base *base, evutil_socket_t fd);
+	/* A bufferevent connecting to host:port; connection completion comes as
+	 * BEV_EVENT_CONNECTED. NULL on immediate failure. */
+	struct bufferevent *(*connect)(void *ctx, struct event_base *base, struct evdns_base *dns,
+	                               const char *host, uint16_t port);
+	void *ctx;
+};
+
+extern const struct px_transport px_transport_tcp;
+
+/* A broker the cluster advertised and the listener that stands for it. */
+struct px_broker {
+	int32_t node_id;
+	char host[PX_HOST_MAX]; /* real address, updated by each response */
+	uint16_t port;
+	uint16_t proxy_port;
+	struct evconnlistener *lsn; /* on the acceptor base; NULL if not open */
+	struct px *px;
+	int failed; /* bind failed: logged once */
+};
+
+/* A socket handed from the acceptor to a worker. */
+struct px_handoff {
+	struct px_handoff *next;
+	evutil_socket_t fd;
+	int32_t broker_id; /* -1: bootstrap listener */
+	char client_addr[64];
+};
+
+struct px_worker {
+	struct px *px;
+	unsigned idx;
+	struct event_base *base;
+	struct evdns_base *dns;
+	pthread_t thread;
+	int started;
+	pthread_mutex_t mu; /* guards queue */
+	struct px_handoff *queue, *queue_tail;
+	struct event *wake_ev;  /* activated by the acceptor: new sockets */
+	struct event *drain_ev; /* activated by px_stop */
+	struct event *kill_ev;  /* drain timeout: close everything */
+	struct px_conn *conns;  /* doubly linked through px_conn.next/prev */
+	unsigned nconns;
+	int draining;
+	_Atomic int done; /* read by the acceptor */
+};
+
+struct px_api_ctr {
+	_Atomic uint64_t requests, responses, errors;
+};
+
+struct px {
+	struct px_conf conf;
+	struct px_hooks hooks;
+	const struct px_transport *tp;
+	char advertise[PX_HOST_MAX];
+
+	struct event_base *abase; /* acceptor base: every listener lives here */
+	pthread_t athread;
+	int athread_started;
+	struct evconnlistener *boot_lsn;
+	uint16_t bound_port;
+	struct event *stop_ev;  /* activated by px_stop */
+	struct event *check_ev; /* periodic: are all workers done? */
+	struct event *drain_timer;
+
+	struct px_worker *workers;
+	unsigned nworkers;
+	_Atomic unsigned rr;    /* next worker */
+	_Atomic unsigned up_rr; /* first bootstrap upstream of the next connection */
+
+	pthread_mutex_t bmu; /* guards brokers and their listeners */
+	struct px_broker *brokers;
+	unsigned nbrokers;
+
+	pthread_mutex_t smu; /* state + cond */
+	pthread_cond_t scond;
+	int stopping, stopped;
+	int lsn_closed; /* under bmu: no new broker listeners */
+
+	_Atomic uint64_t bytes_in_client, bytes_out_client, bytes_in_upstream, bytes_out_upstream;
+	_Atomic uint64_t conns_accepted, conns_active, upstream_connect_failures, decode_errors,
+	    frames_too_large, responses_rewritten, apiversions_clamped;
+	struct px_api_ctr api[PX_API_MAX][PX_VER_MAX];
+};
+
+#define PX_INC(px, field, n) atomic_fetch_add_explicit(&(px)->field, (n), memory_order_relaxed)
+#define PX_DEC(px, field, n) atomic_fetch_sub_explicit(&(px)->field, (n), memory_order_relaxed)
+
+/* px-listen.c */
+/* The broker -> client address map used by px_rewrite_response: records
+ * the broker's real address, opens its listener if needed, and answers
+ * the advertised host and proxy port. Any thread. */
+int px_addr_map(void *arg, int32_t node_id, const struct kd_view *host, int32_t port,
+                char out_host[PX_HOST_MAX], int32_t *out_port);
+/* The real address of a broker node for a new upstream connection; 0 or
+ * -1 when unknown. */
+int px_broker_addr(struct px *px, int32_t node_id, char host[PX_HOST_MAX], uint16_t *port);
+void px_count_api(struct px *px, int16_t key, int16_t version, int what);
+enum { PX_CNT_REQ, PX_CNT_RESP, PX_CNT_ERR };
+
+/* A connection of wk went away: a drained worker may be done. */
+void px_worker_conn_gone(struct px_worker *wk);
+
+/* px-conn.c */
+/* Takes over a handed-off socket on worker wk (its thread). */
+void px_conn_new(struct px_worker *wk, const struct px_handoff *ho);
+/* Drain: stop reading requests; connections close once idle. */
+void px_conn_drain_all(struct px_worker *wk);
+/* Closes every connection of wk now. */
+void px_conn_close_all(struct px_worker *wk);
+/* Monotonic and wall clocks in microseconds. */
+uint64_t px_now_us(void);
+uint64_t px_wall_us(void);
+
+#endif

@@ -1,0 +1,189 @@
+/* px-t.h: the types of kwire's transparent proxy (`kwire proxy`).
+ *
+ * Everything here is shared between the proxy core (px-conf.c,
+ * px-listen.c, px-conn.c, px-rewrite.c) and the parts built on it (the
+ * access log px-log*.c, the admin endpoint px-admin*.c, `kwire demo`).
+ * Prototypes are in px.h.
+ *
+ * Threads: one acceptor thread (the caller of px_run) owns every listening
+ * socket; N worker threads each run one libevent loop and own the client
+ * and upstream connections handed to them. Hooks (struct px_hooks) are
+ * called on worker threads, concurrently: they must be thread-safe and must
+ * not block. */
+#ifndef PX_T_H
+#define PX_T_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kd-t.h"
+
+/* Fixed sizes. PX_HOST_MAX bounds host names (DNS names are at most 253). */
+#define PX_HOST_MAX 256
+#define PX_API_MAX 128 /* counters cover API keys 0..PX_API_MAX-1 */
+#define PX_VER_MAX 32  /* ... and versions 0..PX_VER_MAX-1 */
+#define PX_UPSTREAM_MAX 64
+#define PX_BROKER_MAX 1024 /* brokers (node ids) a proxy can map */
+
+struct px;      /* the proxy: opaque, see px.h */
+struct px_conn; /* one client connection and its upstream: private to px-conn.c */
+
+/* A host and a port, e.g. an upstream bootstrap address. */
+struct px_hostport {
+	char host[PX_HOST_MAX];
+	uint16_t port;
+};
+
+/* One row of the explicit broker_ports map: the proxy port for a node id. */
+struct px_broker_port {
+	int32_t node_id;
+	uint16_t port;
+};
+
+enum px_log_format {
+	PX_LOGF_TEXT = 0,
+	PX_LOGF_JSON = 1,
+};
+
+/* The proxy's configuration. px_conf_init() fills the defaults; the YAML
+ * file (px_conf_load) and the command line then override fields. Strings
+ * are fixed arrays or heap copies owned by the struct: px_conf_free()
+ * releases them. See docs/proxy.md for the meaning of every field; the
+ * YAML key is given after each one. */
+struct px_conf {
+	/* listen: [HOST:]PORT of the bootstrap listener. Port 0 binds an
+	 * ephemeral port (tests); then broker listeners are ephemeral too. */
+	struct px_hostport listen;
+	/* upstream: the real cluster's bootstrap addresses, tried in order. */
+	struct px_hostport upstreams[PX_UPSTREAM_MAX];
+	unsigned nupstreams;
+	/* advertise: the host clients are told in rewritten responses.
+	 * Empty: the listen host, or "localhost" when it is a wildcard. */
+	char advertise[PX_HOST_MAX];
+	/* broker_port_base: broker node N listens on base + N. 0 (default):
+	 * the bootstrap listen port + 1. */
+	uint16_t broker_port_base;
+	/* broker_ports: explicit node id -> port map; wins over the rule. */
+	struct px_broker_port *broker_ports;
+	unsigned nbroker_ports;
+	/* workers: event-loop threads; 0 = one per online CPU. */
+	unsigned workers;
+	/* max_frame_bytes: a frame (either direction) larger than this
+	 * closes the connection. Default 100 MiB (Kafka's
+	 * socket.request.max.bytes is 100 MiB). */
+	uint32_t max_frame;
+	/* buffer_bytes: per connection and direction, the bytes buffered
+	 * before the reading side is paused (watermark). Default 1 MiB; a
+	 * frame bigger than this is still forwarded, just streamed. */
+	size_t buffer_bytes;
+	/* max_inflight: requests awaiting a response per connection; more
+	 * pauses reading from the client. Default 1024. */
+	unsigned max_inflight;
+	/* connect_timeout_ms, idle_timeout_ms (0 = none), drain_timeout_ms. */
+	unsigned connect_timeout_ms;
+	unsigned idle_timeout_ms;
+	unsigned drain_timeout_ms;
+	/* clamp_api_versions: intersect ApiVersions with kwire's tables. */
+	int clamp_api_versions;
+	/* rewrite: rewrite broker addresses (turning it off exposes the
+	 * real brokers; only for debugging). */
+	int rewrite;
+	/* access_log (path, "-" = stdout, NULL = off), access_log_format,
+	 * admin (HOST:PORT of the admin/metrics endpoint, empty = off): read
+	 * by px-log*.c and px-admin*.c, parsed here so one file holds all. */
+	char *access_log;
+	enum px_log_format access_log_format;
+	struct px_hostport admin;
+	/* log_level: 0 errors, 1 warnings, 2 info (default), 3 debug. */
+	int log_level;
+};
+
+/* ---- what the proxy tells the outside ---- */
+
+/* One request/response pair, handed to px_hooks.on_pair after the
+ * response has been forwarded (or, for Produce acks=0, after the request).
+ * Everything it points to lives only for the duration of the call. */
+struct px_pair {
+	int16_t api_key; /* -1: a SASL v0 opaque token (no Kafka header) */
+	int16_t api_version;
+	int32_t correlation_id;
+	struct kd_view client_id;  /* from the request header (may be null) */
+	int32_t broker_id;         /* upstream node id, -1 on a bootstrap link */
+	const char *client_addr;   /* "ip:port" of the client */
+	const char *upstream_addr; /* "host:port" of the broker */
+	uint64_t t_req_us;         /* wall clock (us since epoch) of the request */
+	uint64_t latency_us;       /* request read -> response fully read */
+	uint32_t req_size;         /* frame sizes, without the 4-byte prefix */
+	uint32_t resp_size;        /* 0 when no response (acks=0, or lost) */
+	uint8_t no_response;       /* 1: acks=0 Produce, or connection lost */
+	uint8_t rewritten;         /* 1: the response was rewritten by kwire */
+	/* Raw frames (4-byte size prefix included) when px_hooks.want_frames
+	 * asked for them; truncated to frame_copy_max (then *_trunc = 1), and
+	 * request copies to 4 KiB while more than 8 requests are in flight on
+	 * the connection (bounded memory). The response is the frame as the
+	 * broker sent it, before any rewrite. NULL otherwise. */
+	const uint8_t *req_frame;
+	size_t req_frame_len;
+	uint8_t req_trunc;
+	const uint8_t *resp_frame;
+	size_t resp_frame_len;
+	uint8_t resp_trunc;
+};
+
+enum px_want {
+	PX_WANT_REQ = 1,  /* copy request frames for on_pair */
+	PX_WANT_RESP = 2, /* copy response frames for on_pair */
+};
+
+/* Callbacks; any may be NULL. Set with px_set_hooks() before px_start(). */
+struct px_hooks {
+	/* Every pair; on a worker thread, concurrently. Must not block. */
+	void (*on_pair)(void *arg, const struct px_pair *pair);
+	/* SIGHUP: reopen the log file. On the acceptor thread. */
+	void (*on_reopen)(void *arg);
+	/* The proxy's own log lines (level as px_conf.log_level). Default:
+	 * stderr. May be called from any thread. */
+	void (*on_log)(void *arg, int level, const char *msg);
+	void *arg;
+	unsigned want_frames;    /* enum px_want bits */
+	uint32_t frame_copy_max; /* 0: 64 KiB; at most max(buffer_bytes, 128 KiB) */
+};
+
+/* Counters for one (api key, version). */
+struct px_api_stats {
+	uint64_t requests;
+	uint64_t responses;
+	uint64_t errors; /* requests lost with their connection, plus px_count_error() */
+};
+
+/* A snapshot of the proxy's global counters (px_stats_get). */
+struct px_stats {
+	uint64_t bytes_in_client;    /* bytes read from clients */
+	uint64_t bytes_out_client;   /* bytes written to clients */
+	uint64_t bytes_in_upstream;  /* bytes read from brokers */
+	uint64_t bytes_out_upstream; /* bytes written to brokers */
+	uint64_t conns_accepted;
+	uint64_t conns_active;
+	uint64_t upstream_connect_failures;
+	uint64_t decode_errors;    /* bad frames/headers from either side */
+	uint64_t frames_too_large; /* over max_frame_bytes */
+	uint64_t responses_rewritten;
+	uint64_t apiversions_clamped;
+};
+
+/* One row of the broker -> proxy port map (px_broker_map). */
+struct px_broker_ent {
+	int32_t node_id;
+	char host[PX_HOST_MAX]; /* the broker's real address */
+	uint16_t port;
+	uint16_t proxy_port; /* the port clients are told; 0 if none yet */
+	uint8_t listening;   /* 1: the proxy listener is open */
+};
+
+/* Rewriting (px-rewrite.c). The callback maps a real broker address to
+ * the one clients must be told; it returns 0, or -1 to leave the
+ * address untouched (e.g. no port available). */
+typedef int (*px_addr_map_fn)(void *arg, int32_t node_id, const struct kd_view *host, int32_t port,
+                              char out_host[PX_HOST_MAX], int32_t *out_port);
+
+#endif

@@ -1,0 +1,210 @@
+"""Shared set-up for the proxy's integration tests (test_proxy_*.py).
+
+Starts a 3-broker mock cluster (tools/kwire-mockcluster, librdkafka's mock
+brokers) with partition leaders spread over the brokers, and `kwire proxy` in
+front of it with the access log (JSON lines) and the admin endpoint on. Tests
+talk to the cluster only through the proxy and use the helpers below to check
+what reached the clients.
+"""
+import json
+import os
+import re
+import select
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+SKIP = 77
+
+
+def env(name):
+    v = os.environ.get(name)
+    if not v:
+        print(f"{name} not set (run through ctest)", file=sys.stderr)
+        sys.exit(SKIP)
+    return v
+
+
+def _readline(proc, deadline, what):
+    """One line of proc's stdout before deadline (monotonic)."""
+    buf = b""
+    fd = proc.stdout.fileno()
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise RuntimeError(f"timed out waiting for {what}")
+        r, _, _ = select.select([fd], [], [], left)
+        if not r:
+            continue
+        c = os.read(fd, 1)
+        if not c:
+            raise RuntimeError(f"{what}: process exited (rc={proc.poll()})")
+        if c == b"\n":
+            return buf.decode()
+        buf += c
+
+
+class Cluster:
+    """kwire-mockcluster + kwire proxy. Use as a context manager."""
+
+    def __init__(self, topics=(("t1", 6),), brokers=3, log_format="json", extra_proxy_args=()):
+        self.build = env("KWIRE_BUILD")
+        self.kwire = env("KWIRE_BIN")
+        self.brokers = brokers
+        self.topics = topics
+        self.log_format = log_format
+        self.extra = list(extra_proxy_args)
+        self.tmp = tempfile.mkdtemp(prefix="kwire-pxtest-")
+        self.log_path = os.path.join(self.tmp, "access.log")
+        self.mc = None
+        self.px = None
+
+    # ---- lifecycle ----
+    def __enter__(self):
+        args = [os.path.join(self.build, "kwire-mockcluster"), "--brokers", str(self.brokers)]
+        for name, parts in self.topics:
+            args += ["--topic", f"{name}:{parts}"]
+            for p in range(parts):
+                args += ["--leader", f"{name}:{p}:{p % self.brokers + 1}"]
+        self.mc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                   stderr=open(os.path.join(self.tmp, "mc.err"), "w"))
+        deadline = time.monotonic() + 20
+        self.real = {}  # broker id -> "host:port"
+        while True:
+            line = _readline(self.mc, deadline, "mock cluster")
+            if line.startswith("BOOTSTRAP "):
+                self.upstream = line.split()[1]
+            elif line.startswith("BROKER "):
+                _, bid, addr = line.split()
+                self.real[int(bid)] = addr
+            elif line == "READY":
+                break
+        self.px_err_path = os.path.join(self.tmp, "proxy.err")
+        pargs = [self.kwire, "proxy", "--upstream", self.upstream, "--listen", "127.0.0.1:0",
+                 "--admin", "127.0.0.1:0", "--access-log", self.log_path,
+                 "--access-log-format", self.log_format] + self.extra
+        self.px = subprocess.Popen(pargs, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                   stderr=open(self.px_err_path, "w"))
+        deadline = time.monotonic() + 20
+        self.bootstrap = self.admin = None
+        while self.bootstrap is None or self.admin is None:
+            line = _readline(self.px, deadline, "kwire proxy")
+            if line.startswith("LISTEN "):
+                self.bootstrap = line.split()[1]
+            elif line.startswith("ADMIN "):
+                self.admin = line.split()[1]
+        return self
+
+    def stop_proxy(self):
+        """SIGTERM the proxy, wait; returns its exit status."""
+        if self.px and self.px.poll() is None:
+            self.px.terminate()
+            try:
+                self.px.wait(20)
+            except subprocess.TimeoutExpired:
+                self.px.kill()
+                self.px.wait()
+        return self.px.returncode if self.px else None
+
+    def __exit__(self, *exc):
+        rc = self.stop_proxy()
+        if self.mc and self.mc.poll() is None:
+            self.mc.stdin.close()
+            try:
+                self.mc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.mc.kill()
+                self.mc.wait()
+        if exc[0] is None and rc not in (0, None):
+            raise RuntimeError(f"kwire proxy exited with {rc}; stderr:\n" + self.proxy_stderr())
+        if exc[0] is not None:
+            sys.stderr.write("---- proxy stderr (tail) ----\n" + self.proxy_stderr()[-3000:])
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        return False
+
+    # ---- the mock cluster's stdin commands ----
+    def command(self, line):
+        self.mc.stdin.write((line + "\n").encode())
+        self.mc.stdin.flush()
+        reply = _readline(self.mc, time.monotonic() + 10, f"reply to '{line}'")
+        if reply != "OK":
+            raise RuntimeError(f"mock cluster: '{line}': {reply}")
+
+    # ---- what the proxy tells ----
+    def pid(self):
+        return self.px.pid
+
+    def http(self, path):
+        with urllib.request.urlopen(f"http://{self.admin}{path}", timeout=10) as r:
+            return r.read().decode()
+
+    def metrics(self):
+        """{(name, frozenset(labels.items())): value} from /metrics."""
+        out = {}
+        for line in self.http("/metrics").splitlines():
+            if not line or line.startswith("#"):
+                continue
+            m = re.match(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? (\S+)$', line)
+            assert m, f"bad metrics line {line!r}"
+            labels = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', m.group(3) or ""))
+            out[(m.group(1), frozenset(labels.items()))] = float(m.group(4))
+        return out
+
+    def metric(self, name, **labels):
+        return self.metrics().get((name, frozenset(labels.items())), 0.0)
+
+    def proxy_ports(self):
+        b = json.loads(self.http("/brokers"))
+        return {e["node_id"]: e["proxy_port"] for e in b["brokers"]}
+
+    def log_entries(self, settle=0.5):
+        """The access log's JSON lines (waits for the logger to catch up)."""
+        time.sleep(settle)
+        with open(self.log_path) as f:
+            return [json.loads(line) for line in f if line.strip()]
+
+    def proxy_stderr(self):
+        try:
+            with open(self.px_err_path) as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def real_ports(self):
+        return {int(a.rsplit(":", 1)[1]) for a in self.real.values()}
+
+    def assert_no_real_address(self, text, what):
+        """No host:port of a real broker in text (a client's view)."""
+        for addr in self.real.values():
+            port = addr.rsplit(":", 1)[1]
+            if re.search(r"(?<![0-9])" + re.escape(port) + r"(?![0-9])", text):
+                raise AssertionError(f"{what} names a real broker ({addr}):\n{text}")
+
+
+def produced_by_partition(entries, topic):
+    """{partition: records} summed over the log's answered Produce pairs."""
+    out = {}
+    for e in entries:
+        if e.get("api") != "Produce" or e.get("status") != "ok":
+            continue
+        for p in e.get("partitions", []):
+            if p.get("topic") == topic and not p.get("error"):
+                out[p["partition"]] = out.get(p["partition"], 0) + p.get("records", 0)
+    return out
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def check(cond, msg):
+    if not cond:
+        raise AssertionError(msg)
