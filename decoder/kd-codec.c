@@ -4,6 +4,7 @@
  * the output pass cap: when the output is exactly cap bytes and the stream
  * is not finished, one more call with a 1-byte probe tells whether the
  * data goes on (KD_ELIMIT) or was just ending. */
+#include "kd.h"
 #include "kd-codec.h"
 
 #include <limits.h>
@@ -22,29 +23,26 @@
 #include <zstd_errors.h>
 #endif
 
-__attribute__((format(printf, 3, 4))) static void seterr(char *err, size_t errlen, const char *fmt,
-                                                         ...)
-{
-	va_list ap;
-	if (!err || !errlen)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
 
 /* Room for more output, at most cap - (out->len - base) bytes, growing
- * geometrically from a guess based on the input size. NULL when the cap is
- * reached (*avail = 0) or on allocation failure (out->err set). */
-static uint8_t *out_room(struct kd_wbuf *out, size_t base, size_t cap, size_t inlen, size_t *avail)
+ * geometrically from a guess based on the input size. When the cap is
+ * reached it hands out the caller's 1-byte *probe instead and sets
+ * *probing: a codec that still writes into the probe is over the limit.
+ * NULL only on allocation failure (out->err set). */
+static uint8_t *out_room(struct kd_wbuf *out, size_t base, size_t cap, size_t inlen,
+			 uint8_t *probe, size_t *avail, int *probing)
 {
 	size_t used = out->len - base;
 	size_t want, room;
 	uint8_t *d;
 
+	*probing = 0;
+	if (used >= cap) {
+		*probing = 1;
+		*avail = 1;
+		return probe;
+	}
 	*avail = 0;
-	if (used >= cap)
-		return NULL;
 	room = out->cap - out->len;
 	if (room >= 4096) {
 		d = out->p + out->len;
@@ -130,7 +128,7 @@ static int gzip_decompress(const uint8_t *p, size_t len, size_t cap, struct kd_w
 	int rc = KD_OK;
 
 	if (len > UINT_MAX) {
-		seterr(err, errlen, "gzip: input of %zu bytes too large", len);
+		kd_errf(err, errlen, "gzip: input of %zu bytes too large", len);
 		return KD_ELIMIT;
 	}
 	memset(&zs, 0, sizeof(zs));
@@ -140,16 +138,11 @@ static int gzip_decompress(const uint8_t *p, size_t len, size_t cap, struct kd_w
 	zs.avail_in = (uInt)len;
 	for (;;) {
 		size_t avail;
-		int probing = 0;
-		uint8_t *d = out_room(out, base, cap, len, &avail);
+		int probing;
+		uint8_t *d = out_room(out, base, cap, len, &probe, &avail, &probing);
 		if (!d) {
-			if (out->err) {
-				rc = KD_ENOMEM;
-				break;
-			}
-			d = &probe;
-			avail = 1;
-			probing = 1;
+			rc = KD_ENOMEM;
+			break;
 		}
 		if (avail > UINT_MAX)
 			avail = UINT_MAX;
@@ -158,7 +151,7 @@ static int gzip_decompress(const uint8_t *p, size_t len, size_t cap, struct kd_w
 		int zr = inflate(&zs, Z_NO_FLUSH);
 		size_t produced = avail - zs.avail_out;
 		if (probing && produced) {
-			seterr(err, errlen, "gzip: output exceeds the %zu-byte limit", cap);
+			kd_errf(err, errlen, "gzip: output exceeds the %zu-byte limit", cap);
 			rc = KD_ELIMIT;
 			break;
 		}
@@ -175,9 +168,9 @@ static int gzip_decompress(const uint8_t *p, size_t len, size_t cap, struct kd_w
 		if (zr == Z_OK && (zs.avail_in > 0 || zs.avail_out == 0))
 			continue;
 		if (zr == Z_OK || (zr == Z_BUF_ERROR && zs.avail_in == 0)) {
-			seterr(err, errlen, "gzip: truncated stream");
+			kd_errf(err, errlen, "gzip: truncated stream");
 		} else {
-			seterr(err, errlen, "gzip: %s", zs.msg ? zs.msg : "corrupt stream");
+			kd_errf(err, errlen, "gzip: %s", zs.msg ? zs.msg : "corrupt stream");
 		}
 		rc = KD_ECOMPRESS;
 		break;
@@ -229,19 +222,19 @@ static int snappy_block(const uint8_t *p, size_t len, size_t cap, struct kd_wbuf
 {
 	size_t n;
 	if (snappy_uncompressed_length((const char *)p, len, &n) != SNAPPY_OK) {
-		seterr(err, errlen, "snappy: bad block preamble");
+		kd_errf(err, errlen, "snappy: bad block preamble");
 		return KD_ECOMPRESS;
 	}
 	/* The preamble states the size: a bomb is refused before any allocation. */
 	if (n > cap - (out->len - base)) {
-		seterr(err, errlen, "snappy: output exceeds the %zu-byte limit", cap);
+		kd_errf(err, errlen, "snappy: output exceeds the %zu-byte limit", cap);
 		return KD_ELIMIT;
 	}
 	uint8_t *d = kd_wbuf_reserve(out, n ? n : 1);
 	if (!d)
 		return KD_ENOMEM;
 	if (snappy_uncompress((const char *)p, len, (char *)d, &n) != SNAPPY_OK) {
-		seterr(err, errlen, "snappy: corrupt or truncated block");
+		kd_errf(err, errlen, "snappy: corrupt or truncated block");
 		return KD_ECOMPRESS;
 	}
 	out->len += n;
@@ -263,14 +256,14 @@ static int snappy_decompress(const uint8_t *p, size_t len, size_t cap, struct kd
 			continue;
 		}
 		if (len - off < 4) {
-			seterr(err, errlen, "snappy: truncated xerial chunk length at byte %zu",
+			kd_errf(err, errlen, "snappy: truncated xerial chunk length at byte %zu",
 			       off);
 			return KD_ECOMPRESS;
 		}
 		uint32_t clen = (uint32_t)kd_load_be(p + off, 4);
 		off += 4;
 		if (clen > len - off) {
-			seterr(err, errlen,
+			kd_errf(err, errlen,
 			       "snappy: xerial chunk of %u bytes runs past the end (%zu left)",
 			       clen, len - off);
 			return KD_ECOMPRESS;
@@ -366,21 +359,16 @@ static int lz4_decompress(const uint8_t *p, size_t len, size_t cap, unsigned fla
 			next = NULL;
 		}
 		size_t avail;
-		int probing = 0;
-		uint8_t *d = out_room(out, base, cap, len, &avail);
+		int probing;
+		uint8_t *d = out_room(out, base, cap, len, &probe, &avail, &probing);
 		if (!d) {
-			if (out->err) {
-				rc = KD_ENOMEM;
-				break;
-			}
-			d = &probe;
-			avail = 1;
-			probing = 1;
+			rc = KD_ENOMEM;
+			break;
 		}
 		size_t dn = avail, sn = srclen;
 		size_t r = LZ4F_decompress(dctx, d, &dn, src, &sn, NULL);
 		if (LZ4F_isError(r)) {
-			seterr(err, errlen, "lz4: %s", LZ4F_getErrorName(r));
+			kd_errf(err, errlen, "lz4: %s", LZ4F_getErrorName(r));
 			rc = KD_ECOMPRESS;
 			break;
 		}
@@ -391,7 +379,7 @@ static int lz4_decompress(const uint8_t *p, size_t len, size_t cap, unsigned fla
 		if (sn || dn)
 			ret = r;
 		if (probing && dn) {
-			seterr(err, errlen, "lz4: output exceeds the %zu-byte limit", cap);
+			kd_errf(err, errlen, "lz4: output exceeds the %zu-byte limit", cap);
 			rc = KD_ELIMIT;
 			break;
 		}
@@ -400,13 +388,13 @@ static int lz4_decompress(const uint8_t *p, size_t len, size_t cap, unsigned fla
 		if (srclen == 0 && !next && dn == 0)
 			break; /* input used up and nothing more comes out */
 		if (sn == 0 && dn == 0 && !probing) {
-			seterr(err, errlen, "lz4: decoder made no progress");
+			kd_errf(err, errlen, "lz4: decoder made no progress");
 			rc = KD_ECOMPRESS;
 			break;
 		}
 	}
 	if (rc == KD_OK && ret != 0) {
-		seterr(err, errlen, "lz4: truncated frame");
+		kd_errf(err, errlen, "lz4: truncated frame");
 		rc = KD_ECOMPRESS;
 	}
 	LZ4F_freeDecompressionContext(dctx);
@@ -460,16 +448,11 @@ static int zstd_decompress(const uint8_t *p, size_t len, size_t cap, struct kd_w
 	ZSTD_DCtx_setParameter(dctx, ZSTD_d_windowLogMax, wlog);
 	for (;;) {
 		size_t avail;
-		int probing = 0;
-		uint8_t *d = out_room(out, base, cap, len, &avail);
+		int probing;
+		uint8_t *d = out_room(out, base, cap, len, &probe, &avail, &probing);
 		if (!d) {
-			if (out->err) {
-				rc = KD_ENOMEM;
-				break;
-			}
-			d = &probe;
-			avail = 1;
-			probing = 1;
+			rc = KD_ENOMEM;
+			break;
 		}
 		ZSTD_outBuffer ob = {d, avail, 0};
 		size_t inpos = in.pos;
@@ -477,13 +460,13 @@ static int zstd_decompress(const uint8_t *p, size_t len, size_t cap, struct kd_w
 		if (ZSTD_isError(r)) {
 			int limit =
 			    ZSTD_getErrorCode(r) == ZSTD_error_frameParameter_windowTooLarge;
-			seterr(err, errlen, "zstd: %s%s", ZSTD_getErrorName(r),
+			kd_errf(err, errlen, "zstd: %s%s", ZSTD_getErrorName(r),
 			       limit ? " (window over the limit)" : "");
 			rc = limit ? KD_ELIMIT : KD_ECOMPRESS;
 			break;
 		}
 		if (probing && ob.pos) {
-			seterr(err, errlen, "zstd: output exceeds the %zu-byte limit", cap);
+			kd_errf(err, errlen, "zstd: output exceeds the %zu-byte limit", cap);
 			rc = KD_ELIMIT;
 			break;
 		}
@@ -495,7 +478,7 @@ static int zstd_decompress(const uint8_t *p, size_t len, size_t cap, struct kd_w
 			break; /* all input read and all output flushed */
 	}
 	if (rc == KD_OK && ret != 0) {
-		seterr(err, errlen, "zstd: truncated frame");
+		kd_errf(err, errlen, "zstd: truncated frame");
 		rc = KD_ECOMPRESS;
 	}
 	ZSTD_freeDCtx(dctx);
@@ -575,14 +558,14 @@ int kd_decompress(int codec, const uint8_t *p, size_t len, size_t cap, unsigned 
 #endif
 	default:
 		if (codec >= 1 && codec <= 4)
-			seterr(err, errlen, "codec %s is not built into this kwire",
+			kd_errf(err, errlen, "codec %s is not built into this kwire",
 			       codec_label(codec));
 		else
-			seterr(err, errlen, "unknown codec id %d", codec);
+			kd_errf(err, errlen, "unknown codec id %d", codec);
 		return KD_EUNSUPPORTED;
 	}
 	if (rc == KD_ENOMEM) {
-		seterr(err, errlen, "%s: out of memory", codec_label(codec));
+		kd_errf(err, errlen, "%s: out of memory", codec_label(codec));
 		out->err = KD_OK; /* the caller's buffer stays usable */
 	}
 	if (rc != KD_OK)

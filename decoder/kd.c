@@ -1,6 +1,9 @@
 /* kd.c: decoder-wide helpers (kd.h). */
 #include "kd.h"
 
+#include <stdarg.h>
+#include <stdio.h>
+
 #include "kd-crc.h"
 
 const char *kd_strerror(int rc)
@@ -43,4 +46,14 @@ const char *kd_features(void)
 {
 	return kd_crc32c_hw_available() ? KD_FEATURES_CODECS " crc32c-sse4.2"
 					: KD_FEATURES_CODECS " crc32c-sw";
+}
+
+void kd_errf(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+	if (!err || !errlen)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
 }

@@ -11,20 +11,9 @@
 
 #include <yaml.h>
 
+#include "kd.h"
 #include "px.h"
 
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-	if (!err || !errlen)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
 
 void px_conf_init(struct px_conf *conf)
 {
@@ -100,7 +89,7 @@ int px_hostport_parse(const char *s, int need_host, struct px_hostport *hp, char
 	if (s[0] == '[') {
 		const char *close = strchr(s, ']');
 		if (!close || close[1] != ':') {
-			seterr(err, errlen, "'%s': expected [IPv6]:PORT", s);
+			kd_errf(err, errlen, "'%s': expected [IPv6]:PORT", s);
 			return -1;
 		}
 		host = s + 1;
@@ -109,7 +98,7 @@ int px_hostport_parse(const char *s, int need_host, struct px_hostport *hp, char
 	} else {
 		const char *colon = strrchr(s, ':');
 		if (colon && memchr(s, ':', (size_t)(colon - s))) {
-			seterr(err, errlen, "'%s': write IPv6 addresses as [ADDR]:PORT", s);
+			kd_errf(err, errlen, "'%s': write IPv6 addresses as [ADDR]:PORT", s);
 			return -1;
 		}
 		if (colon) {
@@ -122,19 +111,19 @@ int px_hostport_parse(const char *s, int need_host, struct px_hostport *hp, char
 	}
 	long long v;
 	if (!host && need_host) {
-		seterr(err, errlen, "'%s': expected HOST:PORT", s);
+		kd_errf(err, errlen, "'%s': expected HOST:PORT", s);
 		return -1;
 	}
 	if (host && hostlen == 0 && need_host) {
-		seterr(err, errlen, "'%s': empty host", s);
+		kd_errf(err, errlen, "'%s': empty host", s);
 		return -1;
 	}
 	if (parse_int(port, strlen(port), 0, 65535, &v)) {
-		seterr(err, errlen, "'%s': bad port", s);
+		kd_errf(err, errlen, "'%s': bad port", s);
 		return -1;
 	}
 	if (hostlen >= sizeof(hp->host)) {
-		seterr(err, errlen, "'%s': host name too long", s);
+		kd_errf(err, errlen, "'%s': host name too long", s);
 		return -1;
 	}
 	if (host) {
@@ -164,11 +153,11 @@ int px_conf_set_upstreams(struct px_conf *conf, const char *list, char *err, siz
 		if (len) {
 			char one[PX_HOST_MAX + 16];
 			if (len >= sizeof(one)) {
-				seterr(err, errlen, "upstream address too long");
+				kd_errf(err, errlen, "upstream address too long");
 				return -1;
 			}
 			if (n == PX_UPSTREAM_MAX) {
-				seterr(err, errlen, "more than %d upstream addresses",
+				kd_errf(err, errlen, "more than %d upstream addresses",
 				       PX_UPSTREAM_MAX);
 				return -1;
 			}
@@ -178,7 +167,7 @@ int px_conf_set_upstreams(struct px_conf *conf, const char *list, char *err, siz
 			if (px_hostport_parse(one, 1, &ups[n], err, errlen))
 				return -1;
 			if (ups[n].port == 0) {
-				seterr(err, errlen, "'%s': upstream port 0", one);
+				kd_errf(err, errlen, "'%s': upstream port 0", one);
 				return -1;
 			}
 			n++;
@@ -188,7 +177,7 @@ int px_conf_set_upstreams(struct px_conf *conf, const char *list, char *err, siz
 		p = comma + 1;
 	}
 	if (n == 0) {
-		seterr(err, errlen, "empty upstream list");
+		kd_errf(err, errlen, "empty upstream list");
 		return -1;
 	}
 	memcpy(conf->upstreams, ups, n * sizeof(ups[0]));
@@ -206,13 +195,13 @@ int px_conf_set_broker_port(struct px_conf *conf, int32_t node_id, uint16_t port
 		}
 	}
 	if (conf->nbroker_ports >= PX_BROKER_MAX) {
-		seterr(err, errlen, "more than %d broker_ports rows", PX_BROKER_MAX);
+		kd_errf(err, errlen, "more than %d broker_ports rows", PX_BROKER_MAX);
 		return -1;
 	}
 	struct px_broker_port *bp =
 	    realloc(conf->broker_ports, (conf->nbroker_ports + 1) * sizeof(*bp));
 	if (!bp) {
-		seterr(err, errlen, "out of memory");
+		kd_errf(err, errlen, "out of memory");
 		return -1;
 	}
 	bp[conf->nbroker_ports].node_id = node_id;
@@ -225,37 +214,37 @@ int px_conf_set_broker_port(struct px_conf *conf, int32_t node_id, uint16_t port
 int px_conf_check(const struct px_conf *conf, char *err, size_t errlen)
 {
 	if (conf->nupstreams == 0) {
-		seterr(err, errlen,
+		kd_errf(err, errlen,
 		       "no upstream: give --upstream HOST:PORT or 'upstream:' in the file");
 		return -1;
 	}
 	if (conf->max_frame < 64) {
-		seterr(err, errlen, "max_frame_bytes %" PRIu32 " is too small", conf->max_frame);
+		kd_errf(err, errlen, "max_frame_bytes %" PRIu32 " is too small", conf->max_frame);
 		return -1;
 	}
 	if (conf->buffer_bytes < 4096) {
-		seterr(err, errlen, "buffer_bytes %zu is too small (at least 4096)",
+		kd_errf(err, errlen, "buffer_bytes %zu is too small (at least 4096)",
 		       conf->buffer_bytes);
 		return -1;
 	}
 	if (conf->max_inflight == 0) {
-		seterr(err, errlen, "max_inflight must be at least 1");
+		kd_errf(err, errlen, "max_inflight must be at least 1");
 		return -1;
 	}
 	if (conf->workers > 256) {
-		seterr(err, errlen, "workers %u: at most 256", conf->workers);
+		kd_errf(err, errlen, "workers %u: at most 256", conf->workers);
 		return -1;
 	}
 	for (unsigned i = 0; i < conf->nbroker_ports; i++) {
 		if (conf->broker_ports[i].port == 0 ||
 		    conf->broker_ports[i].port == conf->listen.port) {
-			seterr(err, errlen, "broker_ports: node %" PRId32 " has port %u",
+			kd_errf(err, errlen, "broker_ports: node %" PRId32 " has port %u",
 			       conf->broker_ports[i].node_id, conf->broker_ports[i].port);
 			return -1;
 		}
 		for (unsigned j = 0; j < i; j++)
 			if (conf->broker_ports[j].port == conf->broker_ports[i].port) {
-				seterr(err, errlen, "broker_ports: port %u used twice",
+				kd_errf(err, errlen, "broker_ports: port %u used twice",
 				       conf->broker_ports[i].port);
 				return -1;
 			}
@@ -303,7 +292,7 @@ static int yerr(struct yctx *y, const yaml_node_t *node, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	seterr(y->err, y->errlen, "%s:%zu:%zu: %s", y->name, node->start_mark.line + 1,
+	kd_errf(y->err, y->errlen, "%s:%zu:%zu: %s", y->name, node->start_mark.line + 1,
 	       node->start_mark.column + 1, msg);
 	return -1;
 }
@@ -605,12 +594,12 @@ int px_conf_load_mem(struct px_conf *conf, const char *yaml, size_t len, const c
 	struct yctx y = {&doc, name, err, errlen};
 
 	if (!yaml_parser_initialize(&parser)) {
-		seterr(err, errlen, "%s: cannot initialise the YAML parser", name);
+		kd_errf(err, errlen, "%s: cannot initialise the YAML parser", name);
 		return -1;
 	}
 	yaml_parser_set_input_string(&parser, (const unsigned char *)yaml, len);
 	if (!yaml_parser_load(&parser, &doc)) {
-		seterr(err, errlen, "%s:%zu:%zu: %s %s", name, parser.problem_mark.line + 1,
+		kd_errf(err, errlen, "%s:%zu:%zu: %s %s", name, parser.problem_mark.line + 1,
 		       parser.problem_mark.column + 1,
 		       parser.problem ? parser.problem : "YAML error",
 		       parser.context ? parser.context : "");
@@ -625,7 +614,7 @@ int px_conf_load_mem(struct px_conf *conf, const char *yaml, size_t len, const c
 	/* Work on a copy so that a failed load leaves conf as it was. */
 	struct px_conf tmp;
 	if (px_conf_copy(&tmp, conf)) {
-		seterr(err, errlen, "out of memory");
+		kd_errf(err, errlen, "out of memory");
 		goto out;
 	}
 	if (y_top(&y, &tmp, root)) {
@@ -650,19 +639,19 @@ int px_conf_load(struct px_conf *conf, const char *path, char *err, size_t errle
 	size_t len = 0, cap = 0;
 	int rc = -1;
 	if (!f) {
-		seterr(err, errlen, "%s: %s", path, strerror(errno));
+		kd_errf(err, errlen, "%s: %s", path, strerror(errno));
 		return -1;
 	}
 	for (;;) {
 		if (len == cap) {
 			if (cap >= 1024 * 1024) {
-				seterr(err, errlen, "%s: larger than 1 MiB", path);
+				kd_errf(err, errlen, "%s: larger than 1 MiB", path);
 				goto out;
 			}
 			cap = cap ? cap * 2 : 4096;
 			char *nb = realloc(buf, cap);
 			if (!nb) {
-				seterr(err, errlen, "out of memory");
+				kd_errf(err, errlen, "out of memory");
 				goto out;
 			}
 			buf = nb;
@@ -673,7 +662,7 @@ int px_conf_load(struct px_conf *conf, const char *path, char *err, size_t errle
 			break;
 	}
 	if (ferror(f)) {
-		seterr(err, errlen, "%s: read error", path);
+		kd_errf(err, errlen, "%s: read error", path);
 		goto out;
 	}
 	rc = px_conf_load_mem(conf, buf, len, path, err, errlen);

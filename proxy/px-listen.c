@@ -30,22 +30,11 @@
 #include <event2/thread.h>
 #include <event2/util.h>
 
+#include "kd.h"
 #include "px-int.h"
 
 #define PX_BACKLOG 512
 
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-	if (!err || !errlen)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
 
 uint64_t px_now_us(void)
 {
@@ -140,18 +129,18 @@ struct px *px_new(const struct px_conf *conf, char *err, size_t errlen)
 {
 	struct px *px = calloc(1, sizeof(*px));
 	if (!px) {
-		seterr(err, errlen, "out of memory");
+		kd_errf(err, errlen, "out of memory");
 		return NULL;
 	}
 	if (px_conf_check(conf, err, errlen) || px_conf_copy(&px->conf, conf)) {
 		if (err && !err[0])
-			seterr(err, errlen, "out of memory");
+			kd_errf(err, errlen, "out of memory");
 		free(px);
 		return NULL;
 	}
 	px->brokers = calloc(PX_BROKER_MAX, sizeof(*px->brokers));
 	if (!px->brokers) {
-		seterr(err, errlen, "out of memory");
+		kd_errf(err, errlen, "out of memory");
 		px_conf_free(&px->conf);
 		free(px);
 		return NULL;
@@ -260,7 +249,7 @@ static struct evconnlistener *listen_on(struct px *px, const char *host, uint16_
 	const char *h = is_wildcard(host) ? NULL : host;
 	int rc = evutil_getaddrinfo(h, portstr, &hints, &ai);
 	if (rc || !ai) {
-		seterr(err, errlen, "%s:%u: %s", host, port, evutil_gai_strerror(rc));
+		kd_errf(err, errlen, "%s:%u: %s", host, port, evutil_gai_strerror(rc));
 		return NULL;
 	}
 	struct evconnlistener *lsn = evconnlistener_new_bind(
@@ -270,7 +259,7 @@ static struct evconnlistener *listen_on(struct px *px, const char *host, uint16_
 	int e = errno;
 	evutil_freeaddrinfo(ai);
 	if (!lsn) {
-		seterr(err, errlen, "listen on %s:%u: %s", host, port, strerror(e));
+		kd_errf(err, errlen, "listen on %s:%u: %s", host, port, strerror(e));
 		return NULL;
 	}
 	evconnlistener_set_error_cb(lsn, accept_err_cb);
@@ -561,14 +550,14 @@ int px_start(struct px *px, char *err, size_t errlen)
 
 	px->abase = event_base_new();
 	if (!px->abase) {
-		seterr(err, errlen, "event_base_new failed");
+		kd_errf(err, errlen, "event_base_new failed");
 		return -1;
 	}
 	px->stop_ev = event_new(px->abase, -1, 0, stop_cb, px);
 	px->check_ev = event_new(px->abase, -1, EV_PERSIST, check_cb, px);
 	px->drain_timer = evtimer_new(px->abase, drain_timeout_cb, px);
 	if (!px->stop_ev || !px->check_ev || !px->drain_timer) {
-		seterr(err, errlen, "event_new failed");
+		kd_errf(err, errlen, "event_new failed");
 		return -1;
 	}
 	struct px_broker *boot = boot_ctx(px);
@@ -588,25 +577,25 @@ int px_start(struct px *px, char *err, size_t errlen)
 	}
 	px->workers = calloc(n, sizeof(*px->workers));
 	if (!px->workers) {
-		seterr(err, errlen, "out of memory");
+		kd_errf(err, errlen, "out of memory");
 		return -1;
 	}
 	px->nworkers = n;
 	for (unsigned i = 0; i < n; i++) {
 		if (worker_init(px, &px->workers[i], i)) {
-			seterr(err, errlen, "cannot set up worker %u", i);
+			kd_errf(err, errlen, "cannot set up worker %u", i);
 			return -1;
 		}
 	}
 	for (unsigned i = 0; i < n; i++) {
 		if (pthread_create(&px->workers[i].thread, NULL, worker_main, &px->workers[i])) {
-			seterr(err, errlen, "cannot start worker thread %u", i);
+			kd_errf(err, errlen, "cannot start worker thread %u", i);
 			return -1;
 		}
 		px->workers[i].started = 1;
 	}
 	if (pthread_create(&px->athread, NULL, acceptor_main, px)) {
-		seterr(err, errlen, "cannot start the acceptor thread");
+		kd_errf(err, errlen, "cannot start the acceptor thread");
 		return -1;
 	}
 	px->athread_started = 1;
