@@ -320,8 +320,8 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 static void up_event_cb(struct bufferevent *bev, short what, void *arg);
-static void up_read_cb(struct bufferevent *bev, void *arg);
-static void up_write_cb(struct bufferevent *bev, void *arg);
+static void read_cb(struct bufferevent *bev, void *arg);
+static void write_cb(struct bufferevent *bev, void *arg);
 
 /* Connects to the next upstream: for the bootstrap listener the next
  * configured address, for a broker listener the broker's latest address.
@@ -357,7 +357,7 @@ static int upstream_connect(struct px_conn *conn)
 			px_log(px, 1, "%s: cannot connect to %s", conn->client_addr, conn->up_addr);
 			continue;
 		}
-		bufferevent_setcb(conn->ubev, up_read_cb, up_write_cb, up_event_cb, conn);
+		bufferevent_setcb(conn->ubev, read_cb, write_cb, up_event_cb, conn);
 		bufferevent_setwatermark(conn->ubev, EV_READ, 0, conn->wm);
 		/* A paused client resumes from this write callback, which fires
 		 * once the output falls to half the watermark. */
@@ -423,31 +423,17 @@ static void up_event_cb(struct bufferevent *bev, short what, void *arg)
 	}
 }
 
-static void up_read_cb(struct bufferevent *bev, void *arg)
+/* Either side readable: move what can be moved. Both bufferevents of a
+ * connection share these two callbacks; pump() looks at both directions. */
+static void read_cb(struct bufferevent *bev, void *arg)
 {
 	(void)bev;
 	pump(arg);
 }
 
-static void up_write_cb(struct bufferevent *bev, void *arg)
-{
-	struct px_conn *conn = arg;
-	(void)bev;
-	if (conn->closing) {
-		if (flushed(conn))
-			conn_free(conn);
-		return;
-	}
-	pump(conn);
-}
-
-static void cl_read_cb(struct bufferevent *bev, void *arg)
-{
-	(void)bev;
-	pump(arg);
-}
-
-static void cl_write_cb(struct bufferevent *bev, void *arg)
+/* Either side drained below its write watermark: a closing connection
+ * is freed once both are flushed, otherwise a paused reader may resume. */
+static void write_cb(struct bufferevent *bev, void *arg)
 {
 	struct px_conn *conn = arg;
 	(void)bev;
@@ -556,7 +542,7 @@ void px_conn_new(struct px_worker *wk, const struct px_handoff *ho)
 		conn_free(conn);
 		return;
 	}
-	bufferevent_setcb(conn->cbev, cl_read_cb, cl_write_cb, cl_event_cb, conn);
+	bufferevent_setcb(conn->cbev, read_cb, write_cb, cl_event_cb, conn);
 	bufferevent_setwatermark(conn->cbev, EV_READ, 0, conn->wm);
 	bufferevent_setwatermark(conn->cbev, EV_WRITE, conn->wm / 2, 0);
 	if (px->conf.idle_timeout_ms) {
