@@ -120,21 +120,10 @@ enum cap_prc cap_link_parse(int linktype, const uint8_t *p, size_t len, struct c
 			return CAP_P_TRUNCATED;
 		return eth_types(&cur, type, l3);
 	case DLT_NULL:
-		/* 4 bytes: AF_ in the capturing host's byte order, unknown to us */
-		if (kd_cur_u32(&cur, &af) != KD_OK)
-			return CAP_P_TRUNCATED;
-		type = null_af_ethertype(af);
-		if (!type)
-			type = null_af_ethertype(bswap32(af));
-		if (!type)
-			return CAP_P_NONIP;
-		l3->ethertype = type;
-		l3->p = kd_cur_pos(&cur);
-		l3->len = kd_cur_left(&cur);
-		return CAP_P_TCP;
 	case DLT_LOOP:
-		/* OpenBSD loopback: AF_ in network byte order; some writers got
-		 * it wrong, so accept both as DLT_NULL does */
+		/* 4 bytes of AF_: DLT_NULL in the capturing host's byte order,
+		 * unknown to us; DLT_LOOP (OpenBSD) in network byte order, but
+		 * some writers got it wrong. Accept both orders for both. */
 		if (kd_cur_u32(&cur, &af) != KD_OK)
 			return CAP_P_TRUNCATED;
 		type = null_af_ethertype(af);
