@@ -1,0 +1,197 @@
+"""No response that reaches a client names a real broker.
+
+Captures the client side of `kwire proxy` on loopback while kcat and
+kafka-python work through it (metadata, produce on every partition, a
+consumer group, so Metadata, FindCoordinator and the group APIs all cross),
+then checks every response the clients received, two independent ways:
+
+1. decoded: `kwire decode --format json` on the capture; every Host/Port pair
+   anywhere in a response body must be 127.0.0.1 at a kwire listener, and no
+   body may fail to decode except the mock cluster's known malformed
+   ApiVersions error answers;
+2. raw: tshark's server-to-client TCP payloads, reassembled per stream, must
+   not contain "127.0.0.1" followed by a real broker port as INT32 (the
+   encoding of every broker address in these API versions).
+
+Needs root (dumpcap on lo) and tshark; skips (77) without them.
+"""
+import json
+import os
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(__file__))
+from proxy_harness import SKIP, Cluster, check  # noqa: E402
+
+KCAT = shutil.which("kcat")
+DUMPCAP = shutil.which("dumpcap")
+TSHARK = shutil.which("tshark")
+TOPIC = "wire"
+PARTS = 3
+
+
+def skip(why):
+    print(f"skipped: {why}", file=sys.stderr)
+    sys.exit(SKIP)
+
+
+def start_capture(path, real_ports):
+    # Everything on lo except the proxy's own upstream legs; the decode
+    # step below keeps only the kwire listener ports.
+    flt = "tcp and not (" + " or ".join(f"port {p}" for p in sorted(real_ports)) + ")"
+    cap = subprocess.Popen([DUMPCAP, "-q", "-i", "lo", "-f", flt, "-w", path],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        if cap.poll() is not None:
+            skip("dumpcap could not capture on lo: " + cap.stderr.read().decode().strip())
+        if os.path.exists(path) and os.path.getsize(path) > 0:
+            time.sleep(0.5)  # the file header is written just before capturing starts
+            return cap
+        time.sleep(0.1)
+    cap.kill()
+    skip("dumpcap did not start")
+
+
+def stop_capture(cap):
+    cap.send_signal(signal.SIGINT)
+    try:
+        cap.wait(15)
+    except subprocess.TimeoutExpired:
+        cap.kill()
+        cap.wait()
+
+
+def run(args, **kw):
+    r = subprocess.run(args, capture_output=True, timeout=90, **kw)
+    check(r.returncode == 0, f"{args[0]} failed ({r.returncode}):\n{r.stderr.decode()[-2000:]}")
+    return r.stdout.decode()
+
+
+def client_traffic(c):
+    """kcat and kafka-python through the proxy: every broker and group API."""
+    b = c.bootstrap
+    run([KCAT, "-b", b, "-L"])
+    for p in range(PARTS):
+        data = "".join(f"k{i}:p{p}-v{i}\n" for i in range(20)).encode()
+        run([KCAT, "-b", b, "-P", "-t", TOPIC, "-p", str(p), "-K", ":"], input=data)
+    out = run([KCAT, "-b", b, "-G", "wire-group", "-o", "beginning", "-c", str(PARTS * 20), "-q",
+               "-X", "auto.offset.reset=earliest", TOPIC])
+    check(len(out.split()) == PARTS * 20, f"group consumer read {len(out.split())} messages")
+    py = f"""
+from kafka import KafkaConsumer, KafkaProducer
+p = KafkaProducer(bootstrap_servers="{b}")
+for i in range(10):
+    p.send("{TOPIC}", key=b"py%d" % i, value=b"v%d" % i)
+p.flush(); p.close()
+c = KafkaConsumer("{TOPIC}", bootstrap_servers="{b}", group_id="wire-py",
+                  auto_offset_reset="earliest", consumer_timeout_ms=8000)
+n = sum(1 for _ in c)
+c.close()
+assert n >= {PARTS * 20 + 10}, n
+"""
+    run(["/usr/bin/python3", "-c", py])
+
+
+def walk_addresses(node, found):
+    """Every object with a Host and a Port, anywhere in a decoded body."""
+    if isinstance(node, dict):
+        if "Host" in node and "Port" in node:
+            found.append((node["Host"], node["Port"]))
+        for v in node.values():
+            walk_addresses(v, found)
+    elif isinstance(node, list):
+        for v in node:
+            walk_addresses(v, found)
+
+
+def mock_apiversions_error(line):
+    # librdkafka 2.0.2's mock answers ApiVersions v3 with a body in a format
+    # of its own (docs/decoder.md, "Known limits"); nothing else may fail.
+    return line["api"] == "ApiVersions" and line["version"] >= 3
+
+
+def check_decoded(c, pcap, kwire_ports):
+    args = [c.kwire, "decode", "--format", "json", "--no-detect", "--no-progress"]
+    for p in sorted(kwire_ports):
+        args += ["--port", str(p)]
+    lines = [json.loads(x) for x in run(args + [pcap]).splitlines() if x.strip()]
+    responses = [x for x in lines if x["direction"] == "response"]
+    check(len(responses) > 50, f"only {len(responses)} responses captured")
+    apis = {x["api"] for x in responses}
+    for want in ("Metadata", "FindCoordinator", "Produce", "Fetch", "JoinGroup"):
+        check(want in apis, f"no {want} response captured (saw {sorted(apis)})")
+    real = c.real_ports()
+    nfound = 0
+    for x in responses:
+        body = x.get("body", {})
+        if "error" in body:
+            check(mock_apiversions_error(x), f"response did not decode: {json.dumps(x)[:400]}")
+            continue
+        found = []
+        walk_addresses(body, found)
+        for host, port in found:
+            check(port not in real, f"{x['api']} v{x['version']} names real broker port {port}")
+            check(host == "127.0.0.1" and port in kwire_ports,
+                  f"{x['api']} v{x['version']} names {host}:{port}, not a kwire listener")
+        nfound += len(found)
+    check(nfound > 0, "no broker address in any response: the check checked nothing")
+    print(f"decoded: {len(responses)} responses, {nfound} broker addresses, all kwire's")
+
+
+def check_raw(c, pcap, kwire_ports):
+    flt = " or ".join(f"tcp.srcport == {p}" for p in sorted(kwire_ports))
+    out = run([TSHARK, "-r", pcap, "-Y", f"({flt}) and tcp.len > 0", "-T", "fields",
+               "-e", "tcp.stream", "-e", "tcp.payload"])
+    streams = {}
+    for line in out.splitlines():
+        sid, _, hexdata = line.partition("\t")
+        streams.setdefault(sid, bytearray()).extend(bytes.fromhex(hexdata.replace(":", "")))
+    check(streams, "no server-to-client payload captured")
+    total = sum(len(s) for s in streams.values())
+    # "127.0.0.1" as STRING (INT16 length) and as COMPACT_STRING (varint N+1).
+    hosts = (b"\x00\x09127.0.0.1", b"\x0a127.0.0.1")
+    for port in c.real_ports():
+        for host in hosts:
+            needle = host + struct.pack(">i", port)
+            for sid, data in streams.items():
+                check(needle not in data, f"stream {sid}: real broker 127.0.0.1:{port} on the wire")
+    # The same pattern with a kwire port must be there, or the scan is blind.
+    check(any(h + struct.pack(">i", p) in d for h in hosts for p in kwire_ports
+              for d in streams.values()),
+          "raw scan found no kwire broker address either: pattern wrong")
+    print(f"raw: {len(streams)} streams, {total} bytes from kwire to clients, no real address")
+
+
+def main():
+    if os.geteuid() != 0:
+        skip("needs root for dumpcap on lo")
+    if not (KCAT and DUMPCAP and TSHARK):
+        skip("needs kcat, dumpcap and tshark")
+    tmp = tempfile.mkdtemp(prefix="kwire-wire-")
+    pcap = os.path.join(tmp, "client-side.pcapng")
+    try:
+        with Cluster(topics=((TOPIC, PARTS),)) as c:
+            cap = start_capture(pcap, c.real_ports())
+            try:
+                client_traffic(c)
+            finally:
+                time.sleep(0.5)
+                stop_capture(cap)
+            kwire_ports = set(c.proxy_ports().values())
+            kwire_ports.add(int(c.bootstrap.rsplit(":", 1)[1]))
+            check(len(kwire_ports) == 4, f"kwire listeners: {kwire_ports}")
+            check_decoded(c, pcap, kwire_ports)
+            check_raw(c, pcap, kwire_ports)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print("ok")
+
+
+if __name__ == "__main__":
+    main()
