@@ -236,7 +236,7 @@ int cmd_analyze_run(int argc, char **argv, int live)
 			return 2;
 		}
 		if (cap_source_open(&src, argv[optind], err, sizeof(err)) < 0) {
-			fprintf(stderr, "kwire decode: %s: %s\n", argv[optind], err);
+			fprintf(stderr, "kwire decode: %s\n", err); /* err names the file */
 			return 1;
 		}
 	}
