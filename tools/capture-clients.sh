@@ -3,16 +3,25 @@
 #
 # usage: tools/capture-clients.sh OUTDIR [SCENARIO...]
 #
-# Scenarios: kcat kafka-python confluent large (default: all). For each one:
-# a fresh kwire-mockcluster (3 brokers), dumpcap on lo filtered to the broker
-# ports, the scenario's client script from tools/clients/, then
+# Scenarios: kcat kafka-python confluent large big (default: all). For each
+# one: a fresh kwire-mockcluster (3 brokers), dumpcap on lo filtered to the
+# broker ports, the scenario's client script from tools/clients/, then
 #   OUTDIR/<scenario>.pcapng    the capture
 #   OUTDIR/<scenario>.expected  the records the clients sent and received,
 #                               from the clients' own reports
 #   OUTDIR/<scenario>.conv      the TCP conversations as hex, for unit tests
 # Formats and the regeneration recipe: docs/test-data.md.
 #
-# Needs root (dumpcap on lo), kcat, tshark/dumpcap, /usr/bin/python3 with
+# big (values near 1 MB) runs the cluster, dumpcap and the clients in a
+# network namespace of its own whose lo has a 1500-byte MTU and no GSO, so
+# that each value crosses the capture as hundreds of segments (the host's lo
+# is left alone). Its files are big.pcapng.gz (a few MB of incompressible
+# values) and big.expected (values as SHA-256 digests, see
+# tools/clients/expectlib.py), and no .conv (it would be ~13 MB of hex)
+# unless KWIRE_BIG_CONV=1.
+#
+# Needs root (dumpcap on lo; ip netns for big), kcat, tshark/dumpcap, gzip,
+# iproute2, /usr/bin/python3 with
 # python3-kafka and python3-confluent-kafka, and a built kwire-mockcluster
 # (found via $KWIRE_MOCKCLUSTER, $KWIRE_BUILD or build*/ under the source).
 set -euo pipefail
@@ -22,7 +31,7 @@ SRC=$(cd "$HERE/.." && pwd)
 PY=/usr/bin/python3
 # Keep tools/clients/ free of __pycache__.
 export PYTHONDONTWRITEBYTECODE=1
-ALL_SCENARIOS=(kcat kafka-python confluent large)
+ALL_SCENARIOS=(kcat kafka-python confluent large big)
 
 die() {
 	echo "capture-clients: $*" >&2
@@ -58,13 +67,20 @@ OUT=$(cd "$OUT" && pwd)
 TMP=$(mktemp -d)
 MC_PID=
 DC_PID=
+# Network namespace of the scenario being run, if it has one, and the
+# command prefix that runs a program in it.
+NS=
+IN_NS=()
 
 cleanup() {
 	[ -n "$DC_PID" ] && kill -INT "$DC_PID" 2>/dev/null && wait "$DC_PID" 2>/dev/null
 	[ -n "$MC_PID" ] && kill -TERM "$MC_PID" 2>/dev/null && wait "$MC_PID" 2>/dev/null
+	[ -n "$NS" ] && ip netns del "$NS" 2>/dev/null
 	rm -rf "$TMP"
 }
 trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 topics_of() {
 	case $1 in
@@ -72,6 +88,7 @@ topics_of() {
 	kafka-python) echo "--topic kp-codecs:5" ;;
 	confluent) echo "--topic cf-idem:2 --topic cf-txn:2" ;;
 	large) echo "--topic large:1" ;;
+	big) echo "--topic big:3" ;;
 	*) die "unknown scenario '$1' (scenarios: ${ALL_SCENARIOS[*]})" ;;
 	esac
 }
@@ -82,6 +99,7 @@ client_of() {
 	kafka-python) echo "$PY $HERE/clients/kafka_python.py" ;;
 	confluent) echo "$PY $HERE/clients/confluent.py" ;;
 	large) echo "$PY $HERE/clients/large.py" ;;
+	big) echo "$PY $HERE/clients/big.py" ;;
 	esac
 }
 
@@ -101,12 +119,24 @@ run_scenario() {
 	client=$(client_of "$sc")
 	echo "capture-clients: $sc" >&2
 
+	if [ "$sc" = big ]; then
+		# Loopback's 64 KiB MTU and GSO would carry a 1 MB value in a few
+		# dozen 64 KiB packets (dumpcap sees packets before GSO splits
+		# them); a 1500-byte MTU and gso_max_segs 1 make TCP send, and the
+		# capture see, 1448-byte segments.
+		NS=kwire-capture-$$
+		ip netns add "$NS" || die "$sc: ip netns add $NS failed"
+		IN_NS=(ip netns exec "$NS")
+		"${IN_NS[@]}" ip link set lo mtu 1500 gso_max_segs 1 up ||
+			die "$sc: cannot set up lo in $NS"
+	fi
+
 	# The cluster's stdin is a FIFO we hold open: closing it (or our death)
 	# stops the cluster.
 	rm -f "$TMP/mc.in"
 	mkfifo "$TMP/mc.in"
 	# shellcheck disable=SC2086
-	"$MC" --brokers 3 $topics <"$TMP/mc.in" >"$TMP/mc.out" 2>"$TMP/mc.err" &
+	"${IN_NS[@]}" "$MC" --brokers 3 $topics <"$TMP/mc.in" >"$TMP/mc.out" 2>"$TMP/mc.err" &
 	MC_PID=$!
 	exec 3>"$TMP/mc.in"
 	wait_for "$TMP/mc.out" '^READY' 10 || die "$sc: mock cluster did not start: $(cat "$TMP/mc.err")"
@@ -116,7 +146,8 @@ run_scenario() {
 	filter=$(echo "$ports" | sed 's/^/tcp port /; s/,/ or tcp port /g')
 
 	rm -f "$OUT/$sc.pcapng"
-	dumpcap -i lo -f "$filter" -w "$OUT/$sc.pcapng" -q 2>"$TMP/dc.err" &
+	# A 64 MiB kernel buffer: ~1 MB bursts on lo must not drop packets.
+	"${IN_NS[@]}" dumpcap -i lo -B 64 -f "$filter" -w "$OUT/$sc.pcapng" -q 2>"$TMP/dc.err" &
 	DC_PID=$!
 	wait_for "$TMP/dc.err" 'Capturing on' 10 || die "$sc: dumpcap did not start: $(cat "$TMP/dc.err")"
 	# "Capturing on" is printed as the capture opens; give the kernel
@@ -124,7 +155,7 @@ run_scenario() {
 	sleep 0.5
 
 	# shellcheck disable=SC2086
-	if ! $client "$bs" "$TMP/$sc.expected"; then
+	if ! "${IN_NS[@]}" $client "$bs" "$TMP/$sc.expected"; then
 		die "$sc: client scenario failed"
 	fi
 
@@ -136,13 +167,38 @@ run_scenario() {
 	exec 3>&-
 	wait "$MC_PID" || die "$sc: mock cluster exited with an error"
 	MC_PID=
+	if [ -n "$NS" ]; then
+		ip netns del "$NS"
+		NS=
+		IN_NS=()
+	fi
 
 	chmod 644 "$OUT/$sc.pcapng"
+	# The data must be whole. Segments may be captured out of order or
+	# twice (the big scenario has both), so rather than tshark's
+	# "previous segment not captured" check that the segments of each
+	# stream and direction cover its sequence space without a hole.
+	local holes
+	holes=$(tshark -r "$OUT/$sc.pcapng" -T fields -e tcp.stream -e tcp.srcport -e tcp.seq \
+		-e tcp.len | sort -k1,1n -k2,2n -k3,3n | awk '
+		{ k = $1 " " $2; if (k != cur) { cur = k; end = 1 } }
+		$4 > 0 { if ($3 > end) n++; if ($3 + $4 > end) end = $3 + $4 }
+		END { print n + 0 }')
+	[ "$holes" -eq 0 ] || die "$sc: $holes holes in the captured TCP streams (dropped packets?)"
+	local conv=$OUT/$sc.conv
+	if [ "$sc" = big ]; then
+		[ "${KWIRE_BIG_CONV:-0}" = 1 ] || conv=
+		rm -f "$OUT/$sc.pcapng.gz"
+		gzip -9 -n "$OUT/$sc.pcapng"
+	fi
 	cp "$TMP/$sc.expected" "$OUT/$sc.expected"
-	"$PY" "$HERE/clients/pcap2conv.py" "$OUT/$sc.pcapng" "$ports" >"$OUT/$sc.conv"
-	echo "capture-clients: $sc: $(wc -l <"$OUT/$sc.expected") records," \
-		"$(grep -c '^conn ' "$OUT/$sc.conv") connections," \
-		"$(stat -c %s "$OUT/$sc.pcapng") bytes of pcapng" >&2
+	if [ -n "$conv" ]; then
+		# tshark reads .pcapng.gz as well.
+		"$PY" "$HERE/clients/pcap2conv.py" "$(ls "$OUT/$sc".pcapng*)" "$ports" >"$conv"
+	fi
+	echo "capture-clients: $sc: $(grep -vc '^#' "$TMP/$sc.expected") records," \
+		"$(tshark -r "$(ls "$OUT/$sc".pcapng*)" -T fields -e tcp.stream | sort -u | wc -l)" \
+		"connections, $(stat -c %s "$(ls "$OUT/$sc".pcapng*)") bytes of capture" >&2
 }
 
 for sc in "${SCENARIOS[@]}"; do

@@ -5,13 +5,20 @@ One record per line, TAB-separated:
 kind: produce | fetch
 codec: none|gzip|snappy|lz4|zstd, or * when the client cannot know (fetch)
 flags: - or a comma list of idempotent, txn, aborted
-key, value: lowercase hex, "-" for null (an empty value is an empty field)
+key, value: lowercase hex, "-" for null (an empty value is an empty field);
+            over 64 KiB: "sha256:" and the hex SHA-256 of the bytes
 headers: - for none, else name=hex;name=hex (a null header value is name=-)
 """
 
+import hashlib
 import re
 
 _NAME_OK = re.compile(r"^[A-Za-z0-9._-]+$")
+
+
+# Keys and values longer than this are written as their SHA-256: as strict
+# a check, without megabytes of hex in the repository.
+DIGEST_OVER = 64 * 1024
 
 
 def _hex(b):
@@ -19,7 +26,10 @@ def _hex(b):
         return "-"
     if isinstance(b, str):
         b = b.encode("utf-8")
-    return bytes(b).hex()
+    b = bytes(b)
+    if len(b) > DIGEST_OVER:
+        return "sha256:" + hashlib.sha256(b).hexdigest()
+    return b.hex()
 
 
 def _headers(hdrs):
