@@ -9,7 +9,7 @@ PKGS=(
   zlib1g-dev liblz4-dev libzstd-dev libsnappy-dev
   libcmocka-dev librdkafka-dev
   kcat tshark python3 python3-kafka python3-confluent-kafka
-  python3-lz4 python3-snappy python3-zstandard
+  python3-lz4 python3-snappy python3-zstandard iproute2
 )
 
 missing=()
