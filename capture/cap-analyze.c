@@ -535,6 +535,7 @@ static void on_request(struct cap_an *an, struct an_flow *fl, const struct kd_ev
 	pend->body = NULL;
 	pend->blen = 0;
 	kd_sum_init(&pend->sum);
+	pend->sum.arena = &an->arena; /* empty between messages; the summary resets it */
 	pend->sum.ts_us = (int64_t)ev->ts_us;
 	const struct kd_req_hdr *h = &ev->req_hdr;
 	int has_body = (ev->flags & KD_EVF_BODY) && !(ev->flags & KD_EVF_GAP);
@@ -618,6 +619,7 @@ static void on_response(struct cap_an *an, struct an_flow *fl, const struct kd_e
 			return;
 		}
 		kd_sum_init(own);
+		own->arena = &an->arena;
 		sum = own;
 		if (!(ev->flags & KD_EVF_UNPAIRED)) {
 			/* The stream knew the request, we did not keep it (FIFO cap). */

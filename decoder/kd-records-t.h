@@ -126,6 +126,17 @@ struct kd_rec_iter {
 	char err[160];               /* message for the last error, "" if none */
 };
 
+/* What kd_rec_peek_batches() counts in a RECORDS blob from the entry
+ * headers alone (no CRC check, no decompression). */
+struct kd_rec_peek {
+	int64_t batches;   /* entries: v2 batches and legacy messages */
+	int64_t records;   /* v2 recordsCount (when > 0) plus 1 per legacy message */
+	uint64_t bytes;    /* bytes of the complete entries */
+	uint64_t tail;     /* bytes of a partial last entry (Fetch), 0 if none */
+	uint32_t codecs;   /* 1u << enum kd_codec for every codec seen */
+	uint8_t truncated; /* the blob ends in a partial entry */
+};
+
 /* ---- writing ---- */
 
 /* What kd_batch_write builds. All-zero is a v0 uncompressed message set;

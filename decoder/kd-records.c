@@ -627,6 +627,54 @@ int kd_rec_next_batch(struct kd_rec_iter *it, struct kd_batch **batch)
 	return rc;
 }
 
+/* ---- header-only walk ---- */
+
+#define V2_ATTR_OFF 21     /* attributes i16 */
+#define V2_COUNT_OFF 57    /* recordsCount i32 */
+#define LEGACY_ATTR_OFF 17 /* crc u32 at 12, magic at 16, attributes at 17 */
+
+int kd_rec_peek_batches(const uint8_t *p, size_t len, struct kd_rec_peek *out)
+{
+	struct kd_cur cur;
+	memset(out, 0, sizeof(*out));
+	kd_cur_init(&cur, p, len);
+	while (kd_cur_left(&cur) > 0) {
+		const uint8_t *e = kd_cur_pos(&cur);
+		size_t left = kd_cur_left(&cur);
+		int64_t base;
+		int32_t size;
+		if (kd_cur_i64(&cur, &base) || kd_cur_i32(&cur, &size) ||
+		    (size >= 0 && (size_t)size > kd_cur_left(&cur))) {
+			out->truncated = 1;
+			out->tail = left;
+			return KD_REC_TRUNCATED;
+		}
+		if (size < 0)
+			return KD_EMALFORMED;
+		size_t total = ENTRY_HDR + (size_t)size;
+		/* The magic is at byte 16 whatever the format; an entry too short
+		 * to hold it counts as one message. */
+		int magic = total > 16 ? e[16] : -1;
+		if (magic == 2) {
+			if (total >= V2_ATTR_OFF + 2)
+				out->codecs |= 1u << (kd_load_be(e + V2_ATTR_OFF, 2) & 7);
+			if (total >= V2_COUNT_OFF + 4) {
+				int32_t n = (int32_t)(uint32_t)kd_load_be(e + V2_COUNT_OFF, 4);
+				if (n > 0)
+					out->records += n;
+			}
+		} else {
+			if ((magic == 0 || magic == 1) && total > LEGACY_ATTR_OFF)
+				out->codecs |= 1u << (e[LEGACY_ATTR_OFF] & 7);
+			out->records++;
+		}
+		out->batches++;
+		out->bytes += total;
+		cur.off += (size_t)size;
+	}
+	return KD_OK;
+}
+
 int kd_rec_next_record(struct kd_rec_iter *it, struct kd_record *rec)
 {
 	if (!it->in_batch)

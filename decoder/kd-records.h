@@ -57,6 +57,19 @@ static inline void kd_rec_headers_init(struct kd_rec_hdr_iter *hi, const struct 
 }
 int kd_rec_next_header(struct kd_rec_hdr_iter *hi, struct kd_header *hdr);
 
+/* Counts the entries and records of blob p[0..len) from their headers
+ * only: no CRC check, no decompression, nothing allocated (the one-line
+ * summary's view of a RECORDS field). Per entry (INT64 offset, INT32 size):
+ * a v2 batch (magic 2 at entry byte 16) adds its recordsCount when
+ * positive; any other entry, a legacy message (a compressed wrapper too:
+ * counting its inner messages would mean decompressing) or an unknown
+ * magic, adds one record. Content is not judged: kd_rec_next_batch() does
+ * that. Returns KD_OK when the walk reached the end, KD_REC_TRUNCATED when
+ * the blob ends in a partial entry (normal at the end of a Fetch partition;
+ * out->tail holds its size), or KD_EMALFORMED at a negative size (the walk
+ * stops there). *out holds the counts so far in every case. */
+int kd_rec_peek_batches(const uint8_t *p, size_t len, struct kd_rec_peek *out);
+
 /* Kafka's name for a codec ("gzip") or a control type ("COMMIT"); never NULL. */
 const char *kd_codec_name(int codec);
 const char *kd_control_type_name(int type);

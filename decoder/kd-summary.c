@@ -1,8 +1,9 @@
 /* kd-summary.c: the essentials of a request/response pair (kd-summary.h).
  *
  * One decoder, many callers: a body is decoded by the generic tree decoder
- * (kd_tree_decode, kd-tree.h) into a scratch arena, and the summary is
- * read off the tree with kd_tree_walk(). What the summary keeps is copied
+ * (kd_tree_decode, kd-tree.h) into a scratch arena (the caller's
+ * sum->arena, or one per call), and the summary is
+ * read off the tree in one pre-order walk. What the summary keeps is copied
  * into struct kd_summary, so the tree and its arena go away before the
  * call returns. JSON strings go through the kd-render.h helpers, so a
  * summary line escapes exactly like `kwire decode -f json`. */
@@ -11,6 +12,7 @@
 #include <time.h>
 
 #include "kd-arena.h"
+#include "kd-records.h"
 #include "kd-render.h"
 #include "kd-schema.h"
 #include "kd-summary.h"
@@ -205,54 +207,21 @@ static void sum_group(struct kd_summary *sum, struct kd_view v)
 
 /* ---- record data ----
  *
- * A RECORDS blob is a run of entries (WIRE-NOTES 7): INT64 offset,
- * INT32 size, and the magic byte at entry offset 16. A v2 batch carries
- * its record count at offset 57 (kd-records.c, DefaultRecordBatch.java);
- * a legacy entry is one message (a compressed wrapper counts as one:
- * counting its inner messages would mean decompressing). A truncated last
- * entry (Fetch) ends the walk quietly.
- *
- * Why not kd_rec_next_batch(): it verifies every batch's CRC and
- * decompresses compressed batches before it returns the header, which is
- * the records output's job; the summary promises to read headers only, so
- * it stays at the two header reads below. */
-#define SUM_V2_MAGIC_OFF 16
-#define SUM_V2_COUNT_OFF 57
-#define SUM_ENTRY_HDR 12
+ * Counted from the entry headers by kd_rec_peek_batches() (kd-records.h):
+ * no CRC check, no decompression, a truncated last entry (Fetch) ends the
+ * walk quietly. The bytes are the RECORDS field's size, tail included. */
 
 static void count_records(struct kd_sum_tp *tp, struct kd_summary *sum, struct kd_view v)
 {
-	size_t off = 0;
-	int64_t recs = 0, batches = 0;
-	while (v.len - off >= SUM_ENTRY_HDR) {
-		struct kd_cur cur;
-		kd_cur_init(&cur, v.p + off, v.len - off);
-		int64_t base;
-		int32_t size;
-		if (kd_cur_i64(&cur, &base) || kd_cur_i32(&cur, &size) || size < 0)
-			break;
-		if ((size_t)size > kd_cur_left(&cur))
-			break;
-		if (size >= 5 && v.p[off + SUM_V2_MAGIC_OFF] == 2) {
-			int32_t n;
-			struct kd_cur hdr;
-			kd_cur_init(&hdr, v.p + off, (size_t)size + SUM_ENTRY_HDR);
-			if (kd_cur_skip(&hdr, SUM_V2_COUNT_OFF) == KD_OK &&
-			    kd_cur_i32(&hdr, &n) == KD_OK && n > 0)
-				recs += n;
-		} else {
-			recs++;
-		}
-		batches++;
-		off += (size_t)size + SUM_ENTRY_HDR;
-	}
+	struct kd_rec_peek pk;
+	kd_rec_peek_batches(v.p, v.len, &pk);
 	if (tp) {
 		tp->has_records = 1;
-		tp->records += recs;
-		tp->batches += batches;
+		tp->records += pk.records;
+		tp->batches += pk.batches;
 		tp->bytes += v.len;
 	}
-	sum->records += recs;
+	sum->records += pk.records;
 	sum->record_bytes += v.len;
 }
 
@@ -401,20 +370,20 @@ static void sum_string(struct kd_summary *sum, struct sum_frame *fr, const struc
 	}
 }
 
-/* kd_walk_fn: one node of the body's tree. */
-static int sum_node(void *arg, struct kd_node *n, const struct kd_walk_ctx *wc)
+/* One node of the body's tree, at depth d under parent (NULL for the
+ * root); returns 0 or KD_WALK_SKIP, as a kd_walk_fn would. */
+static int sum_node(struct sumwalk *sw, const struct kd_node *n, const struct kd_node *parent,
+                    unsigned d)
 {
-	struct sumwalk *sw = arg;
 	struct kd_summary *sum = sw->sum;
-	unsigned d = wc->depth;
 
-	if (!wc->parent) {
+	if (!parent) {
 		sw->fr[0] = (struct sum_frame){-1, -1, 0};
 		return 0;
 	}
 	if (d >= SUM_WALK_DEPTH || !n->field)
 		return KD_WALK_SKIP; /* too deep, or an unknown tagged field */
-	struct sum_frame *fr = wc->parent->type == KD_T_ARRAY ? &sw->fr[d - 2] : &sw->fr[d - 1];
+	struct sum_frame *fr = parent->type == KD_T_ARRAY ? &sw->fr[d - 2] : &sw->fr[d - 1];
 	int elem = (n->flags & KD_NF_ELEM) != 0;
 
 	switch (n->type) {
@@ -498,9 +467,21 @@ static int sum_node(void *arg, struct kd_node *n, const struct kd_walk_ctx *wc)
 	}
 }
 
-/* Decodes body as a tree in a scratch arena and reads the summary off it.
- * Returns KD_OK or the decode error (then nothing of the body is kept:
- * the header facts and the error are what the summary shows). */
+/* The pre-order walk of kd_tree_walk(), with sum_node called directly:
+ * the summary visits every node of every message. */
+static void sum_visit(struct sumwalk *sw, const struct kd_node *n, const struct kd_node *parent,
+                      unsigned d)
+{
+	if (sum_node(sw, n, parent, d) == KD_WALK_SKIP || n->type == KD_T_NONE)
+		return;
+	for (uint32_t i = 0; i < n->nkids; i++)
+		sum_visit(sw, &n->kids[i], n, d + 1);
+}
+
+/* Decodes body as a tree in the scratch arena (sum->arena, or one for this
+ * call) and reads the summary off it. Returns KD_OK or the decode error
+ * (then nothing of the body is kept: the header facts and the error are
+ * what the summary shows). The arena is reset (or freed) before returning. */
 static int sum_walk(struct kd_summary *sum, const uint8_t *body, size_t len, int is_request)
 {
 	const struct kd_msgdef *def = kd_msgdef_get(sum->api_key, sum->api_version, is_request);
@@ -508,22 +489,23 @@ static int sum_walk(struct kd_summary *sum, const uint8_t *body, size_t len, int
 		sum->flags |= KD_SUM_UNKNOWN;
 		return KD_EUNSUPPORTED;
 	}
-	/* A scratch arena per call: the tree never outlives this function, and
-	 * keeping no state between calls keeps the summary usable from any
-	 * thread with nothing to clean up. */
-	struct kd_arena arena = {0};
+	/* The tree never outlives this function. A caller's arena keeps its
+	 * chunks from message to message; without one, a private arena per
+	 * call keeps the summary usable from any thread with no set-up. */
+	struct kd_arena own = {0};
+	struct kd_arena *arena = sum->arena ? sum->arena : &own;
 	struct kd_tree tree;
 	int rc =
-	    kd_tree_decode(&tree, &arena, sum->api_key, sum->api_version, is_request, body, len);
+	    kd_tree_decode(&tree, arena, sum->api_key, sum->api_version, is_request, body, len);
 	if (rc == KD_EMALFORMED && tree.err_off < len) {
 		/* Trailing bytes after a complete body are tolerated (librdkafka's
 		 * ApiVersions v0): the tree decoder reports them at the offset
 		 * where the body ended, so the prefix up to there decodes. Any
 		 * other error offset sits inside a field and the prefix fails. */
 		struct kd_tree prefix;
-		kd_arena_reset(&arena);
-		if (kd_tree_decode(&prefix, &arena, sum->api_key, sum->api_version, is_request,
-		                   body, tree.err_off) == KD_OK) {
+		kd_arena_reset(arena);
+		if (kd_tree_decode(&prefix, arena, sum->api_key, sum->api_version, is_request, body,
+		                   tree.err_off) == KD_OK) {
 			tree = prefix;
 			rc = KD_OK;
 		}
@@ -534,9 +516,12 @@ static int sum_walk(struct kd_summary *sum, const uint8_t *body, size_t len, int
 		struct sumwalk sw;
 		sw.sum = sum;
 		sw.resp = (uint8_t)!is_request;
-		kd_tree_walk(&tree, sum_node, &sw);
+		sum_visit(&sw, tree.root, NULL, 0);
 	}
-	kd_arena_free(&arena);
+	if (arena == &own)
+		kd_arena_free(&own);
+	else
+		kd_arena_reset(arena);
 	return rc;
 }
 
@@ -577,7 +562,28 @@ int kd_sum_response(struct kd_summary *sum, const uint8_t *body, size_t len)
 	return sum->resp_rc;
 }
 
-/* ---- rendering ---- */
+/* ---- rendering ----
+ *
+ * A line is a few dozen small appends: put() copies in place when the
+ * bytes fit and leaves growing the buffer to kd_w_raw(); literals carry
+ * their length (put_lit), so nothing is measured again for every line. */
+
+static inline void put(struct kd_wbuf *w, const void *p, size_t n)
+{
+	if (w->p && !w->err && w->cap - w->len >= n) {
+		memcpy(w->p + w->len, p, n);
+		w->len += n;
+	} else {
+		kd_w_raw(w, p, n);
+	}
+}
+
+#define put_lit(w, s) put((w), "" s, sizeof(s) - 1)
+
+static inline void put_cstr(struct kd_wbuf *w, const char *s)
+{
+	put(w, s, strlen(s));
+}
 
 /* A decimal integer without going through printf: the analyzer writes
  * several per line. */
@@ -592,7 +598,7 @@ static void wint(struct kd_wbuf *w, int64_t v)
 	} while (u);
 	if (v < 0)
 		buf[--i] = '-';
-	kd_w_raw(w, buf + i, sizeof(buf) - i);
+	put(w, buf + i, sizeof(buf) - i);
 }
 
 void kd_sum_json_str(struct kd_wbuf *w, const uint8_t *s, size_t len)
@@ -604,15 +610,17 @@ void kd_sum_json_str(struct kd_wbuf *w, const uint8_t *s, size_t len)
 static void text_str(struct kd_wbuf *w, struct kd_view v)
 {
 	static const char hex[] = "0123456789abcdef";
+	uint32_t run = 0; /* start of the pending run of plain bytes */
 	for (uint32_t i = 0; i < v.len; i++) {
 		uint8_t c = v.p[i];
-		if (c >= 0x20 && c < 0x7f && c != '\\') {
-			kd_w_raw(w, &c, 1);
-		} else {
-			char esc[4] = {'\\', 'x', hex[c >> 4], hex[c & 15]};
-			kd_w_raw(w, esc, 4);
-		}
+		if (c >= 0x20 && c < 0x7f && c != '\\')
+			continue;
+		put(w, v.p + run, i - run);
+		char esc[4] = {'\\', 'x', hex[c >> 4], hex[c & 15]};
+		put(w, esc, 4);
+		run = i + 1;
 	}
+	put(w, v.p + run, v.len - run);
 }
 
 void kd_sum_fmt_ts(int64_t ts_us, char *buf, size_t cap)
@@ -688,32 +696,35 @@ static void tp_text(const struct kd_summary *sum, const struct kd_sum_tp *tp, st
 		/* Kafka's text form of a UUID, as kd-render.h writes it. */
 		kd_base64(w, tp->topic_id, 16, 1);
 	} else {
-		kd_w_cstr(w, "?");
+		put_lit(w, "?");
 	}
 	if (tp->partition >= 0) {
-		kd_w_cstr(w, "[");
+		put_lit(w, "[");
 		wint(w, tp->partition);
-		kd_w_cstr(w, "]");
+		put_lit(w, "]");
 	}
 	if (tp->has_records) {
-		kd_w_cstr(w, ":");
+		put_lit(w, ":");
 		wint(w, tp->records);
-		kd_w_cstr(w, "rec/");
+		put_lit(w, "rec/");
 		wint(w, (int64_t)tp->bytes);
-		kd_w_cstr(w, "B");
+		put_lit(w, "B");
 	}
 	if (tp->base_offset >= 0) {
-		kd_w_cstr(w, "@");
+		put_lit(w, "@");
 		wint(w, tp->base_offset);
 	} else if (tp->fetch_offset >= 0) {
-		kd_w_cstr(w, "@");
+		put_lit(w, "@");
 		wint(w, tp->fetch_offset);
 	}
-	if (tp->high_watermark >= 0)
-		kd_w_fmt(w, " hw=%lld", (long long)tp->high_watermark);
+	if (tp->high_watermark >= 0) {
+		put_lit(w, " hw=");
+		wint(w, tp->high_watermark);
+	}
 	if (tp->error) {
 		char eb[24];
-		kd_w_fmt(w, " %s", err_name(tp->error, eb, sizeof(eb)));
+		put_lit(w, " ");
+		put_cstr(w, err_name(tp->error, eb, sizeof(eb)));
 	}
 }
 
@@ -724,16 +735,16 @@ void kd_sum_text(const struct kd_summary *sum, struct kd_wbuf *w)
 {
 	char ts[40], nb[24];
 	kd_sum_fmt_ts(sum->ts_us, ts, sizeof(ts));
-	kd_w_cstr(w, ts);
-	kd_w_cstr(w, " ");
-	kd_w_cstr(w, sum->client[0] ? sum->client : "?");
-	kd_w_cstr(w, " -> ");
-	kd_w_cstr(w, sum->broker[0] ? sum->broker : "?");
+	put_cstr(w, ts);
+	put_lit(w, " ");
+	put_cstr(w, sum->client[0] ? sum->client : "?");
+	put_lit(w, " -> ");
+	put_cstr(w, sum->broker[0] ? sum->broker : "?");
 	struct kd_view cid = kd_sum_view(sum, sum->client_id);
 	if (!cid.null) {
-		kd_w_cstr(w, " \"");
+		put_lit(w, " \"");
 		text_str(w, cid);
-		kd_w_cstr(w, "\"");
+		put_lit(w, "\"");
 	}
 	if (!(sum->flags & KD_SUM_REQ)) {
 		if (sum->api_key >= 0)
@@ -742,37 +753,39 @@ void kd_sum_text(const struct kd_summary *sum, struct kd_wbuf *w)
 		else
 			kd_w_fmt(w, " ? response #%d", sum->correlation_id);
 	} else {
-		kd_w_cstr(w, " ");
-		kd_w_cstr(w, api_name(sum, nb, sizeof(nb)));
-		kd_w_cstr(w, " v");
+		put_lit(w, " ");
+		put_cstr(w, api_name(sum, nb, sizeof(nb)));
+		put_lit(w, " v");
 		wint(w, sum->api_version);
-		kd_w_cstr(w, " #");
+		put_lit(w, " #");
 		wint(w, sum->correlation_id);
 	}
 	if (sum->api_key == 0 && (sum->flags & KD_SUM_REQ)) {
-		kd_w_cstr(w, " acks=");
+		put_lit(w, " acks=");
 		wint(w, sum->acks);
 	}
 	struct kd_view txn = kd_sum_view(sum, sum->txn_id);
 	if (!txn.null) {
-		kd_w_cstr(w, " txn=");
+		put_lit(w, " txn=");
 		text_str(w, txn);
 	}
 	for (unsigned i = 0; i < sum->ngroups; i++) {
-		kd_w_cstr(w, " group=");
+		put_lit(w, " group=");
 		text_str(w, kd_sum_view(sum, sum->groups[i]));
 	}
 	struct kd_view member = kd_sum_view(sum, sum->member_id);
 	if (!member.null) {
-		kd_w_cstr(w, " member=");
+		put_lit(w, " member=");
 		text_str(w, member);
 	}
-	if (sum->producer_id >= 0)
-		kd_w_fmt(w, " pid=%lld", (long long)sum->producer_id);
+	if (sum->producer_id >= 0) {
+		put_lit(w, " pid=");
+		wint(w, sum->producer_id);
+	}
 	if (sum->committed >= 0)
-		kd_w_cstr(w, sum->committed ? " COMMIT" : " ABORT");
+		put_cstr(w, sum->committed ? " COMMIT" : " ABORT");
 	for (unsigned i = 0; i < sum->ntp && i < SUM_TEXT_TP; i++) {
-		kd_w_cstr(w, i ? ", " : " ");
+		put_cstr(w, i ? ", " : " ");
 		tp_text(sum, &sum->tp[i], w);
 	}
 	if (sum->ntp > SUM_TEXT_TP || sum->tp_more)
@@ -781,27 +794,28 @@ void kd_sum_text(const struct kd_summary *sum, struct kd_wbuf *w)
 		             (sum->ntp > SUM_TEXT_TP ? SUM_TEXT_TP : sum->ntp));
 	if (sum->error) {
 		char eb[24];
-		kd_w_fmt(w, " %s", err_name(sum->error, eb, sizeof(eb)));
+		put_lit(w, " ");
+		put_cstr(w, err_name(sum->error, eb, sizeof(eb)));
 	}
 	if (sum->flags & KD_SUM_REQ_BAD)
 		kd_w_fmt(w, " [bad request: %s]", kd_strerror(sum->req_rc));
 	if (sum->flags & KD_SUM_RESP_BAD)
 		kd_w_fmt(w, " [bad response: %s]", kd_strerror(sum->resp_rc));
 	if (sum->flags & KD_SUM_UNKNOWN)
-		kd_w_cstr(w, " [unknown api/version]");
+		put_lit(w, " [unknown api/version]");
 	if ((sum->flags & KD_SUM_REQ) && (sum->flags & KD_SUM_RESP) && sum->latency_us >= 0) {
 		char frac[4] = {(char)('0' + sum->latency_us % 1000 / 100),
 		                (char)('0' + sum->latency_us % 100 / 10),
 		                (char)('0' + sum->latency_us % 10), 0};
-		kd_w_cstr(w, " ");
+		put_lit(w, " ");
 		wint(w, sum->latency_us / 1000);
-		kd_w_cstr(w, ".");
-		kd_w_cstr(w, frac);
-		kd_w_cstr(w, "ms");
+		put_lit(w, ".");
+		put_cstr(w, frac);
+		put_lit(w, "ms");
 	} else if (sum->flags & KD_SUM_NO_RESP)
-		kd_w_cstr(w, " (acks=0)");
+		put_lit(w, " (acks=0)");
 	else if (sum->flags & KD_SUM_REQ && !(sum->flags & KD_SUM_RESP))
-		kd_w_cstr(w, " (no response)");
+		put_lit(w, " (no response)");
 }
 
 static void json_key(struct kd_wbuf *w, const char *k)
@@ -830,13 +844,13 @@ void kd_sum_json(const struct kd_summary *sum, struct kd_wbuf *w)
 		kd_json_cstr(w, api_name(sum, nb, sizeof(nb)));
 		kd_w_fmt(w, ",\"version\":%d", sum->api_version);
 	} else {
-		kd_w_cstr(w, ",\"api_key\":null,\"api\":null,\"version\":null");
+		put_lit(w, ",\"api_key\":null,\"api\":null,\"version\":null");
 	}
 	kd_w_fmt(w, ",\"correlation_id\":%d", sum->correlation_id);
 	if (sum->latency_us >= 0 && (sum->flags & KD_SUM_REQ) && (sum->flags & KD_SUM_RESP))
 		kd_w_fmt(w, ",\"latency_us\":%lld", (long long)sum->latency_us);
 	else
-		kd_w_cstr(w, ",\"latency_us\":null");
+		put_lit(w, ",\"latency_us\":null");
 	kd_w_fmt(w, ",\"status\":\"%s\"", sum_status(sum));
 	if (sum->api_key == 0 && (sum->flags & KD_SUM_REQ))
 		kd_w_fmt(w, ",\"acks\":%d", sum->acks);
@@ -854,13 +868,13 @@ void kd_sum_json(const struct kd_summary *sum, struct kd_wbuf *w)
 		kd_w_fmt(w, ",\"producer_id\":%lld", (long long)sum->producer_id);
 	if (sum->committed >= 0)
 		kd_w_fmt(w, ",\"committed\":%s", sum->committed ? "true" : "false");
-	kd_w_cstr(w, ",\"partitions\":[");
+	put_lit(w, ",\"partitions\":[");
 	for (unsigned i = 0; i < sum->ntp; i++) {
 		const struct kd_sum_tp *tp = &sum->tp[i];
-		kd_w_cstr(w, i ? ",{\"topic\":" : "{\"topic\":");
+		put_cstr(w, i ? ",{\"topic\":" : "{\"topic\":");
 		json_view(w, kd_sum_view(sum, tp->topic));
 		if (tp->has_topic_id) {
-			kd_w_cstr(w, ",\"topic_id\":");
+			put_lit(w, ",\"topic_id\":");
 			kd_json_uuid(w, tp->topic_id);
 		}
 		kd_w_fmt(w, ",\"partition\":%d", tp->partition);
@@ -878,28 +892,28 @@ void kd_sum_json(const struct kd_summary *sum, struct kd_wbuf *w)
 			kd_w_fmt(w, ",\"high_watermark\":%lld", (long long)tp->high_watermark);
 		if (tp->fetch_offset >= 0)
 			kd_w_fmt(w, ",\"offset\":%lld", (long long)tp->fetch_offset);
-		kd_w_cstr(w, "}");
+		put_lit(w, "}");
 	}
-	kd_w_cstr(w, "]");
+	put_lit(w, "]");
 	if (sum->tp_more)
 		kd_w_fmt(w, ",\"partitions_more\":%u", sum->tp_more);
 	kd_w_fmt(w, ",\"records\":%lld,\"record_bytes\":%llu", (long long)sum->records,
 	         (unsigned long long)sum->record_bytes);
-	kd_w_cstr(w, ",\"groups\":[");
+	put_lit(w, ",\"groups\":[");
 	for (unsigned i = 0; i < sum->ngroups; i++) {
 		if (i)
-			kd_w_cstr(w, ",");
+			put_lit(w, ",");
 		json_view(w, kd_sum_view(sum, sum->groups[i]));
 	}
-	kd_w_cstr(w, "],\"errors\":{");
+	put_lit(w, "],\"errors\":{");
 	for (unsigned i = 0; i < sum->nerrs; i++) {
 		char eb[24];
 		kd_w_fmt(w, "%s\"%s\":%u", i ? "," : "",
 		         err_name(sum->errs[i].code, eb, sizeof(eb)), sum->errs[i].count);
 	}
-	kd_w_cstr(w, "}");
+	put_lit(w, "}");
 	if (sum->flags & (KD_SUM_REQ_BAD | KD_SUM_RESP_BAD | KD_SUM_UNKNOWN)) {
-		kd_w_cstr(w, ",\"problems\":[");
+		put_lit(w, ",\"problems\":[");
 		int first = 1;
 		if (sum->flags & KD_SUM_REQ_BAD) {
 			kd_w_fmt(w, "\"request body: %s\"", kd_strerror(sum->req_rc));
@@ -912,7 +926,7 @@ void kd_sum_json(const struct kd_summary *sum, struct kd_wbuf *w)
 		}
 		if (sum->flags & KD_SUM_UNKNOWN)
 			kd_w_fmt(w, "%s\"unknown api or version\"", first ? "" : ",");
-		kd_w_cstr(w, "]");
+		put_lit(w, "]");
 	}
-	kd_w_cstr(w, "}");
+	put_lit(w, "}");
 }

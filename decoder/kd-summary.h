@@ -4,8 +4,10 @@
  * Used by `kwire decode` / `kwire sniff` (capture/cap-analyze.c) and by the
  * proxy's access log, so it depends on nothing but the decoder core: no
  * capture/, no I/O. The only allocation is the scratch arena of the body's
- * tree, freed before each call returns; no state is kept between calls, so
- * any thread may summarise.
+ * tree: the caller's (sum->arena, reset before each call returns, so one
+ * arena per thread serves every message without allocating again) or,
+ * when sum->arena is NULL, one made and freed by each call. No other state
+ * is kept between calls, so any thread may summarise.
  *
  * A summary is a fixed-size value (about 6 KB) that owns copies of the
  * strings it keeps, so a caller can summarise a request, free the request's
@@ -35,6 +37,8 @@
 
 #include "kd-cur.h"
 #include "kd-t.h"
+
+struct kd_arena;
 
 #define KD_SUM_MAX_TP 64    /* topic-partition entries kept */
 #define KD_SUM_MAX_GROUPS 4 /* distinct group ids kept */
@@ -90,6 +94,11 @@ struct kd_summary {
 	int64_t latency_us;       /* response ts - request ts, -1 unknown */
 	char client[KD_SUM_ADDR]; /* "ip:port" of the client, "" unknown */
 	char broker[KD_SUM_ADDR]; /* "ip:port" of the broker */
+	/* Scratch for the bodies' trees, or NULL (an arena per call). Reset by
+	 * kd_sum_request/kd_sum_response before they return: it must hold
+	 * nothing the caller still needs, and must not be used by another
+	 * thread meanwhile. Never freed here. */
+	struct kd_arena *arena;
 
 	/* Filled by kd_sum_request / kd_sum_response. */
 	unsigned flags; /* KD_SUM_* */
@@ -123,7 +132,8 @@ struct kd_summary {
 	char strbuf[KD_SUM_STRBUF];
 };
 
-/* Resets sum to empty: no strings, api_key -1, latency -1, committed -1. */
+/* Resets sum to empty: no strings, api_key -1, latency -1, committed -1,
+ * arena NULL. */
 void kd_sum_init(struct kd_summary *sum);
 
 /* Summarises a request body (the bytes after the request header). The

@@ -3,7 +3,9 @@
 #include "kd-tree.h"
 
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "kd-arena.h"
@@ -12,16 +14,318 @@
 /* Kafka schemas nest at most ~6 levels; anything deeper is hostile or a
  * broken table. */
 #define KD_TREE_MAX_DEPTH 32
-#define KD_MINCACHE 32
 
 #define KD_ERR_UNSUPPORTED_VERSION 35 /* ERRORS.tsv */
 #define KD_API_VERSIONS 18
+
+/* ---- layouts ----
+ *
+ * What a struct looks like on the wire depends only on the constant schema
+ * tables, the version and whether the version is flexible: which fields are
+ * present, which travel tagged, their node flags, the smallest encoding of
+ * an array element. A layout holds that answer for one (struct, version, flex):
+ * a ready node per present field (copied into the tree as is, so a node
+ * needs no per-field setup) and, per array field, a ready element node and
+ * the element's minimum size.
+ *
+ *   struct kd_layout | tmpl[0..nreg) regular fields, schema order
+ *                    |     [nreg..nreg+ntag) tagged fields, schema order
+ *                    | ent[same indexes]  sub-layout, element template
+ *
+ * Layouts are built at first use and published in a global open-addressing
+ * table of pointers with a compare-and-swap: lock-free for readers (one
+ * acquire load and a compare per probe), and a layout, once published, is
+ * immutable and never freed (a few hundred bytes per (struct, version) in
+ * use; the schema bounds their number). Lazily, not all at start-up: the
+ * whole spec is ~0.75 MB of layouts that a short `kwire decode` of one API
+ * would build for nothing; and not under a lock, so proxy workers never
+ * wait on each other once the layouts they use exist. Two threads that build the same
+ * layout at once both finish, one wins the slot and the other frees its
+ * copy. A layout that cannot be published (table crowded, malloc failing)
+ * is built in the decode's arena instead: slower, same answer. */
+
+struct kd_layout;
+
+struct kd_lay_ent {
+	const struct kd_layout *sub; /* KD_T_STRUCT, or array of structs */
+	size_t elem_min;             /* KD_T_ARRAY: smallest element, >= 1 */
+	uint32_t run;                /* regular fixed-size fields from here on, */
+	uint32_t run_bytes;          /* and their bytes: one bounds check for all */
+	struct kd_node elem;         /* KD_T_ARRAY: a ready element node */
+};
+
+struct kd_layout {
+	const struct kd_struct *s;
+	int16_t v;
+	uint8_t flex;
+	uint32_t nreg; /* regular fields present in v */
+	uint32_t ntag; /* tagged fields known in v */
+	const struct kd_node *tmpl;
+	const struct kd_lay_ent *ent;
+};
+
+#define LAY_SLOTS 8192u /* power of two; the spec has 1645 (struct, version) pairs */
+#define LAY_PROBES 64u
+
+static _Atomic(const struct kd_layout *) lay_tab[LAY_SLOTS];
+
+/* A struct with no schema (sub NULL): no fields, tagged section only. */
+static const struct kd_layout lay_empty[2] = {
+    {NULL, 0, 0, 0, 0, NULL, NULL},
+    {NULL, 0, 1, 0, 0, NULL, NULL},
+};
+
+/* Whether field f's strings/bytes/arrays are compact in this version. */
+static inline int field_compact(const struct kd_field *f, int16_t v, int flex)
+{
+	return f->has_flex ? kd_vers_has(f->flexible, v) : flex;
+}
+
+static inline int field_tagged(const struct kd_field *f, int16_t v)
+{
+	return f->tag >= 0 && kd_vers_has(f->tagged, v);
+}
+
+/* Bytes of a fixed-size wire type, 0 for the variable-size ones. */
+static unsigned fixed_width(unsigned type)
+{
+	switch (type) {
+	case KD_T_BOOL:
+	case KD_T_INT8:
+		return 1;
+	case KD_T_INT16:
+	case KD_T_UINT16:
+		return 2;
+	case KD_T_INT32:
+	case KD_T_UINT32:
+		return 4;
+	case KD_T_INT64:
+	case KD_T_FLOAT64:
+		return 8;
+	case KD_T_UUID:
+		return 16;
+	}
+	return 0;
+}
+
+static size_t prim_min(unsigned type, int compact)
+{
+	switch (type) {
+	case KD_T_BOOL:
+	case KD_T_INT8:
+		return 1;
+	case KD_T_INT16:
+	case KD_T_UINT16:
+		return 2;
+	case KD_T_INT32:
+	case KD_T_UINT32:
+		return 4;
+	case KD_T_INT64:
+	case KD_T_FLOAT64:
+		return 8;
+	case KD_T_UUID:
+		return 16;
+	case KD_T_STRING:
+		return compact ? 1 : 2;
+	case KD_T_BYTES:
+	case KD_T_RECORDS:
+	case KD_T_ARRAY:
+		return compact ? 1 : 4;
+	}
+	return 0;
+}
+
+/* Smallest encoding of one struct in this version: bounds array counts so
+ * a hostile count never drives a long loop. Only run when a layout is
+ * built. */
+static size_t struct_min(const struct kd_struct *s, int16_t v, int flex, unsigned depth)
+{
+	size_t min = flex ? 1 : 0;
+	for (unsigned i = 0; i < s->nfields; i++) {
+		const struct kd_field *f = &s->fields[i];
+		if (!kd_vers_has(f->versions, v) || field_tagged(f, v))
+			continue;
+		if (f->type == KD_T_STRUCT) {
+			if (kd_vers_has(f->nullable, v))
+				min += 1;
+			else if (f->sub && depth < KD_TREE_MAX_DEPTH)
+				min += struct_min(f->sub, v, flex, depth + 1);
+		} else {
+			min += prim_min(f->type, field_compact(f, v, flex));
+		}
+	}
+	return min;
+}
+
+/* Sets the per-version flags of a node for field f. */
+static void node_init(struct kd_node *n, const struct kd_field *f, int16_t v, int flex, int tagged)
+{
+	n->field = f;
+	n->type = f->type;
+	n->tag = -1;
+	n->flags = 0;
+	if (tagged) {
+		n->flags |= KD_NF_TAGGED | KD_NF_COMPACT;
+		n->tag = f->tag;
+	} else if (field_compact(f, v, flex)) {
+		n->flags |= KD_NF_COMPACT;
+	}
+	if (kd_vers_has(f->nullable, v))
+		n->flags |= KD_NF_NULLABLE;
+	if (f->type == KD_T_STRUCT || (f->type == KD_T_ARRAY && f->elem == KD_T_STRUCT))
+		n->sub = f->sub;
+	if (f->type == KD_T_STRUCT && flex)
+		n->flags |= KD_NF_FLEX;
+}
+
+static const struct kd_layout *layout_get(const struct kd_struct *s, int16_t v, int flex,
+                                          unsigned depth, struct kd_arena *a);
+
+/* Fills entry k of a layout being built for field f. Returns 0, or -1 when a
+ * sub-layout could not be had. */
+static int layout_entry(struct kd_node *tmpl, struct kd_lay_ent *ent, const struct kd_field *f,
+                        int16_t v, int flex, int tagged, unsigned depth, struct kd_arena *a)
+{
+	memset(tmpl, 0, sizeof(*tmpl));
+	memset(ent, 0, sizeof(*ent));
+	node_init(tmpl, f, v, flex, tagged);
+	int compact = (tmpl->flags & KD_NF_COMPACT) != 0;
+	if (f->type == KD_T_STRUCT) {
+		tmpl->val.u = 1; /* present; a nullable struct reads its marker over it */
+		ent->sub = layout_get(f->sub, v, flex, depth + 1, a);
+		if (!ent->sub)
+			return -1;
+	} else if (f->type == KD_T_ARRAY) {
+		struct kd_node *e = &ent->elem;
+		e->field = f;
+		e->type = f->elem;
+		e->tag = -1;
+		e->flags = (uint8_t)((tmpl->flags & KD_NF_COMPACT) | KD_NF_ELEM);
+		if (f->elem == KD_T_STRUCT) {
+			e->sub = f->sub;
+			if (flex)
+				e->flags |= KD_NF_FLEX;
+			ent->sub = layout_get(f->sub, v, flex, depth + 1, a);
+			if (!ent->sub)
+				return -1;
+			ent->elem_min = f->sub ? struct_min(f->sub, v, flex, depth + 1) : 0;
+		} else {
+			ent->elem_min = prim_min(f->elem, compact);
+		}
+		/* a zero-byte element is meaningless; bound the count anyway */
+		if (ent->elem_min == 0)
+			ent->elem_min = 1;
+	}
+	return 0;
+}
+
+/* Builds the layout of (s, v, flex) in one pass over the fields, in a
+ * malloc'd block (a == NULL) or in arena a. NULL on failure. */
+static struct kd_layout *layout_build(const struct kd_struct *s, int16_t v, int flex,
+                                      unsigned depth, struct kd_arena *a)
+{
+	uint32_t nreg = 0, ntag = 0;
+	for (unsigned i = 0; i < s->nfields; i++) {
+		const struct kd_field *f = &s->fields[i];
+		if (!kd_vers_has(f->versions, v))
+			continue;
+		if (field_tagged(f, v))
+			ntag++;
+		else
+			nreg++;
+	}
+	size_t n = (size_t)nreg + ntag;
+	size_t size =
+	    sizeof(struct kd_layout) + n * (sizeof(struct kd_node) + sizeof(struct kd_lay_ent));
+	struct kd_layout *lay = a ? kd_arena_alloc(a, size) : calloc(1, size);
+	if (!lay)
+		return NULL;
+	struct kd_node *tmpl = (struct kd_node *)(lay + 1);
+	struct kd_lay_ent *ent = (struct kd_lay_ent *)(tmpl + n);
+	lay->s = s;
+	lay->v = v;
+	lay->flex = (uint8_t)flex;
+	lay->nreg = nreg;
+	lay->ntag = ntag;
+	lay->tmpl = tmpl;
+	lay->ent = ent;
+	uint32_t r = 0, g = nreg;
+	for (unsigned i = 0; i < s->nfields; i++) {
+		const struct kd_field *f = &s->fields[i];
+		if (!kd_vers_has(f->versions, v))
+			continue;
+		int tagged = field_tagged(f, v);
+		uint32_t k = tagged ? g++ : r++;
+		if (layout_entry(&tmpl[k], &ent[k], f, v, flex, tagged, depth, a) != 0) {
+			if (!a)
+				free(lay);
+			return NULL;
+		}
+	}
+	for (uint32_t k = nreg; k-- > 0;) {
+		unsigned w = fixed_width(tmpl[k].type);
+		if (w) {
+			ent[k].run = 1 + (k + 1 < nreg ? ent[k + 1].run : 0);
+			ent[k].run_bytes = w + (k + 1 < nreg ? ent[k + 1].run_bytes : 0);
+		}
+	}
+	return lay;
+}
+
+static inline size_t lay_hash(const struct kd_struct *s, int16_t v, int flex)
+{
+	uint64_t x = (uint64_t)(uintptr_t)s ^ ((uint64_t)(uint16_t)v << 1 | (uint64_t)(flex != 0));
+	x *= 0x9e3779b97f4a7c15ull;
+	return (size_t)(x >> 40);
+}
+
+/* The layout of (s, v, flex): published, or built in arena a when it cannot
+ * be published. NULL when memory runs out or the schema nests deeper than
+ * KD_TREE_MAX_DEPTH (no Kafka schema does: structs are defined inline). */
+static const struct kd_layout *layout_get(const struct kd_struct *s, int16_t v, int flex,
+                                          unsigned depth, struct kd_arena *a)
+{
+	if (!s)
+		return &lay_empty[flex != 0];
+	if (depth > KD_TREE_MAX_DEPTH)
+		return NULL;
+	size_t h = lay_hash(s, v, flex);
+	struct kd_layout *mine = NULL;
+	for (unsigned i = 0; i < LAY_PROBES; i++) {
+		_Atomic(const struct kd_layout *) *slot = &lay_tab[(h + i) & (LAY_SLOTS - 1)];
+		const struct kd_layout *l = atomic_load_explicit(slot, memory_order_acquire);
+		if (!l) {
+			if (!mine) {
+				mine = layout_build(s, v, flex, depth, NULL);
+				if (!mine)
+					break;
+			}
+			const struct kd_layout *expect = NULL;
+			if (atomic_compare_exchange_strong_explicit(
+			        slot, &expect, mine, memory_order_acq_rel, memory_order_acquire))
+				return mine;
+			l = expect; /* another thread filled the slot first */
+		}
+		if (l->s == s && l->v == v && l->flex == (uint8_t)(flex != 0)) {
+			free(mine);
+			return l;
+		}
+	}
+	free(mine);
+	/* Not publishable: a layout being built for publishing (a NULL) gives up,
+	 * so that nothing published points at an unpublished layout. */
+	return a ? layout_build(s, v, flex, depth, a) : NULL;
+}
+
+/* ---- decoding ---- */
 
 struct kd_path_ent {
 	const char *name;
 	int64_t idx; /* element index, or -1 */
 };
 
+/* Per-decode state, on the stack: nothing in it needs clearing (the path
+ * is written before it is read). */
 struct kd_dctx {
 	struct kd_tree *t;
 	struct kd_arena *a;
@@ -29,13 +333,10 @@ struct kd_dctx {
 	uint8_t flex;
 	unsigned depth;
 	struct kd_path_ent path[KD_TREE_MAX_DEPTH + 2];
-	struct {
-		const struct kd_struct *s;
-		size_t min;
-	} mcache[KD_MINCACHE];
 };
 
-static int decode_struct(struct kd_dctx *dc, struct kd_cur *cur, struct kd_node *node);
+static int decode_struct(struct kd_dctx *dc, struct kd_cur *cur, struct kd_node *node,
+                         const struct kd_layout *lay);
 
 /* Records the first error with the current field path; returns rc. */
 static int fail(struct kd_dctx *dc, const struct kd_cur *cur, int rc, const char *fmt, ...)
@@ -95,92 +396,62 @@ static int short_read(struct kd_dctx *dc, const struct kd_cur *cur, int rc, cons
 	return fail(dc, cur, rc, "malformed %s", what);
 }
 
-/* Whether field f's strings/bytes/arrays are compact in this version. */
-static inline int field_compact(const struct kd_field *f, int16_t v, int flex)
+/* Arena memory for n nodes, not initialised (every caller overwrites them
+ * whole). */
+static inline struct kd_node *nodes_alloc(struct kd_dctx *dc, size_t n)
 {
-	return f->has_flex ? kd_vers_has(f->flexible, v) : flex;
+	return kd_arena_alloc(dc->a, n * sizeof(struct kd_node));
 }
 
-static inline int field_tagged(const struct kd_field *f, int16_t v)
+/* Reads the fixed-size value of n (type with fixed_width() > 0) at p, which
+ * the caller has bounds-checked; returns its width. */
+static inline unsigned fixed_get(struct kd_node *n, const uint8_t *p)
 {
-	return f->tag >= 0 && kd_vers_has(f->tagged, v);
-}
-
-static size_t prim_min(unsigned type, int compact)
-{
-	switch (type) {
+	switch (n->type) {
 	case KD_T_BOOL:
+		n->val.i = p[0];
+		return 1;
 	case KD_T_INT8:
+		n->val.i = (int8_t)p[0];
 		return 1;
 	case KD_T_INT16:
+		n->val.i = (int16_t)(uint16_t)kd_load_be(p, 2);
+		return 2;
 	case KD_T_UINT16:
+		n->val.i = (int64_t)kd_load_be(p, 2);
 		return 2;
 	case KD_T_INT32:
+		n->val.i = (int32_t)(uint32_t)kd_load_be(p, 4);
+		return 4;
 	case KD_T_UINT32:
+		n->val.i = (int64_t)kd_load_be(p, 4);
 		return 4;
 	case KD_T_INT64:
 	case KD_T_FLOAT64:
+		n->val.u = kd_load_be(p, 8); /* FLOAT64: the raw bits, as kd_cur_f64 */
 		return 8;
 	case KD_T_UUID:
+		memcpy(n->val.uuid, p, 16);
 		return 16;
-	case KD_T_STRING:
-		return compact ? 1 : 2;
-	case KD_T_BYTES:
-	case KD_T_RECORDS:
-	case KD_T_ARRAY:
-		return compact ? 1 : 4;
 	}
 	return 0;
 }
 
-/* Smallest encoding of one struct in this version: bounds array counts so
- * a hostile count never drives a long loop. Cached per decode. */
-static size_t struct_min(struct kd_dctx *dc, const struct kd_struct *s, unsigned depth)
+/* A scalar field is not pushed on the path while it decodes (that costs
+ * more than the value itself); when it fails, its name is added so that the
+ * message reads "Topics[2].Name: ..." all the same. Array elements are named
+ * by their array's "Name[i]" entry already. */
+static void scalar_path(struct kd_dctx *dc, const struct kd_node *n)
 {
-	unsigned h = (unsigned)(((uintptr_t)s >> 4) % KD_MINCACHE);
-	if (dc->mcache[h].s == s)
-		return dc->mcache[h].min;
-	size_t min = dc->flex ? 1 : 0;
-	for (unsigned i = 0; i < s->nfields; i++) {
-		const struct kd_field *f = &s->fields[i];
-		if (!kd_vers_has(f->versions, dc->v) || field_tagged(f, dc->v))
-			continue;
-		if (f->type == KD_T_STRUCT) {
-			if (kd_vers_has(f->nullable, dc->v))
-				min += 1;
-			else if (f->sub && depth < KD_TREE_MAX_DEPTH)
-				min += struct_min(dc, f->sub, depth + 1);
-		} else {
-			min += prim_min(f->type, field_compact(f, dc->v, dc->flex));
-		}
-	}
-	dc->mcache[h].s = s;
-	dc->mcache[h].min = min;
-	return min;
+	if (n->flags & KD_NF_ELEM)
+		return;
+	dc->path[dc->depth].name = n->field->name;
+	dc->path[dc->depth].idx = -1;
+	dc->depth++;
 }
 
-/* Sets the per-version flags of a node for field f. */
-static void node_init(struct kd_node *n, const struct kd_field *f, int16_t v, int flex, int tagged)
-{
-	n->field = f;
-	n->type = f->type;
-	n->tag = -1;
-	n->flags = 0;
-	if (tagged) {
-		n->flags |= KD_NF_TAGGED | KD_NF_COMPACT;
-		n->tag = f->tag;
-	} else if (field_compact(f, v, flex)) {
-		n->flags |= KD_NF_COMPACT;
-	}
-	if (kd_vers_has(f->nullable, v))
-		n->flags |= KD_NF_NULLABLE;
-	if (f->type == KD_T_STRUCT || (f->type == KD_T_ARRAY && f->elem == KD_T_STRUCT))
-		n->sub = f->sub;
-	if (f->type == KD_T_STRUCT && flex)
-		n->flags |= KD_NF_FLEX;
-}
-
-/* One scalar or string-like value of type n->type. */
+/* One scalar or string-like value of type n->type (a field or an array
+ * element). */
 static int decode_scalar(struct kd_dctx *dc, struct kd_cur *cur, struct kd_node *n)
 {
 	int rc;
@@ -231,11 +502,14 @@ static int decode_scalar(struct kd_dctx *dc, struct kd_cur *cur, struct kd_node 
 		size_t off = cur->off;
 		int32_t len;
 		rc = kd_cur_len(cur, compact, width, &len);
-		if (rc != KD_OK)
+		if (rc != KD_OK) {
+			scalar_path(dc, n);
 			return short_read(dc, cur, rc, "length");
+		}
 		if (len < 0) {
 			if (!nullable) {
 				cur->off = off;
+				scalar_path(dc, n);
 				return fail(dc, cur, KD_EMALFORMED, "null in a non-nullable field");
 			}
 			n->null = 1;
@@ -244,6 +518,7 @@ static int decode_scalar(struct kd_dctx *dc, struct kd_cur *cur, struct kd_node 
 		}
 		if ((size_t)len > kd_cur_left(cur)) {
 			cur->off = off;
+			scalar_path(dc, n);
 			return fail(dc, cur, KD_ESHORT, "length %d exceeds bytes left (%zu)",
 			            (int)len, kd_cur_left(cur) - (size_t)(cur->off - off));
 		}
@@ -253,16 +528,19 @@ static int decode_scalar(struct kd_dctx *dc, struct kd_cur *cur, struct kd_node 
 		return KD_OK;
 	}
 	default:
+		scalar_path(dc, n);
 		return fail(dc, cur, KD_EMALFORMED, "unknown wire type %u in the schema", n->type);
 	}
-	if (rc != KD_OK)
+	if (rc != KD_OK) {
+		scalar_path(dc, n);
 		return short_read(dc, cur, rc, "value");
+	}
 	return KD_OK;
 }
 
-static int decode_array(struct kd_dctx *dc, struct kd_cur *cur, struct kd_node *n)
+static int decode_array(struct kd_dctx *dc, struct kd_cur *cur, struct kd_node *n,
+                        const struct kd_lay_ent *ent)
 {
-	const struct kd_field *f = n->field;
 	int compact = (n->flags & KD_NF_COMPACT) != 0;
 	size_t off = cur->off;
 	int32_t count;
@@ -280,17 +558,13 @@ static int decode_array(struct kd_dctx *dc, struct kd_cur *cur, struct kd_node *
 	if (count == 0)
 		return KD_OK;
 
-	size_t min = f->elem == KD_T_STRUCT ? (f->sub ? struct_min(dc, f->sub, dc->depth) : 0)
-	                                    : prim_min(f->elem, compact);
-	if (min == 0)
-		min = 1; /* a zero-byte element is meaningless; bound the count anyway */
-	if ((size_t)count > kd_cur_left(cur) / min) {
+	if ((size_t)count > kd_cur_left(cur) / ent->elem_min) {
 		size_t left = kd_cur_left(cur);
 		cur->off = off;
 		return fail(dc, cur, KD_EMALFORMED, "array count %d exceeds bytes left (%zu)",
 		            (int)count, left);
 	}
-	struct kd_node *kids = kd_arena_alloc(dc->a, (size_t)count * sizeof(*kids));
+	struct kd_node *kids = nodes_alloc(dc, (size_t)count);
 	if (!kids)
 		return nomem(dc, cur);
 	n->kids = kids;
@@ -298,44 +572,66 @@ static int decode_array(struct kd_dctx *dc, struct kd_cur *cur, struct kd_node *
 	n->cap = (uint32_t)count;
 
 	struct kd_path_ent *pe = &dc->path[dc->depth - 1];
-	uint8_t eflags = (uint8_t)((n->flags & KD_NF_COMPACT) | KD_NF_ELEM);
-	for (int32_t i = 0; i < count; i++) {
-		struct kd_node *e = &kids[i];
-		pe->idx = i;
-		e->field = f;
-		e->type = f->elem;
-		e->tag = -1;
-		e->flags = eflags;
-		if (f->elem == KD_T_STRUCT) {
-			e->sub = f->sub;
-			if (dc->flex)
-				e->flags |= KD_NF_FLEX;
-			rc = decode_struct(dc, cur, e);
-		} else {
-			rc = decode_scalar(dc, cur, e);
+	unsigned w = fixed_width(ent->elem.type);
+	if (w) {
+		/* elem_min is the width: the count check above bounds every read */
+		const uint8_t *p = kd_cur_pos(cur);
+		for (int32_t i = 0; i < count; i++) {
+			kids[i] = ent->elem;
+			fixed_get(&kids[i], p + (size_t)i * w);
 		}
-		if (rc != KD_OK)
-			return rc;
+		cur->off += (size_t)count * w;
+	} else if (ent->elem.type == KD_T_STRUCT) {
+		for (int32_t i = 0; i < count; i++) {
+			kids[i] = ent->elem;
+			pe->idx = i;
+			rc = decode_struct(dc, cur, &kids[i], ent->sub);
+			if (rc != KD_OK)
+				return rc;
+		}
+	} else {
+		for (int32_t i = 0; i < count; i++) {
+			kids[i] = ent->elem;
+			pe->idx = i;
+			rc = decode_scalar(dc, cur, &kids[i]);
+			if (rc != KD_OK)
+				return rc;
+		}
 	}
 	pe->idx = -1;
 	return KD_OK;
 }
 
-/* The value of one field (n initialised by node_init). */
-static int decode_value(struct kd_dctx *dc, struct kd_cur *cur, struct kd_node *n)
+static inline int is_scalar(unsigned type)
 {
+	return type != KD_T_STRUCT && type != KD_T_ARRAY;
+}
+
+static int nesting(struct kd_dctx *dc, const struct kd_cur *cur)
+{
+	return fail(dc, cur, KD_ELIMIT, "nesting deeper than %d", KD_TREE_MAX_DEPTH);
+}
+
+/* The value of one field (n copied from its layout template, ent its
+ * layout entry). Scalars go to decode_scalar() directly; this pushes the
+ * field on the path for what is inside it. The depth check covers every
+ * field: a struct checks it once for all of its fields (decode_struct). */
+static int decode_value(struct kd_dctx *dc, struct kd_cur *cur, struct kd_node *n,
+                        const struct kd_lay_ent *ent)
+{
+	if (is_scalar(n->type))
+		return decode_scalar(dc, cur, n);
 	if (dc->depth >= KD_TREE_MAX_DEPTH)
-		return fail(dc, cur, KD_ELIMIT, "nesting deeper than %d", KD_TREE_MAX_DEPTH);
+		return nesting(dc, cur);
 	dc->path[dc->depth].name = n->field->name;
 	dc->path[dc->depth].idx = -1;
 	dc->depth++;
 
 	int rc;
 	if (n->type == KD_T_ARRAY) {
-		rc = decode_array(dc, cur, n);
+		rc = decode_array(dc, cur, n, ent);
 	} else if (n->type == KD_T_STRUCT) {
 		rc = KD_OK;
-		n->val.u = 1;
 		if (n->flags & KD_NF_NULLABLE) {
 			/* WIRE-NOTES 5: INT8 marker, -1 null, 1 present (Java treats any
 			 * negative as null); the raw byte is kept for re-encoding. */
@@ -350,19 +646,18 @@ static int decode_value(struct kd_dctx *dc, struct kd_cur *cur, struct kd_node *
 			if ((int8_t)(uint8_t)n->val.u < 0)
 				n->null = 1;
 			else
-				rc = decode_struct(dc, cur, n);
+				rc = decode_struct(dc, cur, n, ent->sub);
 		}
-	} else {
-		rc = decode_scalar(dc, cur, n);
 	}
 	if (rc == KD_OK)
 		dc->depth--;
 	return rc;
 }
 
-static int decode_tags(struct kd_dctx *dc, struct kd_cur *cur, struct kd_node *node, uint32_t nreg)
+static int decode_tags(struct kd_dctx *dc, struct kd_cur *cur, struct kd_node *node,
+                       const struct kd_layout *lay)
 {
-	const struct kd_struct *s = node->sub;
+	uint32_t nreg = lay->nreg;
 	uint32_t ntags;
 	int rc = kd_cur_uvarint(cur, &ntags);
 	if (rc != KD_OK)
@@ -375,7 +670,7 @@ static int decode_tags(struct kd_dctx *dc, struct kd_cur *cur, struct kd_node *n
 		            kd_cur_left(cur));
 
 	/* regular fields first, then the tagged section in wire order */
-	struct kd_node *kids = kd_arena_alloc(dc->a, (size_t)(nreg + ntags) * sizeof(*kids));
+	struct kd_node *kids = nodes_alloc(dc, (size_t)nreg + ntags);
 	if (!kids)
 		return nomem(dc, cur);
 	if (nreg)
@@ -395,21 +690,16 @@ static int decode_tags(struct kd_dctx *dc, struct kd_cur *cur, struct kd_node *n
 			return fail(dc, cur, KD_ESHORT, "tag %u size %u exceeds bytes left (%zu)",
 			            tag, size, kd_cur_left(cur));
 		struct kd_node *n = &kids[nreg + i];
-		const struct kd_field *f = NULL;
-		if (s && tag <= INT32_MAX) {
-			for (unsigned k = 0; k < s->nfields; k++) {
-				const struct kd_field *cand = &s->fields[k];
-				if (cand->tag == (int32_t)tag &&
-				    kd_vers_has(cand->versions, dc->v) &&
-				    field_tagged(cand, dc->v)) {
-					f = cand;
+		uint32_t k = nreg + lay->ntag;
+		if (tag <= INT32_MAX) {
+			for (k = nreg; k < nreg + lay->ntag; k++)
+				if (lay->tmpl[k].tag == (int32_t)tag)
 					break;
-				}
-			}
 		}
 		node->nkids = nreg + i + 1;
-		if (!f) {
+		if (k == nreg + lay->ntag) {
 			/* unknown tag: kept raw so it re-encodes as it came */
+			memset(n, 0, sizeof(*n));
 			n->type = KD_T_NONE;
 			n->flags = KD_NF_TAGGED;
 			n->tag = (int32_t)tag;
@@ -420,60 +710,68 @@ static int decode_tags(struct kd_dctx *dc, struct kd_cur *cur, struct kd_node *n
 		}
 		struct kd_cur sub;
 		kd_cur_init(&sub, kd_cur_pos(cur), size);
-		node_init(n, f, dc->v, dc->flex, 1);
-		rc = decode_value(dc, &sub, n);
+		if (dc->depth >= KD_TREE_MAX_DEPTH)
+			return nesting(dc, &sub);
+		*n = lay->tmpl[k];
+		rc = decode_value(dc, &sub, n, &lay->ent[k]);
 		if (rc != KD_OK)
 			return rc;
 		if (kd_cur_left(&sub) != 0)
 			return fail(dc, &sub, KD_EMALFORMED,
-			            "tagged field %s (tag %u): %zu bytes left over", f->name, tag,
-			            kd_cur_left(&sub));
+			            "tagged field %s (tag %u): %zu bytes left over", n->field->name,
+			            tag, kd_cur_left(&sub));
 		cur->off += size;
 	}
 	return KD_OK;
 }
 
-static int decode_struct(struct kd_dctx *dc, struct kd_cur *cur, struct kd_node *node)
+/* A struct's fields (node set up by its template or as the root). */
+static int decode_struct(struct kd_dctx *dc, struct kd_cur *cur, struct kd_node *node,
+                         const struct kd_layout *lay)
 {
-	const struct kd_struct *s = node->sub;
-	uint32_t nreg = 0;
-	int rc;
-
-	node->tag = node->flags & KD_NF_TAGGED ? node->tag : -1;
-	if (s) {
-		for (unsigned i = 0; i < s->nfields; i++) {
-			const struct kd_field *f = &s->fields[i];
-			if (kd_vers_has(f->versions, dc->v) && !field_tagged(f, dc->v))
-				nreg++;
-		}
-	}
+	uint32_t nreg = lay->nreg;
 	if (nreg) {
-		node->kids = kd_arena_alloc(dc->a, nreg * sizeof(*node->kids));
-		if (!node->kids)
+		struct kd_node *kids = nodes_alloc(dc, nreg);
+		if (!kids)
 			return nomem(dc, cur);
+		/* a few nodes: inline copies beat a memcpy call */
+		for (uint32_t k = 0; k < nreg; k++)
+			kids[k] = lay->tmpl[k];
+		node->kids = kids;
+		node->nkids = nreg;
 		node->cap = nreg;
-		uint32_t k = 0;
-		for (unsigned i = 0; i < s->nfields; i++) {
-			const struct kd_field *f = &s->fields[i];
-			if (!kd_vers_has(f->versions, dc->v) || field_tagged(f, dc->v))
+		if (dc->depth >= KD_TREE_MAX_DEPTH)
+			return nesting(dc, cur);
+		for (uint32_t k = 0; k < nreg;) {
+			const struct kd_lay_ent *ent = &lay->ent[k];
+			if (ent->run && kd_cur_left(cur) >= ent->run_bytes) {
+				/* a run of fixed-size fields, bounds-checked at once; when
+				 * the bytes run short, the field-by-field path below
+				 * reports the field that does not fit */
+				const uint8_t *p = kd_cur_pos(cur);
+				for (uint32_t j = 0; j < ent->run; j++)
+					p += fixed_get(&kids[k + j], p);
+				cur->off += ent->run_bytes;
+				k += ent->run;
 				continue;
-			struct kd_node *n = &node->kids[k++];
-			node->nkids = k;
-			node_init(n, f, dc->v, dc->flex, 0);
-			rc = decode_value(dc, cur, n);
+			}
+			struct kd_node *n = &kids[k];
+			int rc = is_scalar(n->type) ? decode_scalar(dc, cur, n)
+			                            : decode_value(dc, cur, n, ent);
 			if (rc != KD_OK)
 				return rc;
+			k++;
 		}
 	}
 	if (dc->flex)
-		return decode_tags(dc, cur, node, nreg);
+		return decode_tags(dc, cur, node, lay);
 	return KD_OK;
 }
 
 static int decode_with(struct kd_tree *t, struct kd_arena *a, const struct kd_msgdef *def,
                        int16_t version)
 {
-	struct kd_dctx *dc = kd_arena_alloc(a, sizeof(*dc));
+	struct kd_dctx dc;
 	struct kd_cur cur;
 	struct kd_node *root;
 
@@ -485,14 +783,14 @@ static int decode_with(struct kd_tree *t, struct kd_arena *a, const struct kd_ms
 	t->err_off = 0;
 	kd_cur_init(&cur, t->raw.p, t->raw.len);
 
-	/* the context is scratch: on the stack it would be ~1 KiB, fine too, but
-	 * the arena keeps decode re-entrant without a large frame */
-	if (!dc)
+	dc.t = t;
+	dc.a = a;
+	dc.v = version;
+	dc.flex = t->flexible;
+	dc.depth = 0;
+	const struct kd_layout *lay = layout_get(def->body, version, dc.flex, 0, a);
+	if (!lay)
 		goto nomem;
-	dc->t = t;
-	dc->a = a;
-	dc->v = version;
-	dc->flex = t->flexible;
 	root = kd_arena_alloc(a, sizeof(*root));
 	if (!root)
 		goto nomem;
@@ -502,10 +800,10 @@ static int decode_with(struct kd_tree *t, struct kd_arena *a, const struct kd_ms
 	root->val.u = 1;
 	if (t->flexible)
 		root->flags |= KD_NF_FLEX;
-	if (decode_struct(dc, &cur, root) != KD_OK)
+	if (decode_struct(&dc, &cur, root, lay) != KD_OK)
 		return t->status;
 	if (kd_cur_left(&cur))
-		return fail(dc, &cur, KD_EMALFORMED, "%zu trailing bytes after the body",
+		return fail(&dc, &cur, KD_EMALFORMED, "%zu trailing bytes after the body",
 		            kd_cur_left(&cur));
 	t->root = root;
 	return KD_OK;
@@ -518,14 +816,22 @@ nomem:
 static void tree_reset(struct kd_tree *t, struct kd_arena *a, int16_t api_key, int16_t version,
                        int is_request, const uint8_t *body, size_t len)
 {
-	memset(t, 0, sizeof(*t));
+	/* Field by field: err_msg (192 bytes) only needs its first byte. */
+	t->root = NULL;
 	t->arena = a;
+	t->def = NULL;
 	t->api_key = api_key;
 	t->version = version;
 	t->asked_version = version;
 	t->is_request = (uint8_t)(is_request != 0);
+	t->flexible = 0;
+	t->v0_fallback = 0;
+	t->status = KD_OK;
 	t->raw.p = body;
 	t->raw.len = (uint32_t)len;
+	t->raw.null = 0;
+	t->err_off = 0;
+	t->err_msg[0] = '\0';
 }
 
 int kd_tree_decode(struct kd_tree *t, struct kd_arena *a, int16_t api_key, int16_t version,
@@ -972,4 +1278,51 @@ int kd_node_array_remove(struct kd_node *arr, uint32_t i)
 	arr->nkids--;
 	arr->flags |= KD_NF_EDITED;
 	return KD_OK;
+}
+
+/* ---- kd_body_error_code (small and self-contained: px-rewrite.c) ---- */
+
+int kd_body_error_code(int16_t api_key, int16_t version, int is_request, const uint8_t *body,
+                       size_t len, int16_t *code)
+{
+	const struct kd_api *api = kd_api_get(api_key);
+	const struct kd_msgdef *def = api ? (is_request ? &api->req : &api->resp) : NULL;
+	if (!def || !def->body || !kd_vers_has(def->valid, version))
+		return KD_EUNSUPPORTED;
+	struct kd_cur cur;
+	kd_cur_init(&cur, body, len);
+	for (uint16_t i = 0; i < def->body->nfields; i++) {
+		const struct kd_field *f = &def->body->fields[i];
+		if (!kd_vers_has(f->versions, version) || kd_vers_has(f->tagged, version))
+			continue;
+		if (f->type == KD_T_INT16 && !strcmp(f->name, "ErrorCode"))
+			return kd_cur_i16(&cur, code) == KD_OK ? KD_OK : KD_ESHORT;
+		size_t w;
+		switch (f->type) {
+		case KD_T_BOOL:
+		case KD_T_INT8:
+			w = 1;
+			break;
+		case KD_T_INT16:
+		case KD_T_UINT16:
+			w = 2;
+			break;
+		case KD_T_INT32:
+		case KD_T_UINT32:
+			w = 4;
+			break;
+		case KD_T_INT64:
+		case KD_T_FLOAT64:
+			w = 8;
+			break;
+		case KD_T_UUID:
+			w = 16;
+			break;
+		default:
+			return KD_EUNSUPPORTED; /* variable width before any ErrorCode */
+		}
+		if (kd_cur_skip(&cur, w) != KD_OK)
+			return KD_ESHORT;
+	}
+	return KD_EUNSUPPORTED;
 }

@@ -114,4 +114,16 @@ struct kd_node *kd_node_array_add(struct kd_tree *t, struct kd_node *arr, uint32
 /* Removes element i of an array node. KD_OK or KD_EMALFORMED. */
 int kd_node_array_remove(struct kd_node *arr, uint32_t i);
 
+/* The top-level ErrorCode of a body (without frame size and header),
+ * read without decoding the rest: the body's fields in (api_key, version,
+ * direction) are fixed-width up to an INT16 named ErrorCode. This is how
+ * an answer that does not decode in its own version can still be told to
+ * be an error: a broker that does not support the ApiVersions version a
+ * client asked for answers UNSUPPORTED_VERSION in a body of its own
+ * choosing (v0, KIP-511), and ErrorCode comes first in every ApiVersions
+ * version. Returns KD_OK (*code set), KD_EUNSUPPORTED when the schema has
+ * no such leading ErrorCode, or KD_ESHORT. */
+int kd_body_error_code(int16_t api_key, int16_t version, int is_request, const uint8_t *body,
+                       size_t len, int16_t *code);
+
 #endif

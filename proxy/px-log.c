@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kd-arena.h"
 #include "kd-hdr.h"
 #include "px-admin.h"
 #include "px-log.h"
@@ -272,9 +273,44 @@ void px_log_stats_get(struct px_log *log, struct px_log_stats *out)
 
 /* ---- the observer ---- */
 
+/* The summary's scratch arena of the calling thread (pairs are summarised
+ * on the workers): created at first use, freed when the thread exits.
+ * NULL when it cannot be had; the summary then makes one per call. */
+static pthread_key_t sum_arena_key;
+static pthread_once_t sum_arena_once = PTHREAD_ONCE_INIT;
+static int sum_arena_ok;
+
+static void sum_arena_free(void *p)
+{
+	kd_arena_free(p);
+	free(p);
+}
+
+static void sum_arena_init(void)
+{
+	sum_arena_ok = pthread_key_create(&sum_arena_key, sum_arena_free) == 0;
+}
+
+static struct kd_arena *sum_arena(void)
+{
+	pthread_once(&sum_arena_once, sum_arena_init);
+	if (!sum_arena_ok)
+		return NULL;
+	struct kd_arena *a = pthread_getspecific(sum_arena_key);
+	if (!a) {
+		a = calloc(1, sizeof(*a));
+		if (a && pthread_setspecific(sum_arena_key, a) != 0) {
+			free(a);
+			a = NULL;
+		}
+	}
+	return a;
+}
+
 void px_pair_summarise(const struct px_pair *pair, struct kd_summary *sum)
 {
 	kd_sum_init(sum);
+	sum->arena = sum_arena();
 	sum->ts_us = (int64_t)pair->t_req_us;
 	sum->latency_us = pair->no_response ? -1 : (int64_t)pair->latency_us;
 	snprintf(sum->client, sizeof(sum->client), "%s",
