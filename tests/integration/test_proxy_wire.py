@@ -123,13 +123,19 @@ def check_decoded(c, pcap, kwire_ports):
     lines = [json.loads(x) for x in run(args + [pcap]).splitlines() if x.strip()]
     responses = [x for x in lines if x["direction"] == "response"]
     check(len(responses) > 50, f"only {len(responses)} responses captured")
+    # A response whose request the capture missed cannot be decoded, so it
+    # could not be checked: that must not pass silently.
+    unpaired = [x for x in responses if x.get("api") is None or x.get("version") is None]
+    check(not unpaired, f"{len(unpaired)} responses without their request, e.g. "
+          f"{json.dumps(unpaired[0])[:300] if unpaired else ''}")
     apis = {x["api"] for x in responses}
     for want in ("Metadata", "FindCoordinator", "Produce", "Fetch", "JoinGroup"):
         check(want in apis, f"no {want} response captured (saw {sorted(apis)})")
     real = c.real_ports()
     nfound = 0
     for x in responses:
-        body = x.get("body", {})
+        body = x.get("body")
+        check(isinstance(body, dict), f"response without a decoded body: {json.dumps(x)[:400]}")
         if "error" in body:
             check(mock_apiversions_error(x), f"response did not decode: {json.dumps(x)[:400]}")
             continue
