@@ -34,6 +34,7 @@ enum {
 	OPT_NO_REWRITE,
 	OPT_ACCESS_LOG,
 	OPT_ACCESS_LOG_FORMAT,
+	OPT_NO_LOG,
 	OPT_ADMIN,
 	OPT_PRINT_CONFIG,
 };
@@ -54,6 +55,9 @@ static const struct option proxy_opts[] = {
     {"drain-timeout", required_argument, NULL, OPT_DRAIN_TIMEOUT},
     {"no-clamp", no_argument, NULL, OPT_NO_CLAMP},
     {"no-rewrite", no_argument, NULL, OPT_NO_REWRITE},
+    {"log-file", required_argument, NULL, OPT_ACCESS_LOG},
+    {"log-format", required_argument, NULL, OPT_ACCESS_LOG_FORMAT},
+    {"no-log", no_argument, NULL, OPT_NO_LOG},
     {"access-log", required_argument, NULL, OPT_ACCESS_LOG},
     {"access-log-format", required_argument, NULL, OPT_ACCESS_LOG_FORMAT},
     {"admin", required_argument, NULL, OPT_ADMIN},
@@ -101,8 +105,11 @@ static void usage(FILE *f)
 	    "      --no-clamp             forward ApiVersions unclamped\n"
 	    "      --no-rewrite           do not rewrite broker addresses (debugging only:\n"
 	    "                             clients then bypass the proxy)\n"
-	    "      --access-log PATH      access log file ('-' = stdout)\n"
-	    "      --access-log-format F  text or json\n"
+	    "      --log-file PATH        access log to PATH instead of stdout ('-' =\n"
+	    "                             stdout; also --access-log)\n"
+	    "      --log-format F         access log lines as text (default) or json\n"
+	    "                             (also --access-log-format)\n"
+	    "      --no-log               no access log\n"
 	    "      --admin [HOST:]PORT    admin and /metrics endpoint\n"
 	    "      --print-config         print the effective settings as YAML and exit\n"
 	    "  -v, --verbose              more log output (repeatable)\n"
@@ -130,6 +137,8 @@ static int parse_num(const char *opt, const char *s, unsigned long long lo, unsi
 
 /* --upstream mock: run librdkafka's mock cluster in-process (px-mock.h). */
 static int proxy_upstream_mock;
+/* --no-log: no access log at all (the default is stdout). */
+static int proxy_no_log;
 
 /* Applies one flag to conf; -1 on a bad value. */
 static int apply_flag(struct px_conf *conf, int c, const char *arg, int *print_config)
@@ -238,9 +247,12 @@ static int apply_flag(struct px_conf *conf, int c, const char *arg, int *print_c
 		else if (!strcmp(arg, "json"))
 			conf->access_log_format = PX_LOGF_JSON;
 		else {
-			snprintf(err, sizeof(err), "--access-log-format: text or json");
+			snprintf(err, sizeof(err), "--log-format: text or json");
 			goto bad;
 		}
+		return 0;
+	case OPT_NO_LOG:
+		proxy_no_log = 1;
 		return 0;
 	case OPT_ADMIN:
 		snprintf(conf->admin.host, sizeof(conf->admin.host), "127.0.0.1");
@@ -303,6 +315,14 @@ int cmd_proxy(int argc, char **argv)
 	}
 	if (optind < argc) {
 		fprintf(stderr, "kwire proxy: unexpected argument '%s'\n", argv[optind]);
+		goto out;
+	}
+	/* The access log goes to stdout unless a file or --no-log says otherwise. */
+	if (proxy_no_log) {
+		free(conf.access_log);
+		conf.access_log = NULL;
+	} else if (!conf.access_log && !(conf.access_log = strdup("-"))) {
+		fprintf(stderr, "kwire proxy: out of memory\n");
 		goto out;
 	}
 	if (proxy_upstream_mock) {

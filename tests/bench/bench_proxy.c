@@ -426,7 +426,7 @@ static int run_idle(const char *kwire, long n, long *rss0, long *rss1, long *ope
 		close(pfd[0]);
 		int devnull = open("/dev/null", 1);
 		dup2(devnull, 2);
-		execl(kwire, kwire, "proxy", "--upstream", up, "--listen", "127.0.0.1:0", "--quiet",
+		execl(kwire, kwire, "proxy", "--upstream", up, "--listen", "127.0.0.1:0", "--quiet", "--no-log",
 		      "--workers", "2", (char *)NULL);
 		_exit(127);
 	}
