@@ -24,6 +24,23 @@ struct px_transport {
 	 * BEV_EVENT_CONNECTED. NULL on immediate failure. */
 	struct bufferevent *(*connect)(void *ctx, struct event_base *base, struct evdns_base *dns,
 	                               const char *host, uint16_t port);
+	/* Called from a read callback: moves up to max more bytes that are
+	 * already waiting on bev's connection into its input, without
+	 * blocking. Returns the bytes added. It exists because libevent 2.1's
+	 * bufferevent reads at most 4 KiB per readiness event
+	 * (EVBUFFER_MAX_READ in buffer.c), which made every 4 KiB of a large
+	 * response cost a loop iteration and 5-6 system calls. EOF and errors
+	 * are left to the bufferevent's next read, which reports them. A
+	 * transport that cannot do this (TLS) may return 0. */
+	size_t (*read_more)(void *ctx, struct bufferevent *bev, size_t max);
+	/* Writes up to max bytes from the front of src (draining them)
+	 * straight to bev's connection, as far as it takes them now; only
+	 * when bev's own output is empty, so that order is kept. Returns the
+	 * bytes written; 0 on EAGAIN or an error, which the bufferevent then
+	 * meets and reports when the rest goes through its output. This saves
+	 * the loop iteration and the two epoll_ctl calls per hop that going
+	 * through the output costs. A transport may always return 0. */
+	size_t (*write_now)(void *ctx, struct bufferevent *bev, struct evbuffer *src, size_t max);
 	void *ctx;
 };
 

@@ -177,15 +177,16 @@ int px_clamp_apiversions(int16_t version, const uint8_t *frame, size_t len, stru
 	rc = kd_tree_decode(&t, &arena, API_API_VERSIONS, version, 0, frame + 4 + hdr.len,
 	                    len - 4 - hdr.len);
 	if (rc != KD_OK) {
-		/* ErrorCode comes first in every version (KIP-511). A failed
-		 * ApiVersions carries nothing a client acts on but a retry with a
-		 * lower ApiVersions version, which kwire then clamps; some
-		 * brokers (librdkafka's mock cluster) write such answers in a
-		 * format of their own, so pass them through. */
-		struct kd_cur cur;
+		/* An error answer carries no ranges to clamp, only a request
+		 * to retry with a lower ApiVersions version, which kwire then
+		 * clamps; brokers write UNSUPPORTED_VERSION in a body of their
+		 * own choosing (KIP-511: v0; librdkafka's mock cluster has its
+		 * own), so pass it through. Only an undecodable success answer
+		 * is an error. */
 		int16_t error = 0;
-		kd_cur_init(&cur, frame + 4 + hdr.len, len - 4 - hdr.len);
-		if (kd_cur_i16(&cur, &error) == KD_OK && error != 0)
+		if (kd_body_error_code(API_API_VERSIONS, version, 0, frame + 4 + hdr.len,
+		                       len - 4 - hdr.len, &error) == KD_OK &&
+		    error != 0)
 			rc = 0;
 		goto out;
 	}

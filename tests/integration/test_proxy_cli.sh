@@ -35,17 +35,28 @@ done
 
 # A port P with P..P+4 free for the bootstrap listener and brokers 1..3
 # (P+2..P+4), below the kernel's ephemeral range so that no outgoing
-# connection (the mock cluster's, the proxy's) takes one meanwhile.
-P=$(/usr/bin/python3 - <<'PY'
+# connection (the mock cluster's, the proxy's) takes one meanwhile. Another
+# process (a test running in parallel) may still take one of them between
+# this probe and kwire's bind, the broker ports only being bound when a
+# response first names the broker: then the whole start is retried on a
+# new range.
+pick_port() {
+	/usr/bin/python3 - <<'PY'
 import random, socket
-for _ in range(200):
-    p = random.randint(20000, 32000)
+lo = 32768
+try:
+    lo = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+except (OSError, ValueError, IndexError):
+    pass
+top = max(min(lo, 61000) - 10, 12000)
+for _ in range(500):
+    p = random.randint(10000, top)
+    socks = []
     try:
-        socks = []
         for q in range(p, p + 5):
             s = socket.socket()
-            s.bind(("127.0.0.1", q))
             socks.append(s)
+            s.bind(("127.0.0.1", q))
         print(p)
         break
     except OSError:
@@ -54,26 +65,55 @@ for _ in range(200):
         for s in socks:
             s.close()
 PY
-)
-[ -n "$P" ] || fail "no free port range"
-cat >"$tmp/kwire.yaml" <<EOF
+}
+
+# Starts the proxy on P and checks the listener and the three broker
+# ports. Returns 1 when a port was taken meanwhile (retry); any other
+# failure fails the test.
+start_proxy() {
+	cat >"$tmp/kwire.yaml" <<EOF
 listen: "127.0.0.1:$P"
 upstream: "192.0.2.1:1"
 workers: 4
 connect_timeout_ms: 1000
 EOF
-# The flags override the file's upstream and workers.
-"$BIN" proxy -c "$tmp/kwire.yaml" --upstream "$BOOT" --workers 2 >"$tmp/out" 2>"$tmp/err" &
-PXPID=$!
-for _ in $(seq 50); do grep -q '^LISTEN ' "$tmp/out" && break; sleep 0.1; done
-grep -q "^LISTEN 127.0.0.1:$P\$" "$tmp/out" || fail "no LISTEN line"
-grep -q "2 worker(s)" "$tmp/err" || fail "--workers did not override the file"
+	# The flags override the file's upstream and workers.
+	"$BIN" proxy -c "$tmp/kwire.yaml" --upstream "$BOOT" --workers 2 >"$tmp/out" 2>"$tmp/err" &
+	PXPID=$!
+	for _ in $(seq 50); do
+		grep -q '^LISTEN ' "$tmp/out" && break
+		kill -0 "$PXPID" 2>/dev/null || break
+		sleep 0.1
+	done
+	if ! grep -q "^LISTEN 127.0.0.1:$P\$" "$tmp/out"; then
+		grep -qi "in use" "$tmp/err" && return 1
+		fail "no LISTEN line"
+	fi
+	grep -q "2 worker(s)" "$tmp/err" || fail "--workers did not override the file"
+	timeout 30 kcat -b "127.0.0.1:$P" -L -t t1 >"$tmp/meta" 2>&1 || fail "kcat -L: $(cat "$tmp/meta")"
+	# A broker listener that could not bind is logged as "broker N: <error>".
+	grep -Eq 'broker [0-9]+: ' "$tmp/err" && return 1
+	for id in 1 2 3; do
+		grep -q "broker $id at 127.0.0.1:$((P + 1 + id))" "$tmp/meta" ||
+			fail "broker $id not on port $((P + 1 + id)): $(cat "$tmp/meta")"
+	done
+	return 0
+}
 
-timeout 30 kcat -b "127.0.0.1:$P" -L -t t1 >"$tmp/meta" 2>&1 || fail "kcat -L: $(cat "$tmp/meta")"
-for id in 1 2 3; do
-	grep -q "broker $id at 127.0.0.1:$((P + 1 + id))" "$tmp/meta" ||
-		fail "broker $id not on port $((P + 1 + id)): $(cat "$tmp/meta")"
+started=
+for attempt in 1 2 3 4 5; do
+	P=$(pick_port)
+	[ -n "$P" ] || fail "no free port range"
+	if start_proxy; then
+		started=1
+		break
+	fi
+	echo "ports $P..$((P + 4)) taken meanwhile (attempt $attempt): retrying" >&2
+	kill "$PXPID" 2>/dev/null || true
+	wait "$PXPID" 2>/dev/null || true
+	PXPID=
 done
+[ -n "$started" ] || fail "no free port range after 5 attempts"
 for rp in "${REAL_PORTS[@]}"; do
 	grep -q ":$rp\b" "$tmp/meta" && fail "real broker port $rp leaked: $(cat "$tmp/meta")"
 done
