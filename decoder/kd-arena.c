@@ -41,7 +41,7 @@ static struct kd_arena_chunk *chunk_get(struct kd_arena *a, size_t need)
 	return c;
 }
 
-void *kd_arena_alloc(struct kd_arena *a, size_t size)
+void *kd_arena_alloc_raw(struct kd_arena *a, size_t size)
 {
 	const size_t align = alignof(max_align_t);
 	size_t need = (size + align - 1) & ~(align - 1);
@@ -61,7 +61,14 @@ void *kd_arena_alloc(struct kd_arena *a, size_t size)
 	void *p = c->data + c->off;
 	c->off += need;
 	a->used += need;
-	memset(p, 0, size);
+	return p;
+}
+
+void *kd_arena_alloc(struct kd_arena *a, size_t size)
+{
+	void *p = kd_arena_alloc_raw(a, size);
+	if (p)
+		memset(p, 0, size);
 	return p;
 }
 

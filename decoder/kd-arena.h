@@ -28,6 +28,9 @@ struct kd_arena {
 
 /* size bytes, zeroed, aligned for any type; NULL on failure or limit. */
 void *kd_arena_alloc(struct kd_arena *a, size_t size);
+/* The same, not zeroed: only for callers that write every byte before
+ * anything can read it. */
+void *kd_arena_alloc_raw(struct kd_arena *a, size_t size);
 /* A copy of n bytes (not NUL-terminated unless the input is); NULL on failure. */
 void *kd_arena_dup(struct kd_arena *a, const void *p, size_t n);
 void kd_arena_reset(struct kd_arena *a);

@@ -396,11 +396,17 @@ static int short_read(struct kd_dctx *dc, const struct kd_cur *cur, int rc, cons
 	return fail(dc, cur, rc, "malformed %s", what);
 }
 
-/* Arena memory for n nodes, not initialised (every caller overwrites them
- * whole). */
+/* Arena memory for n nodes, zeroed. */
 static inline struct kd_node *nodes_alloc(struct kd_dctx *dc, size_t n)
 {
 	return kd_arena_alloc(dc->a, n * sizeof(struct kd_node));
+}
+
+/* The same, not initialised: only for callers that copy a template over
+ * every node before anything can fail or read them. */
+static inline struct kd_node *nodes_alloc_raw(struct kd_dctx *dc, size_t n)
+{
+	return kd_arena_alloc_raw(dc->a, n * sizeof(struct kd_node));
 }
 
 /* Reads the fixed-size value of n (type with fixed_width() > 0) at p, which
@@ -564,9 +570,12 @@ static int decode_array(struct kd_dctx *dc, struct kd_cur *cur, struct kd_node *
 		return fail(dc, cur, KD_EMALFORMED, "array count %d exceeds bytes left (%zu)",
 		            (int)count, left);
 	}
-	struct kd_node *kids = nodes_alloc(dc, (size_t)count);
+	struct kd_node *kids = nodes_alloc_raw(dc, (size_t)count);
 	if (!kids)
 		return nomem(dc, cur);
+	/* Every element is set from the template before it is decoded. A
+	 * failure part way leaves later elements uninitialised under nkids,
+	 * but then the tree has no root and nothing walks it (decode_with). */
 	n->kids = kids;
 	n->nkids = (uint32_t)count;
 	n->cap = (uint32_t)count;
@@ -731,10 +740,10 @@ static int decode_struct(struct kd_dctx *dc, struct kd_cur *cur, struct kd_node 
 {
 	uint32_t nreg = lay->nreg;
 	if (nreg) {
-		struct kd_node *kids = nodes_alloc(dc, nreg);
+		struct kd_node *kids = nodes_alloc_raw(dc, nreg);
 		if (!kids)
 			return nomem(dc, cur);
-		/* a few nodes: inline copies beat a memcpy call */
+		/* a few nodes: inline copies beat a memcpy call; they fill kids */
 		for (uint32_t k = 0; k < nreg; k++)
 			kids[k] = lay->tmpl[k];
 		node->kids = kids;
