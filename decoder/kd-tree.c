@@ -108,23 +108,11 @@ static unsigned fixed_width(unsigned type)
 	return 0;
 }
 
+/* Smallest encoding of a value of this type: its width, or its length
+ * prefix for the variable-size ones. */
 static size_t prim_min(unsigned type, int compact)
 {
 	switch (type) {
-	case KD_T_BOOL:
-	case KD_T_INT8:
-		return 1;
-	case KD_T_INT16:
-	case KD_T_UINT16:
-		return 2;
-	case KD_T_INT32:
-	case KD_T_UINT32:
-		return 4;
-	case KD_T_INT64:
-	case KD_T_FLOAT64:
-		return 8;
-	case KD_T_UUID:
-		return 16;
 	case KD_T_STRING:
 		return compact ? 1 : 2;
 	case KD_T_BYTES:
@@ -132,7 +120,7 @@ static size_t prim_min(unsigned type, int compact)
 	case KD_T_ARRAY:
 		return compact ? 1 : 4;
 	}
-	return 0;
+	return fixed_width(type);
 }
 
 /* Smallest encoding of one struct in this version: bounds array counts so
@@ -1306,30 +1294,9 @@ int kd_body_error_code(int16_t api_key, int16_t version, int is_request, const u
 			continue;
 		if (f->type == KD_T_INT16 && !strcmp(f->name, "ErrorCode"))
 			return kd_cur_i16(&cur, code) == KD_OK ? KD_OK : KD_ESHORT;
-		size_t w;
-		switch (f->type) {
-		case KD_T_BOOL:
-		case KD_T_INT8:
-			w = 1;
-			break;
-		case KD_T_INT16:
-		case KD_T_UINT16:
-			w = 2;
-			break;
-		case KD_T_INT32:
-		case KD_T_UINT32:
-			w = 4;
-			break;
-		case KD_T_INT64:
-		case KD_T_FLOAT64:
-			w = 8;
-			break;
-		case KD_T_UUID:
-			w = 16;
-			break;
-		default:
+		size_t w = fixed_width(f->type);
+		if (!w)
 			return KD_EUNSUPPORTED; /* variable width before any ErrorCode */
-		}
 		if (kd_cur_skip(&cur, w) != KD_OK)
 			return KD_ESHORT;
 	}
