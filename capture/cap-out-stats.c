@@ -470,6 +470,19 @@ static void json_lat(struct kd_wbuf *w, const struct hist *h)
 	         (unsigned long long)h->max);
 }
 
+/* The keys of a member map (group members, a client's client ids) as the
+ * inside of a JSON array, most requests first. */
+static void json_keys(struct kd_wbuf *w, const struct smap *members)
+{
+	size_t nm = 0;
+	struct ment **m = members ? smap_sorted(members, V_REQ, &nm) : NULL;
+	for (size_t j = 0; j < nm; j++) {
+		kd_w_cstr(w, j ? "," : "");
+		kd_json_cstr(w, m[j]->key);
+	}
+	free(m);
+}
+
 static void report_json(struct an_stats *st, struct kd_wbuf *w, const struct cap_stats *ts,
                         const struct cap_an_counts *c)
 {
@@ -571,13 +584,7 @@ static void report_json(struct an_stats *st, struct kd_wbuf *w, const struct cap
 		kd_json_cstr(w, v[i]->key);
 		kd_w_fmt(w, ":{\"requests\":%llu,\"errors\":%llu,\"members\":[",
 		         (unsigned long long)v[i]->v[V_REQ], (unsigned long long)v[i]->v[V_ERR]);
-		size_t nm = 0;
-		struct ment **m = v[i]->members ? smap_sorted(v[i]->members, V_REQ, &nm) : NULL;
-		for (size_t j = 0; j < nm; j++) {
-			kd_w_cstr(w, j ? "," : "");
-			kd_json_cstr(w, m[j]->key);
-		}
-		free(m);
+		json_keys(w, v[i]->members);
 		kd_w_cstr(w, "]}");
 	}
 	free(v);
@@ -589,13 +596,7 @@ static void report_json(struct an_stats *st, struct kd_wbuf *w, const struct cap
 		kd_w_fmt(w, ",\"pairs\":%llu,\"bytes\":%llu,\"errors\":%llu,\"client_ids\":[",
 		         (unsigned long long)v[i]->v[V_REQ], (unsigned long long)v[i]->v[V_BYTES],
 		         (unsigned long long)v[i]->v[V_ERR]);
-		size_t nm = 0;
-		struct ment **m = v[i]->members ? smap_sorted(v[i]->members, V_REQ, &nm) : NULL;
-		for (size_t j = 0; j < nm; j++) {
-			kd_w_cstr(w, j ? "," : "");
-			kd_json_cstr(w, m[j]->key);
-		}
-		free(m);
+		json_keys(w, v[i]->members);
 		kd_w_cstr(w, "]}");
 	}
 	free(v);
