@@ -79,6 +79,20 @@ static int hdr_rc(int rc, size_t want, size_t *need)
 	return rc;
 }
 
+/* A header's tagged-field section, kept as a view of its raw bytes:
+ * KD_OK, or what hdr_rc() makes of the failure. */
+static int header_tags(struct kd_cur *cur, struct kd_view *tags, size_t *need)
+{
+	size_t t0 = cur->off, want;
+	int rc = skip_tags(cur, &want);
+
+	if (rc != KD_OK)
+		return hdr_rc(rc, want, need);
+	tags->p = cur->p + t0;
+	tags->len = (uint32_t)(cur->off - t0);
+	return KD_OK;
+}
+
 int kd_req_hdr_parse_n(const uint8_t *p, size_t len, struct kd_req_hdr *hdr, size_t *need)
 {
 	struct kd_cur cur;
@@ -102,15 +116,8 @@ int kd_req_hdr_parse_n(const uint8_t *p, size_t len, struct kd_req_hdr *hdr, siz
 		if (rc != KD_OK)
 			return hdr_rc(rc, want, need);
 	}
-	if (hdr->hdr_version >= 2) {
-		size_t t0 = cur.off;
-
-		rc = skip_tags(&cur, &want);
-		if (rc != KD_OK)
-			return hdr_rc(rc, want, need);
-		hdr->tags.p = p + t0;
-		hdr->tags.len = (uint32_t)(cur.off - t0);
-	}
+	if (hdr->hdr_version >= 2 && (rc = header_tags(&cur, &hdr->tags, need)) != KD_OK)
+		return rc;
 	hdr->len = (uint32_t)cur.off;
 	return (int)cur.off;
 }
@@ -124,7 +131,6 @@ int kd_resp_hdr_parse_n(const uint8_t *p, size_t len, int16_t api_key, int16_t a
                         struct kd_resp_hdr *hdr, size_t *need)
 {
 	struct kd_cur cur;
-	size_t want;
 	int rc;
 
 	memset(hdr, 0, sizeof(*hdr));
@@ -133,15 +139,8 @@ int kd_resp_hdr_parse_n(const uint8_t *p, size_t len, int16_t api_key, int16_t a
 	if (rc != KD_OK)
 		return hdr_rc(rc, 4, need);
 	hdr->hdr_version = (uint8_t)kd_resp_hdr_version_g(api_key, api_version, &hdr->guessed);
-	if (hdr->hdr_version >= 1) {
-		size_t t0 = cur.off;
-
-		rc = skip_tags(&cur, &want);
-		if (rc != KD_OK)
-			return hdr_rc(rc, want, need);
-		hdr->tags.p = p + t0;
-		hdr->tags.len = (uint32_t)(cur.off - t0);
-	}
+	if (hdr->hdr_version >= 1 && (rc = header_tags(&cur, &hdr->tags, need)) != KD_OK)
+		return rc;
 	hdr->len = (uint32_t)cur.off;
 	return (int)cur.off;
 }
