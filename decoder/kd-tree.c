@@ -2,6 +2,7 @@
  * no per-API code, no string comparisons while decoding or encoding. */
 #include "kd-tree.h"
 
+#include <assert.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -627,7 +628,8 @@ static int decode_value(struct kd_dctx *dc, struct kd_cur *cur, struct kd_node *
 	int rc;
 	if (n->type == KD_T_ARRAY) {
 		rc = decode_array(dc, cur, n, ent);
-	} else if (n->type == KD_T_STRUCT) {
+	} else {
+		assert(n->type == KD_T_STRUCT); /* the only other non-scalar */
 		rc = KD_OK;
 		if (n->flags & KD_NF_NULLABLE) {
 			/* WIRE-NOTES 5: INT8 marker, -1 null, 1 present (Java treats any

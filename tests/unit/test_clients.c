@@ -128,6 +128,7 @@ static char *xstrndup(const char *s, size_t n)
 	return d;
 }
 
+static void run_error(struct run *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void run_error(struct run *r, const char *fmt, ...)
 {
 	va_list ap;
