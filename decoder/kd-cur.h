@@ -329,6 +329,17 @@ static inline void kd_w_be(struct kd_wbuf *w, unsigned n, uint64_t v)
 	w->len += n;
 }
 
+/* Overwrites n bytes at offset at, already written, with v big-endian:
+ * for a size or checksum that is known only after what follows it. A
+ * no-op after an allocation failure (w->err). */
+static inline void kd_w_patch_be(struct kd_wbuf *w, size_t at, unsigned n, uint64_t v)
+{
+	if (w->err)
+		return;
+	for (unsigned i = 0; i < n; i++)
+		w->p[at + i] = (uint8_t)(v >> (8 * (n - 1 - i)));
+}
+
 static inline void kd_w_i8(struct kd_wbuf *w, int8_t v) { kd_w_be(w, 1, (uint8_t)v); }
 static inline void kd_w_i16(struct kd_wbuf *w, int16_t v) { kd_w_be(w, 2, (uint16_t)v); }
 static inline void kd_w_u16(struct kd_wbuf *w, uint16_t v) { kd_w_be(w, 2, v); }

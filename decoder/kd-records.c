@@ -734,12 +734,6 @@ static void w_vblob(struct kd_wbuf *w, const struct kd_view *v)
 	kd_w_raw(w, v->p, v->len);
 }
 
-static void patch_be(struct kd_wbuf *w, size_t at, unsigned n, uint64_t v)
-{
-	for (unsigned i = 0; i < n; i++)
-		w->p[at + i] = (uint8_t)(v >> (8 * (n - 1 - i)));
-}
-
 static int32_t rec_delta(const struct kd_batch_spec *spec, const struct kd_wrecord *recs,
                          uint32_t i)
 {
@@ -827,8 +821,8 @@ static int v2_write(struct kd_wbuf *w, const struct kd_batch_spec *spec,
 	if (rc == KD_OK && w->len - start - ENTRY_HDR > INT32_MAX)
 		rc = KD_ELIMIT;
 	if (rc == KD_OK) {
-		patch_be(w, start + 8, 4, w->len - start - ENTRY_HDR);
-		patch_be(w, start + 17, 4,
+		kd_w_patch_be(w, start + 8, 4, w->len - start - ENTRY_HDR);
+		kd_w_patch_be(w, start + 17, 4,
 		         kd_crc32c(0, w->p + start + V2_CRC_START, w->len - start - V2_CRC_START));
 	}
 	kd_wbuf_free(&tmp);
@@ -851,8 +845,8 @@ static void legacy_write_msg(struct kd_wbuf *w, int8_t magic, int64_t offset, in
 	kd_w_blob(w, 0, 4, value);
 	if (w->err)
 		return;
-	patch_be(w, start + 8, 4, w->len - start - ENTRY_HDR);
-	patch_be(w, start + 12, 4, kd_crc32(0, w->p + start + 16, w->len - start - 16));
+	kd_w_patch_be(w, start + 8, 4, w->len - start - ENTRY_HDR);
+	kd_w_patch_be(w, start + 12, 4, kd_crc32(0, w->p + start + 16, w->len - start - 16));
 }
 
 static int legacy_write(struct kd_wbuf *w, const struct kd_batch_spec *spec,

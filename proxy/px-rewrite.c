@@ -58,24 +58,23 @@ static int split_frame(int16_t key, int16_t version, const uint8_t *frame, size_
 	return rc;
 }
 
-/* out = size | frame header bytes | encoded tree. */
+/* out = size | frame header bytes | encoded tree. The tree is encoded
+ * once; the size is written after it, into the 4 bytes kept for it. */
 static int write_frame(const uint8_t *frame, const struct kd_resp_hdr *hdr, const struct kd_tree *t,
                        struct kd_wbuf *out)
 {
-	size_t body = kd_tree_encoded_size(t);
-	size_t total = hdr->len + body;
-	if (total > INT32_MAX)
-		return KD_ELIMIT;
 	size_t start = out->len;
-	kd_w_i32(out, (int32_t)total);
+	kd_w_i32(out, 0); /* size, patched below */
 	kd_w_raw(out, frame + 4, hdr->len);
 	int rc = kd_tree_encode(t, out);
 	if (rc != KD_OK)
 		return rc;
 	if (out->err)
 		return out->err;
-	if (out->len - start != 4 + total)
-		return KD_EMALFORMED; /* encoded_size and encode disagree: a decoder bug */
+	size_t total = out->len - start - 4;
+	if (total > INT32_MAX)
+		return KD_ELIMIT;
+	kd_w_patch_be(out, start, 4, total);
 	return KD_OK;
 }
 
