@@ -441,7 +441,7 @@ static int format_keeps_body(const struct cap_an *an, int16_t api_key)
 	case CAP_AN_VERBOSE:
 		return 1;
 	case CAP_AN_RECORDS:
-		return api_key == 0;
+		return api_key == KD_API_PRODUCE;
 	default:
 		return 0;
 	}
@@ -471,7 +471,7 @@ static void pair_emit(struct cap_an *an, struct an_flow *fl, struct an_pend *pen
 		}
 	}
 	/* The EndTxn request decides held transactional records, filtered or not. */
-	if (an->opts.format == CAP_AN_RECORDS && pend && sum->api_key == 26 &&
+	if (an->opts.format == CAP_AN_RECORDS && pend && sum->api_key == KD_API_END_TXN &&
 	    sum->committed >= 0 && sum->producer_id >= 0 && (!resp_body || !sum->error))
 		an_rec_txn_end(an, sum->producer_id, !sum->committed);
 	if (!pair_match(an, sum))
@@ -492,9 +492,9 @@ static void pair_emit(struct cap_an *an, struct an_flow *fl, struct an_pend *pen
 			msg_out(an, fl, resp_ts, 0, sum, resp_body, resp_len, sum->latency_us);
 		break;
 	case CAP_AN_RECORDS:
-		if (pend && pend->body && sum->api_key == 0)
+		if (pend && pend->body && sum->api_key == KD_API_PRODUCE)
 			an_rec_produce(an, fl, sum, pend->body, pend->blen, pend->ts_us);
-		if (resp_body && sum->api_key == 1)
+		if (resp_body && sum->api_key == KD_API_FETCH)
 			an_rec_fetch(an, fl, sum, resp_body, resp_len, resp_ts);
 		break;
 	default:
@@ -638,7 +638,7 @@ static void on_response(struct cap_an *an, struct an_flow *fl, const struct kd_e
 			an_problem(an, fl, "%s v%d response #%d: body: %s",
 			           kd_api_name(sum->api_key) ? kd_api_name(sum->api_key) : "?",
 			           sum->api_version, sum->correlation_id, kd_strerror(rc));
-		if (sum->api_key == 3 && rc == KD_OK)
+		if (sum->api_key == KD_API_METADATA && rc == KD_OK)
 			learn_metadata(an, sum->api_version, body, blen);
 	} else {
 		sum->flags |= KD_SUM_RESP;

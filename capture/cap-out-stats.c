@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kd-api-keys-gen.h"
 #include "cap-analyze.h"
 #include "kd-render.h"
 #include "kd-schema.h"
@@ -271,13 +272,13 @@ void an_stats_pair(struct an_stats *st, const struct kd_summary *sum)
 			t->v[V_ERR]++;
 		if (!tp->has_records)
 			continue;
-		if (sum->api_key == 0) {
+		if (sum->api_key == KD_API_PRODUCE) {
 			st->prod_records += (uint64_t)tp->records;
 			t->v[V_PREC] += (uint64_t)tp->records;
 			t->v[V_PBYTES] += tp->bytes;
 			cid->v[V_PREC] += (uint64_t)tp->records;
 			cid->v[V_PBYTES] += tp->bytes;
-		} else if (sum->api_key == 1) {
+		} else if (sum->api_key == KD_API_FETCH) {
 			st->fetch_records += (uint64_t)tp->records;
 			t->v[V_FREC] += (uint64_t)tp->records;
 			t->v[V_FBYTES] += tp->bytes;

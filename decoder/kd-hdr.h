@@ -11,17 +11,10 @@
 #ifndef KD_HDR_H
 #define KD_HDR_H
 
+#include "kd-api-keys-gen.h"
 #include "kd-t.h"
 #include "kd-cur.h"
 
-/* Kafka API keys the decoder itself needs to know about. */
-enum {
-	KD_API_PRODUCE = 0,
-	KD_API_CONTROLLED_SHUTDOWN = 7,
-	KD_API_SASL_HANDSHAKE = 17,
-	KD_API_API_VERSIONS = 18,
-	KD_API_SASL_AUTHENTICATE = 36,
-};
 
 /* Largest client id kd_req_plausible() accepts as "sane". Kafka itself has
  * no limit below INT16_MAX, but real clients send short names. */

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "kd-api-keys-gen.h"
 #include "kd-arena.h"
 #include "kd-records.h"
 #include "kd-render.h"
@@ -540,7 +541,7 @@ int kd_sum_request(struct kd_summary *sum, int16_t api_key, int16_t api_version,
 	if (sum->req_rc && sum->req_rc != KD_EUNSUPPORTED)
 		sum->flags |= KD_SUM_REQ_BAD;
 	/* ProduceRequest Acks = 0: the broker sends nothing back (WIRE-NOTES 1). */
-	if (api_key == 0 && sum->acks == 0 && sum->req_rc == KD_OK)
+	if (api_key == KD_API_PRODUCE && sum->acks == 0 && sum->req_rc == KD_OK)
 		sum->flags |= KD_SUM_NO_RESP;
 	return sum->req_rc;
 }
@@ -760,7 +761,7 @@ void kd_sum_text(const struct kd_summary *sum, struct kd_wbuf *w)
 		put_lit(w, " #");
 		wint(w, sum->correlation_id);
 	}
-	if (sum->api_key == 0 && (sum->flags & KD_SUM_REQ)) {
+	if (sum->api_key == KD_API_PRODUCE && (sum->flags & KD_SUM_REQ)) {
 		put_lit(w, " acks=");
 		wint(w, sum->acks);
 	}
@@ -852,7 +853,7 @@ void kd_sum_json(const struct kd_summary *sum, struct kd_wbuf *w)
 	else
 		put_lit(w, ",\"latency_us\":null");
 	kd_w_fmt(w, ",\"status\":\"%s\"", sum_status(sum));
-	if (sum->api_key == 0 && (sum->flags & KD_SUM_REQ))
+	if (sum->api_key == KD_API_PRODUCE && (sum->flags & KD_SUM_REQ))
 		kd_w_fmt(w, ",\"acks\":%d", sum->acks);
 	struct kd_view v = kd_sum_view(sum, sum->txn_id);
 	if (!v.null) {

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kd-api-keys-gen.h"
 #include "kd-arena.h"
 #include "kd-schema.h"
 
@@ -17,7 +18,6 @@
 #define KD_TREE_MAX_DEPTH 32
 
 #define KD_ERR_UNSUPPORTED_VERSION 35 /* ERRORS.tsv */
-#define KD_API_VERSIONS 18
 
 /* ---- layouts ----
  *
@@ -857,7 +857,7 @@ int kd_tree_decode(struct kd_tree *t, struct kd_arena *a, int16_t api_key, int16
 	/* WIRE-NOTES 2 / ApiVersionsResponse.java parse(): a broker that does not
 	 * know the requested version answers with a v0 body holding
 	 * UNSUPPORTED_VERSION. Try v0 first; fall back to the real version. */
-	if (api_key == KD_API_VERSIONS && !is_request && version > 0 && len >= 2 &&
+	if (api_key == KD_API_API_VERSIONS && !is_request && version > 0 && len >= 2 &&
 	    (int16_t)kd_load_be(body, 2) == KD_ERR_UNSUPPORTED_VERSION) {
 		const struct kd_msgdef *v0 = kd_msgdef_get(api_key, 0, 0);
 		if (v0 && decode_with(t, a, v0, 0) == KD_OK) {

@@ -18,6 +18,7 @@
 #include <event2/http.h>
 #include <event2/thread.h>
 
+#include "kd-api-keys-gen.h"
 #include "kd-schema.h"
 #include "px-admin.h"
 #include "px-log.h"
@@ -103,9 +104,9 @@ void px_admin_record(struct px_admin *adm, const struct px_pair *pair, const str
 		atomic_fetch_add_explicit(&hs->sum_us, pair->latency_us, memory_order_relaxed);
 		atomic_fetch_add_explicit(&hs->count, 1, memory_order_relaxed);
 	}
-	if (!sum || (pair->api_key != 0 && pair->api_key != 1))
+	if (!sum || (pair->api_key != KD_API_PRODUCE && pair->api_key != KD_API_FETCH))
 		return;
-	int produce = pair->api_key == 0;
+	int produce = pair->api_key == KD_API_PRODUCE;
 	pthread_mutex_lock(&adm->tmu);
 	for (unsigned i = 0; i < sum->ntp; i++) {
 		const struct kd_sum_tp *tp = &sum->tp[i];

@@ -14,28 +14,19 @@
 #include "kd-tree.h"
 #include "px.h"
 
-enum {
-	API_PRODUCE = 0,
-	API_FETCH = 1,
-	API_METADATA = 3,
-	API_FIND_COORDINATOR = 10,
-	API_API_VERSIONS = 18,
-	API_DESCRIBE_CLUSTER = 60,
-};
-
 /* A decoded tree bigger than this is refused (hostile or absurd frames). */
 #define PX_REWRITE_ARENA_LIMIT (256u * 1024 * 1024)
 
 int px_rewrite_wanted(int16_t key, int16_t version)
 {
 	switch (key) {
-	case API_METADATA:
-	case API_FIND_COORDINATOR:
-	case API_DESCRIBE_CLUSTER:
+	case KD_API_METADATA:
+	case KD_API_FIND_COORDINATOR:
+	case KD_API_DESCRIBE_CLUSTER:
 		return 1;
-	case API_PRODUCE: /* KIP-951 NodeEndpoints, tagged, ProduceResponse v10+ */
+	case KD_API_PRODUCE: /* KIP-951 NodeEndpoints, tagged, ProduceResponse v10+ */
 		return version >= 10;
-	case API_FETCH: /* KIP-951 NodeEndpoints, tagged, FetchResponse v16+ */
+	case KD_API_FETCH: /* KIP-951 NodeEndpoints, tagged, FetchResponse v16+ */
 		return version >= 16;
 	default:
 		return 0;
@@ -170,10 +161,10 @@ int px_clamp_apiversions(int16_t version, const uint8_t *frame, size_t len, stru
 	struct kd_resp_hdr hdr;
 	int changed = 0, rc;
 
-	rc = split_frame(API_API_VERSIONS, version, frame, len, &hdr);
+	rc = split_frame(KD_API_API_VERSIONS, version, frame, len, &hdr);
 	if (rc < 0)
 		return rc;
-	rc = kd_tree_decode(&t, &arena, API_API_VERSIONS, version, 0, frame + 4 + hdr.len,
+	rc = kd_tree_decode(&t, &arena, KD_API_API_VERSIONS, version, 0, frame + 4 + hdr.len,
 	                    len - 4 - hdr.len);
 	if (rc != KD_OK) {
 		/* An error answer carries no ranges to clamp, only a request
@@ -183,7 +174,7 @@ int px_clamp_apiversions(int16_t version, const uint8_t *frame, size_t len, stru
 		 * own), so pass it through. Only an undecodable success answer
 		 * is an error. */
 		int16_t error = 0;
-		if (kd_body_error_code(API_API_VERSIONS, version, 0, frame + 4 + hdr.len,
+		if (kd_body_error_code(KD_API_API_VERSIONS, version, 0, frame + 4 + hdr.len,
 		                       len - 4 - hdr.len, &error) == KD_OK &&
 		    error != 0)
 			rc = 0;
