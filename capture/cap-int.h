@@ -84,6 +84,12 @@ int cap_ng_next(struct cap_ng *ng, struct cap_pkt *pkt, char *err, size_t errlen
  * header is checked on the way). 0 or -1 (err). */
 int cap_ng_prime(struct cap_ng *ng, char *err, size_t errlen, int *truncated);
 int cap_ng_set_filter(struct cap_ng *ng, const char *bpf, char *err, size_t errlen);
+/* Where the reader's warnings go (an interface of a link type kwire does
+ * not decode). Set before cap_ng_prime(). */
+void cap_ng_set_warn(struct cap_ng *ng, void (*fn)(void *ctx, const char *msg), void *ctx);
+/* The warning for a link type kwire does not decode; what names the
+ * interface or the file ("interface 1 (eth0)", "the capture"). */
+void cap_link_unsupported_msg(char *buf, size_t buflen, const char *what, int linktype);
 /* The first interface's link type, -1 before one was read. */
 int cap_ng_linktype(const struct cap_ng *ng);
 FILE *cap_ng_file(const struct cap_ng *ng);

@@ -2,8 +2,10 @@
  *
  * Every read goes through struct kd_cur; a short read is CAP_P_TRUNCATED
  * (the snaplen cut the header), not an error of the sender. */
-#include <pcap/dlt.h>
+#include <pcap/pcap.h>
+#include <stdio.h>
 
+#include "cap-int.h"
 #include "cap.h"
 #include "kd-cur.h"
 
@@ -53,6 +55,15 @@ int cap_link_supported(int linktype)
 	default:
 		return 0;
 	}
+}
+
+void cap_link_unsupported_msg(char *buf, size_t buflen, const char *what, int linktype)
+{
+	const char *name = pcap_datalink_val_to_name(linktype);
+	snprintf(buf, buflen,
+	         "%s has link type %s (%d), which kwire does not decode: its packets are skipped "
+	         "(kwire decodes EN10MB, LINUX_SLL, LINUX_SLL2, NULL, LOOP, RAW, IPV4 and IPV6)",
+	         what, name ? name : "unknown", linktype);
 }
 
 /*

@@ -17,10 +17,9 @@
  * per-record fread), and only while each record is one libpcap would
  * return unchanged. A window, not a mapping: a file that shrinks while
  * being read gives a short read here (libpcap then reports the
- * truncation), where a mapping would kill the process with SIGBUS. Anything else (a record past the size
- * the file had at open, a caplen over the snaplen, a BPF filter) hands
- * the FILE to libpcap at that record's offset, so errors, truncation and
- * odd files are libpcap's as before. */
+ * truncation), where a mapping would kill the process with SIGBUS. Anything else (a record past the
+ * size the file had at open, a caplen over the snaplen, a BPF filter) hands the FILE to libpcap at
+ * that record's offset, so errors, truncation and odd files are libpcap's as before. */
 #include <errno.h>
 #include <pcap/pcap.h>
 #include <signal.h>
@@ -49,20 +48,67 @@ struct cap_source {
 	char *iobuf;       /* fp's stdio buffer (regular files), freed after fp */
 	/* the windowed path (see the top of the file); mm_on 0: libpcap reads */
 	int mm_on;
-	int mm_nano;            /* the file has nanosecond timestamps */
-	int mm_linktype;        /* pcap_datalink(), constant for a pcap file */
-	uint32_t mm_snap;       /* pcap_snapshot() */
-	uint64_t mm_off;        /* file offset of the next record */
-	uint64_t mm_size;       /* file size at open */
-	uint8_t *mm_base;       /* the window (CAP_MAP_WINDOW bytes), NULL when none */
-	uint64_t mm_start;      /* the file offset of its first byte */
-	size_t mm_len;          /* valid bytes in it */
+	int mm_nano;       /* the file has nanosecond timestamps */
+	int mm_linktype;   /* pcap_datalink(), constant for a pcap file */
+	uint32_t mm_snap;  /* pcap_snapshot() */
+	uint64_t mm_off;   /* file offset of the next record */
+	uint64_t mm_size;  /* file size at open */
+	uint8_t *mm_base;  /* the window (CAP_MAP_WINDOW bytes), NULL when none */
+	uint64_t mm_start; /* the file offset of its first byte */
+	size_t mm_len;     /* valid bytes in it */
 	int live;
 	int truncated;
 	int tsnano;
 	volatile sig_atomic_t brk;
 	char err[PCAP_ERRBUF_SIZE + 128];
+	/* warnings (cap_source_on_warning); those raised before a callback
+	 * is installed wait in warn_q, NUL-separated */
+	void (*warn)(void *ctx, const char *msg);
+	void *warn_ctx;
+	char *warn_q;
+	size_t warn_qlen;
 };
+
+static void src_warn(void *ctx, const char *msg)
+{
+	struct cap_source *src = ctx;
+	if (src->warn) {
+		src->warn(src->warn_ctx, msg);
+		return;
+	}
+	size_t n = strlen(msg) + 1;
+	if (src->warn_qlen + n > 64 * 1024)
+		return; /* bounded; NG_WARN_MAX keeps it far below this */
+	char *q = realloc(src->warn_q, src->warn_qlen + n);
+	if (!q)
+		return;
+	memcpy(q + src->warn_qlen, msg, n);
+	src->warn_q = q;
+	src->warn_qlen += n;
+}
+
+void cap_source_on_warning(struct cap_source *src, void (*fn)(void *ctx, const char *msg),
+                           void *ctx)
+{
+	src->warn = fn;
+	src->warn_ctx = ctx;
+	for (size_t o = 0; fn && o < src->warn_qlen; o += strlen(src->warn_q + o) + 1)
+		fn(ctx, src->warn_q + o);
+	free(src->warn_q);
+	src->warn_q = NULL;
+	src->warn_qlen = 0;
+}
+
+/* A pcap file or live interface of a link type kwire does not decode. */
+static void warn_pcap_linktype(struct cap_source *src, const char *what)
+{
+	int lt = pcap_datalink(src->pcap);
+	if (cap_link_supported(lt))
+		return;
+	char msg[384];
+	cap_link_unsupported_msg(msg, sizeof(msg), what, lt);
+	src_warn(src, msg);
+}
 
 static void set_err(char *err, size_t errlen, const char *what, const char *detail)
 {
@@ -132,8 +178,20 @@ static FILE *gz_fopen_fd(int fd, struct cap_source *src, uint8_t magic[4], size_
 	gzbuffer(gc->gz, 256 * 1024);
 	while (gc->npre < 4) {
 		int n = gzread(gc->gz, gc->pre + gc->npre, (unsigned)(4 - gc->npre));
-		if (n <= 0)
+		if (n <= 0) {
+			/* zlib's reason, if any, for finish_open() to show instead
+			 * of "empty input"; its "<fd:N>: " prefix says nothing */
+			int zerr;
+			const char *zmsg = gzerror(gc->gz, &zerr);
+			const char *colon = strstr(zmsg, ">: ");
+			if (zerr == Z_BUF_ERROR)
+				zmsg = "the gzip stream ends inside its header";
+			else if (!strncmp(zmsg, "<fd:", 4) && colon)
+				zmsg = colon + 3;
+			if (zerr != Z_OK)
+				snprintf(src->err, sizeof(src->err), "%s", zmsg);
 			break;
+		}
 		gc->npre += (size_t)n;
 	}
 	memcpy(magic, gc->pre, gc->npre);
@@ -192,6 +250,16 @@ static int finish_open(struct cap_source *src, FILE *fp, const uint8_t *magic, s
                        const char *path, char *err, size_t errlen)
 {
 	char perr[PCAP_ERRBUF_SIZE + 64] = "";
+	if (nmagic == 0 && src->err[0]) {
+		/* gz_fopen_fd() could not read the first bytes */
+		fclose(fp);
+		snprintf(err, errlen,
+		         "%s: not a gzip file or a corrupt gzip header: cannot decompress its "
+		         "first bytes (zlib: %s)",
+		         path, src->err);
+		src->err[0] = 0;
+		return -1;
+	}
 	if (nmagic == 0) {
 		fclose(fp);
 		snprintf(err, errlen, "%s: empty input, not a capture", path);
@@ -204,6 +272,7 @@ static int finish_open(struct cap_source *src, FILE *fp, const uint8_t *magic, s
 			set_err(err, errlen, "out of memory", NULL);
 			return -1;
 		}
+		cap_ng_set_warn(src->ng, src_warn, src);
 		if (cap_ng_prime(src->ng, perr, sizeof(perr), &src->truncated) < 0) {
 			snprintf(err, errlen, "%s: %s", path, perr);
 			cap_ng_free(src->ng);
@@ -231,6 +300,7 @@ static int finish_open(struct cap_source *src, FILE *fp, const uint8_t *magic, s
 	}
 	src->fp = fp;
 	src->tsnano = pcap_get_tstamp_precision(src->pcap) == PCAP_TSTAMP_PRECISION_NANO;
+	warn_pcap_linktype(src, "the capture");
 	return 0;
 }
 
@@ -486,6 +556,9 @@ int cap_source_open_live(struct cap_source **out, const char *iface, int snaplen
 		goto fail;
 	}
 	src->tsnano = pcap_get_tstamp_precision(src->pcap) == PCAP_TSTAMP_PRECISION_NANO;
+	char what[96];
+	snprintf(what, sizeof(what), "interface %s", iface);
+	warn_pcap_linktype(src, what);
 	*out = src;
 	return 0;
 fail:
@@ -632,6 +705,7 @@ void cap_source_close(struct cap_source **psrc)
 		pcap_close(src->pcap); /* closes src->fp, which closes src->gz */
 	cap_ng_free(src->ng);          /* the same for pcapng */
 	free(src->iobuf);
+	free(src->warn_q);
 	free(src);
 	*psrc = NULL;
 }

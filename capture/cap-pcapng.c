@@ -28,6 +28,7 @@
 #include <string.h>
 
 #include "cap-int.h"
+#include "cap.h"
 #include "kd-cur.h"
 
 #define NG_SHB 0x0A0D0D0Au
@@ -59,7 +60,14 @@ struct cap_ng {
 	char *filter;
 	int64_t last_ts_us;
 	int priming; /* return 2 after the first IDB */
+	void (*warn)(void *ctx, const char *msg);
+	void *warn_ctx;
+	uint32_t nsection; /* sections seen (SHBs), for the messages */
+	uint32_t nwarned;  /* interfaces warned about */
 };
+
+/* Interfaces named in link type warnings before they are only counted. */
+#define NG_WARN_MAX 16u
 
 static uint32_t sw32(uint32_t v)
 {
@@ -126,6 +134,43 @@ int cap_ng_prime(struct cap_ng *ng, char *err, size_t errlen, int *truncated)
 		return -1;
 	}
 	return rc < 0 ? -1 : 0;
+}
+
+void cap_ng_set_warn(struct cap_ng *ng, void (*fn)(void *ctx, const char *msg), void *ctx)
+{
+	ng->warn = fn;
+	ng->warn_ctx = ctx;
+}
+
+/* An interface of a link type kwire does not decode: one warning for it
+ * (name: its if_name option, or NULL). */
+static void warn_linktype(struct cap_ng *ng, const struct ng_if *nif, const uint8_t *name,
+                          size_t namelen)
+{
+	char what[160], msg[384];
+	if (!ng->warn || cap_link_supported(nif->linktype))
+		return;
+	if (++ng->nwarned > NG_WARN_MAX) {
+		if (ng->nwarned == NG_WARN_MAX + 1)
+			ng->warn(ng->warn_ctx,
+			         "more interfaces of link types kwire does not decode: "
+			         "not listed");
+		return;
+	}
+	/* if_name is UTF-8 text from the file: printable ASCII only here */
+	char nm[64];
+	size_t n = 0;
+	for (size_t i = 0; name && i < namelen && n + 1 < sizeof(nm) && name[i]; i++)
+		nm[n++] = name[i] >= 0x20 && name[i] < 0x7f ? (char)name[i] : '?';
+	nm[n] = 0;
+	if (ng->nsection > 1)
+		snprintf(what, sizeof(what), "pcapng section %u, interface %u%s%s%s", ng->nsection,
+		         ng->nifs - 1, n ? " (" : "", nm, n ? ")" : "");
+	else
+		snprintf(what, sizeof(what), "pcapng interface %u%s%s%s", ng->nifs - 1,
+		         n ? " (" : "", nm, n ? ")" : "");
+	cap_link_unsupported_msg(msg, sizeof(msg), what, nif->linktype);
+	ng->warn(ng->warn_ctx, msg);
 }
 
 int cap_ng_linktype(const struct cap_ng *ng)
@@ -223,6 +268,8 @@ static int parse_idb(struct cap_ng *ng, struct kd_cur *cur, char *err, size_t er
 	nif->linktype = lt == 101 ? 12 : lt;
 	nif->snaplen = snaplen;
 	nif->units = 1000000;
+	const uint8_t *ifname = NULL;
+	size_t ifnamelen = 0;
 	/* options: code(2) length(2) value padded to 4; code 0 ends them */
 	while (kd_cur_left(cur) >= 4) {
 		if (ng_u16(ng, cur, &code) != KD_OK || ng_u16(ng, cur, &olen) != KD_OK)
@@ -232,8 +279,11 @@ static int parse_idb(struct cap_ng *ng, struct kd_cur *cur, char *err, size_t er
 		const uint8_t *val = kd_cur_pos(cur);
 		size_t padded = ((size_t)olen + 3) & ~(size_t)3;
 		if (kd_cur_skip(cur, padded) != KD_OK)
-			break;                /* options cut short: keep what we have */
-		if (code == 9 && olen >= 1) { /* if_tsresol */
+			break;   /* options cut short: keep what we have */
+		if (code == 2) { /* if_name */
+			ifname = val;
+			ifnamelen = olen;
+		} else if (code == 9 && olen >= 1) { /* if_tsresol */
 			uint8_t r = val[0];
 			uint64_t u = 1;
 			if (r & 0x80) {
@@ -264,6 +314,7 @@ static int parse_idb(struct cap_ng *ng, struct kd_cur *cur, char *err, size_t er
 	if (ng->first_linktype < 0)
 		ng->first_linktype = nif->linktype;
 	ng->nifs++;
+	warn_linktype(ng, nif, ifname, ifnamelen);
 	return compile_if(ng, nif, err, errlen);
 badres:
 	snprintf(err, errlen, "malformed pcapng: bad if_tsresol");
@@ -328,7 +379,8 @@ int cap_ng_next(struct cap_ng *ng, struct cap_pkt *pkt, char *err, size_t errlen
 				return -1;
 			}
 			free_ifs(ng); /* interfaces are per section */
-			len -= 4;     /* the magic was read */
+			ng->nsection++;
+			len -= 4; /* the magic was read */
 		} else {
 			if (ng->le)
 				type = sw32(type);

@@ -43,6 +43,13 @@ int cap_source_open_live(struct cap_source **out, const char *iface, int snaplen
  * Returns 0 or -1 with a message in err. */
 int cap_source_set_filter(struct cap_source *src, const char *bpf, char *err, size_t errlen);
 
+/* Where warnings about the input go: fn(ctx, msg) is called once for each
+ * (for now: an interface, or a pcap file, whose link type kwire does not
+ * decode: its packets are counted in stats.badlink and skipped). Warnings
+ * raised before, while opening, are delivered when fn is installed. */
+void cap_source_on_warning(struct cap_source *src, void (*fn)(void *ctx, const char *msg),
+                           void *ctx);
+
 /* Reads the next frame. Returns 1 (pkt filled), 0 at the end of the input
  * (a file cut in the middle of a record ends cleanly here, see
  * cap_source_truncated()), or -1 on a read error (cap_source_error()).

@@ -66,6 +66,11 @@ static void on_sigint(int sig)
 		cap_source_break(g_src);
 }
 
+static void on_warning(void *ctx, const char *msg)
+{
+	fprintf(stderr, "kwire %s: warning: %s\n", (const char *)ctx, msg);
+}
+
 static int parse_format(const char *s, int *fmt)
 {
 	static const char *const names[] = {"summary", "verbose", "json", "records", "stats"};
@@ -240,6 +245,8 @@ int cmd_analyze_run(int argc, char **argv, int live)
 			return 1;
 		}
 	}
+
+	cap_source_on_warning(src, on_warning, (void *)cmd);
 
 	struct cap_an *an = cap_an_new(&opts, stdout, err, sizeof(err));
 	if (!an) {
