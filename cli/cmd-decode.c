@@ -11,50 +11,12 @@
 #include "cap-analyze.h"
 #include "cap.h"
 #include "cmd.h"
+#include "kw-help-gen.h"
 
 static void usage(FILE *f, int live)
 {
-	if (live)
-		fprintf(
-		    f,
-		    "usage: kwire sniff -i IFACE [options] [BPF filter ...]\n"
-		    "\n"
-		    "Captures live traffic on IFACE (needs root or CAP_NET_RAW) and decodes the\n"
-		    "Kafka in it until Ctrl-C, then prints what is still pending and, with\n"
-		    "--format stats or --stats, the report. A BPF filter (tcpdump syntax) limits\n"
-		    "what is captured, e.g. 'tcp port 9092'.\n"
-		    "\n"
-		    "  -i, --interface IFACE   interface to capture on (required)\n"
-		    "  -s, --snaplen N         bytes captured per packet (default 262144)\n");
-	else
-		fprintf(f, "usage: kwire decode [options] FILE\n"
-		           "\n"
-		           "Decodes the Kafka traffic in a capture: pcap or pcapng, optionally\n"
-		           "gzip-compressed; '-' reads standard input.\n");
-	fprintf(
-	    f, "\n"
-	       "  -f, --format FMT        summary (default): one line per request/response pair\n"
-	       "                          verbose: every message's decoded tree, records included\n"
-	       "                          json: one JSON object per request and per response\n"
-	       "                          records: one JSON object per produced/fetched record\n"
-	       "                          stats: an end report (with --json: one JSON document)\n"
-	       "      --json              with --format stats: the report as JSON\n"
-	       "      --stats             print the stats report after any other format\n"
-	       "  -p, --port PORT         a Kafka broker port (repeatable; default 9092)\n"
-	       "      --no-detect         only the --port ports; by default Kafka is also\n"
-	       "                          recognised on any port from its first frames\n"
-	       "      --api NAMES         only these APIs (comma list: Produce,Fetch or numbers)\n"
-	       "      --topic PATTERN     only pairs touching a topic matching PATTERN (glob)\n"
-	       "      --client-id PATTERN only pairs whose client id matches PATTERN (glob)\n"
-	       "      --errors            only pairs whose response carries an error code\n"
-	       "      --progress          progress on stderr (default when stderr is a terminal)\n"
-	       "      --no-progress       no progress line\n"
-	       "  -h, --help              this text\n"
-	       "\n"
-	       "Decode problems (gaps, resyncs, malformed bodies) are reported (in the summary\n"
-	       "output as lines starting with '!', otherwise on stderr) and do not change the\n"
-	       "exit status: 0 when the capture was read, 1 when it could not be, 2 for bad\n"
-	       "usage. See docs/analyzer.md.\n");
+	fputs(live ? kw_help_sniff : kw_help_decode, f);
+	fputs(kw_help_analyze, f);
 }
 
 static struct cap_source *volatile g_src;

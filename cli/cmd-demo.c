@@ -19,6 +19,7 @@
 #include <librdkafka/rdkafka.h>
 
 #include "cmd.h"
+#include "kw-help-gen.h"
 #include "kd-schema.h"
 #include "px-admin.h"
 #include "px-log.h"
@@ -57,26 +58,7 @@ static const struct option demo_longopts[] = {
 
 static void demo_usage(FILE *f)
 {
-	fprintf(
-	    f, "usage: kwire demo [options]\n"
-	       "\n"
-	       "Starts an in-process Kafka cluster (librdkafka's mock cluster, 3 brokers),\n"
-	       "puts kwire in front of it and runs a producer and a consumer through it:\n"
-	       "N messages to '" DEMO_TOPIC "' (2 partitions, message i to partition i %% 2),\n"
-	       "read back by group '" DEMO_GROUP "' from the earliest offset. Prints the\n"
-	       "access log as the traffic flows, then a summary. Exits 0 when the consumer\n"
-	       "got every message.\n"
-	       "\n"
-	       "options:\n"
-	       "  -k, --keep-running     stay up after the workload (Ctrl-C stops) and print\n"
-	       "                         the bootstrap address to point kcat at\n"
-	       "  -n, --messages N       messages to produce (default 1000)\n"
-	       "  -q, --quiet            no access log\n"
-	       "      --log-format F     text (default) or json\n"
-	       "      --log-file PATH    access log to PATH instead of stdout\n"
-	       "      --listen [H:]PORT  proxy bootstrap listener (default 127.0.0.1:0, any port)\n"
-	       "      --admin [H:]PORT   admin endpoint (default 127.0.0.1:0, any port)\n"
-	       "      --timeout SECONDS  give up on the workload after this long (default 60)\n");
+	fputs(kw_help_demo, f);
 }
 
 static int demo_parse(int argc, char **argv, struct demo_opts *o)

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "cmd.h"
+#include "kw-help-gen.h"
 #include "px-admin.h"
 #include "px-log.h"
 #include "px-mock.h"
@@ -37,6 +38,7 @@ enum {
 	OPT_NO_LOG,
 	OPT_ADMIN,
 	OPT_PRINT_CONFIG,
+	OPT_HELP_CONFIG,
 };
 
 static const struct option proxy_opts[] = {
@@ -65,60 +67,9 @@ static const struct option proxy_opts[] = {
     {"verbose", no_argument, NULL, 'v'},
     {"quiet", no_argument, NULL, 'q'},
     {"help", no_argument, NULL, 'h'},
+    {"help-config", no_argument, NULL, OPT_HELP_CONFIG},
     {NULL, 0, NULL, 0},
 };
-
-static void usage(FILE *f)
-{
-	fprintf(
-	    f,
-	    "usage: kwire proxy --upstream HOST:PORT[,HOST:PORT...] --listen [HOST:]PORT "
-	    "[options]\n"
-	    "       kwire proxy -c FILE [options]\n"
-	    "\n"
-	    "A transparent Kafka proxy: clients set bootstrap.servers to the listen address and\n"
-	    "keep working as if direct. Every broker the cluster advertises gets its own proxy\n"
-	    "port (listen port + 1 + node id unless --broker-port-base or --broker-port says\n"
-	    "otherwise), and broker addresses in Metadata, FindCoordinator, DescribeCluster and\n"
-	    "the Produce/Fetch NodeEndpoints are rewritten to them. See docs/proxy.md.\n"
-	    "\n"
-	    "options (flags override the file):\n"
-	    "  -c, --config FILE          YAML settings (keys as in docs/proxy.md)\n"
-	    "  -u, --upstream LIST        the cluster's bootstrap servers, HOST:PORT,...;\n"
-	    "                             'mock': an in-process mock cluster (3 brokers,\n"
-	    "                             topic my-topic), printed as 'MOCK HOST:PORT,...'\n"
-	    "  -l, --listen [HOST:]PORT   bootstrap listener (default 0.0.0.0:9092)\n"
-	    "      --advertise HOST       host clients are told (default: listen host,\n"
-	    "                             'localhost' for a wildcard)\n"
-	    "      --broker-port ID=PORT  explicit proxy port for broker ID (repeatable)\n"
-	    "      --broker-port-base P   broker ID listens on P + ID (default listen+1)\n"
-	    "      --workers N            event-loop threads (default: one per CPU)\n"
-	    "      --max-frame BYTES      largest frame accepted (default 104857600)\n"
-	    "      --buffer BYTES         per-direction buffer before back-pressure\n"
-	    "                             (default 1048576)\n"
-	    "      --max-inflight N       in-flight requests per connection (default 1024)\n"
-	    "      --connect-timeout MS   upstream connect timeout (default 10000)\n"
-	    "      --idle-timeout MS      close idle client connections (default 600000,\n"
-	    "                             0 = never)\n"
-	    "      --drain-timeout MS     on SIGTERM, wait this long for in-flight\n"
-	    "                             requests (default 10000)\n"
-	    "      --no-clamp             forward ApiVersions unclamped\n"
-	    "      --no-rewrite           do not rewrite broker addresses (debugging only:\n"
-	    "                             clients then bypass the proxy)\n"
-	    "      --log-file PATH        access log to PATH instead of stdout ('-' =\n"
-	    "                             stdout; also --access-log)\n"
-	    "      --log-format F         access log lines as text (default) or json\n"
-	    "                             (also --access-log-format)\n"
-	    "      --no-log               no access log\n"
-	    "      --admin [HOST:]PORT    admin and /metrics endpoint\n"
-	    "      --print-config         print the effective settings as YAML and exit\n"
-	    "  -v, --verbose              more log output (repeatable)\n"
-	    "  -q, --quiet                errors only\n"
-	    "  -h, --help                 this text\n"
-	    "\n"
-	    "signals: SIGTERM/SIGINT drain and exit; SIGHUP reopens the access log.\n"
-	    "Once listening it prints 'LISTEN HOST:PORT' (and 'ADMIN HOST:PORT') on stdout.\n");
-}
 
 static int parse_num(const char *opt, const char *s, unsigned long long lo, unsigned long long hi,
                      unsigned long long *out)
@@ -292,8 +243,8 @@ int cmd_proxy(int argc, char **argv)
 	opterr = 0;
 	optind = 0;
 	while ((c = getopt_long(argc, argv, "c:u:l:vqh", proxy_opts, NULL)) != -1) {
-		if (c == 'h') {
-			usage(stdout);
+		if (c == 'h' || c == OPT_HELP_CONFIG) {
+			fputs(c == 'h' ? kw_help_proxy : kw_help_config, stdout);
 			rc = 0;
 			goto out;
 		}

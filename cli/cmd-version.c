@@ -3,12 +3,13 @@
 #include <string.h>
 
 #include "cmd.h"
+#include "kw-help-gen.h"
 #include "kd.h"
 
 int cmd_version(int argc, char **argv)
 {
 	if (argc > 1 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
-		printf("usage: kwire version\n\nPrints kwire's version and the codecs and features built in.\n");
+		fputs(kw_help_version, stdout);
 		return 0;
 	}
 	printf("kwire %s\n", KWIRE_VERSION);

@@ -5,7 +5,6 @@
 
 struct kw_cmd {
 	const char *name;
-	const char *summary; /* one line for `kwire --help` */
 	int (*run)(int argc, char **argv);
 };
 

@@ -1,30 +1,23 @@
 /* main.c: the kwire command and its subcommand dispatch.
  *
  * Adding a subcommand: write cmd_NAME(argc, argv) in cli/cmd-NAME.c,
- * declare it in cmd.h and add one row to kw_cmds below. */
+ * declare it in cmd.h, add one row to kw_cmds below, write its --help text
+ * in cli/help/NAME.txt and list it in cli/help/kwire.txt (docs/packaging.md). */
 #include <stdio.h>
 #include <string.h>
 
 #include "cmd.h"
+#include "kw-help-gen.h"
 
+/* Their one-line summaries are in cli/help/kwire.txt (`kwire --help`). */
 static const struct kw_cmd kw_cmds[] = {
-	{"version", "print the version and the codecs and features built in", cmd_version},
-	{"proxy", "run the transparent Kafka proxy", cmd_proxy},
-	{"decode", "decode the Kafka traffic in a pcap/pcapng capture", cmd_decode},
-	{"sniff", "decode the Kafka traffic on a live interface", cmd_sniff},
-	{"demo", "run a producer and a consumer through kwire in front of a built-in cluster", cmd_demo},
+    {"version", cmd_version}, {"proxy", cmd_proxy}, {"decode", cmd_decode},
+    {"sniff", cmd_sniff},     {"demo", cmd_demo},
 };
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: kwire COMMAND [options]\n"
-		   "\n"
-		   "kwire is a Kafka-compatible proxy and protocol analyzer.\n"
-		   "\n"
-		   "commands:\n");
-	for (size_t i = 0; i < sizeof(kw_cmds) / sizeof(kw_cmds[0]); i++)
-		fprintf(f, "  %-10s %s\n", kw_cmds[i].name, kw_cmds[i].summary);
-	fprintf(f, "\n'kwire COMMAND --help' describes one command.\n");
+	fputs(kw_help_kwire, f);
 }
 
 int main(int argc, char **argv)
