@@ -2,6 +2,7 @@
 # Installs the Debian packages kwire needs to build, test and run its demo.
 # Idempotent and quiet when everything is present.
 set -euo pipefail
+"$(dirname "$0")/install-clients.sh"  # kafkajs and sarama (tools/install-clients.sh)
 
 PKGS=(
   build-essential cmake pkg-config clang libclang-rt-14-dev
