@@ -3,7 +3,7 @@
 #
 # usage: tools/capture-clients.sh OUTDIR [SCENARIO...]
 #
-# Scenarios: kcat kafka-python confluent large big (default: all). For each
+# Scenarios: kcat kafka-python confluent large big kafkajs sarama (default: all). For each
 # one: a fresh kwire-mockcluster (3 brokers), dumpcap on lo filtered to the
 # broker ports, the scenario's client script from tools/clients/, then
 #   OUTDIR/<scenario>.pcapng    the capture
@@ -22,7 +22,8 @@
 #
 # Needs root (dumpcap on lo; ip netns for big), kcat, tshark/dumpcap, gzip,
 # iproute2, /usr/bin/python3 with
-# python3-kafka and python3-confluent-kafka, and a built kwire-mockcluster
+# python3-kafka and python3-confluent-kafka, kafkajs and sarama
+# (tools/install-clients.sh), and a built kwire-mockcluster
 # (found via $KWIRE_MOCKCLUSTER, $KWIRE_BUILD or build*/ under the source).
 set -euo pipefail
 
@@ -31,7 +32,9 @@ SRC=$(cd "$HERE/.." && pwd)
 PY=/usr/bin/python3
 # Keep tools/clients/ free of __pycache__.
 export PYTHONDONTWRITEBYTECODE=1
-ALL_SCENARIOS=(kcat kafka-python confluent large big)
+ALL_SCENARIOS=(kcat kafka-python confluent large big kafkajs sarama)
+# kafkajs and sarama, as tools/install-clients.sh installs them.
+CACHE=${KWIRE_CACHE:-$HOME/.cache/kwire}
 
 die() {
 	echo "capture-clients: $*" >&2
@@ -89,6 +92,8 @@ topics_of() {
 	confluent) echo "--topic cf-idem:2 --topic cf-txn:2" ;;
 	large) echo "--topic large:1" ;;
 	big) echo "--topic big:3" ;;
+	kafkajs) echo "--topic kafkajs-codecs:5" ;;
+	sarama) echo "--topic sarama-codecs:5" ;;
 	*) die "unknown scenario '$1' (scenarios: ${ALL_SCENARIOS[*]})" ;;
 	esac
 }
@@ -100,6 +105,8 @@ client_of() {
 	confluent) echo "$PY $HERE/clients/confluent.py" ;;
 	large) echo "$PY $HERE/clients/large.py" ;;
 	big) echo "$PY $HERE/clients/big.py" ;;
+	kafkajs) echo "node $HERE/clients/kafkajs-client.js" ;;
+	sarama) echo "$CACHE/bin/kwire-sarama-client" ;;
 	esac
 }
 

@@ -123,6 +123,11 @@ def main():
         print("no client captures in", DATA)
         return 77
     fails = 0
+    # Every scenario tools/capture-clients.sh makes must be there.
+    for s in ("kcat", "kafka-python", "confluent", "large", "big", "kafkajs", "sarama"):
+        if s not in scenarios:
+            print("%s: missing from %s" % (s, DATA))
+            fails += 1
     for s in scenarios:
         pcap = data_file(s, ".pcapng")
         want = load_expected(data_file(s, ".expected"))

@@ -853,7 +853,8 @@ static void run_scenario(void **state)
 /* The scenarios tools/capture-clients.sh makes must all be there. */
 static void test_all_scenarios_present(void **state)
 {
-	static const char *const need[] = { "kcat", "kafka-python", "confluent", "large" };
+	static const char *const need[] = { "kcat", "kafka-python", "confluent", "large",
+					    "kafkajs", "sarama" };
 	char path[4096];
 
 	for (size_t i = 0; i < sizeof(need) / sizeof(need[0]); i++) {
