@@ -67,6 +67,7 @@ struct kd_tree {
 	uint8_t flexible;    /* version is in the message's flexibleVersions */
 	uint8_t v0_fallback; /* ApiVersions response decoded as v0 (WIRE-NOTES 2) */
 	int status;          /* KD_OK or the decode error */
+	uint32_t trailing;   /* KD_OK: bytes after the complete body, kept in raw */
 	struct kd_view raw;  /* the whole body as given (always set) */
 	size_t err_off;      /* body offset where decoding failed */
 	char err_msg[192];   /* "Topics[2].Partitions: array count ..." or "" */

@@ -778,6 +778,7 @@ static int decode_with(struct kd_tree *t, struct kd_arena *a, const struct kd_ms
 	t->version = version;
 	t->flexible = (uint8_t)kd_vers_has(def->flexible, version);
 	t->status = KD_OK;
+	t->trailing = 0;
 	t->err_msg[0] = '\0';
 	t->err_off = 0;
 	kd_cur_init(&cur, t->raw.p, t->raw.len);
@@ -801,9 +802,13 @@ static int decode_with(struct kd_tree *t, struct kd_arena *a, const struct kd_ms
 		root->flags |= KD_NF_FLEX;
 	if (decode_struct(&dc, &cur, root, lay) != KD_OK)
 		return t->status;
-	if (kd_cur_left(&cur))
-		return fail(&dc, &cur, KD_EMALFORMED, "%zu trailing bytes after the body",
-		            kd_cur_left(&cur));
+	/* Bytes after a complete body: Kafka's own parsers (the Java
+	 * clients' and brokers' readers, librdkafka's) stop at the end of the
+	 * schema and ignore them, and librdkafka 2.12's mock cluster sends
+	 * one (Metadata v12: the top-level tag section written twice). So do
+	 * we, and say so: t->trailing counts them and kd_tree_encode writes
+	 * them back, so a rewritten message keeps them byte for byte. */
+	t->trailing = (uint32_t)kd_cur_left(&cur);
 	t->root = root;
 	return KD_OK;
 nomem:
@@ -826,6 +831,7 @@ static void tree_reset(struct kd_tree *t, struct kd_arena *a, int16_t api_key, i
 	t->flexible = 0;
 	t->v0_fallback = 0;
 	t->status = KD_OK;
+	t->trailing = 0;
 	t->raw.p = body;
 	t->raw.len = (uint32_t)len;
 	t->raw.null = 0;
@@ -860,10 +866,14 @@ int kd_tree_decode(struct kd_tree *t, struct kd_arena *a, int16_t api_key, int16
 	if (api_key == KD_API_API_VERSIONS && !is_request && version > 0 && len >= 2 &&
 	    (int16_t)kd_load_be(body, 2) == KD_ERR_UNSUPPORTED_VERSION) {
 		const struct kd_msgdef *v0 = kd_msgdef_get(api_key, 0, 0);
-		if (v0 && decode_with(t, a, v0, 0) == KD_OK) {
+		/* Only an exact v0 body: a real vN body would otherwise pass as
+		 * a v0 prefix plus trailing bytes. */
+		if (v0 && decode_with(t, a, v0, 0) == KD_OK && !t->trailing) {
 			t->v0_fallback = 1;
 			return KD_OK;
 		}
+		t->root = NULL;
+		t->trailing = 0;
 	}
 	return decode_with(t, a, def, version);
 }
@@ -998,6 +1008,8 @@ int kd_tree_encode(const struct kd_tree *t, struct kd_wbuf *w)
 		return w->err ? w->err : KD_OK;
 	}
 	encode_struct(w, t->root);
+	if (t->trailing)
+		kd_w_raw(w, t->raw.p + t->raw.len - t->trailing, t->trailing);
 	return w->err ? w->err : KD_OK;
 }
 

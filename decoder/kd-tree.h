@@ -20,10 +20,12 @@
  *                    holds the body, nothing is guessed;
  *   KD_ESHORT        the body ends inside a field;
  *   KD_EMALFORMED    impossible values (bad length, count beyond the bytes
- *                    left, trailing bytes after the body, tagged payload
- *                    size mismatch);
+ *                    left, tagged payload size mismatch);
  *   KD_ELIMIT        the arena's limit or the nesting limit was reached.
- * On error t->root is NULL. RECORDS fields are kept as views (kd-records.h
+ * On error t->root is NULL. Bytes after a complete body are not an error
+ * (Kafka's own parsers ignore them): KD_OK with t->trailing set to their
+ * count, a decode warning for the caller to report; kd_tree_encode()
+ * writes them back after the body. RECORDS fields are kept as views (kd-records.h
  * decodes them lazily). An ApiVersions response of version > 0 whose
  * ErrorCode is UNSUPPORTED_VERSION (35) is decoded as v0 first
  * (t->v0_fallback = 1, t->version = 0, t->asked_version = version). */
@@ -36,10 +38,11 @@ int kd_tree_decode_def(struct kd_tree *t, struct kd_arena *a, const struct kd_ms
                        int16_t version, const uint8_t *body, size_t len);
 
 /* Writes the body again into w (appending). An unedited tree writes exactly
- * the bytes it was decoded from; edits change every enclosing length and
- * tagged size. A tree that failed to decode with KD_EUNSUPPORTED writes its
- * raw body. Returns KD_OK, KD_ENOMEM (w->err) or KD_EMALFORMED for a tree
- * that failed to decode otherwise. */
+ * the bytes it was decoded from, trailing bytes (t->trailing) included;
+ * edits change every enclosing length and tagged size, and the trailing
+ * bytes follow the re-encoded body unchanged. A tree that failed to decode with KD_EUNSUPPORTED
+ * writes its raw body. Returns KD_OK, KD_ENOMEM (w->err) or KD_EMALFORMED for a tree that failed to
+ * decode otherwise. */
 int kd_tree_encode(const struct kd_tree *t, struct kd_wbuf *w);
 
 /* Bytes kd_tree_encode() would write. */
