@@ -17,6 +17,7 @@
 #include "kd-render.h"
 #include "kd-schema.h"
 #include "kd-summary.h"
+#include "kd-topics.h"
 #include "kd-tree.h"
 #include "kd.h"
 
@@ -171,6 +172,37 @@ void kd_sum_name_topic(struct kd_summary *sum, const uint8_t id[16], struct kd_v
 	}
 }
 
+void kd_sum_resolve_topics(struct kd_summary *sum, const struct kd_topics *map)
+{
+	if (!map)
+		return;
+	for (unsigned i = 0; i < sum->ntp; i++) {
+		struct kd_sum_tp *tp = &sum->tp[i];
+		if (!tp->has_topic_id || tp->topic.off != KD_SUM_NOSTR)
+			continue;
+		struct kd_view name = kd_topics_get(map, tp->topic_id);
+		if (!name.null)
+			kd_sum_name_topic(sum, tp->topic_id, name);
+	}
+}
+
+struct kd_view kd_sum_topic_label(const struct kd_summary *sum, const struct kd_sum_tp *tp,
+                                  char buf[32])
+{
+	struct kd_view v = kd_sum_view(sum, tp->topic);
+	if (!v.null)
+		return v;
+	if (tp->has_topic_id) {
+		v.len = (uint32_t)kd_topic_id_text(tp->topic_id, buf);
+		v.p = (const uint8_t *)buf;
+	} else {
+		v.p = (const uint8_t *)"?";
+		v.len = 1;
+	}
+	v.null = 0;
+	return v;
+}
+
 static void sum_error(struct kd_summary *sum, int16_t code)
 {
 	if (!code)
@@ -316,6 +348,7 @@ struct sum_frame {
 struct sumwalk {
 	struct kd_summary *sum;
 	uint8_t resp;
+	int16_t err_top, err_any; /* the response's first top-level / any ErrorCode */
 	struct sum_frame fr[SUM_WALK_DEPTH];
 };
 
@@ -404,6 +437,10 @@ static int sum_node(struct sumwalk *sw, const struct kd_node *n, const struct kd
 		int16_t v = (int16_t)n->val.i;
 		if (role == ROLE_ERROR_CODE) {
 			sum_error(sum, v);
+			if (v && fr->level == 0 && !sw->err_top)
+				sw->err_top = v;
+			if (v && !sw->err_any)
+				sw->err_any = v;
 			if (v && fr->part >= 0)
 				sum->tp[fr->part].error = v;
 			else if (v && fr->topic >= 0 && fr->level > 0)
@@ -498,26 +535,25 @@ static int sum_walk(struct kd_summary *sum, const uint8_t *body, size_t len, int
 	struct kd_tree tree;
 	int rc =
 	    kd_tree_decode(&tree, arena, sum->api_key, sum->api_version, is_request, body, len);
-	if (rc == KD_EMALFORMED && tree.err_off < len) {
-		/* Trailing bytes after a complete body are tolerated (librdkafka's
-		 * ApiVersions v0): the tree decoder reports them at the offset
-		 * where the body ended, so the prefix up to there decodes. Any
-		 * other error offset sits inside a field and the prefix fails. */
-		struct kd_tree prefix;
-		kd_arena_reset(arena);
-		if (kd_tree_decode(&prefix, arena, sum->api_key, sum->api_version, is_request, body,
-		                   tree.err_off) == KD_OK) {
-			tree = prefix;
-			rc = KD_OK;
-		}
-	}
 	if (rc == KD_OK) {
 		/* Frames are written before they are read (the root's first):
 		 * no need to clear the stack of them for every body. */
 		struct sumwalk sw;
 		sw.sum = sum;
 		sw.resp = (uint8_t)!is_request;
+		sw.err_top = sw.err_any = 0;
 		sum_visit(&sw, tree.root, NULL, 0);
+		if (!is_request)
+			sum->resp_error = sw.err_top ? sw.err_top : sw.err_any;
+		/* Bytes after the complete body: tolerated (kd_tree_decode), a
+		 * decode warning. */
+		if (tree.trailing) {
+			sum->flags |= is_request ? KD_SUM_REQ_WARN : KD_SUM_RESP_WARN;
+			if (is_request)
+				sum->req_trailing = tree.trailing;
+			else
+				sum->resp_trailing = tree.trailing;
+		}
 	}
 	if (arena == &own)
 		kd_arena_free(&own);
@@ -682,7 +718,7 @@ static const char *sum_status(const struct kd_summary *sum)
 	if (!(sum->flags & KD_SUM_REQ))
 		return "unmatched";
 	if (sum->flags & KD_SUM_RESP)
-		return "ok";
+		return sum->resp_error ? "error" : "ok";
 	if (sum->flags & KD_SUM_NO_RESP)
 		return "no_response";
 	return "unanswered";
@@ -690,15 +726,8 @@ static const char *sum_status(const struct kd_summary *sum)
 
 static void tp_text(const struct kd_summary *sum, const struct kd_sum_tp *tp, struct kd_wbuf *w)
 {
-	struct kd_view name = kd_sum_view(sum, tp->topic);
-	if (!name.null) {
-		text_str(w, name);
-	} else if (tp->has_topic_id) {
-		/* Kafka's text form of a UUID, as kd-render.h writes it. */
-		kd_base64(w, tp->topic_id, 16, 1);
-	} else {
-		put_lit(w, "?");
-	}
+	char idb[KD_TOPIC_ID_TEXT];
+	text_str(w, kd_sum_topic_label(sum, tp, idb));
 	if (tp->partition >= 0) {
 		put_lit(w, "[");
 		wint(w, tp->partition);
@@ -804,6 +833,12 @@ void kd_sum_text(const struct kd_summary *sum, struct kd_wbuf *w)
 		kd_w_fmt(w, " [bad response: %s]", kd_strerror(sum->resp_rc));
 	if (sum->flags & KD_SUM_UNKNOWN)
 		put_lit(w, " [unknown api/version]");
+	if (sum->flags & KD_SUM_REQ_WARN)
+		kd_w_fmt(w, " [request: %u trailing byte%s]", sum->req_trailing,
+		         sum->req_trailing == 1 ? "" : "s");
+	if (sum->flags & KD_SUM_RESP_WARN)
+		kd_w_fmt(w, " [response: %u trailing byte%s]", sum->resp_trailing,
+		         sum->resp_trailing == 1 ? "" : "s");
 	if ((sum->flags & KD_SUM_REQ) && (sum->flags & KD_SUM_RESP) && sum->latency_us >= 0) {
 		char frac[4] = {(char)('0' + sum->latency_us % 1000 / 100),
 		                (char)('0' + sum->latency_us % 100 / 10),
@@ -853,6 +888,10 @@ void kd_sum_json(const struct kd_summary *sum, struct kd_wbuf *w)
 	else
 		put_lit(w, ",\"latency_us\":null");
 	kd_w_fmt(w, ",\"status\":\"%s\"", sum_status(sum));
+	if ((sum->flags & KD_SUM_RESP) && sum->resp_error) {
+		char eb[24];
+		kd_w_fmt(w, ",\"error\":\"%s\"", err_name(sum->resp_error, eb, sizeof(eb)));
+	}
 	if (sum->api_key == KD_API_PRODUCE && (sum->flags & KD_SUM_REQ))
 		kd_w_fmt(w, ",\"acks\":%d", sum->acks);
 	struct kd_view v = kd_sum_view(sum, sum->txn_id);
@@ -927,6 +966,15 @@ void kd_sum_json(const struct kd_summary *sum, struct kd_wbuf *w)
 		}
 		if (sum->flags & KD_SUM_UNKNOWN)
 			kd_w_fmt(w, "%s\"unknown api or version\"", first ? "" : ",");
+		put_lit(w, "]");
+	}
+	if (sum->flags & (KD_SUM_REQ_WARN | KD_SUM_RESP_WARN)) {
+		put_lit(w, ",\"warnings\":[");
+		if (sum->flags & KD_SUM_REQ_WARN)
+			kd_w_fmt(w, "\"request body: %u trailing bytes\"", sum->req_trailing);
+		if (sum->flags & KD_SUM_RESP_WARN)
+			kd_w_fmt(w, "%s\"response body: %u trailing bytes\"",
+			         (sum->flags & KD_SUM_REQ_WARN) ? "," : "", sum->resp_trailing);
 		put_lit(w, "]");
 	}
 	put_lit(w, "}");

@@ -86,6 +86,10 @@ enum {
 	KD_SUM_RESP_BAD = 16, /* response body did not decode fully (resp_rc) */
 	KD_SUM_UNKNOWN = 32,  /* api key/version not in the schema tables */
 	KD_SUM_TRUNC = 64,    /* strbuf ran out: some strings are cut */
+	/* Decode warnings: the body decoded, with a tolerated oddity (bytes
+	 * after the complete body, req_trailing / resp_trailing). */
+	KD_SUM_REQ_WARN = 128,
+	KD_SUM_RESP_WARN = 256,
 };
 
 struct kd_summary {
@@ -116,6 +120,11 @@ struct kd_summary {
 	int16_t acks;                /* Produce Acks, else 0 */
 	int8_t committed;            /* EndTxn Committed: 1, 0, or -1 when absent */
 	int16_t error;               /* first nonzero top-level ErrorCode, else 0 */
+	int16_t resp_error;          /* the response's error: its first nonzero
+	                              * top-level ErrorCode, else its first one
+	                              * at any level, else 0 */
+	uint32_t req_trailing;       /* bytes after the complete body (warnings) */
+	uint32_t resp_trailing;
 
 	struct kd_sum_tp tp[KD_SUM_MAX_TP];
 	unsigned ntp;
@@ -132,6 +141,19 @@ struct kd_summary {
 	char strbuf[KD_SUM_STRBUF];
 };
 
+/* What every output calls a decode error (a body that did not decode:
+ * KD_SUM_REQ_BAD / KD_SUM_RESP_BAD) and a decode warning (KD_SUM_*_WARN),
+ * counted per pair: 0, 1 or 2. */
+static inline unsigned kd_sum_decode_errors(const struct kd_summary *sum)
+{
+	return !!(sum->flags & KD_SUM_REQ_BAD) + !!(sum->flags & KD_SUM_RESP_BAD);
+}
+
+static inline unsigned kd_sum_decode_warnings(const struct kd_summary *sum)
+{
+	return !!(sum->flags & KD_SUM_REQ_WARN) + !!(sum->flags & KD_SUM_RESP_WARN);
+}
+
 /* Resets sum to empty: no strings, api_key -1, latency -1, committed -1,
  * arena NULL. */
 void kd_sum_init(struct kd_summary *sum);
@@ -140,8 +162,9 @@ void kd_sum_init(struct kd_summary *sum);
  * client id (a view, may be null) is copied. Returns KD_OK, or the KD_E*
  * code of the body's decode (then nothing of the body is kept and the flag
  * KD_SUM_REQ_BAD is set). Unknown API keys or versions return
- * KD_EUNSUPPORTED and set KD_SUM_UNKNOWN. Trailing bytes after the body are
- * tolerated (librdkafka's ApiVersions v0). */
+ * KD_EUNSUPPORTED and set KD_SUM_UNKNOWN. Bytes after the complete body
+ * are tolerated (librdkafka's ApiVersions v0, librdkafka 2.12's mock
+ * Metadata v12): KD_OK, with KD_SUM_REQ_WARN and req_trailing set. */
 int kd_sum_request(struct kd_summary *sum, int16_t api_key, int16_t api_version,
                    int32_t correlation_id, struct kd_view client_id, const uint8_t *body,
                    size_t len);
@@ -163,6 +186,18 @@ int kd_sum_has_error(const struct kd_summary *sum);
  * Metadata responses): every entry with this id and no name gets name. */
 void kd_sum_name_topic(struct kd_summary *sum, const uint8_t id[16], struct kd_view name);
 
+/* Names every entry known only by id whose id the map (kd-topics.h; may be
+ * NULL) knows. What stays unknown is shown as "topic-id:<uuid>" in text
+ * and as "topic": null with its "topic_id" in JSON. */
+struct kd_topics;
+void kd_sum_resolve_topics(struct kd_summary *sum, const struct kd_topics *map);
+
+/* The text that names entry tp: its name, else "topic-id:<uuid>", else
+ * "?" when it has neither (a view into sum, or into buf of at least
+ * KD_TOPIC_ID_TEXT (32) bytes). */
+struct kd_view kd_sum_topic_label(const struct kd_summary *sum, const struct kd_sum_tp *tp,
+                                  char buf[32]);
+
 /* Appends one line (no trailing newline) to w:
  *   2024-09-13T08:01:02.123456Z 10.0.0.1:50432 -> 10.0.0.2:9092 "console-producer"
  *   Produce v9 #5 acks=-1 orders[0]:3rec/210B@42 NONE 1.234ms
@@ -172,10 +207,13 @@ void kd_sum_text(const struct kd_summary *sum, struct kd_wbuf *w);
 
 /* Appends one JSON object (no trailing newline) to w with the keys ts,
  * client, broker, client_id, api_key, api, version, correlation_id,
- * latency_us, status ("ok", "no_response", "unanswered", "unmatched"),
+ * latency_us, status ("ok", "error" when the response carries a nonzero
+ * ErrorCode, then also "error": its name (resp_error), "no_response",
+ * "unanswered", "unmatched"),
  * partitions [{topic, topic_id, partition, records, bytes, error,
  * base_offset, high_watermark}], groups, errors {NAME: count}, and when
- * present transactional_id, member_id, producer_id, acks. */
+ * present transactional_id, member_id, producer_id, acks; "problems"
+ * (decode errors) and "warnings" (decode warnings) when there are any. */
 void kd_sum_json(const struct kd_summary *sum, struct kd_wbuf *w);
 
 /* kd_json_str() (kd-render.h) under its older name, for existing callers:

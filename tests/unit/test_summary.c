@@ -13,6 +13,7 @@
 #include "kd-cur.h"
 #include "kd-hdr.h"
 #include "kd-summary.h"
+#include "kd-topics.h"
 
 /* deepflow/00-produce-v9.pcap: console-producer, Produce v9, acks=1. */
 static const char produce_v9_req[] =
@@ -361,14 +362,69 @@ static void test_fetch_topic_ids_and_truncated_tail(void **state)
 	assert_int_equal(sum.ntp, 1);
 	assert_int_equal(sum.tp[0].records, 7);
 	assert_int_equal(sum.tp[0].high_watermark, 500);
-	assert_non_null(
-	    strstr(render(&sum, 0), "Fetch v13 response #5 AQIDBAUGBwgJCgsMDQ4PEA[4]:7rec/"));
+	/* an id not known yet is shown as one, marked */
+	assert_non_null(strstr(render(&sum, 0),
+	                       "Fetch v13 response #5 topic-id:AQIDBAUGBwgJCgsMDQ4PEA[4]:7rec/"));
 	assert_non_null(strstr(render(&sum, 1), "\"status\":\"unmatched\""));
-	struct kd_view name = {(const uint8_t *)"clicks", 6, 0};
-	kd_sum_name_topic(&sum, id, name);
-	assert_non_null(strstr(render(&sum, 0), "clicks[4]:7rec/"));
+	assert_non_null(
+	    strstr(render(&sum, 1), "\"topic\":null,\"topic_id\":\"AQIDBAUGBwgJCgsMDQ4PEA\""));
+	assert_int_equal(sum.flags & (KD_SUM_RESP_WARN | KD_SUM_RESP_BAD), 0);
+	/* resolved through a map once it is learnt */
+	struct kd_topics *map = kd_topics_new();
+	kd_sum_resolve_topics(&sum, map);
+	kd_sum_resolve_topics(&sum, NULL);
+	assert_non_null(strstr(render(&sum, 0), "topic-id:AQIDBAUGBwgJCgsMDQ4PEA[4]"));
+	assert_int_equal(kd_topics_put(map, id, (const uint8_t *)"clicks", 6), 1);
+	kd_sum_resolve_topics(&sum, map);
+	assert_non_null(strstr(render(&sum, 0), "response #5 clicks[4]:7rec/"));
+	assert_non_null(strstr(render(&sum, 1), "\"topic\":\"clicks\",\"topic_id\""));
+	kd_topics_free(&map);
+
+	/* one byte after the body: decoded all the same, a decode warning */
+	kd_w_raw(&w, "\0", 1);
+	kd_sum_init(&sum);
+	sum.api_key = 1;
+	sum.api_version = 13;
+	sum.correlation_id = 5;
+	assert_int_equal(kd_sum_response(&sum, w.p, w.len), KD_OK);
+	assert_int_equal(sum.tp[0].records, 7);
+	assert_int_equal(kd_sum_decode_warnings(&sum), 1);
+	assert_int_equal(kd_sum_decode_errors(&sum), 0);
+	assert_int_equal(sum.resp_trailing, 1);
+	assert_non_null(strstr(render(&sum, 0), ":7rec/"));
+	assert_non_null(strstr(render(&sum, 0), " [response: 1 trailing byte]"));
+	assert_non_null(
+	    strstr(render(&sum, 1), "\"warnings\":[\"response body: 1 trailing bytes\"]"));
+	assert_null(strstr(render(&sum, 1), "\"problems\""));
 	kd_wbuf_free(&rec);
 	kd_wbuf_free(&w);
+}
+
+/* The JSON status tells an answer carrying an error from a clean one, and
+ * names the error (the access log's "status"). */
+static void test_status_error(void **state)
+{
+	(void)state;
+	static const uint8_t av_req[] = {0x02, 'a', 0x02, '1', 0x00};
+	/* a v3 ApiVersions refused: UNSUPPORTED_VERSION in a v0 body (KIP-511) */
+	static const uint8_t av_refused[] = {0x00, 35, 0, 0, 0, 0};
+	static const uint8_t av_ok_v0[] = {0x00, 0x00, 0, 0, 0, 1, 0x00, 0x12, 0, 0, 0, 3};
+	struct kd_view cid = {(const uint8_t *)"c", 1, 0};
+	struct kd_summary sum;
+	kd_sum_init(&sum);
+	assert_int_equal(kd_sum_request(&sum, 18, 3, 1, cid, av_req, sizeof(av_req)), KD_OK);
+	assert_int_equal(kd_sum_response(&sum, av_refused, sizeof(av_refused)), KD_OK);
+	assert_int_equal(sum.resp_error, 35);
+	assert_non_null(
+	    strstr(render(&sum, 1), "\"status\":\"error\",\"error\":\"UNSUPPORTED_VERSION\""));
+	assert_non_null(strstr(render(&sum, 0), " UNSUPPORTED_VERSION"));
+
+	kd_sum_init(&sum);
+	assert_int_equal(kd_sum_request(&sum, 18, 0, 1, cid, NULL, 0), KD_OK);
+	assert_int_equal(kd_sum_response(&sum, av_ok_v0, sizeof(av_ok_v0)), KD_OK);
+	assert_int_equal(sum.resp_error, 0);
+	assert_non_null(strstr(render(&sum, 1), "\"status\":\"ok\""));
+	assert_null(strstr(render(&sum, 1), "\"error\":"));
 }
 
 static void test_limits_and_unknown(void **state)
@@ -436,6 +492,7 @@ int main(void)
 	    cmocka_unit_test(test_produce_errors_and_acks0),
 	    cmocka_unit_test(test_groups_and_endtxn),
 	    cmocka_unit_test(test_fetch_topic_ids_and_truncated_tail),
+	    cmocka_unit_test(test_status_error),
 	    cmocka_unit_test(test_limits_and_unknown),
 	    cmocka_unit_test(test_json_str),
 	};
