@@ -16,6 +16,7 @@
 #include "kd-render.h"
 #include "kd-schema.h"
 #include "kd-stream.h"
+#include "kd-topics.h"
 #include "kd-tree.h"
 #include "kd.h"
 
@@ -100,6 +101,29 @@ static void out_maybe_flush(struct cap_an *an)
 	}
 }
 
+/* Shows a problem or a warning: in the summary format as a "!" line among
+ * the pairs, else on stderr; at most PROBLEMS_SHOWN_MAX of each kind. */
+static void an_report(struct cap_an *an, const struct an_flow *fl, uint64_t *shown,
+                      const char *kind, const char *what, const char *msg)
+{
+	if (an->opts.format == CAP_AN_STATS)
+		return;
+	if (*shown >= PROBLEMS_SHOWN_MAX) {
+		if ((*shown)++ == PROBLEMS_SHOWN_MAX)
+			fprintf(stderr, "kwire: more decode %s: only counted from now on\n", what);
+		return;
+	}
+	(*shown)++;
+	if (an->opts.format == CAP_AN_SUMMARY) {
+		kd_w_fmt(&an->ob, "! %s%s%s%s%s%s\n", kind, fl ? an_flow_client(fl) : "",
+		         fl ? " -> " : "", fl ? an_flow_broker(fl) : "", fl ? ": " : "", msg);
+	} else {
+		an_out_flush(an);
+		fprintf(stderr, "kwire: %s%s%s%s%s%s\n", kind, fl ? an_flow_client(fl) : "",
+		        fl ? " -> " : "", fl ? an_flow_broker(fl) : "", fl ? ": " : "", msg);
+	}
+}
+
 void an_problem(struct cap_an *an, const struct an_flow *fl, const char *fmt, ...)
 {
 	char msg[512];
@@ -110,143 +134,41 @@ void an_problem(struct cap_an *an, const struct an_flow *fl, const char *fmt, ..
 	an->counts.problems++;
 	if (an->stats)
 		an_stats_problem(an->stats, msg);
-	if (an->opts.format == CAP_AN_STATS)
-		return;
-	if (an->problems_shown >= PROBLEMS_SHOWN_MAX) {
-		if (an->problems_shown++ == PROBLEMS_SHOWN_MAX)
-			fprintf(stderr, "kwire: more decode problems: only counted from now on\n");
-		return;
-	}
-	an->problems_shown++;
-	if (an->opts.format == CAP_AN_SUMMARY) {
-		kd_w_fmt(&an->ob, "! %s%s%s%s%s\n", fl ? an_flow_client(fl) : "", fl ? " -> " : "",
-		         fl ? an_flow_broker(fl) : "", fl ? ": " : "", msg);
-	} else {
-		an_out_flush(an);
-		fprintf(stderr, "kwire: %s%s%s%s%s\n", fl ? an_flow_client(fl) : "",
-		        fl ? " -> " : "", fl ? an_flow_broker(fl) : "", fl ? ": " : "", msg);
-	}
+	an_report(an, fl, &an->problems_shown, "", "problems", msg);
 }
 
-/* ---- topic ids learnt from Metadata responses ---- */
-
-struct an_idmap {
-	struct idmap_ent {
-		uint8_t id[16];
-		uint8_t used;
-		uint16_t len;
-		char *name;
-	} * ent;
-	size_t cap, n;
-};
-
-#define IDMAP_MAX 65536u
-
-static size_t id_hash(const uint8_t id[16])
+void an_warning(struct cap_an *an, const struct an_flow *fl, const char *fmt, ...)
 {
-	uint64_t h = 1469598103934665603ull;
-	for (int i = 0; i < 16; i++)
-		h = (h ^ id[i]) * 1099511628211ull;
-	return (size_t)h;
+	char msg[512];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	an->counts.warnings++;
+	if (an->stats)
+		an_stats_warning(an->stats, msg);
+	an_report(an, fl, &an->warnings_shown, "warning: ", "warnings", msg);
 }
+
+/* ---- topic ids learnt from responses (kd-topics.h) ---- */
 
 struct kd_view an_topic_name(const struct cap_an *an, const uint8_t id[16])
 {
-	struct kd_view v = {NULL, 0, 1};
-	const struct an_idmap *m = an->ids;
-	if (!m || !m->cap)
-		return v;
-	for (size_t i = id_hash(id) & (m->cap - 1);; i = (i + 1) & (m->cap - 1)) {
-		if (!m->ent[i].used)
-			return v;
-		if (!memcmp(m->ent[i].id, id, 16)) {
-			v.p = (const uint8_t *)m->ent[i].name;
-			v.len = m->ent[i].len;
-			v.null = 0;
-			return v;
-		}
-	}
+	return kd_topics_get(an->topics, id);
 }
 
-static void idmap_put(struct cap_an *an, const uint8_t id[16], struct kd_view name)
+/* Every response that pairs topic ids with names teaches the map
+ * (Metadata v10+, CreateTopics v7+, DeleteTopics v6+, ...). Names are
+ * resolved when a pair is printed, with what is known then: a Fetch seen
+ * before the capture's first Metadata keeps its ids. */
+static void learn_topics(struct cap_an *an, int16_t key, int16_t version, const uint8_t *body,
+                         size_t len)
 {
-	static const uint8_t zero[16];
-	if (!memcmp(id, zero, 16) || name.null || !name.len || name.len > 255)
-		return;
-	if (!an->ids && !(an->ids = calloc(1, sizeof(*an->ids))))
-		return;
-	struct an_idmap *m = an->ids;
-	if ((m->n + 1) * 2 > m->cap) {
-		if (m->n >= IDMAP_MAX)
-			return;
-		size_t ncap = m->cap ? m->cap * 2 : 256;
-		struct idmap_ent *ne = calloc(ncap, sizeof(*ne));
-		if (!ne)
-			return;
-		for (size_t i = 0; i < m->cap; i++) {
-			if (!m->ent[i].used)
-				continue;
-			size_t j = id_hash(m->ent[i].id) & (ncap - 1);
-			while (ne[j].used)
-				j = (j + 1) & (ncap - 1);
-			ne[j] = m->ent[i];
-		}
-		free(m->ent);
-		m->ent = ne;
-		m->cap = ncap;
-	}
-	size_t i = id_hash(id) & (m->cap - 1);
-	while (m->ent[i].used && memcmp(m->ent[i].id, id, 16))
-		i = (i + 1) & (m->cap - 1);
-	struct idmap_ent *e = &m->ent[i];
-	if (e->used) {
-		if (e->len == name.len && !memcmp(e->name, name.p, name.len))
-			return;
-		free(e->name);
-	} else {
-		m->n++;
-	}
-	e->name = malloc(name.len + 1u);
-	if (!e->name) {
-		e->used = 0;
-		m->n--;
-		return;
-	}
-	memcpy(e->name, name.p, name.len);
-	e->name[name.len] = 0;
-	e->len = (uint16_t)name.len;
-	memcpy(e->id, id, 16);
-	e->used = 1;
-}
-
-static void idmap_free(struct an_idmap **pm)
-{
-	struct an_idmap *m = *pm;
-	if (!m)
-		return;
-	for (size_t i = 0; i < m->cap; i++)
-		if (m->ent[i].used)
-			free(m->ent[i].name);
-	free(m->ent);
-	free(m);
-	*pm = NULL;
-}
-
-/* MetadataResponse v10+: Topics[] {Name, TopicId}: learn the ids. */
-static void learn_metadata(struct cap_an *an, int16_t version, const uint8_t *body, size_t len)
-{
-	if (version < 10)
+	if (!an->topics || !kd_topics_wants(key, version))
 		return;
 	struct kd_tree t;
-	if (kd_tree_decode(&t, &an->arena, 3, version, 0, body, len) == KD_OK) {
-		struct kd_node *topics = kd_node_child(t.root, "Topics");
-		for (uint32_t i = 0; topics && i < topics->nkids; i++) {
-			struct kd_node *name = kd_node_child(&topics->kids[i], "Name");
-			struct kd_node *id = kd_node_child(&topics->kids[i], "TopicId");
-			if (name && id && !name->null)
-				idmap_put(an, id->val.uuid, name->val.v);
-		}
-	}
+	if (kd_tree_decode(&t, &an->arena, key, version, 0, body, len) == KD_OK)
+		kd_topics_learn_tree(an->topics, &t);
 	kd_arena_reset(&an->arena);
 }
 
@@ -266,10 +188,15 @@ static int glob_view(const char *pat, struct kd_view v)
 	return fnmatch(pat, buf, 0) == 0;
 }
 
-int an_topic_match(const struct cap_an *an, struct kd_view topic)
+int an_topic_match(const struct cap_an *an, struct kd_view topic, const uint8_t *id)
 {
 	if (!an->opts.topic_glob)
 		return 1;
+	if (topic.null && id) {
+		char buf[KD_TOPIC_ID_TEXT];
+		struct kd_view v = {(const uint8_t *)buf, (uint32_t)kd_topic_id_text(id, buf), 0};
+		return glob_view(an->opts.topic_glob, v);
+	}
 	return !topic.null && glob_view(an->opts.topic_glob, topic);
 }
 
@@ -292,7 +219,8 @@ static int pair_match(const struct cap_an *an, const struct kd_summary *sum)
 		return 0;
 	if (an->opts.topic_glob) {
 		for (unsigned i = 0; i < sum->ntp; i++)
-			if (an_topic_match(an, kd_sum_view(sum, sum->tp[i].topic)))
+			if (an_topic_match(an, kd_sum_view(sum, sum->tp[i].topic),
+			                   sum->tp[i].has_topic_id ? sum->tp[i].topic_id : NULL))
 				return 1;
 		return 0;
 	}
@@ -389,15 +317,10 @@ static void msg_out(struct cap_an *an, const struct an_flow *fl, int64_t ts, int
 {
 	struct kd_tree t;
 	int have_body = body != NULL;
-	if (have_body) {
-		int rc = kd_tree_decode(&t, &an->arena, sum->api_key, sum->api_version, is_req,
-		                        body, len);
-		if (rc != KD_OK && rc != KD_EUNSUPPORTED)
-			an_problem(an, fl, "%s %s #%d: %s",
-			           kd_api_name(sum->api_key) ? kd_api_name(sum->api_key) : "?",
-			           is_req ? "request" : "response", sum->correlation_id,
-			           t.err_msg[0] ? t.err_msg : kd_strerror(rc));
-	}
+	/* The body's decode problem or warning was reported (and counted)
+	 * once, when the message was summarised: the same in every format. */
+	if (have_body)
+		kd_tree_decode(&t, &an->arena, sum->api_key, sum->api_version, is_req, body, len);
 	if (an->opts.format == CAP_AN_JSON) {
 		msg_head_json(an, fl, ts, is_req, sum, latency);
 		kd_w_cstr(&an->ob, ",\"body\":");
@@ -405,6 +328,9 @@ static void msg_out(struct cap_an *an, const struct an_flow *fl, int64_t ts, int
 			kd_render_json(&t, &an->ob, 0);
 		else
 			kd_w_cstr(&an->ob, "null");
+		if (have_body && t.trailing)
+			kd_w_fmt(&an->ob, ",\"warnings\":[\"%u trailing bytes after the body\"]",
+			         t.trailing);
 		kd_w_cstr(&an->ob, "}\n");
 	} else {
 		char tsb[40];
@@ -426,6 +352,9 @@ static void msg_out(struct cap_an *an, const struct an_flow *fl, int64_t ts, int
 			kd_render_text(&t, &an->ob, 0);
 		else
 			kd_w_cstr(&an->ob, "  (body not captured)\n");
+		if (have_body && t.trailing)
+			kd_w_fmt(&an->ob, "  warning: %u trailing bytes after the body\n",
+			         t.trailing);
 		kd_w_cstr(&an->ob, "\n");
 	}
 	if (have_body)
@@ -462,14 +391,7 @@ static void pair_emit(struct cap_an *an, struct an_flow *fl, struct an_pend *pen
 	memcpy(sum->broker, an_flow_broker(fl), bl);
 	sum->broker[bl] = 0;
 	/* Fetch v13+ names topics by id only. */
-	for (unsigned i = 0; i < sum->ntp; i++) {
-		struct kd_sum_tp *tp = &sum->tp[i];
-		if (tp->has_topic_id && tp->topic.off == KD_SUM_NOSTR) {
-			struct kd_view name = an_topic_name(an, tp->topic_id);
-			if (!name.null)
-				kd_sum_name_topic(sum, tp->topic_id, name);
-		}
-	}
+	kd_sum_resolve_topics(sum, an->topics);
 	/* The EndTxn request decides held transactional records, filtered or not. */
 	if (an->opts.format == CAP_AN_RECORDS && pend && sum->api_key == KD_API_END_TXN &&
 	    sum->committed >= 0 && sum->producer_id >= 0 && (!resp_body || !sum->error))
@@ -546,6 +468,10 @@ static void on_request(struct cap_an *an, struct an_flow *fl, const struct kd_ev
 			an_problem(an, fl, "%s v%d request #%d: body: %s",
 			           kd_api_name(h->api_key) ? kd_api_name(h->api_key) : "?",
 			           h->api_version, h->correlation_id, kd_strerror(rc));
+		if (pend->sum.flags & KD_SUM_REQ_WARN)
+			an_warning(an, fl, "%s v%d request #%d: body: %u trailing bytes (ignored)",
+			           kd_api_name(h->api_key) ? kd_api_name(h->api_key) : "?",
+			           h->api_version, h->correlation_id, pend->sum.req_trailing);
 		if (format_keeps_body(an, h->api_key) &&
 		    fl->pend_bytes + ev->body.len <= PEND_BYTES_MAX) {
 			pend->body = malloc(ev->body.len ? ev->body.len : 1);
@@ -638,8 +564,12 @@ static void on_response(struct cap_an *an, struct an_flow *fl, const struct kd_e
 			an_problem(an, fl, "%s v%d response #%d: body: %s",
 			           kd_api_name(sum->api_key) ? kd_api_name(sum->api_key) : "?",
 			           sum->api_version, sum->correlation_id, kd_strerror(rc));
-		if (sum->api_key == KD_API_METADATA && rc == KD_OK)
-			learn_metadata(an, sum->api_version, body, blen);
+		if (sum->flags & KD_SUM_RESP_WARN)
+			an_warning(an, fl, "%s v%d response #%d: body: %u trailing bytes (ignored)",
+			           kd_api_name(sum->api_key) ? kd_api_name(sum->api_key) : "?",
+			           sum->api_version, sum->correlation_id, sum->resp_trailing);
+		if (rc == KD_OK)
+			learn_topics(an, sum->api_key, sum->api_version, body, blen);
 	} else {
 		sum->flags |= KD_SUM_RESP;
 		if (ev->flags & KD_EVF_GAP)
@@ -1032,9 +962,16 @@ struct cap_an *cap_an_new(const struct cap_an_opts *opts, FILE *out, char *err, 
 	}
 	an->out = out;
 	an->arena.limit = 512u << 20;
+	an->topics = kd_topics_new();
+	if (!an->topics) {
+		free(an);
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
 	if (opts->format == CAP_AN_STATS || opts->stats_after) {
 		an->stats = an_stats_new();
 		if (!an->stats) {
+			kd_topics_free(&an->topics);
 			free(an);
 			snprintf(err, errlen, "out of memory");
 			return NULL;
@@ -1097,7 +1034,7 @@ void cap_an_free(struct cap_an **pan)
 		return;
 	an_rec_free(an);
 	an_stats_free(&an->stats);
-	idmap_free(&an->ids);
+	kd_topics_free(&an->topics);
 	kd_arena_free(&an->arena);
 	kd_wbuf_free(&an->ob);
 	free(an);

@@ -75,7 +75,8 @@ struct cap_an_counts {
 	uint64_t responses;
 	uint64_t pairs_printed;
 	uint64_t records;
-	uint64_t problems; /* decode problems reported */
+	uint64_t problems; /* decode problems (errors) reported */
+	uint64_t warnings; /* decode warnings: tolerated oddities, e.g. trailing bytes */
 	uint64_t gaps;
 };
 const struct cap_an_counts *cap_an_counts(const struct cap_an *an);
@@ -95,18 +96,19 @@ int cap_an_parse_apis(struct cap_an_opts *opts, const char *list, char *err, siz
 struct an_flow;
 struct an_stats;
 struct an_txn;
-struct an_idmap;
+struct kd_topics;
 
 struct cap_an {
 	struct cap_an_opts opts;
 	FILE *out;
-	struct kd_wbuf ob;      /* output, flushed in large writes */
-	struct kd_arena arena;  /* trees of the message being rendered */
-	struct an_stats *stats; /* NULL unless the stats report is wanted */
-	struct an_txn *txn;     /* records format: transactional records on hold */
-	struct an_idmap *ids;   /* topic id -> name, from Metadata responses */
+	struct kd_wbuf ob;        /* output, flushed in large writes */
+	struct kd_arena arena;    /* trees of the message being rendered */
+	struct an_stats *stats;   /* NULL unless the stats report is wanted */
+	struct an_txn *txn;       /* records format: transactional records on hold */
+	struct kd_topics *topics; /* topic id -> name, from responses (kd-topics.h) */
 	struct cap_an_counts counts;
 	uint64_t problems_shown;
+	uint64_t warnings_shown;
 	int64_t last_progress_us;
 	int progress_shown;
 };
@@ -117,10 +119,17 @@ void an_out_flush(struct cap_an *an);
  * a limit, and added to the stats report. fl may be NULL. */
 void an_problem(struct cap_an *an, const struct an_flow *fl, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-/* Topic name for an id learnt from Metadata, or a null view. */
+/* A decode warning (something tolerated, e.g. bytes after a body): counted,
+ * shown as problems are with "warning: " before it, and added to the stats
+ * report. fl may be NULL. */
+void an_warning(struct cap_an *an, const struct an_flow *fl, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Topic name for an id learnt from responses, or a null view. */
 struct kd_view an_topic_name(const struct cap_an *an, const uint8_t id[16]);
-/* fnmatch of a view against opts.topic_glob (1 when no filter). */
-int an_topic_match(const struct cap_an *an, struct kd_view topic);
+/* fnmatch of a topic against opts.topic_glob (1 when no filter): its name,
+ * or for a topic known by id only (name null, id set) its
+ * "topic-id:<uuid>" text. */
+int an_topic_match(const struct cap_an *an, struct kd_view topic, const uint8_t *id);
 const char *an_flow_client(const struct an_flow *fl);
 const char *an_flow_broker(const struct an_flow *fl);
 
@@ -139,6 +148,7 @@ void an_rec_free(struct cap_an *an);
 struct an_stats *an_stats_new(void);
 void an_stats_pair(struct an_stats *st, const struct kd_summary *sum);
 void an_stats_problem(struct an_stats *st, const char *msg);
+void an_stats_warning(struct an_stats *st, const char *msg);
 void an_stats_flow(struct an_stats *st, uint64_t gaps, uint64_t lost_bytes);
 void an_stats_report(struct an_stats *st, struct kd_wbuf *w, int json,
                      const struct cap_stats *tstats, const struct cap_an_counts *counts);

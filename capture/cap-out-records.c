@@ -222,6 +222,7 @@ struct rec_ctx {
 	const struct kd_summary *sum;
 	struct kd_view topic;
 	int32_t partition;
+	const uint8_t *topic_id; /* the message named the topic by id (Fetch v13+) */
 };
 
 /* One record's line, without the closing brace, into w. */
@@ -239,6 +240,10 @@ static void rec_line(struct kd_wbuf *w, const struct rec_ctx *rc, const struct k
 	kd_json_view(w, &cid);
 	kd_w_cstr(w, ",\"topic\":");
 	kd_json_view(w, &rc->topic);
+	if (rc->topic_id) {
+		kd_w_cstr(w, ",\"topic_id\":");
+		kd_json_uuid(w, rc->topic_id);
+	}
 	kd_w_fmt(w, ",\"partition\":%d", rc->partition);
 	if (have_offset)
 		kd_w_fmt(w, ",\"offset\":%lld", (long long)offset);
@@ -412,8 +417,9 @@ void an_rec_produce(struct cap_an *an, const struct an_flow *fl, const struct kd
 	for (uint32_t i = 0; topics && i < topics->nkids; i++) {
 		const uint8_t *id;
 		struct rec_ctx rc = {"produce", ts_us, fl, sum, topic_of(an, &topics->kids[i], &id),
-		                     0};
-		if (!an_topic_match(an, rc.topic))
+		                     0,         NULL};
+		rc.topic_id = id;
+		if (!an_topic_match(an, rc.topic, id))
 			continue;
 		struct kd_node *parts = kd_node_child(&topics->kids[i], "PartitionData");
 		for (uint32_t j = 0; parts && j < parts->nkids; j++) {
@@ -444,8 +450,9 @@ void an_rec_fetch(struct cap_an *an, const struct an_flow *fl, const struct kd_s
 	for (uint32_t i = 0; topics && i < topics->nkids; i++) {
 		const uint8_t *id;
 		struct rec_ctx rc = {"fetch", ts_us, fl, sum, topic_of(an, &topics->kids[i], &id),
-		                     0};
-		int wanted = an_topic_match(an, rc.topic);
+		                     0,       NULL};
+		rc.topic_id = id;
+		int wanted = an_topic_match(an, rc.topic, id);
 		struct kd_node *parts = kd_node_child(&topics->kids[i], "Partitions");
 		for (uint32_t j = 0; parts && j < parts->nkids; j++) {
 			struct kd_node *idx = kd_node_child(&parts->kids[j], "PartitionIndex");

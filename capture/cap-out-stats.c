@@ -180,10 +180,12 @@ struct an_stats {
 	uint64_t errs[1024]; /* error code + 512 */
 	uint64_t pairs, unanswered, unmatched, no_response;
 	uint64_t flows_with_gaps, gaps, lost;
-	uint64_t problems;
+	uint64_t problems, warnings;
 	uint64_t prod_records, fetch_records;
 	char *problem[PROBLEMS_KEPT];
 	unsigned nproblem;
+	char *warning[PROBLEMS_KEPT];
+	unsigned nwarning;
 	struct smap topics, client_ids, groups, clients;
 };
 
@@ -262,10 +264,11 @@ void an_stats_pair(struct an_stats *st, const struct kd_summary *sum)
 
 	for (unsigned i = 0; i < sum->ntp; i++) {
 		const struct kd_sum_tp *tp = &sum->tp[i];
-		struct kd_view tv = kd_sum_view(sum, tp->topic);
-		if (tv.null)
+		if (tp->topic.off == KD_SUM_NOSTR && !tp->has_topic_id)
 			continue;
-		view_key(tv, &kp, &kn);
+		/* the name, or "topic-id:<uuid>" for an id the capture never named */
+		char idb[32];
+		view_key(kd_sum_topic_label(sum, tp, idb), &kp, &kn);
 		struct ment *t = smap_get(&st->topics, kp, kn);
 		t->v[V_REQ]++;
 		if (tp->error)
@@ -312,6 +315,16 @@ void an_stats_problem(struct an_stats *st, const char *msg)
 		st->problem[st->nproblem] = strdup(msg);
 		if (st->problem[st->nproblem])
 			st->nproblem++;
+	}
+}
+
+void an_stats_warning(struct an_stats *st, const char *msg)
+{
+	st->warnings++;
+	if (st->nwarning < PROBLEMS_KEPT) {
+		st->warning[st->nwarning] = strdup(msg);
+		if (st->warning[st->nwarning])
+			st->nwarning++;
 	}
 }
 
@@ -453,13 +466,20 @@ static void report_text(struct an_stats *st, struct kd_wbuf *w, const struct cap
 
 	kd_w_cstr(w, "\n-- gaps and decode problems\n");
 	kd_w_fmt(w,
-	         "Kafka flows with gaps %llu, gaps %llu, bytes lost %llu; decode problems %llu\n",
+	         "Kafka flows with gaps %llu, gaps %llu, bytes lost %llu; decode problems %llu, "
+	         "decode warnings %llu\n",
 	         (unsigned long long)st->flows_with_gaps, (unsigned long long)st->gaps,
-	         (unsigned long long)st->lost, (unsigned long long)st->problems);
+	         (unsigned long long)st->lost, (unsigned long long)st->problems,
+	         (unsigned long long)st->warnings);
 	for (unsigned i = 0; i < st->nproblem; i++)
 		kd_w_fmt(w, "  %s\n", st->problem[i]);
 	if (st->problems > st->nproblem)
 		kd_w_fmt(w, "  ... %llu more\n", (unsigned long long)(st->problems - st->nproblem));
+	for (unsigned i = 0; i < st->nwarning; i++)
+		kd_w_fmt(w, "  warning: %s\n", st->warning[i]);
+	if (st->warnings > st->nwarning)
+		kd_w_fmt(w, "  ... %llu more warnings\n",
+		         (unsigned long long)(st->warnings - st->nwarning));
 }
 
 static void json_lat(struct kd_wbuf *w, const struct hist *h)
@@ -611,6 +631,12 @@ static void report_json(struct an_stats *st, struct kd_wbuf *w, const struct cap
 		kd_w_cstr(w, i ? "," : "");
 		kd_json_cstr(w, st->problem[i]);
 	}
+	kd_w_fmt(w, "]},\"warnings\":{\"count\":%llu,\"first\":[",
+	         (unsigned long long)st->warnings);
+	for (unsigned i = 0; i < st->nwarning; i++) {
+		kd_w_cstr(w, i ? "," : "");
+		kd_json_cstr(w, st->warning[i]);
+	}
 	kd_w_cstr(w, "]}}\n");
 }
 
@@ -632,6 +658,8 @@ void an_stats_free(struct an_stats **pst)
 		free(st->lat[k]);
 	for (unsigned i = 0; i < st->nproblem; i++)
 		free(st->problem[i]);
+	for (unsigned i = 0; i < st->nwarning; i++)
+		free(st->warning[i]);
 	smap_free(&st->topics);
 	smap_free(&st->client_ids);
 	smap_free(&st->groups);

@@ -264,6 +264,9 @@ int cmd_analyze_run(int argc, char **argv, int live)
 	if (cnt->problems && opts.format != CAP_AN_STATS)
 		fprintf(stderr, "kwire %s: %llu decode problem(s) reported\n", cmd,
 		        (unsigned long long)cnt->problems);
+	if (cnt->warnings && opts.format != CAP_AN_STATS)
+		fprintf(stderr, "kwire %s: %llu decode warning(s) reported\n", cmd,
+		        (unsigned long long)cnt->warnings);
 	cap_tcp_free(&tcp);
 	cap_an_free(&an);
 	cap_source_close(&src);
