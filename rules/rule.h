@@ -1,0 +1,113 @@
+/* rule.h: kwire's rules engine. Types in rule-t.h; the file format in
+ * docs/rules.md.
+ *
+ *	char err[512];
+ *	struct rule_set *rs = rule_set_load("rules.yaml", err, sizeof(err));
+ *	if (!rs) ... err is "rules.yaml:LINE:COL: message" ...
+ *	struct rule_req req = {...facts...};
+ *	struct rule_topic_verdict per_topic[n];
+ *	struct rule_verdict v = {.topics = per_topic};
+ *	rule_eval(rs, &req, &v);
+ *	rule_set_unref(&rs);
+ *
+ * The proxy, the analyzer (`kwire decode --rules`) and `kwire rules` call
+ * this one rule_eval(). A loaded set is immutable and may be shared by any
+ * number of threads; rule_set_ref()/rule_set_unref() keep it alive while a
+ * request judged under it is in flight (live reload swaps sets). */
+#ifndef RULE_H
+#define RULE_H
+
+#include <stdio.h>
+
+#include "rule-t.h"
+
+/* Loads and compiles a rules file. NULL on error, with
+ * "FILE:LINE:COL: message" (or "FILE: message") in err. The set starts
+ * with one reference. */
+struct rule_set *rule_set_load(const char *path, char *err, size_t errlen);
+/* The same from memory; name is used in messages and as the path. */
+struct rule_set *rule_set_load_mem(const char *yaml, size_t len, const char *name, char *err,
+                                   size_t errlen);
+void rule_set_ref(struct rule_set *rs);
+/* Drops a reference; the last one frees the set. *rs = NULL. */
+void rule_set_unref(struct rule_set **rs);
+
+/* Whether a request of api_key may meet a rule that needs body facts
+ * (topics, acks, groups, records...). When 0, the caller may judge it on
+ * its header alone (have_body = 0). */
+int rule_set_needs_body(const struct rule_set *rs, int16_t api_key);
+
+/* Judges req. v->topics, when not NULL, has req->ntopics entries and is
+ * filled; everything else in v is overwritten. Counts hits. Returns
+ * v->error. Thread-safe. */
+int16_t rule_eval(const struct rule_set *rs, const struct rule_req *req,
+                  struct rule_verdict *v);
+
+/* Whether rule matches req, for topic index topic (-1: request-level).
+ * When it does not and why is not NULL, why gets the first matcher that
+ * failed ("topic", "client_id"...). Counts nothing. */
+int rule_matches(const struct rule *rule, const struct rule_req *req, int topic,
+                 const char **why);
+
+/* The error a deny rule answers for (api_key): its own, or for `deny:
+ * true`, the authorization error Kafka uses for the resource that API
+ * names (TOPIC_, GROUP_, TRANSACTIONAL_ID_ or CLUSTER_AUTHORIZATION_FAILED). */
+int16_t rule_deny_error(const struct rule *rule, int16_t api_key);
+
+/* The key a quota hit is counted under, written to buf (NUL-terminated,
+ * truncated to cap): the client id, principal, source address or topic
+ * name, or "*" for shared budgets. Returns the length. */
+size_t rule_quota_key(const struct rule_hit *hit, const struct rule_req *req, char *buf,
+                      size_t cap);
+
+/* ---- text (kwire rules check / explain, /rules) ---- */
+
+/* Writes the compiled set, one rule per block, in the file's own
+ * vocabulary. */
+void rule_set_dump(const struct rule_set *rs, FILE *f);
+/* Writes one rule's matchers as "api=Produce topic=audit.*" */
+void rule_match_dump(const struct rule_match *m, FILE *f);
+/* Section name ("access", ...). */
+const char *rule_section_name(int section);
+
+/* ---- parsing helpers shared with the command line ---- */
+
+/* Parses an API name ("Produce"), key ("0") or either with a version
+ * range after '@' ("Fetch@13+", "Produce@3-8"). Returns 0 or -1. */
+int rule_parse_api(const char *s, struct rule_api *out);
+/* "1MiB", "500", "1.5kB" -> bytes. Returns 0 or -1. */
+int rule_parse_size(const char *s, int64_t *out);
+/* An IPv4/IPv6 address into family (4/6) and 16 bytes. Returns 0 or -1. */
+int rule_parse_addr(const char *s, uint8_t *family, uint8_t addr[16]);
+/* A codec name (none, gzip, snappy, lz4, zstd) -> enum kd_codec, or -1. */
+int rule_codec_id(const char *s);
+/* An error code by Kafka's name ("TOPIC_AUTHORIZATION_FAILED") or number;
+ * -32768 when unknown. */
+int16_t rule_error_code(const char *s);
+
+/* ---- quotas (rule-quota.c) ---- */
+
+/* Rate state of every (quota rule, key) a ruleset's quotas have met:
+ * Kafka's sampled rate (KIP-13): `samples` windows of `sample_ms`, the
+ * throttle X = (O - T) / T * W. Thread-safe; bounded in keys (the least
+ * recently used key is forgotten first). Kept across reloads by name. */
+struct rule_quotas;
+
+struct rule_quotas *rule_quotas_new(unsigned max_keys);
+void rule_quotas_free(struct rule_quotas **q);
+
+enum rule_quota_kind {
+	RULE_Q_PRODUCE = 0, /* bytes in */
+	RULE_Q_FETCH,       /* bytes out */
+	RULE_Q_REQUESTS,    /* requests */
+};
+
+/* Records amount for (rule, key) at now_ms and returns the throttle in ms
+ * that the rate now asks for (0: within quota). Request-rate throttles are
+ * capped at the window (KIP-124). */
+uint32_t rule_quota_record(struct rule_quotas *q, const struct rule *rule, const char *key,
+                           size_t keylen, int kind, double amount, int64_t now_ms);
+/* Keys now tracked, and keys forgotten to stay within max_keys. */
+void rule_quotas_counts(struct rule_quotas *q, uint64_t *keys, uint64_t *evicted);
+
+#endif
