@@ -242,7 +242,8 @@ static int explain(int argc, char **argv)
 	}
 	struct rule_api a;
 	if (!api || rule_parse_api(api, &a) || strchr(api, '@')) {
-		fprintf(stderr, "kwire rules explain: --api needs an API name or key, e.g. Produce\n");
+		fprintf(stderr,
+		        "kwire rules explain: --api needs an API name or key, e.g. Produce\n");
 		return 2;
 	}
 	const struct kd_api *def = kd_api_get(a.key);

@@ -140,8 +140,8 @@ int rule_matches(const struct rule *rule, const struct rule_req *req, int topic,
 			if (m->brokers[i] == req->broker_id)
 				fail = NULL;
 	}
-	if (!fail && (k & RULE_M_GROUP) && (req->group_id.null || !req->group_id.p ||
-	                                    !pats_match(&m->group, &req->group_id)))
+	if (!fail && (k & RULE_M_GROUP) &&
+	    (req->group_id.null || !req->group_id.p || !pats_match(&m->group, &req->group_id)))
 		fail = "group";
 	if (!fail && (k & RULE_M_TXN_ID) &&
 	    (req->txn_id.null || !req->txn_id.p || !pats_match(&m->txn_id, &req->txn_id)))
@@ -155,12 +155,14 @@ int rule_matches(const struct rule *rule, const struct rule_req *req, int topic,
 			fail = "topic";
 		else if ((k & RULE_M_CODEC) && !(m->codecs & t->codecs))
 			fail = "compression";
-		else if ((k & RULE_M_RECORDS) && (t->records < 0 || !range_has(&m->records, t->records)))
+		else if ((k & RULE_M_RECORDS) &&
+		         (t->records < 0 || !range_has(&m->records, t->records)))
 			fail = "records";
 		else if ((k & RULE_M_BYTES) && (t->bytes < 0 || !range_has(&m->bytes, t->bytes)))
 			fail = "bytes";
 		else if ((k & RULE_M_RECORD_BYTES) &&
-		         (t->max_record_bytes < 0 || !range_has(&m->record_bytes, t->max_record_bytes)))
+		         (t->max_record_bytes < 0 ||
+		          !range_has(&m->record_bytes, t->max_record_bytes)))
 			fail = "record_bytes";
 	}
 	if (why)
@@ -240,7 +242,8 @@ static int16_t policy_check(const struct rule *rule, const struct rule_req *req,
 				return ERR_MESSAGE_TOO_LARGE;
 			if ((r->keys & RULE_REQ_HEADERS) && req->has_header)
 				for (unsigned i = 0; i < r->nheaders; i++)
-					if (req->has_header(req->arg, (unsigned)topic, r->headers[i],
+					if (req->has_header(req->arg, (unsigned)topic,
+					                    r->headers[i],
 					                    strlen(r->headers[i])) == 0)
 						return ERR_INVALID_RECORD;
 		}
@@ -311,7 +314,8 @@ int16_t rule_eval(const struct rule_set *rs, const struct rule_req *req, struct 
 			by = NULL;
 			for (unsigned i = 0; i < rs->n && !err; i++) {
 				const struct rule *rule = &rs->rules[i];
-				if (rule->section != RULE_POLICY || !rule_matches(rule, req, topic, NULL))
+				if (rule->section != RULE_POLICY ||
+				    !rule_matches(rule, req, topic, NULL))
 					continue;
 				err = policy_check(rule, req, topic);
 				if (err) {
@@ -391,8 +395,9 @@ size_t rule_quota_key(const struct rule_hit *h, const struct rule_req *req, char
 			n = snprintf(buf, cap, "%u.%u.%u.%u", a[0], a[1], a[2], a[3]);
 		} else if (req->src_family == 6) {
 			for (int i = 0; i < 16; i += 2)
-				n += snprintf(buf + n, cap > (size_t)n ? cap - (size_t)n : 0, "%s%x",
-				              i ? ":" : "", (req->src_addr[i] << 8) | req->src_addr[i + 1]);
+				n += snprintf(buf + n, cap > (size_t)n ? cap - (size_t)n : 0,
+				              "%s%x", i ? ":" : "",
+				              (req->src_addr[i] << 8) | req->src_addr[i + 1]);
 		}
 		break;
 	default:

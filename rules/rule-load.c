@@ -88,7 +88,8 @@ static int y_bool(struct yl *y, const yaml_node_t *node, const char *key, int *o
 			*out = 1;
 			return 0;
 		}
-		if (!strcasecmp(buf, "false") || !strcasecmp(buf, "no") || !strcasecmp(buf, "off")) {
+		if (!strcasecmp(buf, "false") || !strcasecmp(buf, "no") ||
+		    !strcasecmp(buf, "off")) {
 			*out = 0;
 			return 0;
 		}
@@ -103,9 +104,14 @@ static int y_size(struct yl *y, const yaml_node_t *node, const char *key, int64_
 	char buf[64];
 	if (y_str(y, node, key, buf, sizeof(buf)))
 		return -1;
-	if (rule_parse_size(buf, out) || *out < lo || *out > hi)
-		return yerr(y, node, "'%s': '%s' is not a size or count in [%lld, %lld]", key, buf,
+	if (rule_parse_size(buf, out) || *out < lo || *out > hi) {
+		if (hi >= INT32_MAX)
+			return yerr(y, node,
+			            "'%s': '%s' is not a size (e.g. 1MiB, 500kB) of at least %lld",
+			            key, buf, (long long)lo);
+		return yerr(y, node, "'%s': '%s' is not a number in [%lld, %lld]", key, buf,
 		            (long long)lo, (long long)hi);
+	}
 	return 0;
 }
 
@@ -139,7 +145,8 @@ static int y_each(struct yl *y, const yaml_node_t *node, const char *key, y_item
 	     it < node->data.sequence.items.top; it++) {
 		const yaml_node_t *item = ynode(y, *it);
 		if (item->type != YAML_SCALAR_NODE)
-			return yerr(y, item, "'%s': items must be values, not lists or mappings", key);
+			return yerr(y, item, "'%s': items must be values, not lists or mappings",
+			            key);
 		if (fn(y, item, key, ctx))
 			return -1;
 	}
@@ -154,8 +161,8 @@ static int y_map(struct yl *y, const yaml_node_t *node, const char *what, y_pair
 {
 	if (node->type != YAML_MAPPING_NODE)
 		return yerr(y, node, "%s must be a mapping", what);
-	for (yaml_node_pair_t *p = node->data.mapping.pairs.start;
-	     p < node->data.mapping.pairs.top; p++) {
+	for (yaml_node_pair_t *p = node->data.mapping.pairs.start; p < node->data.mapping.pairs.top;
+	     p++) {
 		const yaml_node_t *k = ynode(y, p->key);
 		char key[64];
 		if (k->type != YAML_SCALAR_NODE)
@@ -166,8 +173,8 @@ static int y_map(struct yl *y, const yaml_node_t *node, const char *what, y_pair
 			const yaml_node_t *k2 = ynode(y, q->key);
 			if (k2->type == YAML_SCALAR_NODE && k2->data.scalar.length == strlen(key) &&
 			    !memcmp(k2->data.scalar.value, key, strlen(key)))
-				return yerr(y, k, "%s: duplicate key '%s' (first at line %zu)", what,
-				            key, k2->start_mark.line + 1);
+				return yerr(y, k, "%s: duplicate key '%s' (first at line %zu)",
+				            what, key, k2->start_mark.line + 1);
 		}
 		if (fn(y, key, k, ynode(y, p->value), ctx))
 			return -1;
@@ -350,7 +357,7 @@ static int y_range(struct yl *y, const yaml_node_t *node, const char *key, struc
 	if (y_str(y, node, key, buf, sizeof(buf)))
 		return -1;
 	const char *s = buf;
-	int64_t a, b;
+	int64_t a = 0, b = 0;
 	r->lo = INT64_MIN;
 	r->hi = INT64_MAX;
 	int ok;
@@ -551,8 +558,9 @@ static int rule_pair(struct yl *y, const char *key, const yaml_node_t *knode,
 			return yerr(y, val, "'name' is empty");
 		for (const char *c = buf; *c; c++)
 			if ((unsigned char)*c < 0x20 || *c == '"' || *c == '\\')
-				return yerr(y, val, "'name' may not hold quotes, backslashes or "
-				                    "control characters");
+				return yerr(y, val,
+				            "'name' may not hold quotes, backslashes or "
+				            "control characters");
 		memcpy(rule->name, buf, sizeof(buf));
 		return 0;
 	}
@@ -571,16 +579,18 @@ static int rule_pair(struct yl *y, const char *key, const yaml_node_t *knode,
 				return -1;
 			if (!y_bool(y, val, key, &b)) {
 				if (!b)
-					return yerr(y, val,
-					            "'deny: false' means nothing; use 'allow: true'");
+					return yerr(
+					    y, val,
+					    "'deny: false' means nothing; use 'allow: true'");
 				rule->deny = RULE_DENY_AUTO;
 			} else {
 				rule->deny = rule_error_code(buf);
 				if (rule->deny == RULE_DENY_AUTO || rule->deny == 0)
-					return yerr(y, val,
-					            "'deny': '%s' is not a Kafka error name or code "
-					            "(e.g. TOPIC_AUTHORIZATION_FAILED), or true",
-					            buf);
+					return yerr(
+					    y, val,
+					    "'deny': '%s' is not a Kafka error name or code "
+					    "(e.g. TOPIC_AUTHORIZATION_FAILED), or true",
+					    buf);
 			}
 			rule->deny_set = 1;
 			return 0;
@@ -599,8 +609,8 @@ static int rule_pair(struct yl *y, const char *key, const yaml_node_t *knode,
 		break;
 	case RULE_QUOTA:
 		if (!strcmp(key, "per")) {
-			static const char *const pers[] = {"client_id", "principal", "source", "topic",
-			                                   "shared"};
+			static const char *const pers[] = {"client_id", "principal", "source",
+			                                   "topic", "shared"};
 			char buf[32];
 			if (y_str(y, val, key, buf, sizeof(buf)))
 				return -1;
@@ -609,9 +619,10 @@ static int rule_pair(struct yl *y, const char *key, const yaml_node_t *knode,
 					rule->per = (uint8_t)i;
 					return 0;
 				}
-			return yerr(y, val,
-			            "'per': '%s' is not client_id, principal, source, topic or shared",
-			            buf);
+			return yerr(
+			    y, val,
+			    "'per': '%s' is not client_id, principal, source, topic or shared",
+			    buf);
 		}
 		if (!strcmp(key, "produce_bytes_per_sec"))
 			return y_size(y, val, key, 1, INT64_MAX / 2, &rule->produce_bps);
@@ -650,7 +661,8 @@ static int rule_pair(struct yl *y, const char *key, const yaml_node_t *knode,
 			else if (!strcmp(buf, "records"))
 				rule->log = RULE_LOG_RECORDS;
 			else
-				return yerr(y, val, "'log': '%s' is not none, summary or records", buf);
+				return yerr(y, val, "'log': '%s' is not none, summary or records",
+				            buf);
 			return 0;
 		}
 		if (!strcmp(key, "redact"))
@@ -671,12 +683,12 @@ static int rule_pair(struct yl *y, const char *key, const yaml_node_t *knode,
 	}
 	static const char *const keys[RULE_NSECTIONS] = {
 	    "name, match, deny, allow",
-	    "name, match, per, produce_bytes_per_sec, fetch_bytes_per_sec, requests_per_sec, "
-	    "samples, sample_ms",
+	    ("name, match, per, produce_bytes_per_sec, fetch_bytes_per_sec, requests_per_sec, "
+	     "samples, sample_ms"),
 	    "name, match, require",
 	    "name, match, log, redact, max_value_bytes, to",
 	};
-	return yerr(y, knode, "unknown key '%s' in a %s rule (%s)", key,
+	return yerr(y, knode, "unknown key '%s' (a rule under '%s' takes: %s)", key,
 	            rule_section_name(rule->section), keys[rule->section]);
 }
 
@@ -699,10 +711,11 @@ static int rule_finish(struct yl *y, struct rule_ctx *rc)
 		break;
 	case RULE_QUOTA:
 		if (!rule->produce_bps && !rule->fetch_bps && rule->requests_ps <= 0)
-			return yerr(y, rc->node,
-			            "quota '%s' needs produce_bytes_per_sec, fetch_bytes_per_sec or "
-			            "requests_per_sec",
-			            rule->name);
+			return yerr(
+			    y, rc->node,
+			    "quota '%s' needs produce_bytes_per_sec, fetch_bytes_per_sec or "
+			    "requests_per_sec",
+			    rule->name);
 		if (!rule->samples)
 			rule->samples = 11; /* Kafka's quota.window.num */
 		if (!rule->sample_ms)
@@ -714,7 +727,8 @@ static int rule_finish(struct yl *y, struct rule_ctx *rc)
 		break;
 	case RULE_AUDIT:
 		if (!rc->has_match && !rule->log)
-			return yerr(y, rc->node, "audit rule '%s' needs 'match' or 'log'", rule->name);
+			return yerr(y, rc->node, "audit rule '%s' needs 'match' or 'log'",
+			            rule->name);
 		if (!rule->max_value_bytes)
 			rule->max_value_bytes = 1024;
 		if (rule->sink.bootstrap && !rule->sink.kafka)
@@ -756,8 +770,8 @@ static int load_section(struct yl *y, int section, const yaml_node_t *node)
 	return 0;
 }
 
-static int top_pair(struct yl *y, const char *key, const yaml_node_t *knode,
-                    const yaml_node_t *val, void *ctx)
+static int top_pair(struct yl *y, const char *key, const yaml_node_t *knode, const yaml_node_t *val,
+                    void *ctx)
 {
 	(void)ctx;
 	for (int s = 0; s < RULE_NSECTIONS; s++)

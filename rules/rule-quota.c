@@ -28,7 +28,7 @@
 #define NBUCKETS 256 /* per stripe */
 
 struct qent {
-	struct qent *next;             /* hash chain */
+	struct qent *next;                /* hash chain */
 	struct qent *lru_prev, *lru_next; /* stripe LRU, most recent first */
 	uint64_t h;
 	unsigned n, sample_ms;

@@ -97,11 +97,12 @@ enum rule_match_key {
 };
 
 /* Matchers that need facts from the request body (rule_req.have_body). */
-#define RULE_M_BODY                                                                          \
-	(RULE_M_TOPIC | RULE_M_GROUP | RULE_M_TXN_ID | RULE_M_ACKS | RULE_M_CODEC |           \
+#define RULE_M_BODY                                                                                \
+	(RULE_M_TOPIC | RULE_M_GROUP | RULE_M_TXN_ID | RULE_M_ACKS | RULE_M_CODEC |                \
 	 RULE_M_RECORDS | RULE_M_BYTES | RULE_M_RECORD_BYTES)
 /* Matchers judged per topic when a request names topics. */
-#define RULE_M_PER_TOPIC (RULE_M_TOPIC | RULE_M_CODEC | RULE_M_RECORDS | RULE_M_BYTES | RULE_M_RECORD_BYTES)
+#define RULE_M_PER_TOPIC                                                                           \
+	(RULE_M_TOPIC | RULE_M_CODEC | RULE_M_RECORDS | RULE_M_BYTES | RULE_M_RECORD_BYTES)
 
 /* Acks bits (rule_match.acks, rule_require.acks). */
 enum rule_acks_bit {
@@ -173,16 +174,16 @@ struct rule_sink {
 
 struct rule {
 	char name[RULE_NAME_MAX];
-	uint8_t section; /* enum rule_section */
-	unsigned idx;    /* position in rule_set.rules */
+	uint8_t section;    /* enum rule_section */
+	unsigned idx;       /* position in rule_set.rules */
 	unsigned line, col; /* where the rule starts in the file (1-based) */
 	struct rule_match match;
 	/* access */
-	uint8_t allow;      /* `allow: true`: stops the walk, forwards */
-	int16_t deny;       /* error code; RULE_DENY_AUTO: the API's authorization error */
+	uint8_t allow; /* `allow: true`: stops the walk, forwards */
+	int16_t deny;  /* error code; RULE_DENY_AUTO: the API's authorization error */
 	uint8_t deny_set;
 	/* quota */
-	uint8_t per; /* enum rule_per */
+	uint8_t per;                    /* enum rule_per */
 	int64_t produce_bps, fetch_bps; /* bytes per second, 0: none */
 	double requests_ps;             /* requests per second, 0: none */
 	unsigned samples;               /* default 11 */

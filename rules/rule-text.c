@@ -49,9 +49,8 @@ int rule_parse_size(const char *s, int64_t *out)
 		const char *unit;
 		double mul;
 	} units[] = {
-	    {"", 1},        {"B", 1},           {"kB", 1e3},        {"KB", 1e3},
-	    {"MB", 1e6},    {"GB", 1e9},        {"KiB", 1024.0},    {"MiB", 1048576.0},
-	    {"GiB", 1073741824.0},
+	    {"", 1},     {"B", 1},        {"kB", 1e3},        {"KB", 1e3},           {"MB", 1e6},
+	    {"GB", 1e9}, {"KiB", 1024.0}, {"MiB", 1048576.0}, {"GiB", 1073741824.0},
 	};
 	char *end;
 	errno = 0;
@@ -173,8 +172,8 @@ static void dump_range(FILE *f, const char *key, const struct rule_range *r)
 
 static void dump_acks(FILE *f, const char *key, uint8_t acks)
 {
-	fprintf(f, " %s=%s%s%s", key, acks & RULE_ACKS_0 ? "0," : "", acks & RULE_ACKS_1 ? "1," : "",
-	        acks & RULE_ACKS_ALL ? "all," : "");
+	fprintf(f, " %s=%s%s%s", key, acks & RULE_ACKS_0 ? "0," : "",
+	        acks & RULE_ACKS_1 ? "1," : "", acks & RULE_ACKS_ALL ? "all," : "");
 }
 
 static void dump_codecs(FILE *f, const char *key, uint8_t codecs)
@@ -309,8 +308,8 @@ static void dump_action(const struct rule *rule, FILE *f)
 void rule_set_dump(const struct rule_set *rs, FILE *f)
 {
 	fprintf(f, "%s: %u rules (access %u, quotas %u, policies %u, audit %u), sha256 %s\n",
-	        rs->path, rs->n, rs->nsec[RULE_ACCESS], rs->nsec[RULE_QUOTA],
-	        rs->nsec[RULE_POLICY], rs->nsec[RULE_AUDIT], rs->sha256);
+	        rs->path, rs->n, rs->nsec[RULE_ACCESS], rs->nsec[RULE_QUOTA], rs->nsec[RULE_POLICY],
+	        rs->nsec[RULE_AUDIT], rs->sha256);
 	for (int s = 0; s < RULE_NSECTIONS; s++) {
 		if (!rs->nsec[s])
 			continue;
@@ -324,7 +323,8 @@ void rule_set_dump(const struct rule_set *rs, FILE *f)
 			fprintf(f, "\n    -> ");
 			dump_action(rule, f);
 			fprintf(f, "%s\n",
-			        (rule->match.keys & RULE_M_BODY) ? "  [reads the request body]" : "");
+			        (rule->match.keys & RULE_M_BODY) ? "  [reads the request body]"
+			                                         : "");
 		}
 	}
 }

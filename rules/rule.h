@@ -40,14 +40,12 @@ int rule_set_needs_body(const struct rule_set *rs, int16_t api_key);
 /* Judges req. v->topics, when not NULL, has req->ntopics entries and is
  * filled; everything else in v is overwritten. Counts hits. Returns
  * v->error. Thread-safe. */
-int16_t rule_eval(const struct rule_set *rs, const struct rule_req *req,
-                  struct rule_verdict *v);
+int16_t rule_eval(const struct rule_set *rs, const struct rule_req *req, struct rule_verdict *v);
 
 /* Whether rule matches req, for topic index topic (-1: request-level).
  * When it does not and why is not NULL, why gets the first matcher that
  * failed ("topic", "client_id"...). Counts nothing. */
-int rule_matches(const struct rule *rule, const struct rule_req *req, int topic,
-                 const char **why);
+int rule_matches(const struct rule *rule, const struct rule_req *req, int topic, const char **why);
 
 /* The error a deny rule answers for (api_key): its own, or for `deny:
  * true`, the authorization error Kafka uses for the resource that API
