@@ -50,7 +50,7 @@ static const struct kd_struct ProduceRequest__TopicProduceData = {
 
 static const struct kd_field ProduceRequest__body_fields[] = {
 	{ .name = "TransactionalId", .type = KD_T_STRING, .entity = KD_ENT_TRANSACTIONAL_ID, .tag = -1,
-	  .versions = KV_FROM(3), .nullable = KV_FROM(3), .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(3), .nullable = KV_FROM(3), .tagged = KV_NONE, .dflt_null = 1, .flexible = KV_NONE },
 	{ .name = "Acks", .type = KD_T_INT16, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "TimeoutMs", .type = KD_T_INT32, .tag = -1,
@@ -70,7 +70,7 @@ static const struct kd_field ProduceResponse__BatchIndexAndErrorMessage_fields[]
 	{ .name = "BatchIndex", .type = KD_T_INT32, .tag = -1,
 	  .versions = KV_FROM(8), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "BatchIndexErrorMessage", .type = KD_T_STRING, .tag = -1,
-	  .versions = KV_FROM(8), .nullable = KV_FROM(8), .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(8), .nullable = KV_FROM(8), .tagged = KV_NONE, .dflt_null = 1, .flexible = KV_NONE },
 };
 static const struct kd_struct ProduceResponse__BatchIndexAndErrorMessage = {
 	.name = "BatchIndexAndErrorMessage",
@@ -80,9 +80,9 @@ static const struct kd_struct ProduceResponse__BatchIndexAndErrorMessage = {
 
 static const struct kd_field ProduceResponse__LeaderIdAndEpoch_fields[] = {
 	{ .name = "LeaderId", .type = KD_T_INT32, .entity = KD_ENT_BROKER_ID, .tag = -1,
-	  .versions = KV_FROM(10), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(10), .nullable = KV_NONE, .tagged = KV_NONE, .dflt = -1LL, .flexible = KV_NONE },
 	{ .name = "LeaderEpoch", .type = KD_T_INT32, .tag = -1,
-	  .versions = KV_FROM(10), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(10), .nullable = KV_NONE, .tagged = KV_NONE, .dflt = -1LL, .flexible = KV_NONE },
 };
 static const struct kd_struct ProduceResponse__LeaderIdAndEpoch = {
 	.name = "LeaderIdAndEpoch",
@@ -98,13 +98,13 @@ static const struct kd_field ProduceResponse__PartitionProduceResponse_fields[] 
 	{ .name = "BaseOffset", .type = KD_T_INT64, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "LogAppendTimeMs", .type = KD_T_INT64, .tag = -1,
-	  .versions = KV_FROM(2), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(2), .nullable = KV_NONE, .tagged = KV_NONE, .dflt = -1LL, .flexible = KV_NONE },
 	{ .name = "LogStartOffset", .type = KD_T_INT64, .tag = -1,
-	  .versions = KV_FROM(5), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(5), .nullable = KV_NONE, .tagged = KV_NONE, .dflt = -1LL, .flexible = KV_NONE },
 	{ .name = "RecordErrors", .type = KD_T_ARRAY, .elem = KD_T_STRUCT, .tag = -1, .sub = &ProduceResponse__BatchIndexAndErrorMessage,
 	  .versions = KV_FROM(8), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "ErrorMessage", .type = KD_T_STRING, .tag = -1,
-	  .versions = KV_FROM(8), .nullable = KV_FROM(8), .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(8), .nullable = KV_FROM(8), .tagged = KV_NONE, .dflt_null = 1, .flexible = KV_NONE },
 	{ .name = "CurrentLeader", .type = KD_T_STRUCT, .tag = 0, .sub = &ProduceResponse__LeaderIdAndEpoch,
 	  .versions = KV_FROM(10), .nullable = KV_NONE, .tagged = KV_FROM(10), .flexible = KV_NONE },
 };
@@ -134,7 +134,7 @@ static const struct kd_field ProduceResponse__NodeEndpoint_fields[] = {
 	{ .name = "Port", .type = KD_T_INT32, .tag = -1,
 	  .versions = KV_FROM(10), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "Rack", .type = KD_T_STRING, .tag = -1,
-	  .versions = KV_FROM(10), .nullable = KV_FROM(10), .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(10), .nullable = KV_FROM(10), .tagged = KV_NONE, .dflt_null = 1, .flexible = KV_NONE },
 };
 static const struct kd_struct ProduceResponse__NodeEndpoint = {
 	.name = "NodeEndpoint",
@@ -160,9 +160,9 @@ static const struct kd_struct ProduceResponse__body = {
 
 static const struct kd_field FetchRequest__ReplicaState_fields[] = {
 	{ .name = "ReplicaId", .type = KD_T_INT32, .entity = KD_ENT_BROKER_ID, .tag = -1,
-	  .versions = KV_FROM(15), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(15), .nullable = KV_NONE, .tagged = KV_NONE, .dflt = -1LL, .flexible = KV_NONE },
 	{ .name = "ReplicaEpoch", .type = KD_T_INT64, .tag = -1,
-	  .versions = KV_FROM(15), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(15), .nullable = KV_NONE, .tagged = KV_NONE, .dflt = -1LL, .flexible = KV_NONE },
 };
 static const struct kd_struct FetchRequest__ReplicaState = {
 	.name = "ReplicaState",
@@ -174,13 +174,13 @@ static const struct kd_field FetchRequest__FetchPartition_fields[] = {
 	{ .name = "Partition", .type = KD_T_INT32, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "CurrentLeaderEpoch", .type = KD_T_INT32, .tag = -1,
-	  .versions = KV_FROM(9), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(9), .nullable = KV_NONE, .tagged = KV_NONE, .dflt = -1LL, .flexible = KV_NONE },
 	{ .name = "FetchOffset", .type = KD_T_INT64, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "LastFetchedEpoch", .type = KD_T_INT32, .tag = -1,
-	  .versions = KV_FROM(12), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(12), .nullable = KV_NONE, .tagged = KV_NONE, .dflt = -1LL, .flexible = KV_NONE },
 	{ .name = "LogStartOffset", .type = KD_T_INT64, .tag = -1,
-	  .versions = KV_FROM(5), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(5), .nullable = KV_NONE, .tagged = KV_NONE, .dflt = -1LL, .flexible = KV_NONE },
 	{ .name = "PartitionMaxBytes", .type = KD_T_INT32, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "ReplicaDirectoryId", .type = KD_T_UUID, .tag = 0,
@@ -222,9 +222,9 @@ static const struct kd_struct FetchRequest__ForgottenTopic = {
 
 static const struct kd_field FetchRequest__body_fields[] = {
 	{ .name = "ClusterId", .type = KD_T_STRING, .tag = 0,
-	  .versions = KV_FROM(12), .nullable = KV_FROM(12), .tagged = KV_FROM(12), .flexible = KV_NONE },
+	  .versions = KV_FROM(12), .nullable = KV_FROM(12), .tagged = KV_FROM(12), .dflt_null = 1, .flexible = KV_NONE },
 	{ .name = "ReplicaId", .type = KD_T_INT32, .entity = KD_ENT_BROKER_ID, .tag = -1,
-	  .versions = KV(0, 14), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV(0, 14), .nullable = KV_NONE, .tagged = KV_NONE, .dflt = -1LL, .flexible = KV_NONE },
 	{ .name = "ReplicaState", .type = KD_T_STRUCT, .tag = 1, .sub = &FetchRequest__ReplicaState,
 	  .versions = KV_FROM(15), .nullable = KV_NONE, .tagged = KV_FROM(15), .flexible = KV_NONE },
 	{ .name = "MaxWaitMs", .type = KD_T_INT32, .tag = -1,
@@ -232,13 +232,13 @@ static const struct kd_field FetchRequest__body_fields[] = {
 	{ .name = "MinBytes", .type = KD_T_INT32, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "MaxBytes", .type = KD_T_INT32, .tag = -1,
-	  .versions = KV_FROM(3), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(3), .nullable = KV_NONE, .tagged = KV_NONE, .dflt = 2147483647LL, .flexible = KV_NONE },
 	{ .name = "IsolationLevel", .type = KD_T_INT8, .tag = -1,
 	  .versions = KV_FROM(4), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "SessionId", .type = KD_T_INT32, .tag = -1,
 	  .versions = KV_FROM(7), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "SessionEpoch", .type = KD_T_INT32, .tag = -1,
-	  .versions = KV_FROM(7), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(7), .nullable = KV_NONE, .tagged = KV_NONE, .dflt = -1LL, .flexible = KV_NONE },
 	{ .name = "Topics", .type = KD_T_ARRAY, .elem = KD_T_STRUCT, .tag = -1, .sub = &FetchRequest__FetchTopic,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "ForgottenTopicsData", .type = KD_T_ARRAY, .elem = KD_T_STRUCT, .tag = -1, .sub = &FetchRequest__ForgottenTopic,
@@ -256,9 +256,9 @@ static const struct kd_struct FetchRequest__body = {
 
 static const struct kd_field FetchResponse__EpochEndOffset_fields[] = {
 	{ .name = "Epoch", .type = KD_T_INT32, .tag = -1,
-	  .versions = KV_FROM(12), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(12), .nullable = KV_NONE, .tagged = KV_NONE, .dflt = -1LL, .flexible = KV_NONE },
 	{ .name = "EndOffset", .type = KD_T_INT64, .tag = -1,
-	  .versions = KV_FROM(12), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(12), .nullable = KV_NONE, .tagged = KV_NONE, .dflt = -1LL, .flexible = KV_NONE },
 };
 static const struct kd_struct FetchResponse__EpochEndOffset = {
 	.name = "EpochEndOffset",
@@ -268,9 +268,9 @@ static const struct kd_struct FetchResponse__EpochEndOffset = {
 
 static const struct kd_field FetchResponse__LeaderIdAndEpoch_fields[] = {
 	{ .name = "LeaderId", .type = KD_T_INT32, .entity = KD_ENT_BROKER_ID, .tag = -1,
-	  .versions = KV_FROM(12), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(12), .nullable = KV_NONE, .tagged = KV_NONE, .dflt = -1LL, .flexible = KV_NONE },
 	{ .name = "LeaderEpoch", .type = KD_T_INT32, .tag = -1,
-	  .versions = KV_FROM(12), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(12), .nullable = KV_NONE, .tagged = KV_NONE, .dflt = -1LL, .flexible = KV_NONE },
 };
 static const struct kd_struct FetchResponse__LeaderIdAndEpoch = {
 	.name = "LeaderIdAndEpoch",
@@ -280,9 +280,9 @@ static const struct kd_struct FetchResponse__LeaderIdAndEpoch = {
 
 static const struct kd_field FetchResponse__SnapshotId_fields[] = {
 	{ .name = "EndOffset", .type = KD_T_INT64, .tag = -1,
-	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .dflt = -1LL, .flexible = KV_NONE },
 	{ .name = "Epoch", .type = KD_T_INT32, .tag = -1,
-	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .dflt = -1LL, .flexible = KV_NONE },
 };
 static const struct kd_struct FetchResponse__SnapshotId = {
 	.name = "SnapshotId",
@@ -310,9 +310,9 @@ static const struct kd_field FetchResponse__PartitionData_fields[] = {
 	{ .name = "HighWatermark", .type = KD_T_INT64, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "LastStableOffset", .type = KD_T_INT64, .tag = -1,
-	  .versions = KV_FROM(4), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(4), .nullable = KV_NONE, .tagged = KV_NONE, .dflt = -1LL, .flexible = KV_NONE },
 	{ .name = "LogStartOffset", .type = KD_T_INT64, .tag = -1,
-	  .versions = KV_FROM(5), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(5), .nullable = KV_NONE, .tagged = KV_NONE, .dflt = -1LL, .flexible = KV_NONE },
 	{ .name = "DivergingEpoch", .type = KD_T_STRUCT, .tag = 0, .sub = &FetchResponse__EpochEndOffset,
 	  .versions = KV_FROM(12), .nullable = KV_NONE, .tagged = KV_FROM(12), .flexible = KV_NONE },
 	{ .name = "CurrentLeader", .type = KD_T_STRUCT, .tag = 1, .sub = &FetchResponse__LeaderIdAndEpoch,
@@ -322,7 +322,7 @@ static const struct kd_field FetchResponse__PartitionData_fields[] = {
 	{ .name = "AbortedTransactions", .type = KD_T_ARRAY, .elem = KD_T_STRUCT, .tag = -1, .sub = &FetchResponse__AbortedTransaction,
 	  .versions = KV_FROM(4), .nullable = KV_FROM(4), .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "PreferredReadReplica", .type = KD_T_INT32, .entity = KD_ENT_BROKER_ID, .tag = -1,
-	  .versions = KV_FROM(11), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(11), .nullable = KV_NONE, .tagged = KV_NONE, .dflt = -1LL, .flexible = KV_NONE },
 	{ .name = "Records", .type = KD_T_RECORDS, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_FROM(0), .tagged = KV_NONE, .flexible = KV_NONE },
 };
@@ -354,7 +354,7 @@ static const struct kd_field FetchResponse__NodeEndpoint_fields[] = {
 	{ .name = "Port", .type = KD_T_INT32, .tag = -1,
 	  .versions = KV_FROM(16), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "Rack", .type = KD_T_STRING, .tag = -1,
-	  .versions = KV_FROM(16), .nullable = KV_FROM(16), .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(16), .nullable = KV_FROM(16), .tagged = KV_NONE, .dflt_null = 1, .flexible = KV_NONE },
 };
 static const struct kd_struct FetchResponse__NodeEndpoint = {
 	.name = "NodeEndpoint",
@@ -386,11 +386,11 @@ static const struct kd_field ListOffsetsRequest__ListOffsetsPartition_fields[] =
 	{ .name = "PartitionIndex", .type = KD_T_INT32, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "CurrentLeaderEpoch", .type = KD_T_INT32, .tag = -1,
-	  .versions = KV_FROM(4), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(4), .nullable = KV_NONE, .tagged = KV_NONE, .dflt = -1LL, .flexible = KV_NONE },
 	{ .name = "Timestamp", .type = KD_T_INT64, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "MaxNumOffsets", .type = KD_T_INT32, .tag = -1,
-	  .versions = KV(0, 0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV(0, 0), .nullable = KV_NONE, .tagged = KV_NONE, .dflt = 1LL, .flexible = KV_NONE },
 };
 static const struct kd_struct ListOffsetsRequest__ListOffsetsPartition = {
 	.name = "ListOffsetsPartition",
@@ -436,11 +436,11 @@ static const struct kd_field ListOffsetsResponse__ListOffsetsPartitionResponse_f
 	{ .name = "OldStyleOffsets", .type = KD_T_ARRAY, .elem = KD_T_INT64, .tag = -1,
 	  .versions = KV(0, 0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "Timestamp", .type = KD_T_INT64, .tag = -1,
-	  .versions = KV_FROM(1), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(1), .nullable = KV_NONE, .tagged = KV_NONE, .dflt = -1LL, .flexible = KV_NONE },
 	{ .name = "Offset", .type = KD_T_INT64, .tag = -1,
-	  .versions = KV_FROM(1), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(1), .nullable = KV_NONE, .tagged = KV_NONE, .dflt = -1LL, .flexible = KV_NONE },
 	{ .name = "LeaderEpoch", .type = KD_T_INT32, .tag = -1,
-	  .versions = KV_FROM(4), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(4), .nullable = KV_NONE, .tagged = KV_NONE, .dflt = -1LL, .flexible = KV_NONE },
 };
 static const struct kd_struct ListOffsetsResponse__ListOffsetsPartitionResponse = {
 	.name = "ListOffsetsPartitionResponse",
@@ -490,7 +490,7 @@ static const struct kd_field MetadataRequest__body_fields[] = {
 	{ .name = "Topics", .type = KD_T_ARRAY, .elem = KD_T_STRUCT, .tag = -1, .sub = &MetadataRequest__MetadataRequestTopic,
 	  .versions = KV_FROM(0), .nullable = KV_FROM(1), .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "AllowAutoTopicCreation", .type = KD_T_BOOL, .tag = -1,
-	  .versions = KV_FROM(4), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(4), .nullable = KV_NONE, .tagged = KV_NONE, .dflt = 1LL, .flexible = KV_NONE },
 	{ .name = "IncludeClusterAuthorizedOperations", .type = KD_T_BOOL, .tag = -1,
 	  .versions = KV(8, 10), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "IncludeTopicAuthorizedOperations", .type = KD_T_BOOL, .tag = -1,
@@ -512,7 +512,7 @@ static const struct kd_field MetadataResponse__MetadataResponseBroker_fields[] =
 	{ .name = "Port", .type = KD_T_INT32, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "Rack", .type = KD_T_STRING, .tag = -1,
-	  .versions = KV_FROM(1), .nullable = KV_FROM(1), .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(1), .nullable = KV_FROM(1), .tagged = KV_NONE, .dflt_null = 1, .flexible = KV_NONE },
 };
 static const struct kd_struct MetadataResponse__MetadataResponseBroker = {
 	.name = "MetadataResponseBroker",
@@ -528,7 +528,7 @@ static const struct kd_field MetadataResponse__MetadataResponsePartition_fields[
 	{ .name = "LeaderId", .type = KD_T_INT32, .entity = KD_ENT_BROKER_ID, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "LeaderEpoch", .type = KD_T_INT32, .tag = -1,
-	  .versions = KV_FROM(7), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(7), .nullable = KV_NONE, .tagged = KV_NONE, .dflt = -1LL, .flexible = KV_NONE },
 	{ .name = "ReplicaNodes", .type = KD_T_ARRAY, .elem = KD_T_INT32, .entity = KD_ENT_BROKER_ID, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "IsrNodes", .type = KD_T_ARRAY, .elem = KD_T_INT32, .entity = KD_ENT_BROKER_ID, .tag = -1,
@@ -554,7 +554,7 @@ static const struct kd_field MetadataResponse__MetadataResponseTopic_fields[] = 
 	{ .name = "Partitions", .type = KD_T_ARRAY, .elem = KD_T_STRUCT, .tag = -1, .sub = &MetadataResponse__MetadataResponsePartition,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "TopicAuthorizedOperations", .type = KD_T_INT32, .tag = -1,
-	  .versions = KV_FROM(8), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(8), .nullable = KV_NONE, .tagged = KV_NONE, .dflt = -2147483648LL, .flexible = KV_NONE },
 };
 static const struct kd_struct MetadataResponse__MetadataResponseTopic = {
 	.name = "MetadataResponseTopic",
@@ -568,13 +568,13 @@ static const struct kd_field MetadataResponse__body_fields[] = {
 	{ .name = "Brokers", .type = KD_T_ARRAY, .elem = KD_T_STRUCT, .tag = -1, .sub = &MetadataResponse__MetadataResponseBroker,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "ClusterId", .type = KD_T_STRING, .tag = -1,
-	  .versions = KV_FROM(2), .nullable = KV_FROM(2), .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(2), .nullable = KV_FROM(2), .tagged = KV_NONE, .dflt_null = 1, .flexible = KV_NONE },
 	{ .name = "ControllerId", .type = KD_T_INT32, .entity = KD_ENT_BROKER_ID, .tag = -1,
-	  .versions = KV_FROM(1), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(1), .nullable = KV_NONE, .tagged = KV_NONE, .dflt = -1LL, .flexible = KV_NONE },
 	{ .name = "Topics", .type = KD_T_ARRAY, .elem = KD_T_STRUCT, .tag = -1, .sub = &MetadataResponse__MetadataResponseTopic,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "ClusterAuthorizedOperations", .type = KD_T_INT32, .tag = -1,
-	  .versions = KV(8, 10), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV(8, 10), .nullable = KV_NONE, .tagged = KV_NONE, .dflt = -2147483648LL, .flexible = KV_NONE },
 };
 static const struct kd_struct MetadataResponse__body = {
 	.name = "MetadataResponse",
@@ -652,7 +652,7 @@ static const struct kd_field LeaderAndIsrRequest__body_fields[] = {
 	{ .name = "ControllerEpoch", .type = KD_T_INT32, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "BrokerEpoch", .type = KD_T_INT64, .tag = -1,
-	  .versions = KV_FROM(2), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(2), .nullable = KV_NONE, .tagged = KV_NONE, .dflt = -1LL, .flexible = KV_NONE },
 	{ .name = "Type", .type = KD_T_INT8, .tag = -1,
 	  .versions = KV_FROM(5), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "UngroupedPartitionStates", .type = KD_T_ARRAY, .elem = KD_T_STRUCT, .tag = -1, .sub = &LeaderAndIsrRequest__LeaderAndIsrPartitionState,
@@ -740,7 +740,7 @@ static const struct kd_field StopReplicaRequest__StopReplicaPartitionState_field
 	{ .name = "PartitionIndex", .type = KD_T_INT32, .tag = -1,
 	  .versions = KV_FROM(3), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "LeaderEpoch", .type = KD_T_INT32, .tag = -1,
-	  .versions = KV_FROM(3), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(3), .nullable = KV_NONE, .tagged = KV_NONE, .dflt = -1LL, .flexible = KV_NONE },
 	{ .name = "DeletePartition", .type = KD_T_BOOL, .tag = -1,
 	  .versions = KV_FROM(3), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 };
@@ -770,7 +770,7 @@ static const struct kd_field StopReplicaRequest__body_fields[] = {
 	{ .name = "ControllerEpoch", .type = KD_T_INT32, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "BrokerEpoch", .type = KD_T_INT64, .tag = -1,
-	  .versions = KV_FROM(1), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(1), .nullable = KV_NONE, .tagged = KV_NONE, .dflt = -1LL, .flexible = KV_NONE },
 	{ .name = "DeletePartitions", .type = KD_T_BOOL, .tag = -1,
 	  .versions = KV(0, 2), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "UngroupedPartitions", .type = KD_T_ARRAY, .elem = KD_T_STRUCT, .tag = -1, .sub = &StopReplicaRequest__StopReplicaPartitionV0,
@@ -900,7 +900,7 @@ static const struct kd_field UpdateMetadataRequest__body_fields[] = {
 	{ .name = "ControllerEpoch", .type = KD_T_INT32, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "BrokerEpoch", .type = KD_T_INT64, .tag = -1,
-	  .versions = KV_FROM(5), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(5), .nullable = KV_NONE, .tagged = KV_NONE, .dflt = -1LL, .flexible = KV_NONE },
 	{ .name = "UngroupedPartitionStates", .type = KD_T_ARRAY, .elem = KD_T_STRUCT, .tag = -1, .sub = &UpdateMetadataRequest__UpdateMetadataPartitionState,
 	  .versions = KV(0, 4), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "TopicStates", .type = KD_T_ARRAY, .elem = KD_T_STRUCT, .tag = -1, .sub = &UpdateMetadataRequest__UpdateMetadataTopicState,
@@ -932,7 +932,7 @@ static const struct kd_field ControlledShutdownRequest__body_fields[] = {
 	{ .name = "BrokerId", .type = KD_T_INT32, .entity = KD_ENT_BROKER_ID, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "BrokerEpoch", .type = KD_T_INT64, .tag = -1,
-	  .versions = KV_FROM(2), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(2), .nullable = KV_NONE, .tagged = KV_NONE, .dflt = -1LL, .flexible = KV_NONE },
 };
 static const struct kd_struct ControlledShutdownRequest__body = {
 	.name = "ControlledShutdownRequest",
@@ -974,9 +974,9 @@ static const struct kd_field OffsetCommitRequest__OffsetCommitRequestPartition_f
 	{ .name = "CommittedOffset", .type = KD_T_INT64, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "CommittedLeaderEpoch", .type = KD_T_INT32, .tag = -1,
-	  .versions = KV_FROM(6), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(6), .nullable = KV_NONE, .tagged = KV_NONE, .dflt = -1LL, .flexible = KV_NONE },
 	{ .name = "CommitTimestamp", .type = KD_T_INT64, .tag = -1,
-	  .versions = KV(1, 1), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV(1, 1), .nullable = KV_NONE, .tagged = KV_NONE, .dflt = -1LL, .flexible = KV_NONE },
 	{ .name = "CommittedMetadata", .type = KD_T_STRING, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_FROM(0), .tagged = KV_NONE, .flexible = KV_NONE },
 };
@@ -1002,13 +1002,13 @@ static const struct kd_field OffsetCommitRequest__body_fields[] = {
 	{ .name = "GroupId", .type = KD_T_STRING, .entity = KD_ENT_GROUP_ID, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "GenerationIdOrMemberEpoch", .type = KD_T_INT32, .tag = -1,
-	  .versions = KV_FROM(1), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(1), .nullable = KV_NONE, .tagged = KV_NONE, .dflt = -1LL, .flexible = KV_NONE },
 	{ .name = "MemberId", .type = KD_T_STRING, .tag = -1,
 	  .versions = KV_FROM(1), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "GroupInstanceId", .type = KD_T_STRING, .tag = -1,
-	  .versions = KV_FROM(7), .nullable = KV_FROM(7), .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(7), .nullable = KV_FROM(7), .tagged = KV_NONE, .dflt_null = 1, .flexible = KV_NONE },
 	{ .name = "RetentionTimeMs", .type = KD_T_INT64, .tag = -1,
-	  .versions = KV(2, 4), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV(2, 4), .nullable = KV_NONE, .tagged = KV_NONE, .dflt = -1LL, .flexible = KV_NONE },
 	{ .name = "Topics", .type = KD_T_ARRAY, .elem = KD_T_STRUCT, .tag = -1, .sub = &OffsetCommitRequest__OffsetCommitRequestTopic,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 };
@@ -1086,9 +1086,9 @@ static const struct kd_field OffsetFetchRequest__OffsetFetchRequestGroup_fields[
 	{ .name = "GroupId", .type = KD_T_STRING, .entity = KD_ENT_GROUP_ID, .tag = -1,
 	  .versions = KV_FROM(8), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "MemberId", .type = KD_T_STRING, .tag = -1,
-	  .versions = KV_FROM(9), .nullable = KV_FROM(9), .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(9), .nullable = KV_FROM(9), .tagged = KV_NONE, .dflt_null = 1, .flexible = KV_NONE },
 	{ .name = "MemberEpoch", .type = KD_T_INT32, .tag = -1,
-	  .versions = KV_FROM(9), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(9), .nullable = KV_NONE, .tagged = KV_NONE, .dflt = -1LL, .flexible = KV_NONE },
 	{ .name = "Topics", .type = KD_T_ARRAY, .elem = KD_T_STRUCT, .tag = -1, .sub = &OffsetFetchRequest__OffsetFetchRequestTopics,
 	  .versions = KV_FROM(8), .nullable = KV_FROM(8), .tagged = KV_NONE, .flexible = KV_NONE },
 };
@@ -1122,7 +1122,7 @@ static const struct kd_field OffsetFetchResponse__OffsetFetchResponsePartition_f
 	{ .name = "CommittedOffset", .type = KD_T_INT64, .tag = -1,
 	  .versions = KV(0, 7), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "CommittedLeaderEpoch", .type = KD_T_INT32, .tag = -1,
-	  .versions = KV(5, 7), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV(5, 7), .nullable = KV_NONE, .tagged = KV_NONE, .dflt = -1LL, .flexible = KV_NONE },
 	{ .name = "Metadata", .type = KD_T_STRING, .tag = -1,
 	  .versions = KV(0, 7), .nullable = KV(0, 7), .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "ErrorCode", .type = KD_T_INT16, .tag = -1,
@@ -1152,7 +1152,7 @@ static const struct kd_field OffsetFetchResponse__OffsetFetchResponsePartitions_
 	{ .name = "CommittedOffset", .type = KD_T_INT64, .tag = -1,
 	  .versions = KV_FROM(8), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "CommittedLeaderEpoch", .type = KD_T_INT32, .tag = -1,
-	  .versions = KV_FROM(8), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(8), .nullable = KV_NONE, .tagged = KV_NONE, .dflt = -1LL, .flexible = KV_NONE },
 	{ .name = "Metadata", .type = KD_T_STRING, .tag = -1,
 	  .versions = KV_FROM(8), .nullable = KV_FROM(8), .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "ErrorCode", .type = KD_T_INT16, .tag = -1,
@@ -1286,17 +1286,17 @@ static const struct kd_field JoinGroupRequest__body_fields[] = {
 	{ .name = "SessionTimeoutMs", .type = KD_T_INT32, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "RebalanceTimeoutMs", .type = KD_T_INT32, .tag = -1,
-	  .versions = KV_FROM(1), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(1), .nullable = KV_NONE, .tagged = KV_NONE, .dflt = -1LL, .flexible = KV_NONE },
 	{ .name = "MemberId", .type = KD_T_STRING, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "GroupInstanceId", .type = KD_T_STRING, .tag = -1,
-	  .versions = KV_FROM(5), .nullable = KV_FROM(5), .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(5), .nullable = KV_FROM(5), .tagged = KV_NONE, .dflt_null = 1, .flexible = KV_NONE },
 	{ .name = "ProtocolType", .type = KD_T_STRING, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "Protocols", .type = KD_T_ARRAY, .elem = KD_T_STRUCT, .tag = -1, .sub = &JoinGroupRequest__JoinGroupRequestProtocol,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "Reason", .type = KD_T_STRING, .tag = -1,
-	  .versions = KV_FROM(8), .nullable = KV_FROM(8), .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(8), .nullable = KV_FROM(8), .tagged = KV_NONE, .dflt_null = 1, .flexible = KV_NONE },
 };
 static const struct kd_struct JoinGroupRequest__body = {
 	.name = "JoinGroupRequest",
@@ -1310,7 +1310,7 @@ static const struct kd_field JoinGroupResponse__JoinGroupResponseMember_fields[]
 	{ .name = "MemberId", .type = KD_T_STRING, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "GroupInstanceId", .type = KD_T_STRING, .tag = -1,
-	  .versions = KV_FROM(5), .nullable = KV_FROM(5), .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(5), .nullable = KV_FROM(5), .tagged = KV_NONE, .dflt_null = 1, .flexible = KV_NONE },
 	{ .name = "Metadata", .type = KD_T_BYTES, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 };
@@ -1326,9 +1326,9 @@ static const struct kd_field JoinGroupResponse__body_fields[] = {
 	{ .name = "ErrorCode", .type = KD_T_INT16, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "GenerationId", .type = KD_T_INT32, .tag = -1,
-	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .dflt = -1LL, .flexible = KV_NONE },
 	{ .name = "ProtocolType", .type = KD_T_STRING, .tag = -1,
-	  .versions = KV_FROM(7), .nullable = KV_FROM(7), .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(7), .nullable = KV_FROM(7), .tagged = KV_NONE, .dflt_null = 1, .flexible = KV_NONE },
 	{ .name = "ProtocolName", .type = KD_T_STRING, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_FROM(7), .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "Leader", .type = KD_T_STRING, .tag = -1,
@@ -1356,7 +1356,7 @@ static const struct kd_field HeartbeatRequest__body_fields[] = {
 	{ .name = "MemberId", .type = KD_T_STRING, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "GroupInstanceId", .type = KD_T_STRING, .tag = -1,
-	  .versions = KV_FROM(3), .nullable = KV_FROM(3), .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(3), .nullable = KV_FROM(3), .tagged = KV_NONE, .dflt_null = 1, .flexible = KV_NONE },
 };
 static const struct kd_struct HeartbeatRequest__body = {
 	.name = "HeartbeatRequest",
@@ -1384,9 +1384,9 @@ static const struct kd_field LeaveGroupRequest__MemberIdentity_fields[] = {
 	{ .name = "MemberId", .type = KD_T_STRING, .tag = -1,
 	  .versions = KV_FROM(3), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "GroupInstanceId", .type = KD_T_STRING, .tag = -1,
-	  .versions = KV_FROM(3), .nullable = KV_FROM(3), .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(3), .nullable = KV_FROM(3), .tagged = KV_NONE, .dflt_null = 1, .flexible = KV_NONE },
 	{ .name = "Reason", .type = KD_T_STRING, .tag = -1,
-	  .versions = KV_FROM(5), .nullable = KV_FROM(5), .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(5), .nullable = KV_FROM(5), .tagged = KV_NONE, .dflt_null = 1, .flexible = KV_NONE },
 };
 static const struct kd_struct LeaveGroupRequest__MemberIdentity = {
 	.name = "MemberIdentity",
@@ -1460,11 +1460,11 @@ static const struct kd_field SyncGroupRequest__body_fields[] = {
 	{ .name = "MemberId", .type = KD_T_STRING, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "GroupInstanceId", .type = KD_T_STRING, .tag = -1,
-	  .versions = KV_FROM(3), .nullable = KV_FROM(3), .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(3), .nullable = KV_FROM(3), .tagged = KV_NONE, .dflt_null = 1, .flexible = KV_NONE },
 	{ .name = "ProtocolType", .type = KD_T_STRING, .tag = -1,
-	  .versions = KV_FROM(5), .nullable = KV_FROM(5), .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(5), .nullable = KV_FROM(5), .tagged = KV_NONE, .dflt_null = 1, .flexible = KV_NONE },
 	{ .name = "ProtocolName", .type = KD_T_STRING, .tag = -1,
-	  .versions = KV_FROM(5), .nullable = KV_FROM(5), .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(5), .nullable = KV_FROM(5), .tagged = KV_NONE, .dflt_null = 1, .flexible = KV_NONE },
 	{ .name = "Assignments", .type = KD_T_ARRAY, .elem = KD_T_STRUCT, .tag = -1, .sub = &SyncGroupRequest__SyncGroupRequestAssignment,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 };
@@ -1482,9 +1482,9 @@ static const struct kd_field SyncGroupResponse__body_fields[] = {
 	{ .name = "ErrorCode", .type = KD_T_INT16, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "ProtocolType", .type = KD_T_STRING, .tag = -1,
-	  .versions = KV_FROM(5), .nullable = KV_FROM(5), .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(5), .nullable = KV_FROM(5), .tagged = KV_NONE, .dflt_null = 1, .flexible = KV_NONE },
 	{ .name = "ProtocolName", .type = KD_T_STRING, .tag = -1,
-	  .versions = KV_FROM(5), .nullable = KV_FROM(5), .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(5), .nullable = KV_FROM(5), .tagged = KV_NONE, .dflt_null = 1, .flexible = KV_NONE },
 	{ .name = "Assignment", .type = KD_T_BYTES, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 };
@@ -1514,7 +1514,7 @@ static const struct kd_field DescribeGroupsResponse__DescribedGroupMember_fields
 	{ .name = "MemberId", .type = KD_T_STRING, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "GroupInstanceId", .type = KD_T_STRING, .tag = -1,
-	  .versions = KV_FROM(4), .nullable = KV_FROM(4), .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(4), .nullable = KV_FROM(4), .tagged = KV_NONE, .dflt_null = 1, .flexible = KV_NONE },
 	{ .name = "ClientId", .type = KD_T_STRING, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "ClientHost", .type = KD_T_STRING, .tag = -1,
@@ -1544,7 +1544,7 @@ static const struct kd_field DescribeGroupsResponse__DescribedGroup_fields[] = {
 	{ .name = "Members", .type = KD_T_ARRAY, .elem = KD_T_STRUCT, .tag = -1, .sub = &DescribeGroupsResponse__DescribedGroupMember,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "AuthorizedOperations", .type = KD_T_INT32, .tag = -1,
-	  .versions = KV_FROM(3), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(3), .nullable = KV_NONE, .tagged = KV_NONE, .dflt = -2147483648LL, .flexible = KV_NONE },
 };
 static const struct kd_struct DescribeGroupsResponse__DescribedGroup = {
 	.name = "DescribedGroup",
@@ -1704,7 +1704,7 @@ static const struct kd_field ApiVersionsResponse__body_fields[] = {
 	{ .name = "SupportedFeatures", .type = KD_T_ARRAY, .elem = KD_T_STRUCT, .tag = 0, .sub = &ApiVersionsResponse__SupportedFeatureKey,
 	  .versions = KV_FROM(3), .nullable = KV_NONE, .tagged = KV_FROM(3), .flexible = KV_NONE },
 	{ .name = "FinalizedFeaturesEpoch", .type = KD_T_INT64, .tag = 1,
-	  .versions = KV_FROM(3), .nullable = KV_NONE, .tagged = KV_FROM(3), .flexible = KV_NONE },
+	  .versions = KV_FROM(3), .nullable = KV_NONE, .tagged = KV_FROM(3), .dflt = -1LL, .flexible = KV_NONE },
 	{ .name = "FinalizedFeatures", .type = KD_T_ARRAY, .elem = KD_T_STRUCT, .tag = 2, .sub = &ApiVersionsResponse__FinalizedFeatureKey,
 	  .versions = KV_FROM(3), .nullable = KV_NONE, .tagged = KV_FROM(3), .flexible = KV_NONE },
 	{ .name = "ZkMigrationReady", .type = KD_T_BOOL, .tag = 3,
@@ -1764,7 +1764,7 @@ static const struct kd_field CreateTopicsRequest__body_fields[] = {
 	{ .name = "Topics", .type = KD_T_ARRAY, .elem = KD_T_STRUCT, .tag = -1, .sub = &CreateTopicsRequest__CreatableTopic,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "timeoutMs", .type = KD_T_INT32, .tag = -1,
-	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .dflt = 60000LL, .flexible = KV_NONE },
 	{ .name = "validateOnly", .type = KD_T_BOOL, .tag = -1,
 	  .versions = KV_FROM(1), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 };
@@ -1784,7 +1784,7 @@ static const struct kd_field CreateTopicsResponse__CreatableTopicConfigs_fields[
 	{ .name = "ReadOnly", .type = KD_T_BOOL, .tag = -1,
 	  .versions = KV_FROM(5), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "ConfigSource", .type = KD_T_INT8, .tag = -1,
-	  .versions = KV_FROM(5), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(5), .nullable = KV_NONE, .tagged = KV_NONE, .dflt = -1LL, .flexible = KV_NONE },
 	{ .name = "IsSensitive", .type = KD_T_BOOL, .tag = -1,
 	  .versions = KV_FROM(5), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 };
@@ -1806,9 +1806,9 @@ static const struct kd_field CreateTopicsResponse__CreatableTopicResult_fields[]
 	{ .name = "TopicConfigErrorCode", .type = KD_T_INT16, .tag = 0,
 	  .versions = KV_FROM(5), .nullable = KV_NONE, .tagged = KV_FROM(5), .flexible = KV_NONE },
 	{ .name = "NumPartitions", .type = KD_T_INT32, .tag = -1,
-	  .versions = KV_FROM(5), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(5), .nullable = KV_NONE, .tagged = KV_NONE, .dflt = -1LL, .flexible = KV_NONE },
 	{ .name = "ReplicationFactor", .type = KD_T_INT16, .tag = -1,
-	  .versions = KV_FROM(5), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(5), .nullable = KV_NONE, .tagged = KV_NONE, .dflt = -1LL, .flexible = KV_NONE },
 	{ .name = "Configs", .type = KD_T_ARRAY, .elem = KD_T_STRUCT, .tag = -1, .sub = &CreateTopicsResponse__CreatableTopicConfigs,
 	  .versions = KV_FROM(5), .nullable = KV_FROM(5), .tagged = KV_NONE, .flexible = KV_NONE },
 };
@@ -1834,7 +1834,7 @@ static const struct kd_struct CreateTopicsResponse__body = {
 
 static const struct kd_field DeleteTopicsRequest__DeleteTopicState_fields[] = {
 	{ .name = "Name", .type = KD_T_STRING, .entity = KD_ENT_TOPIC_NAME, .tag = -1,
-	  .versions = KV_FROM(6), .nullable = KV_FROM(6), .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(6), .nullable = KV_FROM(6), .tagged = KV_NONE, .dflt_null = 1, .flexible = KV_NONE },
 	{ .name = "TopicId", .type = KD_T_UUID, .tag = -1,
 	  .versions = KV_FROM(6), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 };
@@ -1868,7 +1868,7 @@ static const struct kd_field DeleteTopicsResponse__DeletableTopicResult_fields[]
 	{ .name = "ErrorCode", .type = KD_T_INT16, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "ErrorMessage", .type = KD_T_STRING, .tag = -1,
-	  .versions = KV_FROM(5), .nullable = KV_FROM(5), .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(5), .nullable = KV_FROM(5), .tagged = KV_NONE, .dflt_null = 1, .flexible = KV_NONE },
 };
 static const struct kd_struct DeleteTopicsResponse__DeletableTopicResult = {
 	.name = "DeletableTopicResult",
@@ -1974,9 +1974,9 @@ static const struct kd_field InitProducerIdRequest__body_fields[] = {
 	{ .name = "TransactionTimeoutMs", .type = KD_T_INT32, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "ProducerId", .type = KD_T_INT64, .entity = KD_ENT_PRODUCER_ID, .tag = -1,
-	  .versions = KV_FROM(3), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(3), .nullable = KV_NONE, .tagged = KV_NONE, .dflt = -1LL, .flexible = KV_NONE },
 	{ .name = "ProducerEpoch", .type = KD_T_INT16, .tag = -1,
-	  .versions = KV_FROM(3), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(3), .nullable = KV_NONE, .tagged = KV_NONE, .dflt = -1LL, .flexible = KV_NONE },
 };
 static const struct kd_struct InitProducerIdRequest__body = {
 	.name = "InitProducerIdRequest",
@@ -1992,7 +1992,7 @@ static const struct kd_field InitProducerIdResponse__body_fields[] = {
 	{ .name = "ErrorCode", .type = KD_T_INT16, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "ProducerId", .type = KD_T_INT64, .entity = KD_ENT_PRODUCER_ID, .tag = -1,
-	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .dflt = -1LL, .flexible = KV_NONE },
 	{ .name = "ProducerEpoch", .type = KD_T_INT16, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 };
@@ -2008,7 +2008,7 @@ static const struct kd_field OffsetForLeaderEpochRequest__OffsetForLeaderPartiti
 	{ .name = "Partition", .type = KD_T_INT32, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "CurrentLeaderEpoch", .type = KD_T_INT32, .tag = -1,
-	  .versions = KV_FROM(2), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(2), .nullable = KV_NONE, .tagged = KV_NONE, .dflt = -1LL, .flexible = KV_NONE },
 	{ .name = "LeaderEpoch", .type = KD_T_INT32, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 };
@@ -2032,7 +2032,7 @@ static const struct kd_struct OffsetForLeaderEpochRequest__OffsetForLeaderTopic 
 
 static const struct kd_field OffsetForLeaderEpochRequest__body_fields[] = {
 	{ .name = "ReplicaId", .type = KD_T_INT32, .entity = KD_ENT_BROKER_ID, .tag = -1,
-	  .versions = KV_FROM(3), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(3), .nullable = KV_NONE, .tagged = KV_NONE, .dflt = -2LL, .flexible = KV_NONE },
 	{ .name = "Topics", .type = KD_T_ARRAY, .elem = KD_T_STRUCT, .tag = -1, .sub = &OffsetForLeaderEpochRequest__OffsetForLeaderTopic,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 };
@@ -2050,9 +2050,9 @@ static const struct kd_field OffsetForLeaderEpochResponse__EpochEndOffset_fields
 	{ .name = "Partition", .type = KD_T_INT32, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "LeaderEpoch", .type = KD_T_INT32, .tag = -1,
-	  .versions = KV_FROM(1), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(1), .nullable = KV_NONE, .tagged = KV_NONE, .dflt = -1LL, .flexible = KV_NONE },
 	{ .name = "EndOffset", .type = KD_T_INT64, .tag = -1,
-	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .dflt = -1LL, .flexible = KV_NONE },
 };
 static const struct kd_struct OffsetForLeaderEpochResponse__EpochEndOffset = {
 	.name = "EpochEndOffset",
@@ -2246,9 +2246,9 @@ static const struct kd_field EndTxnResponse__body_fields[] = {
 	{ .name = "ErrorCode", .type = KD_T_INT16, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "ProducerId", .type = KD_T_INT64, .entity = KD_ENT_PRODUCER_ID, .tag = -1,
-	  .versions = KV_FROM(5), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(5), .nullable = KV_NONE, .tagged = KV_NONE, .dflt = -1LL, .flexible = KV_NONE },
 	{ .name = "ProducerEpoch", .type = KD_T_INT16, .tag = -1,
-	  .versions = KV_FROM(5), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(5), .nullable = KV_NONE, .tagged = KV_NONE, .dflt = -1LL, .flexible = KV_NONE },
 };
 static const struct kd_struct EndTxnResponse__body = {
 	.name = "EndTxnResponse",
@@ -2354,7 +2354,7 @@ static const struct kd_field TxnOffsetCommitRequest__TxnOffsetCommitRequestParti
 	{ .name = "CommittedOffset", .type = KD_T_INT64, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "CommittedLeaderEpoch", .type = KD_T_INT32, .tag = -1,
-	  .versions = KV_FROM(2), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(2), .nullable = KV_NONE, .tagged = KV_NONE, .dflt = -1LL, .flexible = KV_NONE },
 	{ .name = "CommittedMetadata", .type = KD_T_STRING, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_FROM(0), .tagged = KV_NONE, .flexible = KV_NONE },
 };
@@ -2386,11 +2386,11 @@ static const struct kd_field TxnOffsetCommitRequest__body_fields[] = {
 	{ .name = "ProducerEpoch", .type = KD_T_INT16, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "GenerationId", .type = KD_T_INT32, .tag = -1,
-	  .versions = KV_FROM(3), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(3), .nullable = KV_NONE, .tagged = KV_NONE, .dflt = -1LL, .flexible = KV_NONE },
 	{ .name = "MemberId", .type = KD_T_STRING, .tag = -1,
 	  .versions = KV_FROM(3), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "GroupInstanceId", .type = KD_T_STRING, .tag = -1,
-	  .versions = KV_FROM(3), .nullable = KV_FROM(3), .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(3), .nullable = KV_FROM(3), .tagged = KV_NONE, .dflt_null = 1, .flexible = KV_NONE },
 	{ .name = "Topics", .type = KD_T_ARRAY, .elem = KD_T_STRUCT, .tag = -1, .sub = &TxnOffsetCommitRequest__TxnOffsetCommitRequestTopic,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 };
@@ -2446,7 +2446,7 @@ static const struct kd_field DescribeAclsRequest__body_fields[] = {
 	{ .name = "ResourceNameFilter", .type = KD_T_STRING, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_FROM(0), .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "PatternTypeFilter", .type = KD_T_INT8, .tag = -1,
-	  .versions = KV_FROM(1), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(1), .nullable = KV_NONE, .tagged = KV_NONE, .dflt = 3LL, .flexible = KV_NONE },
 	{ .name = "PrincipalFilter", .type = KD_T_STRING, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_FROM(0), .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "HostFilter", .type = KD_T_STRING, .tag = -1,
@@ -2486,7 +2486,7 @@ static const struct kd_field DescribeAclsResponse__DescribeAclsResource_fields[]
 	{ .name = "ResourceName", .type = KD_T_STRING, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "PatternType", .type = KD_T_INT8, .tag = -1,
-	  .versions = KV_FROM(1), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(1), .nullable = KV_NONE, .tagged = KV_NONE, .dflt = 3LL, .flexible = KV_NONE },
 	{ .name = "Acls", .type = KD_T_ARRAY, .elem = KD_T_STRUCT, .tag = -1, .sub = &DescribeAclsResponse__AclDescription,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 };
@@ -2520,7 +2520,7 @@ static const struct kd_field CreateAclsRequest__AclCreation_fields[] = {
 	{ .name = "ResourceName", .type = KD_T_STRING, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "ResourcePatternType", .type = KD_T_INT8, .tag = -1,
-	  .versions = KV_FROM(1), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(1), .nullable = KV_NONE, .tagged = KV_NONE, .dflt = 3LL, .flexible = KV_NONE },
 	{ .name = "Principal", .type = KD_T_STRING, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "Host", .type = KD_T_STRING, .tag = -1,
@@ -2580,7 +2580,7 @@ static const struct kd_field DeleteAclsRequest__DeleteAclsFilter_fields[] = {
 	{ .name = "ResourceNameFilter", .type = KD_T_STRING, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_FROM(0), .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "PatternTypeFilter", .type = KD_T_INT8, .tag = -1,
-	  .versions = KV_FROM(1), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(1), .nullable = KV_NONE, .tagged = KV_NONE, .dflt = 3LL, .flexible = KV_NONE },
 	{ .name = "PrincipalFilter", .type = KD_T_STRING, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_FROM(0), .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "HostFilter", .type = KD_T_STRING, .tag = -1,
@@ -2618,7 +2618,7 @@ static const struct kd_field DeleteAclsResponse__DeleteAclsMatchingAcl_fields[] 
 	{ .name = "ResourceName", .type = KD_T_STRING, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "PatternType", .type = KD_T_INT8, .tag = -1,
-	  .versions = KV_FROM(1), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(1), .nullable = KV_NONE, .tagged = KV_NONE, .dflt = 3LL, .flexible = KV_NONE },
 	{ .name = "Principal", .type = KD_T_STRING, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "Host", .type = KD_T_STRING, .tag = -1,
@@ -2716,7 +2716,7 @@ static const struct kd_field DescribeConfigsResponse__DescribeConfigsResourceRes
 	{ .name = "IsDefault", .type = KD_T_BOOL, .tag = -1,
 	  .versions = KV(0, 0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "ConfigSource", .type = KD_T_INT8, .tag = -1,
-	  .versions = KV_FROM(1), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(1), .nullable = KV_NONE, .tagged = KV_NONE, .dflt = -1LL, .flexible = KV_NONE },
 	{ .name = "IsSensitive", .type = KD_T_BOOL, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "Synonyms", .type = KD_T_ARRAY, .elem = KD_T_STRUCT, .tag = -1, .sub = &DescribeConfigsResponse__DescribeConfigsSynonym,
@@ -2968,9 +2968,9 @@ static const struct kd_field DescribeLogDirsResponse__DescribeLogDirsResult_fiel
 	{ .name = "Topics", .type = KD_T_ARRAY, .elem = KD_T_STRUCT, .tag = -1, .sub = &DescribeLogDirsResponse__DescribeLogDirsTopic,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "TotalBytes", .type = KD_T_INT64, .tag = -1,
-	  .versions = KV_FROM(4), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(4), .nullable = KV_NONE, .tagged = KV_NONE, .dflt = -1LL, .flexible = KV_NONE },
 	{ .name = "UsableBytes", .type = KD_T_INT64, .tag = -1,
-	  .versions = KV_FROM(4), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(4), .nullable = KV_NONE, .tagged = KV_NONE, .dflt = -1LL, .flexible = KV_NONE },
 };
 static const struct kd_struct DescribeLogDirsResponse__DescribeLogDirsResult = {
 	.name = "DescribeLogDirsResult",
@@ -3070,7 +3070,7 @@ static const struct kd_field CreatePartitionsResponse__CreatePartitionsTopicResu
 	{ .name = "ErrorCode", .type = KD_T_INT16, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "ErrorMessage", .type = KD_T_STRING, .tag = -1,
-	  .versions = KV_FROM(0), .nullable = KV_FROM(0), .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(0), .nullable = KV_FROM(0), .tagged = KV_NONE, .dflt_null = 1, .flexible = KV_NONE },
 };
 static const struct kd_struct CreatePartitionsResponse__CreatePartitionsTopicResult = {
 	.name = "CreatePartitionsTopicResult",
@@ -3350,7 +3350,7 @@ static const struct kd_field ElectLeadersRequest__body_fields[] = {
 	{ .name = "TopicPartitions", .type = KD_T_ARRAY, .elem = KD_T_STRUCT, .tag = -1, .sub = &ElectLeadersRequest__TopicPartitions,
 	  .versions = KV_FROM(0), .nullable = KV_FROM(0), .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "TimeoutMs", .type = KD_T_INT32, .tag = -1,
-	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .dflt = 60000LL, .flexible = KV_NONE },
 };
 static const struct kd_struct ElectLeadersRequest__body = {
 	.name = "ElectLeadersRequest",
@@ -3478,7 +3478,7 @@ static const struct kd_field AlterPartitionReassignmentsRequest__ReassignablePar
 	{ .name = "PartitionIndex", .type = KD_T_INT32, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "Replicas", .type = KD_T_ARRAY, .elem = KD_T_INT32, .entity = KD_ENT_BROKER_ID, .tag = -1,
-	  .versions = KV_FROM(0), .nullable = KV_FROM(0), .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(0), .nullable = KV_FROM(0), .tagged = KV_NONE, .dflt_null = 1, .flexible = KV_NONE },
 };
 static const struct kd_struct AlterPartitionReassignmentsRequest__ReassignablePartition = {
 	.name = "ReassignablePartition",
@@ -3500,7 +3500,7 @@ static const struct kd_struct AlterPartitionReassignmentsRequest__ReassignableTo
 
 static const struct kd_field AlterPartitionReassignmentsRequest__body_fields[] = {
 	{ .name = "TimeoutMs", .type = KD_T_INT32, .tag = -1,
-	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .dflt = 60000LL, .flexible = KV_NONE },
 	{ .name = "Topics", .type = KD_T_ARRAY, .elem = KD_T_STRUCT, .tag = -1, .sub = &AlterPartitionReassignmentsRequest__ReassignableTopic,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 };
@@ -3570,9 +3570,9 @@ static const struct kd_struct ListPartitionReassignmentsRequest__ListPartitionRe
 
 static const struct kd_field ListPartitionReassignmentsRequest__body_fields[] = {
 	{ .name = "TimeoutMs", .type = KD_T_INT32, .tag = -1,
-	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .dflt = 60000LL, .flexible = KV_NONE },
 	{ .name = "Topics", .type = KD_T_ARRAY, .elem = KD_T_STRUCT, .tag = -1, .sub = &ListPartitionReassignmentsRequest__ListPartitionReassignmentsTopics,
-	  .versions = KV_FROM(0), .nullable = KV_FROM(0), .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(0), .nullable = KV_FROM(0), .tagged = KV_NONE, .dflt_null = 1, .flexible = KV_NONE },
 };
 static const struct kd_struct ListPartitionReassignmentsRequest__body = {
 	.name = "ListPartitionReassignmentsRequest",
@@ -4054,9 +4054,9 @@ static const struct kd_struct VoteRequest__TopicData = {
 
 static const struct kd_field VoteRequest__body_fields[] = {
 	{ .name = "ClusterId", .type = KD_T_STRING, .tag = -1,
-	  .versions = KV_FROM(0), .nullable = KV_FROM(0), .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(0), .nullable = KV_FROM(0), .tagged = KV_NONE, .dflt_null = 1, .flexible = KV_NONE },
 	{ .name = "VoterId", .type = KD_T_INT32, .entity = KD_ENT_BROKER_ID, .tag = -1,
-	  .versions = KV_FROM(1), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(1), .nullable = KV_NONE, .tagged = KV_NONE, .dflt = -1LL, .flexible = KV_NONE },
 	{ .name = "Topics", .type = KD_T_ARRAY, .elem = KD_T_STRUCT, .tag = -1, .sub = &VoteRequest__TopicData,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 };
@@ -4172,9 +4172,9 @@ static const struct kd_struct BeginQuorumEpochRequest__LeaderEndpoint = {
 
 static const struct kd_field BeginQuorumEpochRequest__body_fields[] = {
 	{ .name = "ClusterId", .type = KD_T_STRING, .tag = -1,
-	  .versions = KV_FROM(0), .nullable = KV_FROM(0), .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(0), .nullable = KV_FROM(0), .tagged = KV_NONE, .dflt_null = 1, .flexible = KV_NONE },
 	{ .name = "VoterId", .type = KD_T_INT32, .entity = KD_ENT_BROKER_ID, .tag = -1,
-	  .versions = KV_FROM(1), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(1), .nullable = KV_NONE, .tagged = KV_NONE, .dflt = -1LL, .flexible = KV_NONE },
 	{ .name = "Topics", .type = KD_T_ARRAY, .elem = KD_T_STRUCT, .tag = -1, .sub = &BeginQuorumEpochRequest__TopicData,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "LeaderEndpoints", .type = KD_T_ARRAY, .elem = KD_T_STRUCT, .tag = -1, .sub = &BeginQuorumEpochRequest__LeaderEndpoint,
@@ -4304,7 +4304,7 @@ static const struct kd_struct EndQuorumEpochRequest__LeaderEndpoint = {
 
 static const struct kd_field EndQuorumEpochRequest__body_fields[] = {
 	{ .name = "ClusterId", .type = KD_T_STRING, .tag = -1,
-	  .versions = KV_FROM(0), .nullable = KV_FROM(0), .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(0), .nullable = KV_FROM(0), .tagged = KV_NONE, .dflt_null = 1, .flexible = KV_NONE },
 	{ .name = "Topics", .type = KD_T_ARRAY, .elem = KD_T_STRUCT, .tag = -1, .sub = &EndQuorumEpochRequest__TopicData,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "LeaderEndpoints", .type = KD_T_ARRAY, .elem = KD_T_STRUCT, .tag = -1, .sub = &EndQuorumEpochRequest__LeaderEndpoint,
@@ -4418,9 +4418,9 @@ static const struct kd_field DescribeQuorumResponse__ReplicaState_fields[] = {
 	{ .name = "LogEndOffset", .type = KD_T_INT64, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "LastFetchTimestamp", .type = KD_T_INT64, .tag = -1,
-	  .versions = KV_FROM(1), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(1), .nullable = KV_NONE, .tagged = KV_NONE, .dflt = -1LL, .flexible = KV_NONE },
 	{ .name = "LastCaughtUpTimestamp", .type = KD_T_INT64, .tag = -1,
-	  .versions = KV_FROM(1), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(1), .nullable = KV_NONE, .tagged = KV_NONE, .dflt = -1LL, .flexible = KV_NONE },
 };
 static const struct kd_struct DescribeQuorumResponse__ReplicaState = {
 	.name = "ReplicaState",
@@ -4512,7 +4512,7 @@ static const struct kd_field AlterPartitionRequest__BrokerState_fields[] = {
 	{ .name = "BrokerId", .type = KD_T_INT32, .entity = KD_ENT_BROKER_ID, .tag = -1,
 	  .versions = KV_FROM(3), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "BrokerEpoch", .type = KD_T_INT64, .tag = -1,
-	  .versions = KV_FROM(3), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(3), .nullable = KV_NONE, .tagged = KV_NONE, .dflt = -1LL, .flexible = KV_NONE },
 };
 static const struct kd_struct AlterPartitionRequest__BrokerState = {
 	.name = "BrokerState",
@@ -4558,7 +4558,7 @@ static const struct kd_field AlterPartitionRequest__body_fields[] = {
 	{ .name = "BrokerId", .type = KD_T_INT32, .entity = KD_ENT_BROKER_ID, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "BrokerEpoch", .type = KD_T_INT64, .tag = -1,
-	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .dflt = -1LL, .flexible = KV_NONE },
 	{ .name = "Topics", .type = KD_T_ARRAY, .elem = KD_T_STRUCT, .tag = -1, .sub = &AlterPartitionRequest__TopicData,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 };
@@ -4630,7 +4630,7 @@ static const struct kd_field UpdateFeaturesRequest__FeatureUpdateKey_fields[] = 
 	{ .name = "AllowDowngrade", .type = KD_T_BOOL, .tag = -1,
 	  .versions = KV(0, 0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "UpgradeType", .type = KD_T_INT8, .tag = -1,
-	  .versions = KV_FROM(1), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(1), .nullable = KV_NONE, .tagged = KV_NONE, .dflt = 1LL, .flexible = KV_NONE },
 };
 static const struct kd_struct UpdateFeaturesRequest__FeatureUpdateKey = {
 	.name = "FeatureUpdateKey",
@@ -4640,7 +4640,7 @@ static const struct kd_struct UpdateFeaturesRequest__FeatureUpdateKey = {
 
 static const struct kd_field UpdateFeaturesRequest__body_fields[] = {
 	{ .name = "timeoutMs", .type = KD_T_INT32, .tag = -1,
-	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .dflt = 60000LL, .flexible = KV_NONE },
 	{ .name = "FeatureUpdates", .type = KD_T_ARRAY, .elem = KD_T_STRUCT, .tag = -1, .sub = &UpdateFeaturesRequest__FeatureUpdateKey,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "ValidateOnly", .type = KD_T_BOOL, .tag = -1,
@@ -4704,7 +4704,7 @@ static const struct kd_struct EnvelopeRequest__body = {
 
 static const struct kd_field EnvelopeResponse__body_fields[] = {
 	{ .name = "ResponseData", .type = KD_T_BYTES, .tag = -1,
-	  .versions = KV_FROM(0), .nullable = KV_FROM(0), .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(0), .nullable = KV_FROM(0), .tagged = KV_NONE, .dflt_null = 1, .flexible = KV_NONE },
 	{ .name = "ErrorCode", .type = KD_T_INT16, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 };
@@ -4760,11 +4760,11 @@ static const struct kd_struct FetchSnapshotRequest__TopicSnapshot = {
 
 static const struct kd_field FetchSnapshotRequest__body_fields[] = {
 	{ .name = "ClusterId", .type = KD_T_STRING, .tag = 0,
-	  .versions = KV_FROM(0), .nullable = KV_FROM(0), .tagged = KV_FROM(0), .flexible = KV_NONE },
+	  .versions = KV_FROM(0), .nullable = KV_FROM(0), .tagged = KV_FROM(0), .dflt_null = 1, .flexible = KV_NONE },
 	{ .name = "ReplicaId", .type = KD_T_INT32, .entity = KD_ENT_BROKER_ID, .tag = -1,
-	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .dflt = -1LL, .flexible = KV_NONE },
 	{ .name = "MaxBytes", .type = KD_T_INT32, .tag = -1,
-	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .dflt = 2147483647LL, .flexible = KV_NONE },
 	{ .name = "Topics", .type = KD_T_ARRAY, .elem = KD_T_STRUCT, .tag = -1, .sub = &FetchSnapshotRequest__TopicSnapshot,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 };
@@ -4870,7 +4870,7 @@ static const struct kd_field DescribeClusterRequest__body_fields[] = {
 	{ .name = "IncludeClusterAuthorizedOperations", .type = KD_T_BOOL, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "EndpointType", .type = KD_T_INT8, .tag = -1,
-	  .versions = KV_FROM(1), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(1), .nullable = KV_NONE, .tagged = KV_NONE, .dflt = 1LL, .flexible = KV_NONE },
 };
 static const struct kd_struct DescribeClusterRequest__body = {
 	.name = "DescribeClusterRequest",
@@ -4888,7 +4888,7 @@ static const struct kd_field DescribeClusterResponse__DescribeClusterBroker_fiel
 	{ .name = "Port", .type = KD_T_INT32, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "Rack", .type = KD_T_STRING, .tag = -1,
-	  .versions = KV_FROM(0), .nullable = KV_FROM(0), .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(0), .nullable = KV_FROM(0), .tagged = KV_NONE, .dflt_null = 1, .flexible = KV_NONE },
 };
 static const struct kd_struct DescribeClusterResponse__DescribeClusterBroker = {
 	.name = "DescribeClusterBroker",
@@ -4902,17 +4902,17 @@ static const struct kd_field DescribeClusterResponse__body_fields[] = {
 	{ .name = "ErrorCode", .type = KD_T_INT16, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "ErrorMessage", .type = KD_T_STRING, .tag = -1,
-	  .versions = KV_FROM(0), .nullable = KV_FROM(0), .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(0), .nullable = KV_FROM(0), .tagged = KV_NONE, .dflt_null = 1, .flexible = KV_NONE },
 	{ .name = "EndpointType", .type = KD_T_INT8, .tag = -1,
-	  .versions = KV_FROM(1), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(1), .nullable = KV_NONE, .tagged = KV_NONE, .dflt = 1LL, .flexible = KV_NONE },
 	{ .name = "ClusterId", .type = KD_T_STRING, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "ControllerId", .type = KD_T_INT32, .entity = KD_ENT_BROKER_ID, .tag = -1,
-	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .dflt = -1LL, .flexible = KV_NONE },
 	{ .name = "Brokers", .type = KD_T_ARRAY, .elem = KD_T_STRUCT, .tag = -1, .sub = &DescribeClusterResponse__DescribeClusterBroker,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "ClusterAuthorizedOperations", .type = KD_T_INT32, .tag = -1,
-	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .dflt = -2147483648LL, .flexible = KV_NONE },
 };
 static const struct kd_struct DescribeClusterResponse__body = {
 	.name = "DescribeClusterResponse",
@@ -4952,13 +4952,13 @@ static const struct kd_field DescribeProducersResponse__ProducerState_fields[] =
 	{ .name = "ProducerEpoch", .type = KD_T_INT32, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "LastSequence", .type = KD_T_INT32, .tag = -1,
-	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .dflt = -1LL, .flexible = KV_NONE },
 	{ .name = "LastTimestamp", .type = KD_T_INT64, .tag = -1,
-	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .dflt = -1LL, .flexible = KV_NONE },
 	{ .name = "CoordinatorEpoch", .type = KD_T_INT32, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "CurrentTxnStartOffset", .type = KD_T_INT64, .tag = -1,
-	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .dflt = -1LL, .flexible = KV_NONE },
 };
 static const struct kd_struct DescribeProducersResponse__ProducerState = {
 	.name = "ProducerState",
@@ -4972,7 +4972,7 @@ static const struct kd_field DescribeProducersResponse__PartitionResponse_fields
 	{ .name = "ErrorCode", .type = KD_T_INT16, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "ErrorMessage", .type = KD_T_STRING, .tag = -1,
-	  .versions = KV_FROM(0), .nullable = KV_FROM(0), .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(0), .nullable = KV_FROM(0), .tagged = KV_NONE, .dflt_null = 1, .flexible = KV_NONE },
 	{ .name = "ActiveProducers", .type = KD_T_ARRAY, .elem = KD_T_STRUCT, .tag = -1, .sub = &DescribeProducersResponse__ProducerState,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 };
@@ -5056,7 +5056,7 @@ static const struct kd_field BrokerRegistrationRequest__body_fields[] = {
 	{ .name = "LogDirs", .type = KD_T_ARRAY, .elem = KD_T_UUID, .tag = -1,
 	  .versions = KV_FROM(2), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "PreviousBrokerEpoch", .type = KD_T_INT64, .tag = -1,
-	  .versions = KV_FROM(3), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(3), .nullable = KV_NONE, .tagged = KV_NONE, .dflt = -1LL, .flexible = KV_NONE },
 };
 static const struct kd_struct BrokerRegistrationRequest__body = {
 	.name = "BrokerRegistrationRequest",
@@ -5072,7 +5072,7 @@ static const struct kd_field BrokerRegistrationResponse__body_fields[] = {
 	{ .name = "ErrorCode", .type = KD_T_INT16, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "BrokerEpoch", .type = KD_T_INT64, .tag = -1,
-	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .dflt = -1LL, .flexible = KV_NONE },
 };
 static const struct kd_struct BrokerRegistrationResponse__body = {
 	.name = "BrokerRegistrationResponse",
@@ -5086,7 +5086,7 @@ static const struct kd_field BrokerHeartbeatRequest__body_fields[] = {
 	{ .name = "BrokerId", .type = KD_T_INT32, .entity = KD_ENT_BROKER_ID, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "BrokerEpoch", .type = KD_T_INT64, .tag = -1,
-	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .dflt = -1LL, .flexible = KV_NONE },
 	{ .name = "CurrentMetadataOffset", .type = KD_T_INT64, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "WantFence", .type = KD_T_BOOL, .tag = -1,
@@ -5112,7 +5112,7 @@ static const struct kd_field BrokerHeartbeatResponse__body_fields[] = {
 	{ .name = "IsCaughtUp", .type = KD_T_BOOL, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "IsFenced", .type = KD_T_BOOL, .tag = -1,
-	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .dflt = 1LL, .flexible = KV_NONE },
 	{ .name = "ShouldShutDown", .type = KD_T_BOOL, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 };
@@ -5220,7 +5220,7 @@ static const struct kd_field ListTransactionsRequest__body_fields[] = {
 	{ .name = "ProducerIdFilters", .type = KD_T_ARRAY, .elem = KD_T_INT64, .entity = KD_ENT_PRODUCER_ID, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "DurationFilter", .type = KD_T_INT64, .tag = -1,
-	  .versions = KV_FROM(1), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(1), .nullable = KV_NONE, .tagged = KV_NONE, .dflt = -1LL, .flexible = KV_NONE },
 };
 static const struct kd_struct ListTransactionsRequest__body = {
 	.name = "ListTransactionsRequest",
@@ -5266,7 +5266,7 @@ static const struct kd_field AllocateProducerIdsRequest__body_fields[] = {
 	{ .name = "BrokerId", .type = KD_T_INT32, .entity = KD_ENT_BROKER_ID, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "BrokerEpoch", .type = KD_T_INT64, .tag = -1,
-	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .dflt = -1LL, .flexible = KV_NONE },
 };
 static const struct kd_struct AllocateProducerIdsRequest__body = {
 	.name = "AllocateProducerIdsRequest",
@@ -5314,19 +5314,19 @@ static const struct kd_field ConsumerGroupHeartbeatRequest__body_fields[] = {
 	{ .name = "MemberEpoch", .type = KD_T_INT32, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "InstanceId", .type = KD_T_STRING, .tag = -1,
-	  .versions = KV_FROM(0), .nullable = KV_FROM(0), .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(0), .nullable = KV_FROM(0), .tagged = KV_NONE, .dflt_null = 1, .flexible = KV_NONE },
 	{ .name = "RackId", .type = KD_T_STRING, .tag = -1,
-	  .versions = KV_FROM(0), .nullable = KV_FROM(0), .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(0), .nullable = KV_FROM(0), .tagged = KV_NONE, .dflt_null = 1, .flexible = KV_NONE },
 	{ .name = "RebalanceTimeoutMs", .type = KD_T_INT32, .tag = -1,
-	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .dflt = -1LL, .flexible = KV_NONE },
 	{ .name = "SubscribedTopicNames", .type = KD_T_ARRAY, .elem = KD_T_STRING, .entity = KD_ENT_TOPIC_NAME, .tag = -1,
-	  .versions = KV_FROM(0), .nullable = KV_FROM(0), .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(0), .nullable = KV_FROM(0), .tagged = KV_NONE, .dflt_null = 1, .flexible = KV_NONE },
 	{ .name = "SubscribedTopicRegex", .type = KD_T_STRING, .tag = -1,
-	  .versions = KV_FROM(1), .nullable = KV_FROM(1), .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(1), .nullable = KV_FROM(1), .tagged = KV_NONE, .dflt_null = 1, .flexible = KV_NONE },
 	{ .name = "ServerAssignor", .type = KD_T_STRING, .tag = -1,
-	  .versions = KV_FROM(0), .nullable = KV_FROM(0), .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(0), .nullable = KV_FROM(0), .tagged = KV_NONE, .dflt_null = 1, .flexible = KV_NONE },
 	{ .name = "TopicPartitions", .type = KD_T_ARRAY, .elem = KD_T_STRUCT, .tag = -1, .sub = &ConsumerGroupHeartbeatRequest__TopicPartitions,
-	  .versions = KV_FROM(0), .nullable = KV_FROM(0), .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(0), .nullable = KV_FROM(0), .tagged = KV_NONE, .dflt_null = 1, .flexible = KV_NONE },
 };
 static const struct kd_struct ConsumerGroupHeartbeatRequest__body = {
 	.name = "ConsumerGroupHeartbeatRequest",
@@ -5364,15 +5364,15 @@ static const struct kd_field ConsumerGroupHeartbeatResponse__body_fields[] = {
 	{ .name = "ErrorCode", .type = KD_T_INT16, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "ErrorMessage", .type = KD_T_STRING, .tag = -1,
-	  .versions = KV_FROM(0), .nullable = KV_FROM(0), .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(0), .nullable = KV_FROM(0), .tagged = KV_NONE, .dflt_null = 1, .flexible = KV_NONE },
 	{ .name = "MemberId", .type = KD_T_STRING, .tag = -1,
-	  .versions = KV_FROM(0), .nullable = KV_FROM(0), .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(0), .nullable = KV_FROM(0), .tagged = KV_NONE, .dflt_null = 1, .flexible = KV_NONE },
 	{ .name = "MemberEpoch", .type = KD_T_INT32, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "HeartbeatIntervalMs", .type = KD_T_INT32, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "Assignment", .type = KD_T_STRUCT, .tag = -1, .sub = &ConsumerGroupHeartbeatResponse__Assignment,
-	  .versions = KV_FROM(0), .nullable = KV_FROM(0), .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(0), .nullable = KV_FROM(0), .tagged = KV_NONE, .dflt_null = 1, .flexible = KV_NONE },
 };
 static const struct kd_struct ConsumerGroupHeartbeatResponse__body = {
 	.name = "ConsumerGroupHeartbeatResponse",
@@ -5424,9 +5424,9 @@ static const struct kd_field ConsumerGroupDescribeResponse__Member_fields[] = {
 	{ .name = "MemberId", .type = KD_T_STRING, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "InstanceId", .type = KD_T_STRING, .tag = -1,
-	  .versions = KV_FROM(0), .nullable = KV_FROM(0), .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(0), .nullable = KV_FROM(0), .tagged = KV_NONE, .dflt_null = 1, .flexible = KV_NONE },
 	{ .name = "RackId", .type = KD_T_STRING, .tag = -1,
-	  .versions = KV_FROM(0), .nullable = KV_FROM(0), .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(0), .nullable = KV_FROM(0), .tagged = KV_NONE, .dflt_null = 1, .flexible = KV_NONE },
 	{ .name = "MemberEpoch", .type = KD_T_INT32, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "ClientId", .type = KD_T_STRING, .tag = -1,
@@ -5436,7 +5436,7 @@ static const struct kd_field ConsumerGroupDescribeResponse__Member_fields[] = {
 	{ .name = "SubscribedTopicNames", .type = KD_T_ARRAY, .elem = KD_T_STRING, .entity = KD_ENT_TOPIC_NAME, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "SubscribedTopicRegex", .type = KD_T_STRING, .tag = -1,
-	  .versions = KV_FROM(0), .nullable = KV_FROM(0), .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(0), .nullable = KV_FROM(0), .tagged = KV_NONE, .dflt_null = 1, .flexible = KV_NONE },
 	{ .name = "Assignment", .type = KD_T_STRUCT, .tag = -1, .sub = &ConsumerGroupDescribeResponse__Assignment,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "TargetAssignment", .type = KD_T_STRUCT, .tag = -1, .sub = &ConsumerGroupDescribeResponse__Assignment,
@@ -5452,7 +5452,7 @@ static const struct kd_field ConsumerGroupDescribeResponse__DescribedGroup_field
 	{ .name = "ErrorCode", .type = KD_T_INT16, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "ErrorMessage", .type = KD_T_STRING, .tag = -1,
-	  .versions = KV_FROM(0), .nullable = KV_FROM(0), .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(0), .nullable = KV_FROM(0), .tagged = KV_NONE, .dflt_null = 1, .flexible = KV_NONE },
 	{ .name = "GroupId", .type = KD_T_STRING, .entity = KD_ENT_GROUP_ID, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "GroupState", .type = KD_T_STRING, .tag = -1,
@@ -5466,7 +5466,7 @@ static const struct kd_field ConsumerGroupDescribeResponse__DescribedGroup_field
 	{ .name = "Members", .type = KD_T_ARRAY, .elem = KD_T_STRUCT, .tag = -1, .sub = &ConsumerGroupDescribeResponse__Member,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "AuthorizedOperations", .type = KD_T_INT32, .tag = -1,
-	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .dflt = -2147483648LL, .flexible = KV_NONE },
 };
 static const struct kd_struct ConsumerGroupDescribeResponse__DescribedGroup = {
 	.name = "DescribedGroup",
@@ -5666,7 +5666,7 @@ static const struct kd_field AssignReplicasToDirsRequest__body_fields[] = {
 	{ .name = "BrokerId", .type = KD_T_INT32, .entity = KD_ENT_BROKER_ID, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "BrokerEpoch", .type = KD_T_INT64, .tag = -1,
-	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .dflt = -1LL, .flexible = KV_NONE },
 	{ .name = "Directories", .type = KD_T_ARRAY, .elem = KD_T_STRUCT, .tag = -1, .sub = &AssignReplicasToDirsRequest__DirectoryData,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 };
@@ -5790,9 +5790,9 @@ static const struct kd_field DescribeTopicPartitionsRequest__body_fields[] = {
 	{ .name = "Topics", .type = KD_T_ARRAY, .elem = KD_T_STRUCT, .tag = -1, .sub = &DescribeTopicPartitionsRequest__TopicRequest,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "ResponsePartitionLimit", .type = KD_T_INT32, .tag = -1,
-	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .dflt = 2000LL, .flexible = KV_NONE },
 	{ .name = "Cursor", .type = KD_T_STRUCT, .tag = -1, .sub = &DescribeTopicPartitionsRequest__Cursor,
-	  .versions = KV_FROM(0), .nullable = KV_FROM(0), .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(0), .nullable = KV_FROM(0), .tagged = KV_NONE, .dflt_null = 1, .flexible = KV_NONE },
 };
 static const struct kd_struct DescribeTopicPartitionsRequest__body = {
 	.name = "DescribeTopicPartitionsRequest",
@@ -5810,15 +5810,15 @@ static const struct kd_field DescribeTopicPartitionsResponse__DescribeTopicParti
 	{ .name = "LeaderId", .type = KD_T_INT32, .entity = KD_ENT_BROKER_ID, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "LeaderEpoch", .type = KD_T_INT32, .tag = -1,
-	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .dflt = -1LL, .flexible = KV_NONE },
 	{ .name = "ReplicaNodes", .type = KD_T_ARRAY, .elem = KD_T_INT32, .entity = KD_ENT_BROKER_ID, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "IsrNodes", .type = KD_T_ARRAY, .elem = KD_T_INT32, .entity = KD_ENT_BROKER_ID, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "EligibleLeaderReplicas", .type = KD_T_ARRAY, .elem = KD_T_INT32, .entity = KD_ENT_BROKER_ID, .tag = -1,
-	  .versions = KV_FROM(0), .nullable = KV_FROM(0), .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(0), .nullable = KV_FROM(0), .tagged = KV_NONE, .dflt_null = 1, .flexible = KV_NONE },
 	{ .name = "LastKnownElr", .type = KD_T_ARRAY, .elem = KD_T_INT32, .entity = KD_ENT_BROKER_ID, .tag = -1,
-	  .versions = KV_FROM(0), .nullable = KV_FROM(0), .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(0), .nullable = KV_FROM(0), .tagged = KV_NONE, .dflt_null = 1, .flexible = KV_NONE },
 	{ .name = "OfflineReplicas", .type = KD_T_ARRAY, .elem = KD_T_INT32, .entity = KD_ENT_BROKER_ID, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 };
@@ -5840,7 +5840,7 @@ static const struct kd_field DescribeTopicPartitionsResponse__DescribeTopicParti
 	{ .name = "Partitions", .type = KD_T_ARRAY, .elem = KD_T_STRUCT, .tag = -1, .sub = &DescribeTopicPartitionsResponse__DescribeTopicPartitionsResponsePartition,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "TopicAuthorizedOperations", .type = KD_T_INT32, .tag = -1,
-	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .dflt = -2147483648LL, .flexible = KV_NONE },
 };
 static const struct kd_struct DescribeTopicPartitionsResponse__DescribeTopicPartitionsResponseTopic = {
 	.name = "DescribeTopicPartitionsResponseTopic",
@@ -5866,7 +5866,7 @@ static const struct kd_field DescribeTopicPartitionsResponse__body_fields[] = {
 	{ .name = "Topics", .type = KD_T_ARRAY, .elem = KD_T_STRUCT, .tag = -1, .sub = &DescribeTopicPartitionsResponse__DescribeTopicPartitionsResponseTopic,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "NextCursor", .type = KD_T_STRUCT, .tag = -1, .sub = &DescribeTopicPartitionsResponse__Cursor,
-	  .versions = KV_FROM(0), .nullable = KV_FROM(0), .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(0), .nullable = KV_FROM(0), .tagged = KV_NONE, .dflt_null = 1, .flexible = KV_NONE },
 };
 static const struct kd_struct DescribeTopicPartitionsResponse__body = {
 	.name = "DescribeTopicPartitionsResponse",
@@ -5884,9 +5884,9 @@ static const struct kd_field ShareGroupHeartbeatRequest__body_fields[] = {
 	{ .name = "MemberEpoch", .type = KD_T_INT32, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "RackId", .type = KD_T_STRING, .tag = -1,
-	  .versions = KV_FROM(0), .nullable = KV_FROM(0), .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(0), .nullable = KV_FROM(0), .tagged = KV_NONE, .dflt_null = 1, .flexible = KV_NONE },
 	{ .name = "SubscribedTopicNames", .type = KD_T_ARRAY, .elem = KD_T_STRING, .tag = -1,
-	  .versions = KV_FROM(0), .nullable = KV_FROM(0), .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(0), .nullable = KV_FROM(0), .tagged = KV_NONE, .dflt_null = 1, .flexible = KV_NONE },
 };
 static const struct kd_struct ShareGroupHeartbeatRequest__body = {
 	.name = "ShareGroupHeartbeatRequest",
@@ -5924,15 +5924,15 @@ static const struct kd_field ShareGroupHeartbeatResponse__body_fields[] = {
 	{ .name = "ErrorCode", .type = KD_T_INT16, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "ErrorMessage", .type = KD_T_STRING, .tag = -1,
-	  .versions = KV_FROM(0), .nullable = KV_FROM(0), .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(0), .nullable = KV_FROM(0), .tagged = KV_NONE, .dflt_null = 1, .flexible = KV_NONE },
 	{ .name = "MemberId", .type = KD_T_STRING, .tag = -1,
-	  .versions = KV_FROM(0), .nullable = KV_FROM(0), .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(0), .nullable = KV_FROM(0), .tagged = KV_NONE, .dflt_null = 1, .flexible = KV_NONE },
 	{ .name = "MemberEpoch", .type = KD_T_INT32, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "HeartbeatIntervalMs", .type = KD_T_INT32, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "Assignment", .type = KD_T_STRUCT, .tag = -1, .sub = &ShareGroupHeartbeatResponse__Assignment,
-	  .versions = KV_FROM(0), .nullable = KV_FROM(0), .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(0), .nullable = KV_FROM(0), .tagged = KV_NONE, .dflt_null = 1, .flexible = KV_NONE },
 };
 static const struct kd_struct ShareGroupHeartbeatResponse__body = {
 	.name = "ShareGroupHeartbeatResponse",
@@ -5984,7 +5984,7 @@ static const struct kd_field ShareGroupDescribeResponse__Member_fields[] = {
 	{ .name = "MemberId", .type = KD_T_STRING, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "RackId", .type = KD_T_STRING, .tag = -1,
-	  .versions = KV_FROM(0), .nullable = KV_FROM(0), .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(0), .nullable = KV_FROM(0), .tagged = KV_NONE, .dflt_null = 1, .flexible = KV_NONE },
 	{ .name = "MemberEpoch", .type = KD_T_INT32, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "ClientId", .type = KD_T_STRING, .tag = -1,
@@ -6006,7 +6006,7 @@ static const struct kd_field ShareGroupDescribeResponse__DescribedGroup_fields[]
 	{ .name = "ErrorCode", .type = KD_T_INT16, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "ErrorMessage", .type = KD_T_STRING, .tag = -1,
-	  .versions = KV_FROM(0), .nullable = KV_FROM(0), .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(0), .nullable = KV_FROM(0), .tagged = KV_NONE, .dflt_null = 1, .flexible = KV_NONE },
 	{ .name = "GroupId", .type = KD_T_STRING, .entity = KD_ENT_GROUP_ID, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "GroupState", .type = KD_T_STRING, .tag = -1,
@@ -6020,7 +6020,7 @@ static const struct kd_field ShareGroupDescribeResponse__DescribedGroup_fields[]
 	{ .name = "Members", .type = KD_T_ARRAY, .elem = KD_T_STRUCT, .tag = -1, .sub = &ShareGroupDescribeResponse__Member,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "AuthorizedOperations", .type = KD_T_INT32, .tag = -1,
-	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .dflt = -2147483648LL, .flexible = KV_NONE },
 };
 static const struct kd_struct ShareGroupDescribeResponse__DescribedGroup = {
 	.name = "DescribedGroup",
@@ -6096,7 +6096,7 @@ static const struct kd_struct ShareFetchRequest__ForgottenTopic = {
 
 static const struct kd_field ShareFetchRequest__body_fields[] = {
 	{ .name = "GroupId", .type = KD_T_STRING, .entity = KD_ENT_GROUP_ID, .tag = -1,
-	  .versions = KV_FROM(0), .nullable = KV_FROM(0), .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(0), .nullable = KV_FROM(0), .tagged = KV_NONE, .dflt_null = 1, .flexible = KV_NONE },
 	{ .name = "MemberId", .type = KD_T_STRING, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_FROM(0), .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "ShareSessionEpoch", .type = KD_T_INT32, .tag = -1,
@@ -6106,7 +6106,7 @@ static const struct kd_field ShareFetchRequest__body_fields[] = {
 	{ .name = "MinBytes", .type = KD_T_INT32, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "MaxBytes", .type = KD_T_INT32, .tag = -1,
-	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .dflt = 2147483647LL, .flexible = KV_NONE },
 	{ .name = "Topics", .type = KD_T_ARRAY, .elem = KD_T_STRUCT, .tag = -1, .sub = &ShareFetchRequest__FetchTopic,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "ForgottenTopicsData", .type = KD_T_ARRAY, .elem = KD_T_STRUCT, .tag = -1, .sub = &ShareFetchRequest__ForgottenTopic,
@@ -6152,11 +6152,11 @@ static const struct kd_field ShareFetchResponse__PartitionData_fields[] = {
 	{ .name = "ErrorCode", .type = KD_T_INT16, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "ErrorMessage", .type = KD_T_STRING, .tag = -1,
-	  .versions = KV_FROM(0), .nullable = KV_FROM(0), .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(0), .nullable = KV_FROM(0), .tagged = KV_NONE, .dflt_null = 1, .flexible = KV_NONE },
 	{ .name = "AcknowledgeErrorCode", .type = KD_T_INT16, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "AcknowledgeErrorMessage", .type = KD_T_STRING, .tag = -1,
-	  .versions = KV_FROM(0), .nullable = KV_FROM(0), .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(0), .nullable = KV_FROM(0), .tagged = KV_NONE, .dflt_null = 1, .flexible = KV_NONE },
 	{ .name = "CurrentLeader", .type = KD_T_STRUCT, .tag = -1, .sub = &ShareFetchResponse__LeaderIdAndEpoch,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "Records", .type = KD_T_RECORDS, .tag = -1,
@@ -6190,7 +6190,7 @@ static const struct kd_field ShareFetchResponse__NodeEndpoint_fields[] = {
 	{ .name = "Port", .type = KD_T_INT32, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "Rack", .type = KD_T_STRING, .tag = -1,
-	  .versions = KV_FROM(0), .nullable = KV_FROM(0), .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(0), .nullable = KV_FROM(0), .tagged = KV_NONE, .dflt_null = 1, .flexible = KV_NONE },
 };
 static const struct kd_struct ShareFetchResponse__NodeEndpoint = {
 	.name = "NodeEndpoint",
@@ -6204,7 +6204,7 @@ static const struct kd_field ShareFetchResponse__body_fields[] = {
 	{ .name = "ErrorCode", .type = KD_T_INT16, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "ErrorMessage", .type = KD_T_STRING, .tag = -1,
-	  .versions = KV_FROM(0), .nullable = KV_FROM(0), .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(0), .nullable = KV_FROM(0), .tagged = KV_NONE, .dflt_null = 1, .flexible = KV_NONE },
 	{ .name = "Responses", .type = KD_T_ARRAY, .elem = KD_T_STRUCT, .tag = -1, .sub = &ShareFetchResponse__ShareFetchableTopicResponse,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "NodeEndpoints", .type = KD_T_ARRAY, .elem = KD_T_STRUCT, .tag = -1, .sub = &ShareFetchResponse__NodeEndpoint,
@@ -6258,7 +6258,7 @@ static const struct kd_struct ShareAcknowledgeRequest__AcknowledgeTopic = {
 
 static const struct kd_field ShareAcknowledgeRequest__body_fields[] = {
 	{ .name = "GroupId", .type = KD_T_STRING, .entity = KD_ENT_GROUP_ID, .tag = -1,
-	  .versions = KV_FROM(0), .nullable = KV_FROM(0), .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(0), .nullable = KV_FROM(0), .tagged = KV_NONE, .dflt_null = 1, .flexible = KV_NONE },
 	{ .name = "MemberId", .type = KD_T_STRING, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_FROM(0), .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "ShareSessionEpoch", .type = KD_T_INT32, .tag = -1,
@@ -6292,7 +6292,7 @@ static const struct kd_field ShareAcknowledgeResponse__PartitionData_fields[] = 
 	{ .name = "ErrorCode", .type = KD_T_INT16, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "ErrorMessage", .type = KD_T_STRING, .tag = -1,
-	  .versions = KV_FROM(0), .nullable = KV_FROM(0), .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(0), .nullable = KV_FROM(0), .tagged = KV_NONE, .dflt_null = 1, .flexible = KV_NONE },
 	{ .name = "CurrentLeader", .type = KD_T_STRUCT, .tag = -1, .sub = &ShareAcknowledgeResponse__LeaderIdAndEpoch,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 };
@@ -6322,7 +6322,7 @@ static const struct kd_field ShareAcknowledgeResponse__NodeEndpoint_fields[] = {
 	{ .name = "Port", .type = KD_T_INT32, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "Rack", .type = KD_T_STRING, .tag = -1,
-	  .versions = KV_FROM(0), .nullable = KV_FROM(0), .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(0), .nullable = KV_FROM(0), .tagged = KV_NONE, .dflt_null = 1, .flexible = KV_NONE },
 };
 static const struct kd_struct ShareAcknowledgeResponse__NodeEndpoint = {
 	.name = "NodeEndpoint",
@@ -6336,7 +6336,7 @@ static const struct kd_field ShareAcknowledgeResponse__body_fields[] = {
 	{ .name = "ErrorCode", .type = KD_T_INT16, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "ErrorMessage", .type = KD_T_STRING, .tag = -1,
-	  .versions = KV_FROM(0), .nullable = KV_FROM(0), .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(0), .nullable = KV_FROM(0), .tagged = KV_NONE, .dflt_null = 1, .flexible = KV_NONE },
 	{ .name = "Responses", .type = KD_T_ARRAY, .elem = KD_T_STRUCT, .tag = -1, .sub = &ShareAcknowledgeResponse__ShareAcknowledgeTopicResponse,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "NodeEndpoints", .type = KD_T_ARRAY, .elem = KD_T_STRUCT, .tag = -1, .sub = &ShareAcknowledgeResponse__NodeEndpoint,
@@ -6482,9 +6482,9 @@ static const struct kd_struct UpdateRaftVoterRequest__body = {
 
 static const struct kd_field UpdateRaftVoterResponse__CurrentLeader_fields[] = {
 	{ .name = "LeaderId", .type = KD_T_INT32, .entity = KD_ENT_BROKER_ID, .tag = -1,
-	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .dflt = -1LL, .flexible = KV_NONE },
 	{ .name = "LeaderEpoch", .type = KD_T_INT32, .tag = -1,
-	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .dflt = -1LL, .flexible = KV_NONE },
 	{ .name = "Host", .type = KD_T_STRING, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "Port", .type = KD_T_INT32, .tag = -1,
@@ -6558,7 +6558,7 @@ static const struct kd_field InitializeShareGroupStateResponse__PartitionResult_
 	{ .name = "ErrorCode", .type = KD_T_INT16, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "ErrorMessage", .type = KD_T_STRING, .tag = -1,
-	  .versions = KV_FROM(0), .nullable = KV_FROM(0), .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(0), .nullable = KV_FROM(0), .tagged = KV_NONE, .dflt_null = 1, .flexible = KV_NONE },
 };
 static const struct kd_struct InitializeShareGroupStateResponse__PartitionResult = {
 	.name = "PartitionResult",
@@ -6650,7 +6650,7 @@ static const struct kd_field ReadShareGroupStateResponse__PartitionResult_fields
 	{ .name = "ErrorCode", .type = KD_T_INT16, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "ErrorMessage", .type = KD_T_STRING, .tag = -1,
-	  .versions = KV_FROM(0), .nullable = KV_FROM(0), .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(0), .nullable = KV_FROM(0), .tagged = KV_NONE, .dflt_null = 1, .flexible = KV_NONE },
 	{ .name = "StateEpoch", .type = KD_T_INT32, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "StartOffset", .type = KD_T_INT64, .tag = -1,
@@ -6754,7 +6754,7 @@ static const struct kd_field WriteShareGroupStateResponse__PartitionResult_field
 	{ .name = "ErrorCode", .type = KD_T_INT16, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "ErrorMessage", .type = KD_T_STRING, .tag = -1,
-	  .versions = KV_FROM(0), .nullable = KV_FROM(0), .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(0), .nullable = KV_FROM(0), .tagged = KV_NONE, .dflt_null = 1, .flexible = KV_NONE },
 };
 static const struct kd_struct WriteShareGroupStateResponse__PartitionResult = {
 	.name = "PartitionResult",
@@ -6828,7 +6828,7 @@ static const struct kd_field DeleteShareGroupStateResponse__PartitionResult_fiel
 	{ .name = "ErrorCode", .type = KD_T_INT16, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "ErrorMessage", .type = KD_T_STRING, .tag = -1,
-	  .versions = KV_FROM(0), .nullable = KV_FROM(0), .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(0), .nullable = KV_FROM(0), .tagged = KV_NONE, .dflt_null = 1, .flexible = KV_NONE },
 };
 static const struct kd_struct DeleteShareGroupStateResponse__PartitionResult = {
 	.name = "PartitionResult",
@@ -6904,7 +6904,7 @@ static const struct kd_field ReadShareGroupStateSummaryResponse__PartitionResult
 	{ .name = "ErrorCode", .type = KD_T_INT16, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "ErrorMessage", .type = KD_T_STRING, .tag = -1,
-	  .versions = KV_FROM(0), .nullable = KV_FROM(0), .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(0), .nullable = KV_FROM(0), .tagged = KV_NONE, .dflt_null = 1, .flexible = KV_NONE },
 	{ .name = "StateEpoch", .type = KD_T_INT32, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "StartOffset", .type = KD_T_INT64, .tag = -1,
@@ -6956,7 +6956,7 @@ static const struct kd_field ConsumerProtocolAssignment__body_fields[] = {
 	{ .name = "AssignedPartitions", .type = KD_T_ARRAY, .elem = KD_T_STRUCT, .tag = -1, .sub = &ConsumerProtocolAssignment__TopicPartition,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "UserData", .type = KD_T_BYTES, .tag = -1,
-	  .versions = KV_FROM(0), .nullable = KV_FROM(0), .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(0), .nullable = KV_FROM(0), .tagged = KV_NONE, .dflt_null = 1, .flexible = KV_NONE },
 };
 static const struct kd_struct ConsumerProtocolAssignment__body = {
 	.name = "ConsumerProtocolAssignment",
@@ -6982,13 +6982,13 @@ static const struct kd_field ConsumerProtocolSubscription__body_fields[] = {
 	{ .name = "Topics", .type = KD_T_ARRAY, .elem = KD_T_STRING, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "UserData", .type = KD_T_BYTES, .tag = -1,
-	  .versions = KV_FROM(0), .nullable = KV_FROM(0), .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(0), .nullable = KV_FROM(0), .tagged = KV_NONE, .dflt_null = 1, .flexible = KV_NONE },
 	{ .name = "OwnedPartitions", .type = KD_T_ARRAY, .elem = KD_T_STRUCT, .tag = -1, .sub = &ConsumerProtocolSubscription__TopicPartition,
 	  .versions = KV_FROM(1), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "GenerationId", .type = KD_T_INT32, .tag = -1,
-	  .versions = KV_FROM(2), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(2), .nullable = KV_NONE, .tagged = KV_NONE, .dflt = -1LL, .flexible = KV_NONE },
 	{ .name = "RackId", .type = KD_T_STRING, .tag = -1,
-	  .versions = KV_FROM(3), .nullable = KV_FROM(3), .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(3), .nullable = KV_FROM(3), .tagged = KV_NONE, .dflt_null = 1, .flexible = KV_NONE },
 };
 static const struct kd_struct ConsumerProtocolSubscription__body = {
 	.name = "ConsumerProtocolSubscription",

@@ -65,6 +65,10 @@ struct kd_field {
 	struct kd_vers tagged;   /* travels in the tagged section in these versions */
 	struct kd_vers flexible; /* field-level flexibleVersions (only if has_flex) */
 	const struct kd_struct *sub; /* KD_T_STRUCT, or KD_T_ARRAY of structs */
+	/* The schema's "default", for messages kwire builds itself
+	 * (kd-build.c): an integer or boolean value, or null. */
+	int64_t dflt;
+	uint8_t dflt_null;
 };
 
 struct kd_struct {

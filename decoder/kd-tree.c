@@ -1203,8 +1203,10 @@ static int node_copy(struct kd_arena *a, struct kd_node *dst, const struct kd_no
 	return KD_OK;
 }
 
-/* A default struct body: every regular field present in the version with a
- * zero / empty / non-null value; no tagged fields. */
+/* A default struct body: every regular field present in the version with
+ * the schema's default (kd_field.dflt: an integer, a boolean, or null
+ * where the field is nullable) or else a zero / empty / non-null value; no
+ * tagged fields. */
 static int node_default_struct(const struct kd_tree *t, struct kd_node *n, unsigned depth)
 {
 	const struct kd_struct *s = n->sub;
@@ -1229,6 +1231,14 @@ static int node_default_struct(const struct kd_tree *t, struct kd_node *n, unsig
 			continue;
 		struct kd_node *k = &n->kids[n->nkids++];
 		node_init(k, f, t->version, t->flexible, 0);
+		if (f->dflt_null && (k->flags & KD_NF_NULLABLE)) {
+			k->null = 1;
+			continue;
+		}
+		if (k->type == KD_T_BOOL)
+			k->val.u = f->dflt != 0;
+		else if (fixed_width(k->type) && k->type != KD_T_UUID && k->type != KD_T_FLOAT64)
+			k->val.i = f->dflt;
 		if (k->type == KD_T_STRUCT) {
 			k->val.u = 1;
 			int rc = node_default_struct(t, k, depth + 1);

@@ -277,6 +277,8 @@ class MessageFile:
                 rec["entity"] = ENTITY[ent]
             if "nullableVersions" in f:
                 rec["nullable"] = parse_vers(f["nullableVersions"], where + " nullableVersions")
+            if "default" in f:
+                rec["dflt"], rec["dflt_null"] = parse_default(f["default"], rec, where)
             if ("tag" in f) != ("taggedVersions" in f):
                 raise GenError(f"{where}: tag and taggedVersions must come together")
             if "tag" in f:
@@ -295,6 +297,31 @@ class MessageFile:
             out.append(rec)
         st.fields = out
         self.structs_order.append(st)
+
+
+INT_TYPES = ("KD_T_INT8", "KD_T_INT16", "KD_T_UINT16", "KD_T_INT32", "KD_T_UINT32",
+             "KD_T_INT64")
+
+
+def parse_default(d, rec, where):
+    """A field's "default" as (integer value, is null). Only what a built
+    message needs is kept: integers, booleans and null; other defaults (a
+    float, a string) are left to the zero value, as before."""
+    if isinstance(d, bool):
+        d = "true" if d else "false"
+    d = str(d).strip()
+    if d == "null":
+        return 0, 1
+    if rec["type"] == "KD_T_BOOL":
+        if d not in ("true", "false"):
+            raise GenError(f"{where}: bad boolean default {d!r}")
+        return (1 if d == "true" else 0), 0
+    if rec["type"] in INT_TYPES:
+        try:
+            return int(d, 0), 0
+        except ValueError:
+            raise GenError(f"{where}: bad integer default {d!r}")
+    return 0, 0
 
 
 def c_str(s):
@@ -323,6 +350,10 @@ def emit_struct(st, lines):
             tail = [f".versions = {vers_c(r['versions'])}",
                     f".nullable = {vers_c(r['nullable'])}",
                     f".tagged = {vers_c(r['tagged'])}"]
+            if r.get("dflt"):
+                tail.append(f".dflt = {r['dflt']}LL")
+            if r.get("dflt_null"):
+                tail.append(".dflt_null = 1")
             if r["has_flex"]:
                 tail.append(".has_flex = 1")
             tail.append(f".flexible = {vers_c(r['flexible'])}")
