@@ -1291,6 +1291,40 @@ struct kd_node *kd_node_array_add(struct kd_tree *t, struct kd_node *arr, uint32
 	return e;
 }
 
+int kd_tree_init_default(struct kd_tree *t, struct kd_arena *a, int16_t api_key,
+                         int16_t version, int is_request)
+{
+	tree_reset(t, a, api_key, version, is_request, NULL, 0);
+	const struct kd_msgdef *def = kd_msgdef_get(api_key, version, is_request);
+	if (!def) {
+		t->status = KD_EUNSUPPORTED;
+		snprintf(t->err_msg, sizeof(t->err_msg), "api key %d v%d is not in the spec",
+		         api_key, version);
+		return t->status;
+	}
+	t->def = def;
+	t->flexible = (uint8_t)kd_vers_has(def->flexible, version);
+	struct kd_node *root = kd_arena_alloc(a, sizeof(*root));
+	if (!root) {
+		t->status = a->limit ? KD_ELIMIT : KD_ENOMEM;
+		return t->status;
+	}
+	memset(root, 0, sizeof(*root));
+	root->type = KD_T_STRUCT;
+	root->sub = def->body;
+	root->tag = -1;
+	root->val.u = 1;
+	if (t->flexible)
+		root->flags |= KD_NF_FLEX;
+	int rc = node_default_struct(t, root, 0);
+	if (rc != KD_OK) {
+		t->status = rc;
+		return rc;
+	}
+	t->root = root;
+	return KD_OK;
+}
+
 int kd_node_array_remove(struct kd_node *arr, uint32_t i)
 {
 	if (arr->type != KD_T_ARRAY || i >= arr->nkids)

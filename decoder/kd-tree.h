@@ -37,6 +37,14 @@ int kd_tree_decode(struct kd_tree *t, struct kd_arena *a, int16_t api_key, int16
 int kd_tree_decode_def(struct kd_tree *t, struct kd_arena *a, const struct kd_msgdef *def,
                        int16_t version, const uint8_t *body, size_t len);
 
+/* A new body of (api_key, version, direction) in a: every regular field
+ * present with the schema's default (or zero, empty, non-null), arrays
+ * empty, no tagged fields. For messages kwire writes itself (kd-build.h).
+ * Returns KD_OK, KD_EUNSUPPORTED (not in the spec), KD_ENOMEM or
+ * KD_ELIMIT. */
+int kd_tree_init_default(struct kd_tree *t, struct kd_arena *a, int16_t api_key,
+                         int16_t version, int is_request);
+
 /* Writes the body again into w (appending). An unedited tree writes exactly
  * the bytes it was decoded from, trailing bytes (t->trailing) included;
  * edits change every enclosing length and tagged size, and the trailing

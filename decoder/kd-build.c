@@ -1,0 +1,268 @@
+/* kd-build.c: error responses built from the schema tables (kd-build.h).
+ *
+ * Nothing here knows an API by name. The response is a default tree
+ * (kd_tree_init_default: the schema's defaults) that is then walked
+ * beside the request: an array of structs in the response is paired with
+ * the request's array whose elements carry the same kind of key, found
+ * from the schema (entityType topicName/groupId/transactionalId, the UUID
+ * TopicId, an INT32 partition index, a ProducerId, a coordinator Key).
+ * For
+ *
+ *   ProduceRequest  TopicData[]{Name, PartitionData[]{Index, Records}}
+ *   ProduceResponse Responses[]{Name, PartitionResponses[]{Index, ErrorCode, ...}}
+ *
+ * that gives one Responses element per TopicData element, one
+ * PartitionResponses element per PartitionData element, Name and Index
+ * copied, ErrorCode set. A request array of scalars pairs the same way
+ * (DescribeGroups' Groups []string -> Groups[]{GroupId, ErrorCode...}). */
+#include <string.h>
+
+#include "kd-arena.h"
+#include "kd-build.h"
+#include "kd-hdr.h"
+#include "kd-schema.h"
+#include "kd-tree.h"
+
+enum key_kind {
+	K_NONE = 0,
+	K_TOPIC, /* a topic name or a TopicId: both name the topic */
+	K_GROUP,
+	K_TXN,
+	K_PARTITION,
+	K_PRODUCER, /* WriteTxnMarkers: Markers[] by ProducerId */
+	K_KEY,      /* FindCoordinator v4+: CoordinatorKeys -> Coordinators[].Key */
+};
+
+static int name_is(const struct kd_field *f, const char *name)
+{
+	return f && f->name && !strcmp(f->name, name);
+}
+
+/* The kind of key a scalar field (or the elements of a scalar array)
+ * holds. */
+static int field_key(const struct kd_field *f)
+{
+	int type = f->type == KD_T_ARRAY ? f->elem : f->type;
+	if (f->entity == KD_ENT_TOPIC_NAME && type == KD_T_STRING)
+		return K_TOPIC;
+	if (type == KD_T_UUID && name_is(f, "TopicId"))
+		return K_TOPIC;
+	if (f->entity == KD_ENT_GROUP_ID && type == KD_T_STRING)
+		return K_GROUP;
+	if (f->entity == KD_ENT_TRANSACTIONAL_ID && type == KD_T_STRING)
+		return K_TXN;
+	if (type == KD_T_INT32 && (name_is(f, "Partition") || name_is(f, "PartitionIndex") ||
+	                           name_is(f, "Index") || name_is(f, "PartitionId") ||
+	                           name_is(f, "PartitionIndexes") || name_is(f, "Partitions")))
+		return K_PARTITION;
+	if (f->entity == KD_ENT_PRODUCER_ID && type == KD_T_INT64)
+		return K_PRODUCER;
+	if (type == KD_T_STRING && (name_is(f, "Key") || name_is(f, "CoordinatorKeys")))
+		return K_KEY;
+	return K_NONE;
+}
+
+/* The key an array element is known by: for a struct, the most specific
+ * key among its present scalar fields (topic before group before
+ * transactional id before partition); for a scalar, its own. */
+static int elem_key(const struct kd_node *arr, int16_t version)
+{
+	const struct kd_field *f = arr->field;
+	if (f->elem != KD_T_STRUCT)
+		return field_key(f);
+	int best = K_NONE;
+	for (unsigned i = 0; f->sub && i < f->sub->nfields; i++) {
+		const struct kd_field *sf = &f->sub->fields[i];
+		if (!kd_vers_has(sf->versions, version) || sf->type == KD_T_ARRAY ||
+		    sf->type == KD_T_STRUCT)
+			continue;
+		int k = field_key(sf);
+		if (k != K_NONE && (best == K_NONE || k < best))
+			best = k;
+	}
+	return best;
+}
+
+/* The request arrays whose elements are keyed like the response array
+ * resp's: the first kid of req with that key or, when none is, those found
+ * under req's arrays of unkeyed structs (AlterReplicaLogDirs groups
+ * topics by log dir; its response lists topics alone). Fills src, up to
+ * max; returns the count. */
+#define PAIR_MAX 64
+static unsigned pair_arrays(const struct kd_node *req, int16_t rver, int want,
+                            const struct kd_node **src, unsigned n, unsigned depth)
+{
+	if (!req || depth > 4)
+		return n;
+	/* The first keyed array is the request's own list: Fetch's Topics,
+	 * not its ForgottenTopicsData. */
+	for (uint32_t i = 0; i < req->nkids && n < PAIR_MAX; i++) {
+		const struct kd_node *k = &req->kids[i];
+		if (k->type == KD_T_ARRAY && !k->null && elem_key(k, rver) == want) {
+			src[n++] = k;
+			return n;
+		}
+	}
+	for (uint32_t i = 0; i < req->nkids && n < PAIR_MAX; i++) {
+		const struct kd_node *k = &req->kids[i];
+		if (k->type != KD_T_ARRAY || k->null || k->field->elem != KD_T_STRUCT ||
+		    elem_key(k, rver) != K_NONE)
+			continue;
+		for (uint32_t j = 0; j < k->nkids && n < PAIR_MAX; j++)
+			n = pair_arrays(&k->kids[j], rver, want, src, n, depth + 1);
+	}
+	return n;
+}
+
+/* The value of key kind kind in a request element (a struct: its field of
+ * that kind, preferring one of the same type as want; a scalar: itself). */
+static const struct kd_node *elem_value(const struct kd_node *e, int kind, int type)
+{
+	if (e->type != KD_T_STRUCT)
+		return field_key(e->field) == kind ? e : NULL;
+	const struct kd_node *any = NULL;
+	for (uint32_t i = 0; i < e->nkids; i++) {
+		const struct kd_node *k = &e->kids[i];
+		if (!k->field || k->type == KD_T_ARRAY || k->type == KD_T_STRUCT ||
+		    field_key(k->field) != kind)
+			continue;
+		if (k->type == type)
+			return k;
+		if (!any)
+			any = k;
+	}
+	return any;
+}
+
+static int copy_value(struct kd_tree *t, struct kd_node *dst, const struct kd_node *src)
+{
+	if (dst->type != src->type)
+		return KD_OK; /* a name where the response has an id, or the reverse */
+	switch (dst->type) {
+	case KD_T_STRING:
+		if (src->null)
+			return (dst->flags & KD_NF_NULLABLE) ? kd_node_set_null(dst) : KD_OK;
+		return kd_node_set_str(t, dst, src->val.v.p, src->val.v.len);
+	case KD_T_UUID:
+		return kd_node_set_uuid(dst, src->val.uuid);
+	case KD_T_INT32:
+	case KD_T_INT64:
+		return kd_node_set_int(dst, src->val.i);
+	default:
+		return KD_OK;
+	}
+}
+
+struct bctx {
+	struct kd_tree *t;
+	const struct kd_tree *req;
+	int16_t error;
+	const char *message;
+	unsigned depth;
+};
+
+static int mirror(struct bctx *b, const struct kd_node *req, struct kd_node *resp);
+
+/* One response element for the request element e of a paired array. */
+static int mirror_elem(struct bctx *b, const struct kd_node *e, struct kd_node *arr)
+{
+	uint32_t idx = arr->nkids;
+	if (!kd_node_array_add(b->t, arr, UINT32_MAX))
+		return b->t->arena->limit ? KD_ELIMIT : KD_ENOMEM;
+	struct kd_node *ne = &arr->kids[idx];
+	if (ne->type != KD_T_STRUCT)
+		return e->type == ne->type ? copy_value(b->t, ne, e) : KD_OK;
+	for (uint32_t i = 0; i < ne->nkids; i++) {
+		struct kd_node *k = &ne->kids[i];
+		if (!k->field || k->type == KD_T_ARRAY || k->type == KD_T_STRUCT)
+			continue;
+		int kind = field_key(k->field);
+		if (kind == K_NONE)
+			continue;
+		const struct kd_node *v = elem_value(e, kind, k->type);
+		if (v) {
+			int rc = copy_value(b->t, k, v);
+			if (rc != KD_OK)
+				return rc;
+		}
+	}
+	/* A scalar request element has nothing under it to mirror. */
+	return mirror(b, e->type == KD_T_STRUCT ? e : NULL, &arr->kids[idx]);
+}
+
+/* Fills the struct node resp (default-built) from the request struct req
+ * (NULL: nothing to mirror, only errors and messages). */
+static int mirror(struct bctx *b, const struct kd_node *req, struct kd_node *resp)
+{
+	if (++b->depth > 32) {
+		b->depth--;
+		return KD_ELIMIT;
+	}
+	int rc = KD_OK;
+	for (uint32_t i = 0; i < resp->nkids && rc == KD_OK; i++) {
+		struct kd_node *k = &resp->kids[i];
+		const struct kd_field *f = k->field;
+		if (!f)
+			continue;
+		if (k->type == KD_T_INT16 && strstr(f->name, "ErrorCode")) {
+			rc = kd_node_set_int(k, b->error);
+		} else if (k->type == KD_T_STRING && name_is(f, "ErrorMessage") && b->message) {
+			rc = kd_node_set_str(b->t, k, b->message, strlen(b->message));
+		} else if (k->type == KD_T_STRUCT && !k->null) {
+			rc = mirror(b, req, k);
+		} else if (k->type == KD_T_ARRAY && f->elem == KD_T_STRUCT && req) {
+			const struct kd_node *src[PAIR_MAX];
+			int want = elem_key(k, b->t->version);
+			unsigned nsrc =
+			    want == K_NONE ? 0 : pair_arrays(req, b->req->version, want, src, 0, 0);
+			for (unsigned m = 0; m < nsrc; m++)
+				for (uint32_t j = 0; j < src[m]->nkids && rc == KD_OK; j++)
+					rc = mirror_elem(b, &src[m]->kids[j], k);
+		} else if (req && k->type != KD_T_ARRAY && field_key(f) != K_NONE) {
+			/* A top-level key (a group id next to its members). */
+			const struct kd_node *v = elem_value(req, field_key(f), k->type);
+			if (v)
+				rc = copy_value(b->t, k, v);
+		}
+	}
+	b->depth--;
+	return rc;
+}
+
+int kd_build_error_body(const struct kd_tree *req, int16_t error, const char *message,
+                        struct kd_arena *a, struct kd_tree *out)
+{
+	if (!req->root || !req->is_request)
+		return KD_EUNSUPPORTED;
+	int rc = kd_tree_init_default(out, a, req->api_key, req->version, 0);
+	if (rc != KD_OK)
+		return rc;
+	struct bctx b = {.t = out, .req = req, .error = error, .message = message};
+	return mirror(&b, req->root, out->root);
+}
+
+int kd_build_error_response(const struct kd_tree *req, int32_t correlation_id, int16_t error,
+                            const char *message, struct kd_arena *a, struct kd_wbuf *w)
+{
+	struct kd_tree out;
+	int rc = kd_build_error_body(req, error, message, a, &out);
+	if (rc != KD_OK)
+		return rc;
+	struct kd_resp_hdr hdr;
+	memset(&hdr, 0, sizeof(hdr));
+	hdr.correlation_id = correlation_id;
+	hdr.hdr_version = (uint8_t)kd_resp_hdr_version(req->api_key, req->version);
+	size_t start = w->len;
+	kd_w_i32(w, 0);
+	kd_resp_hdr_write(w, &hdr);
+	rc = kd_tree_encode(&out, w);
+	if (rc != KD_OK)
+		return rc;
+	if (w->err)
+		return w->err;
+	size_t size = w->len - start - 4;
+	if (size > INT32_MAX)
+		return KD_ELIMIT;
+	kd_w_patch_be(w, start, 4, size);
+	return KD_OK;
+}

@@ -1,0 +1,110 @@
+/* fuzz_build.c: the error-response builder (kd-build.h) on arbitrary
+ * requests. Input: API key (2 bytes), version (1 byte), then the request
+ * body. A body that decodes is answered; the answer must decode with the
+ * tree decoder, carry the error in every ErrorCode, and name every topic
+ * of the request when its response has a top-level topic array. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "kd-arena.h"
+#include "kd-build.h"
+#include "kd-hdr.h"
+#include "kd-schema.h"
+#include "kd-tree.h"
+
+struct walk {
+	unsigned bad;
+	const struct kd_tree *other;
+	unsigned missing;
+};
+
+static int check_err(void *arg, struct kd_node *n, const struct kd_walk_ctx *wc)
+{
+	(void)wc;
+	struct walk *w = arg;
+	if (n->type == KD_T_INT16 && n->field && strstr(n->field->name, "ErrorCode") &&
+	    !(n->flags & KD_NF_TAGGED) && n->val.i != 29)
+		w->bad++;
+	return 0;
+}
+
+static int find_name(void *arg, struct kd_node *n, const struct kd_walk_ctx *wc)
+{
+	(void)wc;
+	const struct kd_view *want = arg;
+	/* 2 stops the walk (1 would be KD_WALK_SKIP). */
+	return n->type == KD_T_STRING && !n->null && n->val.v.len == want->len &&
+	               (!want->len || !memcmp(n->val.v.p, want->p, want->len))
+	           ? 2
+	           : 0;
+}
+
+static int echo(void *arg, struct kd_node *n, const struct kd_walk_ctx *wc)
+{
+	struct walk *w = arg;
+	/* Top-level topic arrays only (depth 2: root -> array -> element). */
+	if (wc->depth == 3 && n->type == KD_T_STRING && !n->null && wc->parent &&
+	    (wc->parent->flags & KD_NF_ELEM)) {
+		struct kd_view v = n->val.v;
+		if (!kd_tree_walk_entity(w->other, KD_ENT_TOPIC_NAME, find_name, &v))
+			w->missing++;
+	}
+	return 0;
+}
+
+static int has_top_topic_array(const struct kd_tree *t)
+{
+	for (uint32_t i = 0; t->root && i < t->root->nkids; i++) {
+		const struct kd_node *k = &t->root->kids[i];
+		if (k->type != KD_T_ARRAY || !k->field->sub)
+			continue;
+		for (unsigned j = 0; j < k->field->sub->nfields; j++) {
+			const struct kd_field *f = &k->field->sub->fields[j];
+			if (f->entity == KD_ENT_TOPIC_NAME && f->type == KD_T_STRING &&
+			    kd_vers_has(f->versions, t->version))
+				return 1;
+		}
+	}
+	return 0;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	static struct kd_arena a;
+	if (size < 3)
+		return 0;
+	int16_t key = (int16_t)((data[0] << 8) | data[1]);
+	int16_t ver = data[2];
+	a.limit = 64u << 20;
+	struct kd_tree req, resp;
+	if (kd_tree_decode(&req, &a, key, ver, 1, data + 3, size - 3) != KD_OK) {
+		kd_arena_reset(&a);
+		return 0;
+	}
+	struct kd_wbuf w = {0};
+	int rc = kd_build_error_response(&req, 7, 29, "fuzz", &a, &w);
+	if (rc == KD_OK) {
+		struct kd_resp_hdr hdr;
+		if (kd_resp_hdr_parse(w.p + 4, w.len - 4, key, ver, &hdr) < 0)
+			abort();
+		if (hdr.correlation_id != 7)
+			abort();
+		if (kd_tree_decode(&resp, &a, key, ver, 0, w.p + 4 + hdr.len,
+		                   w.len - 4 - hdr.len) != KD_OK)
+			abort();
+		struct walk wk = {.other = &resp};
+		kd_tree_walk(&resp, check_err, &wk);
+		if (wk.bad)
+			abort();
+		if (has_top_topic_array(&resp) && has_top_topic_array(&req)) {
+			kd_tree_walk_entity(&req, KD_ENT_TOPIC_NAME, echo, &wk);
+			if (wk.missing)
+				abort();
+		}
+	} else if (rc != KD_ELIMIT && rc != KD_ENOMEM && rc != KD_EUNSUPPORTED) {
+		abort();
+	}
+	kd_wbuf_free(&w);
+	kd_arena_reset(&a);
+	return 0;
+}
