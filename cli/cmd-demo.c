@@ -425,6 +425,8 @@ out:
 	 * thread reads the proxy's counters until it is freed. */
 	if (started) {
 		px_stop(px);
+		if (o.keep_running && cmd_proxy_drain(px, &sigs))
+			status = 1;
 		px_wait(px);
 	}
 	px_admin_free(&adm);

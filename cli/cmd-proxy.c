@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "cmd.h"
 #include "kw-help-gen.h"
@@ -228,6 +229,25 @@ bad:
 	return -1;
 }
 
+int cmd_proxy_drain(struct px *px, const sigset_t *set)
+{
+	int forced = 0;
+	while (!px_wait_ms(px, 0)) {
+		struct timespec ts = {0, 100 * 1000 * 1000};
+		int sig = sigtimedwait(set, NULL, &ts);
+		if (sig == SIGHUP) {
+			px_reopen(px);
+		} else if ((sig == SIGTERM || sig == SIGINT) && !forced) {
+			px_log(px, 1, "second %s: stopping now, closing every connection",
+			       sig == SIGTERM ? "SIGTERM" : "SIGINT");
+			px_stop_now(px);
+			forced = 1;
+		}
+	}
+	px_wait(px);
+	return forced;
+}
+
 int cmd_proxy(int argc, char **argv)
 {
 	struct px_conf conf;
@@ -330,12 +350,12 @@ int cmd_proxy(int argc, char **argv)
 			px_reopen(px);
 			continue;
 		}
-		px_log(px, 2, "%s: draining", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+		px_log(px, 2, "%s: draining (a second one stops at once)",
+		       sig == SIGTERM ? "SIGTERM" : "SIGINT");
 		px_stop(px);
 		break;
 	}
-	px_wait(px);
-	rc = 0;
+	rc = cmd_proxy_drain(px, &set) ? 1 : 0;
 out:
 	px_observe_stop(&obs);
 	px_free(&px);

@@ -287,6 +287,10 @@ void px_admin_metrics(struct px_admin *adm, struct kd_wbuf *w)
 	            st.decode_errors, "counter");
 	adm_counter(w, "kwire_frames_too_large_total", "Frames over max_frame_bytes.",
 	            st.frames_too_large, "counter");
+	adm_counter(w, "kwire_accept_errors_total",
+	            "Failed accept() calls (e.g. out of file descriptors); each pauses accepting "
+	            "on that listener for 100 ms.",
+	            st.accept_errors, "counter");
 	adm_counter(w, "kwire_responses_rewritten_total",
 	            "Responses whose broker addresses kwire rewrote.", st.responses_rewritten,
 	            "counter");

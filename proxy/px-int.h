@@ -55,6 +55,7 @@ struct px_broker {
 	struct evconnlistener *lsn; /* on the acceptor base; NULL if not open */
 	struct px *px;
 	int failed; /* bind failed: logged once */
+	int paused; /* accept() failed: disabled until resume_ev (acceptor thread) */
 };
 
 /* A socket handed from the acceptor to a worker. */
@@ -101,6 +102,15 @@ struct px {
 	struct event *stop_ev;  /* activated by px_stop */
 	struct event *check_ev; /* periodic: are all workers done? */
 	struct event *drain_timer;
+	struct event *kill_now_ev; /* activated by px_stop_now */
+	struct event *resume_ev;   /* re-enables listeners paused by accept errors */
+	/* Accept errors, on the acceptor thread only: when the last message
+	 * was logged, failures since, and whether accepting is in trouble. */
+	uint64_t accept_log_us;
+	uint64_t accept_unlogged;
+	int accept_trouble;   /* the last accept() failed */
+	int accept_logged;    /* a failure was logged since the last success */
+	unsigned long nofile; /* RLIMIT_NOFILE soft limit after px_start */
 
 	struct px_worker *workers;
 	unsigned nworkers;
@@ -118,7 +128,7 @@ struct px {
 
 	_Atomic uint64_t bytes_in_client, bytes_out_client, bytes_in_upstream, bytes_out_upstream;
 	_Atomic uint64_t conns_accepted, conns_active, upstream_connect_failures, decode_errors,
-	    frames_too_large, responses_rewritten, apiversions_clamped;
+	    frames_too_large, responses_rewritten, apiversions_clamped, accept_errors;
 	struct px_api_ctr api[PX_API_MAX][PX_VER_MAX];
 };
 

@@ -16,6 +16,8 @@
  * events on worker bases. */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
@@ -23,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -34,7 +37,6 @@
 #include "px-int.h"
 
 #define PX_BACKLOG 512
-
 
 uint64_t px_now_us(void)
 {
@@ -105,6 +107,7 @@ void px_stats_get(const struct px *px, struct px_stats *out)
 	    atomic_load_explicit(&m->responses_rewritten, memory_order_relaxed);
 	out->apiversions_clamped =
 	    atomic_load_explicit(&m->apiversions_clamped, memory_order_relaxed);
+	out->accept_errors = atomic_load_explicit(&m->accept_errors, memory_order_relaxed);
 }
 
 void px_api_stats_get(const struct px *px, int16_t key, int16_t version, struct px_api_stats *out)
@@ -182,6 +185,13 @@ const struct px_conf *px_conf_get(const struct px *px)
 
 /* ---- listeners ---- */
 
+/* The boot listener's context: node id -1. Kept in the broker table's
+ * last slot so that it needs no allocation of its own. */
+static struct px_broker *boot_ctx(struct px *px)
+{
+	return &px->brokers[PX_BROKER_MAX - 1];
+}
+
 static void accept_cb(struct evconnlistener *lsn, evutil_socket_t fd, struct sockaddr *sa,
                       int salen, void *arg)
 {
@@ -192,6 +202,13 @@ static void accept_cb(struct evconnlistener *lsn, evutil_socket_t fd, struct soc
 	if (!ho) {
 		evutil_closesocket(fd);
 		return;
+	}
+	if (px->accept_trouble) {
+		/* Only after a logged failure, so that both stay rate-limited. */
+		if (px->accept_logged)
+			px_log(px, 2, "accepting again");
+		px->accept_trouble = 0;
+		px->accept_logged = 0;
 	}
 	ho->fd = fd;
 	ho->broker_id = b->node_id;
@@ -225,12 +242,72 @@ static void accept_cb(struct evconnlistener *lsn, evutil_socket_t fd, struct soc
 	event_active(wk->wake_ev, EV_READ, 0);
 }
 
+/* Out of file descriptors (EMFILE, ENFILE) or socket memory, accept()
+ * fails at once every time the loop polls the listener, which stays
+ * readable with connections waiting in its backlog: left enabled, the
+ * acceptor spins at 100% of a core. So a listener whose accept() fails
+ * is disabled and resume_cb enables it again PX_ACCEPT_PAUSE_MS later;
+ * connections wait in the backlog meanwhile. One message per
+ * PX_ACCEPT_LOG_US at most, and one when accepting works again. Every
+ * callback here runs on the acceptor thread. */
+#define PX_ACCEPT_PAUSE_MS 100
+#define PX_ACCEPT_LOG_US (10u * 1000000u)
+
 static void accept_err_cb(struct evconnlistener *lsn, void *arg)
 {
 	struct px_broker *b = arg;
+	struct px *px = b->px;
 	int e = EVUTIL_SOCKET_ERROR();
-	(void)lsn;
-	px_log(b->px, 1, "accept on port %u: %s", b->proxy_port, evutil_socket_error_to_string(e));
+	PX_INC(px, accept_errors, 1);
+	pthread_mutex_lock(&px->bmu);
+	if (b->lsn == lsn || px->boot_lsn == lsn) { /* still ours: not closed meanwhile */
+		evconnlistener_disable(lsn);
+		b->paused = 1;
+	}
+	pthread_mutex_unlock(&px->bmu);
+	if (!evtimer_pending(px->resume_ev, NULL)) {
+		struct timeval tv = {0, PX_ACCEPT_PAUSE_MS * 1000};
+		evtimer_add(px->resume_ev, &tv);
+	}
+	uint64_t now = px_now_us();
+	int first = !px->accept_trouble;
+	px->accept_trouble = 1;
+	if (px->accept_log_us && now - px->accept_log_us < PX_ACCEPT_LOG_US) {
+		px->accept_unlogged++;
+		return;
+	}
+	if (first)
+		px_log(px, 1,
+		       "accept on port %u: %s (open files limit %lu): accepting paused for %d ms "
+		       "at a time until it works again",
+		       b->proxy_port, evutil_socket_error_to_string(e), px->nofile,
+		       PX_ACCEPT_PAUSE_MS);
+	else
+		px_log(px, 1,
+		       "accept on port %u: %s, %" PRIu64 " more failures since the last message",
+		       b->proxy_port, evutil_socket_error_to_string(e), px->accept_unlogged + 1);
+	px->accept_log_us = now;
+	px->accept_unlogged = 0;
+	px->accept_logged = 1;
+}
+
+static void resume_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct px *px = arg;
+	(void)fd;
+	(void)what;
+	pthread_mutex_lock(&px->bmu);
+	struct px_broker *boot = boot_ctx(px);
+	if (boot->paused && px->boot_lsn)
+		evconnlistener_enable(px->boot_lsn);
+	boot->paused = 0;
+	for (unsigned i = 0; i < px->nbrokers; i++) {
+		struct px_broker *b = &px->brokers[i];
+		if (b->paused && b->lsn)
+			evconnlistener_enable(b->lsn);
+		b->paused = 0;
+	}
+	pthread_mutex_unlock(&px->bmu);
 }
 
 /* Binds host:port (port 0: ephemeral) on the acceptor base. Returns the
@@ -273,13 +350,6 @@ static struct evconnlistener *listen_on(struct px *px, const char *host, uint16_
 			*bound = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
 	}
 	return lsn;
-}
-
-/* The boot listener's context: node id -1. Kept in the broker table's
- * last slot so that it needs no allocation of its own. */
-static struct px_broker *boot_ctx(struct px *px)
-{
-	return &px->brokers[PX_BROKER_MAX - 1];
 }
 
 int px_addr_map(void *arg, int32_t node_id, const struct kd_view *host, int32_t port,
@@ -502,6 +572,16 @@ static void drain_timeout_cb(evutil_socket_t fd, short what, void *arg)
 		event_active(px->workers[i].kill_ev, EV_READ, 0);
 }
 
+static void kill_now_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct px *px = arg;
+	(void)fd;
+	(void)what;
+	evtimer_del(px->drain_timer);
+	for (unsigned i = 0; i < px->nworkers; i++)
+		event_active(px->workers[i].kill_ev, EV_READ, 0);
+}
+
 static void stop_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct px *px = arg;
@@ -537,6 +617,46 @@ static int worker_init(struct px *px, struct px_worker *wk, unsigned idx)
 	return 0;
 }
 
+/* Every client connection costs two descriptors (client and upstream):
+ * the soft RLIMIT_NOFILE (often 1024) caps kwire at ~500 clients while
+ * the hard limit usually allows far more. Raises the soft limit to the
+ * hard one (bounded by fs.nr_open, which an unlimited hard limit may
+ * exceed) and logs what it is. */
+static void raise_nofile(struct px *px)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl))
+		return;
+	rlim_t was = rl.rlim_cur, want = rl.rlim_max;
+	if (want == RLIM_INFINITY) {
+		want = 1u << 20;
+		FILE *f = fopen("/proc/sys/fs/nr_open", "r");
+		unsigned long v;
+		if (f && fscanf(f, "%lu", &v) == 1)
+			want = (rlim_t)v;
+		if (f)
+			fclose(f);
+	}
+	if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < want) {
+		rl.rlim_cur = want;
+		if (setrlimit(RLIMIT_NOFILE, &rl))
+			rl.rlim_cur = was; /* stays as it was; logged below */
+	}
+	px->nofile = rl.rlim_cur == RLIM_INFINITY ? ULONG_MAX : (unsigned long)rl.rlim_cur;
+	if (rl.rlim_cur != was)
+		px_log(px, 2,
+		       "open files limit %lu (raised from %lu to the hard limit): about %lu client "
+		       "connections",
+		       px->nofile, (unsigned long)was, px->nofile / 2);
+	else
+		px_log(px, 2,
+		       "open files limit %lu (the hard limit is %lu): about %lu client "
+		       "connections",
+		       px->nofile,
+		       rl.rlim_max == RLIM_INFINITY ? ULONG_MAX : (unsigned long)rl.rlim_max,
+		       px->nofile / 2);
+}
+
 static void threads_init(void)
 {
 	evthread_use_pthreads();
@@ -547,6 +667,7 @@ int px_start(struct px *px, char *err, size_t errlen)
 	static pthread_once_t once = PTHREAD_ONCE_INIT;
 	pthread_once(&once, threads_init);
 	signal(SIGPIPE, SIG_IGN);
+	raise_nofile(px);
 
 	px->abase = event_base_new();
 	if (!px->abase) {
@@ -556,7 +677,10 @@ int px_start(struct px *px, char *err, size_t errlen)
 	px->stop_ev = event_new(px->abase, -1, 0, stop_cb, px);
 	px->check_ev = event_new(px->abase, -1, EV_PERSIST, check_cb, px);
 	px->drain_timer = evtimer_new(px->abase, drain_timeout_cb, px);
-	if (!px->stop_ev || !px->check_ev || !px->drain_timer) {
+	px->resume_ev = evtimer_new(px->abase, resume_cb, px);
+	px->kill_now_ev = event_new(px->abase, -1, 0, kill_now_cb, px);
+	if (!px->stop_ev || !px->check_ev || !px->drain_timer || !px->resume_ev ||
+	    !px->kill_now_ev) {
 		kd_errf(err, errlen, "event_new failed");
 		return -1;
 	}
@@ -618,6 +742,35 @@ void px_stop(struct px *px)
 		event_active(px->stop_ev, EV_READ, 0);
 }
 
+void px_stop_now(struct px *px)
+{
+	px_stop(px);
+	pthread_mutex_lock(&px->smu);
+	int go = px->athread_started && !px->stopped;
+	pthread_mutex_unlock(&px->smu);
+	if (go)
+		event_active(px->kill_now_ev, EV_READ, 0);
+}
+
+int px_wait_ms(struct px *px, unsigned ms)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += ms / 1000;
+	ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+	if (ts.tv_nsec >= 1000000000L) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000L;
+	}
+	pthread_mutex_lock(&px->smu);
+	while (!px->stopped)
+		if (pthread_cond_timedwait(&px->scond, &px->smu, &ts))
+			break;
+	int stopped = px->stopped;
+	pthread_mutex_unlock(&px->smu);
+	return stopped;
+}
+
 void px_wait(struct px *px)
 {
 	pthread_mutex_lock(&px->smu);
@@ -677,6 +830,10 @@ void px_free(struct px **pxp)
 		event_free(px->check_ev);
 	if (px->drain_timer)
 		event_free(px->drain_timer);
+	if (px->resume_ev)
+		event_free(px->resume_ev);
+	if (px->kill_now_ev)
+		event_free(px->kill_now_ev);
 	if (px->abase)
 		event_base_free(px->abase);
 	pthread_mutex_destroy(&px->bmu);

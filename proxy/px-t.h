@@ -169,6 +169,7 @@ struct px_stats {
 	uint64_t frames_too_large; /* over max_frame_bytes */
 	uint64_t responses_rewritten;
 	uint64_t apiversions_clamped;
+	uint64_t accept_errors; /* failed accept() calls (EMFILE...): each pauses accepting */
 };
 
 /* One row of the broker -> proxy port map (px_broker_map). */

@@ -74,8 +74,14 @@ int px_start(struct px *px, char *err, size_t errlen);
  * idempotent; returns at once. Not async-signal-safe: call it from a
  * thread that sigwait()s (as cmd-proxy.c does). */
 void px_stop(struct px *px);
+/* Stops at once (a second SIGTERM during a drain): like px_stop, then
+ * every connection is closed now, as when drain_timeout_ms runs out.
+ * Thread-safe; returns at once. */
+void px_stop_now(struct px *px);
 /* Blocks until the proxy has stopped (after px_stop). */
 void px_wait(struct px *px);
+/* Waits at most ms milliseconds; returns 1 once stopped, else 0. */
+int px_wait_ms(struct px *px, unsigned ms);
 /* Calls hooks.on_reopen (SIGHUP). */
 void px_reopen(struct px *px);
 /* Stops if needed, joins the threads and frees everything; *px = NULL. */
