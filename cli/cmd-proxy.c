@@ -26,6 +26,8 @@ enum {
 	OPT_BROKER_PORT,
 	OPT_BROKER_PORT_BASE,
 	OPT_WORKERS,
+	OPT_MAX_BROKERS,
+	OPT_BROKER_GRACE,
 	OPT_MAX_FRAME,
 	OPT_BUFFER,
 	OPT_MAX_INFLIGHT,
@@ -50,6 +52,8 @@ static const struct option proxy_opts[] = {
     {"broker-port", required_argument, NULL, OPT_BROKER_PORT},
     {"broker-port-base", required_argument, NULL, OPT_BROKER_PORT_BASE},
     {"workers", required_argument, NULL, OPT_WORKERS},
+    {"max-brokers", required_argument, NULL, OPT_MAX_BROKERS},
+    {"broker-grace", required_argument, NULL, OPT_BROKER_GRACE},
     {"max-frame", required_argument, NULL, OPT_MAX_FRAME},
     {"buffer", required_argument, NULL, OPT_BUFFER},
     {"max-inflight", required_argument, NULL, OPT_MAX_INFLIGHT},
@@ -143,6 +147,16 @@ static int apply_flag(struct px_conf *conf, int c, const char *arg, int *print_c
 		if (parse_num("broker-port-base", arg, 0, 65535, &v))
 			return -1;
 		conf->broker_port_base = (uint16_t)v;
+		return 0;
+	case OPT_MAX_BROKERS:
+		if (parse_num("max-brokers", arg, 1, PX_BROKER_MAX - 1, &v))
+			return -1;
+		conf->max_brokers = (unsigned)v;
+		return 0;
+	case OPT_BROKER_GRACE:
+		if (parse_num("broker-grace", arg, 0, 86400000, &v))
+			return -1;
+		conf->broker_grace_ms = (unsigned)v;
 		return 0;
 	case OPT_WORKERS:
 		if (parse_num("workers", arg, 0, 256, &v))

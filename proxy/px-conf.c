@@ -14,12 +14,13 @@
 #include "kd.h"
 #include "px.h"
 
-
 void px_conf_init(struct px_conf *conf)
 {
 	memset(conf, 0, sizeof(*conf));
 	snprintf(conf->listen.host, sizeof(conf->listen.host), "0.0.0.0");
 	conf->listen.port = 9092;
+	conf->max_brokers = 256;
+	conf->broker_grace_ms = 600000; /* twice clients' metadata refresh (5 min) */
 	conf->max_frame = 100u * 1024 * 1024;
 	conf->buffer_bytes = 1024 * 1024;
 	conf->max_inflight = 1024;
@@ -158,7 +159,7 @@ int px_conf_set_upstreams(struct px_conf *conf, const char *list, char *err, siz
 			}
 			if (n == PX_UPSTREAM_MAX) {
 				kd_errf(err, errlen, "more than %d upstream addresses",
-				       PX_UPSTREAM_MAX);
+				        PX_UPSTREAM_MAX);
 				return -1;
 			}
 			memcpy(one, p, len);
@@ -215,7 +216,7 @@ int px_conf_check(const struct px_conf *conf, char *err, size_t errlen)
 {
 	if (conf->nupstreams == 0) {
 		kd_errf(err, errlen,
-		       "no upstream: give --upstream HOST:PORT or 'upstream:' in the file");
+		        "no upstream: give --upstream HOST:PORT or 'upstream:' in the file");
 		return -1;
 	}
 	if (conf->max_frame < 64) {
@@ -224,11 +225,15 @@ int px_conf_check(const struct px_conf *conf, char *err, size_t errlen)
 	}
 	if (conf->buffer_bytes < 4096) {
 		kd_errf(err, errlen, "buffer_bytes %zu is too small (at least 4096)",
-		       conf->buffer_bytes);
+		        conf->buffer_bytes);
 		return -1;
 	}
 	if (conf->max_inflight == 0) {
 		kd_errf(err, errlen, "max_inflight must be at least 1");
+		return -1;
+	}
+	if (conf->max_brokers < 1 || conf->max_brokers > PX_BROKER_MAX - 1) {
+		kd_errf(err, errlen, "max_brokers %u: 1..%d", conf->max_brokers, PX_BROKER_MAX - 1);
 		return -1;
 	}
 	if (conf->workers > 256) {
@@ -239,13 +244,13 @@ int px_conf_check(const struct px_conf *conf, char *err, size_t errlen)
 		if (conf->broker_ports[i].port == 0 ||
 		    conf->broker_ports[i].port == conf->listen.port) {
 			kd_errf(err, errlen, "broker_ports: node %" PRId32 " has port %u",
-			       conf->broker_ports[i].node_id, conf->broker_ports[i].port);
+			        conf->broker_ports[i].node_id, conf->broker_ports[i].port);
 			return -1;
 		}
 		for (unsigned j = 0; j < i; j++)
 			if (conf->broker_ports[j].port == conf->broker_ports[i].port) {
 				kd_errf(err, errlen, "broker_ports: port %u used twice",
-				       conf->broker_ports[i].port);
+				        conf->broker_ports[i].port);
 				return -1;
 			}
 	}
@@ -293,7 +298,7 @@ static int yerr(struct yctx *y, const yaml_node_t *node, const char *fmt, ...)
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
 	kd_errf(y->err, y->errlen, "%s:%zu:%zu: %s", y->name, node->start_mark.line + 1,
-	       node->start_mark.column + 1, msg);
+	        node->start_mark.column + 1, msg);
 	return -1;
 }
 
@@ -454,6 +459,8 @@ static const struct ykey ykeys[] = {
     {"advertise", YK_STR, offsetof(struct px_conf, advertise), PX_HOST_MAX, 0, 0},
     YU(broker_port_base, broker_port_base, 0, 65535),
     {"broker_ports", YK_SPECIAL, 0, 0, 0, 0},
+    YU(max_brokers, max_brokers, 1, PX_BROKER_MAX - 1),
+    YU(broker_grace_ms, broker_grace_ms, 0, 86400000),
     YU(workers, workers, 0, 256),
     YU(max_frame_bytes, max_frame, 64, INT32_MAX),
     YU(buffer_bytes, buffer_bytes, 4096, 1LL << 32),
@@ -600,9 +607,9 @@ int px_conf_load_mem(struct px_conf *conf, const char *yaml, size_t len, const c
 	yaml_parser_set_input_string(&parser, (const unsigned char *)yaml, len);
 	if (!yaml_parser_load(&parser, &doc)) {
 		kd_errf(err, errlen, "%s:%zu:%zu: %s %s", name, parser.problem_mark.line + 1,
-		       parser.problem_mark.column + 1,
-		       parser.problem ? parser.problem : "YAML error",
-		       parser.context ? parser.context : "");
+		        parser.problem_mark.column + 1,
+		        parser.problem ? parser.problem : "YAML error",
+		        parser.context ? parser.context : "");
 		goto out_parser;
 	}
 	have_doc = 1;
@@ -685,6 +692,8 @@ void px_conf_dump(const struct px_conf *conf, FILE *f)
 		fprintf(f, "%s%" PRId32 ": %u", i ? ", " : "", conf->broker_ports[i].node_id,
 		        conf->broker_ports[i].port);
 	fprintf(f, "}\n");
+	fprintf(f, "max_brokers: %u\n", conf->max_brokers);
+	fprintf(f, "broker_grace_ms: %u\n", conf->broker_grace_ms);
 	fprintf(f, "workers: %u\n", conf->workers);
 	fprintf(f, "max_frame_bytes: %" PRIu32 "\n", conf->max_frame);
 	fprintf(f, "buffer_bytes: %zu\n", conf->buffer_bytes);

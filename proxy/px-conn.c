@@ -867,9 +867,12 @@ static int s2c_edit(struct px_conn *conn, struct kd_frame_info *fi, struct px_re
 			rc = 0;
 		}
 	} else {
+		uint64_t t0 = px_now_us();
 		rc = px_rewrite_response(key, ver, p, total, px_addr_map, px, &wb);
 		if (rc == 1)
 			PX_INC(px, responses_rewritten, 1);
+		if (rc >= 0 && key == KD_API_METADATA)
+			px_metadata_seen(px, t0); /* listener GC, px-listen.c */
 	}
 	if (rc < 0) {
 		/* A response that may carry broker addresses kwire cannot read:

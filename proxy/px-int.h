@@ -54,8 +54,12 @@ struct px_broker {
 	uint16_t proxy_port;
 	struct evconnlistener *lsn; /* on the acceptor base; NULL if not open */
 	struct px *px;
-	int failed; /* bind failed: logged once */
-	int paused; /* accept() failed: disabled until resume_ev (acceptor thread) */
+	int failed;           /* bind failed: logged once */
+	int paused;           /* accept() failed: disabled until resume_ev (acceptor thread) */
+	int bad_addr;         /* the advertised host or port is unusable: warned once */
+	int gone;             /* listener closed by the GC: slot reusable */
+	uint64_t named_us;    /* last time a response named it (px_now_us) */
+	uint64_t unlisted_us; /* first Metadata response that did not list it; 0: listed */
 };
 
 /* A socket handed from the acceptor to a worker. */
@@ -103,6 +107,7 @@ struct px {
 	struct event *check_ev; /* periodic: are all workers done? */
 	struct event *drain_timer;
 	struct event *kill_now_ev; /* activated by px_stop_now */
+	struct event *gc_ev;       /* closes the listeners of unlisted brokers */
 	struct event *resume_ev;   /* re-enables listeners paused by accept errors */
 	/* Accept errors, on the acceptor thread only: when the last message
 	 * was logged, failures since, and whether accepting is in trouble. */
@@ -119,7 +124,10 @@ struct px {
 
 	pthread_mutex_t bmu; /* guards brokers and their listeners */
 	struct px_broker *brokers;
-	unsigned nbrokers;
+	unsigned nbrokers; /* slots used, gone ones included */
+	unsigned nlive;    /* slots not gone: at most conf.max_brokers */
+	int cap_logged;
+	uint64_t named_us; /* last px_addr_map call, capped nodes included */
 
 	pthread_mutex_t smu; /* state + cond */
 	pthread_cond_t scond;
@@ -144,6 +152,10 @@ int px_addr_map(void *arg, int32_t node_id, const struct kd_view *host, int32_t 
 /* The real address of a broker node for a new upstream connection; 0 or
  * -1 when unknown. */
 int px_broker_addr(struct px *px, int32_t node_id, char host[PX_HOST_MAX], uint16_t *port);
+/* After a Metadata response was rewritten (px_addr_map called for each
+ * broker it lists, from t0 on): brokers it did not list are unlisted, and
+ * their listeners close after broker_grace_ms. Any thread. */
+void px_metadata_seen(struct px *px, uint64_t t0);
 void px_count_api(struct px *px, int16_t key, int16_t version, int what);
 enum { PX_CNT_REQ, PX_CNT_RESP, PX_CNT_ERR };
 

@@ -352,6 +352,40 @@ static struct evconnlistener *listen_on(struct px *px, const char *host, uint16_
 	return lsn;
 }
 
+/* The slot of node_id, or a new one (a never-used slot, else one whose
+ * listener the GC closed); NULL at the cap. Under bmu. */
+static struct px_broker *broker_slot(struct px *px, int32_t node_id)
+{
+	struct px_broker *reuse = NULL;
+	for (unsigned i = 0; i < px->nbrokers; i++) {
+		struct px_broker *b = &px->brokers[i];
+		if (b->node_id == node_id) {
+			if (b->gone) {
+				if (px->nlive >= px->conf.max_brokers)
+					return NULL;
+				b->gone = 0;
+				px->nlive++;
+			}
+			return b;
+		}
+		if (b->gone && !reuse)
+			reuse = b;
+	}
+	if (px->nlive >= px->conf.max_brokers)
+		return NULL;
+	struct px_broker *b =
+	    px->nbrokers < PX_BROKER_MAX - 1 ? &px->brokers[px->nbrokers++] : reuse;
+	if (!b)
+		return NULL;
+	/* A gone slot's listener was freed on the acceptor thread, so no
+	 * accept callback can still see the old node id in it. */
+	memset(b, 0, sizeof(*b));
+	b->node_id = node_id;
+	b->px = px;
+	px->nlive++;
+	return b;
+}
+
 int px_addr_map(void *arg, int32_t node_id, const struct kd_view *host, int32_t port,
                 char out_host[PX_HOST_MAX], int32_t *out_port)
 {
@@ -359,23 +393,27 @@ int px_addr_map(void *arg, int32_t node_id, const struct kd_view *host, int32_t 
 	if (node_id < 0)
 		return -1; /* "no node" (an error answer): nothing real to hide */
 	pthread_mutex_lock(&px->bmu);
-	struct px_broker *b = NULL;
-	for (unsigned i = 0; i < px->nbrokers; i++)
-		if (px->brokers[i].node_id == node_id)
-			b = &px->brokers[i];
-	if (!b && px->nbrokers < PX_BROKER_MAX - 1) {
-		b = &px->brokers[px->nbrokers++];
-		b->node_id = node_id;
-		b->px = px;
-	}
+	px->named_us = px_now_us();
+	struct px_broker *b = broker_slot(px, node_id);
 	if (!b) {
+		/* Once, not per response: a cluster (or a hostile broker) naming
+		 * thousands of nodes must not flood the log. */
+		int first = !px->cap_logged;
+		px->cap_logged = 1;
 		pthread_mutex_unlock(&px->bmu);
-		px_log(px, 0, "more than %d brokers: node %d not mapped", PX_BROKER_MAX - 1,
-		       node_id);
+		if (first)
+			px_log(
+			    px, 0,
+			    "the cluster names more than %u brokers (max_brokers): node %d and "
+			    "any further ones are told port 0 and cannot be reached through "
+			    "kwire; raise max_brokers if the cluster is that large (logged once)",
+			    px->conf.max_brokers, node_id);
 		snprintf(out_host, PX_HOST_MAX, "%s", px->advertise);
 		*out_port = 0; /* unusable, but never the real address */
 		return 0;
 	}
+	b->named_us = px->named_us;
+	b->unlisted_us = 0;
 	/* Remember (or update) the real address. */
 	if (!host->null && host->len < PX_HOST_MAX && port > 0 && port <= 65535) {
 		if (b->port != port || strlen(b->host) != host->len ||
@@ -387,6 +425,22 @@ int px_addr_map(void *arg, int32_t node_id, const struct kd_view *host, int32_t 
 			b->host[host->len] = '\0';
 			b->port = (uint16_t)port;
 		}
+		b->bad_addr = 0;
+	} else if (!b->bad_addr) {
+		/* Kept as last known (if any): connections to it use that. */
+		b->bad_addr = 1;
+		if (host->null || host->len >= PX_HOST_MAX)
+			px_log(px, 1,
+			       "broker %d advertises %s%u-byte host name; kwire holds host names "
+			       "of at most %d bytes (DNS names have at most 253), so connections "
+			       "to broker %d through kwire will fail",
+			       node_id, host->null ? "a null" : "a ", host->null ? 0 : host->len,
+			       PX_HOST_MAX - 1, node_id);
+		else
+			px_log(px, 1,
+			       "broker %d advertises port %d, which is not a TCP port: connections "
+			       "to broker %d through kwire will fail",
+			       node_id, port, node_id);
 	}
 	/* b->failed only silences repeated log lines: a bind that failed (port
 	 * taken) is retried whenever a response names the broker again. */
@@ -407,8 +461,13 @@ int px_addr_map(void *arg, int32_t node_id, const struct kd_view *host, int32_t 
 			if (b->lsn) {
 				b->proxy_port = bound;
 				b->failed = 0;
-				px_log(px, 2, "broker %d (%s:%u) on proxy port %u", node_id,
-				       b->host, b->port, bound);
+				if (b->port)
+					px_log(px, 2, "broker %d (%s:%u) on proxy port %u", node_id,
+					       b->host, b->port, bound);
+				else
+					px_log(px, 2,
+					       "broker %d (no usable address yet) on proxy port %u",
+					       node_id, bound);
 			} else {
 				/* Still the port the rule gives: clients fail to connect to
 				 * it rather than learn the real address. */
@@ -423,6 +482,62 @@ int px_addr_map(void *arg, int32_t node_id, const struct kd_view *host, int32_t 
 	*out_port = b->proxy_port;
 	pthread_mutex_unlock(&px->bmu);
 	return 0;
+}
+
+/* Listener GC. Every Metadata response lists all the brokers the cluster
+ * has alive, whatever topics were asked for; px_addr_map stamps each one
+ * it names with named_us. A broker not stamped during a Metadata rewrite
+ * is no longer listed: once it has been unlisted for broker_grace_ms, its
+ * listener is closed on the acceptor thread (gc_cb), where no accept
+ * callback can be running for it. Its connections stay; if the cluster
+ * lists it again, its listener reopens on the same port rule. */
+void px_metadata_seen(struct px *px, uint64_t t0)
+{
+	int gc = 0;
+	uint64_t now = px_now_us();
+	pthread_mutex_lock(&px->bmu);
+	/* A response naming no broker at all (not seen from Kafka) is not
+	 * taken as "every broker is gone". */
+	int listed = px->named_us >= t0;
+	for (unsigned i = 0; listed && i < px->nbrokers; i++) {
+		struct px_broker *b = &px->brokers[i];
+		if (b->gone || b->named_us >= t0)
+			continue;
+		if (!b->unlisted_us)
+			b->unlisted_us = t0;
+		if (now - b->unlisted_us >= (uint64_t)px->conf.broker_grace_ms * 1000u)
+			gc = 1;
+	}
+	pthread_mutex_unlock(&px->bmu);
+	if (gc)
+		event_active(px->gc_ev, EV_READ, 0);
+}
+
+static void gc_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct px *px = arg;
+	(void)fd;
+	(void)what;
+	uint64_t now = px_now_us();
+	pthread_mutex_lock(&px->bmu);
+	for (unsigned i = 0; i < px->nbrokers; i++) {
+		struct px_broker *b = &px->brokers[i];
+		if (b->gone || !b->unlisted_us ||
+		    now - b->unlisted_us < (uint64_t)px->conf.broker_grace_ms * 1000u)
+			continue;
+		if (b->lsn) {
+			evconnlistener_free(b->lsn);
+			b->lsn = NULL;
+		}
+		b->gone = 1;
+		b->paused = 0;
+		px->nlive--;
+		px_log(px, 2,
+		       "broker %d is no longer listed by the cluster: its listener on port %u is "
+		       "closed (open connections stay)",
+		       b->node_id, b->proxy_port);
+	}
+	pthread_mutex_unlock(&px->bmu);
 }
 
 int px_broker_addr(struct px *px, int32_t node_id, char host[PX_HOST_MAX], uint16_t *port)
@@ -679,8 +794,9 @@ int px_start(struct px *px, char *err, size_t errlen)
 	px->drain_timer = evtimer_new(px->abase, drain_timeout_cb, px);
 	px->resume_ev = evtimer_new(px->abase, resume_cb, px);
 	px->kill_now_ev = event_new(px->abase, -1, 0, kill_now_cb, px);
+	px->gc_ev = event_new(px->abase, -1, 0, gc_cb, px);
 	if (!px->stop_ev || !px->check_ev || !px->drain_timer || !px->resume_ev ||
-	    !px->kill_now_ev) {
+	    !px->kill_now_ev || !px->gc_ev) {
 		kd_errf(err, errlen, "event_new failed");
 		return -1;
 	}
@@ -834,6 +950,8 @@ void px_free(struct px **pxp)
 		event_free(px->resume_ev);
 	if (px->kill_now_ev)
 		event_free(px->kill_now_ev);
+	if (px->gc_ev)
+		event_free(px->gc_ev);
 	if (px->abase)
 		event_base_free(px->abase);
 	pthread_mutex_destroy(&px->bmu);

@@ -66,6 +66,13 @@ struct px_conf {
 	/* broker_ports: explicit node id -> port map; wins over the rule. */
 	struct px_broker_port *broker_ports;
 	unsigned nbroker_ports;
+	/* max_brokers: brokers (node ids) of the cluster that get a proxy
+	 * listener; further ones are told port 0. 1..PX_BROKER_MAX-1. */
+	unsigned max_brokers;
+	/* broker_grace_ms: a broker that Metadata responses stop listing
+	 * keeps its listener this long, then it is closed (its connections
+	 * stay). */
+	unsigned broker_grace_ms;
 	/* workers: event-loop threads; 0 = one per online CPU. */
 	unsigned workers;
 	/* max_frame_bytes: a frame (either direction) larger than this
