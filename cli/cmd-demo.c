@@ -320,6 +320,11 @@ static void demo_summary(const struct demo_opts *o, struct px *px, struct px_adm
 
 /* ---- main ---- */
 
+static void demo_log_error(void *arg, const char *msg)
+{
+	px_log(arg, 0, "%s", msg);
+}
+
 int cmd_demo(int argc, char **argv)
 {
 	struct demo_opts o;
@@ -363,6 +368,7 @@ int cmd_demo(int argc, char **argv)
 		log = px_log_new(o.log_file, o.log_format, 0, err, sizeof(err));
 		if (!log)
 			goto fail;
+		px_log_set_error_cb(log, demo_log_error, px, PX_LOG_ERROR_INTERVAL_MS);
 	}
 	adm = px_admin_new(px, &o.admin, err, sizeof(err));
 	if (!adm)

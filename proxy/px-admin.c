@@ -302,6 +302,9 @@ void px_admin_metrics(struct px_admin *adm, struct kd_wbuf *w)
 		adm_counter(w, "kwire_access_log_dropped_total",
 		            "Access log lines dropped because the queue was full.", ls.dropped,
 		            "counter");
+		adm_counter(w, "kwire_access_log_write_errors_total",
+		            "Access log writes or reopens that failed (full disk, deleted file).",
+		            ls.write_errors, "counter");
 	}
 
 	static const struct {
@@ -331,6 +334,17 @@ void px_admin_metrics(struct px_admin *adm, struct kd_wbuf *w)
 			adm_topic_line(w, tm[m].name, "_other", *ov);
 	}
 	pthread_mutex_unlock(&adm->tmu);
+}
+
+int px_admin_health(struct px_admin *adm, struct kd_wbuf *w)
+{
+	char what[192];
+	if (adm->log && px_log_health(adm->log, what, sizeof(what))) {
+		w_fmt(w, "degraded: access log: %s\n", what);
+		return 1;
+	}
+	w_str(w, "ok\n");
+	return 0;
 }
 
 void px_admin_brokers_json(struct px_admin *adm, struct kd_wbuf *w)
@@ -401,7 +415,7 @@ static void adm_get_brokers(struct evhttp_request *req, void *arg)
 static void adm_get_healthz(struct evhttp_request *req, void *arg)
 {
 	struct kd_wbuf w = {0};
-	w_str(&w, "ok\n");
+	px_admin_health(arg, &w);
 	adm_reply(req, "text/plain", &w);
 }
 

@@ -2,7 +2,8 @@
  * server on its own thread (libevent evhttp):
  *
  *   GET /metrics   Prometheus text format (version 0.0.4)
- *   GET /healthz   "ok" while the proxy runs
+ *   GET /healthz   "ok" while the proxy runs, "degraded: ..." while the
+ *                  access log cannot write
  *   GET /brokers   the broker -> proxy port map as JSON
  *
  * Metrics are listed in docs/demo.md. The proxy's own counters are read
@@ -41,6 +42,10 @@ void px_admin_record(struct px_admin *adm, const struct px_pair *pair,
  * summary and the tests). */
 void px_admin_metrics(struct px_admin *adm, struct kd_wbuf *w);
 void px_admin_brokers_json(struct px_admin *adm, struct kd_wbuf *w);
+/* The /healthz body: "ok", or "degraded: ..." while the access log cannot
+ * write (kwire still forwards; the status stays 200). Returns 1 when
+ * degraded. */
+int px_admin_health(struct px_admin *adm, struct kd_wbuf *w);
 
 /* Per-topic totals, for the demo's summary. Returns 0, -1 if unknown. */
 struct px_topic_totals {

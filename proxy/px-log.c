@@ -10,7 +10,11 @@
  *             queued lines      free (wraps)
  */
 #include <errno.h>
+#include <inttypes.h>
 #include <pthread.h>
+#include <stdio_ext.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,6 +28,25 @@
 
 #define PX_LOG_CHUNK (64u * 1024)
 #define PX_LOG_LINE_MAX (64u * 1024) /* a longer line is cut */
+
+/* Write failures (a full disk, a deleted file or directory, a closed
+ * stdout) are reported, not silent: the first through the error callback
+ * at once, then at most one message per interval with the count since,
+ * and one when writing works again. While failing, the log is "degraded"
+ * (px_log_health, shown by /healthz). Lines that could not be written are
+ * lost and not counted as written. Everything here is under log->mu. */
+struct log_health {
+	void (*on_error)(void *arg, const char *msg);
+	void *arg;
+	uint64_t interval_us;
+	int failing;
+	char what[160];   /* the current failure, for /healthz */
+	uint64_t last_us; /* when the last message went out; 0: never */
+	uint64_t unlogged;
+	uint64_t lost_lines; /* since the failure began */
+	uint64_t checked_us; /* last check that the file still exists */
+	int deleted;         /* the open file has no link left */
+};
 
 struct px_log {
 	enum px_log_format fmt;
@@ -43,7 +66,65 @@ struct px_log {
 	int started;
 
 	uint64_t lines, dropped, bytes, reopens, write_errors; /* under mu */
+	struct log_health health;                              /* under mu */
 };
+
+static uint64_t log_now_us(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+/* Records a failure (errno e, or e = 0 with what set) and fills msg when a
+ * message is due. Returns 1 when msg is to be sent. */
+static int log_failed(struct px_log *log, const char *what, int e, char *msg, size_t msglen)
+{
+	struct log_health *h = &log->health;
+	uint64_t now = log_now_us();
+	log->write_errors++;
+	snprintf(h->what, sizeof(h->what), "%s%s%s", what, e ? ": " : "", e ? strerror(e) : "");
+	int first = !h->failing;
+	h->failing = 1;
+	if (!first && h->last_us && now - h->last_us < h->interval_us) {
+		h->unlogged++;
+		return 0;
+	}
+	if (first)
+		snprintf(msg, msglen, "access log %s: %s; lines are lost until it works again",
+		         log->path ? log->path : "(stdout)", h->what);
+	else
+		snprintf(msg, msglen,
+		         "access log %s: %s (%" PRIu64 " more failures, %" PRIu64
+		         " lines lost since it began)",
+		         log->path ? log->path : "(stdout)", h->what, h->unlogged + 1,
+		         h->lost_lines);
+	h->last_us = now;
+	h->unlogged = 0;
+	return 1;
+}
+
+/* After a good write: ends a failure (with a message). */
+static int log_recovered(struct px_log *log, char *msg, size_t msglen)
+{
+	struct log_health *h = &log->health;
+	if (!h->failing)
+		return 0;
+	h->failing = 0;
+	snprintf(msg, msglen, "access log %s: writing again (%" PRIu64 " lines lost)",
+	         log->path ? log->path : "(stdout)", h->lost_lines);
+	h->lost_lines = 0;
+	h->last_us = 0;
+	return 1;
+}
+
+static void log_tell(struct px_log *log, const char *msg)
+{
+	if (log->health.on_error)
+		log->health.on_error(log->health.arg, msg);
+	else
+		fprintf(stderr, "kwire: %s\n", msg);
+}
 
 static FILE *log_open(const char *path, char *err, size_t errlen)
 {
@@ -53,6 +134,41 @@ static FILE *log_open(const char *path, char *err, size_t errlen)
 	if (!f)
 		snprintf(err, errlen, "access log %s: %s", path, strerror(errno));
 	return f;
+}
+
+/* A file deleted while open (rm, or its directory removed) takes writes
+ * without an error and loses them. Once per second at most, when idle:
+ * if the file has no link left, it is reopened by its path (created
+ * again); while that fails, lines count as lost and the failure is
+ * reported. Returns 1 when msg is to be sent. */
+static int log_check_file(struct px_log *log, char *msg, size_t msglen)
+{
+	struct log_health *h = &log->health;
+	struct stat st;
+	uint64_t now = log_now_us();
+	if (!log->path || now - h->checked_us < 1000000u)
+		return 0;
+	h->checked_us = now;
+	if (!h->deleted) {
+		if (fstat(fileno(log->f), &st) || st.st_nlink > 0)
+			return 0;
+		h->deleted = 1;
+	}
+	FILE *nf = fopen(log->path, "ae");
+	if (!nf)
+		return log_failed(log, "the file was deleted and cannot be created again", errno,
+		                  msg, msglen);
+	fclose(log->f);
+	log->f = nf;
+	log->reopens++;
+	h->deleted = 0;
+	snprintf(msg, msglen,
+	         "access log %s: the file was deleted; created it again (%" PRIu64 " lines lost)",
+	         log->path, h->lost_lines);
+	h->failing = 0;
+	h->lost_lines = 0;
+	h->last_us = 0;
+	return 1;
 }
 
 static void *log_thread(void *arg)
@@ -71,12 +187,21 @@ static void *log_thread(void *arg)
 				pthread_mutex_unlock(&log->mu);
 				FILE *nf = log_open(log->path, err, sizeof(err));
 				pthread_mutex_lock(&log->mu);
+				char msg[320];
+				int tell = 0;
 				if (nf) {
 					fclose(log->f);
 					log->f = nf;
 					log->reopens++;
+					log->health.deleted = 0;
 				} else {
-					log->write_errors++;
+					tell = log_failed(log, "cannot reopen", errno, msg,
+					                  sizeof(msg));
+				}
+				if (tell) {
+					pthread_mutex_unlock(&log->mu);
+					log_tell(log, msg);
+					pthread_mutex_lock(&log->mu);
 				}
 			}
 		}
@@ -107,16 +232,40 @@ static void *log_thread(void *arg)
 		size_t nl = 0;
 		for (const char *q = chunk; (q = memchr(q, '\n', (size_t)(chunk + n - q))); q++)
 			nl++;
+		errno = 0;
 		int bad = fwrite(chunk, 1, n, f) != n;
 		/* Only flush when idle: batches of lines, one write each. */
 		pthread_mutex_lock(&log->mu);
-		if (!log->used && fflush(f))
+		if (!bad && !log->used && fflush(f))
 			bad = 1;
+		int e = errno;
+		char msg[320];
+		int tell = 0;
 		log->seq_out += n;
-		log->lines += nl;
-		log->bytes += n;
-		if (bad)
-			log->write_errors++;
+		if (bad) {
+			/* What stdio still holds is lost too: drop it, so that the
+			 * next lines do not queue behind it. */
+			__fpurge(f);
+			clearerr(f);
+			log->health.lost_lines += nl;
+			tell = log_failed(log, "write failed", e, msg, sizeof(msg));
+		} else if (log->health.deleted) {
+			log->health.lost_lines += nl; /* written to a file nobody can read */
+			if (!log->used)
+				tell = log_check_file(log, msg, sizeof(msg));
+		} else {
+			log->lines += nl;
+			log->bytes += n;
+			if (!log->used)
+				tell = log_check_file(log, msg, sizeof(msg));
+			if (!tell && !log->health.deleted)
+				tell = log_recovered(log, msg, sizeof(msg));
+		}
+		if (tell) {
+			pthread_mutex_unlock(&log->mu);
+			log_tell(log, msg);
+			pthread_mutex_lock(&log->mu);
+		}
 		pthread_cond_broadcast(&log->cond_done);
 	}
 	pthread_cond_broadcast(&log->cond_done);
@@ -135,6 +284,7 @@ struct px_log *px_log_new(const char *path, enum px_log_format fmt, size_t ring_
 	}
 	log->fmt = fmt;
 	log->cap = ring_bytes ? ring_bytes : PX_LOG_RING_DEFAULT;
+	log->health.interval_us = 10u * 1000000u;
 	pthread_mutex_init(&log->mu, NULL);
 	pthread_cond_init(&log->cond_more, NULL);
 	pthread_cond_init(&log->cond_done, NULL);
@@ -260,6 +410,26 @@ void px_log_flush(struct px_log *log)
 	pthread_mutex_unlock(&log->mu);
 }
 
+void px_log_set_error_cb(struct px_log *log, void (*on_error)(void *arg, const char *msg),
+                         void *arg, unsigned interval_ms)
+{
+	pthread_mutex_lock(&log->mu);
+	log->health.on_error = on_error;
+	log->health.arg = arg;
+	log->health.interval_us = (uint64_t)interval_ms * 1000u;
+	pthread_mutex_unlock(&log->mu);
+}
+
+int px_log_health(struct px_log *log, char *what, size_t len)
+{
+	pthread_mutex_lock(&log->mu);
+	int failing = log->health.failing;
+	if (failing && what)
+		snprintf(what, len, "%s", log->health.what);
+	pthread_mutex_unlock(&log->mu);
+	return failing;
+}
+
 void px_log_stats_get(struct px_log *log, struct px_log_stats *out)
 {
 	pthread_mutex_lock(&log->mu);
@@ -367,6 +537,11 @@ static void obs_on_pair(void *arg, const struct px_pair *pair)
 		px_log_summary(obs->log, &sum);
 }
 
+static void obs_on_log_error(void *arg, const char *msg)
+{
+	px_log(arg, 0, "%s", msg);
+}
+
 static void obs_on_reopen(void *arg)
 {
 	struct px_observer *obs = arg;
@@ -396,6 +571,7 @@ int px_observe_start(struct px *px, const struct px_conf *conf, struct px_observ
 		obs->log = px_log_new(conf->access_log, conf->access_log_format, 0, err, errlen);
 		if (!obs->log)
 			goto fail;
+		px_log_set_error_cb(obs->log, obs_on_log_error, px, PX_LOG_ERROR_INTERVAL_MS);
 	}
 	if (conf->admin.host[0] || conf->admin.port) {
 		obs->admin = px_admin_new(px, &conf->admin, err, errlen);

@@ -50,12 +50,21 @@ void px_log_reopen(struct px_log *log);
 /* Blocks until every line queued before the call has been written. */
 void px_log_flush(struct px_log *log);
 
+/* Write failures (full disk, deleted file or directory) go to on_error
+ * (NULL: stderr): the first at once, then at most one message per
+ * interval_ms, and one when writing works again. Thread-safe. */
+#define PX_LOG_ERROR_INTERVAL_MS 10000
+void px_log_set_error_cb(struct px_log *log, void (*on_error)(void *arg, const char *msg),
+                         void *arg, unsigned interval_ms);
+/* 1 while writes fail (the failure in what), else 0. Thread-safe. */
+int px_log_health(struct px_log *log, char *what, size_t len);
+
 struct px_log_stats {
 	uint64_t lines;   /* lines written */
 	uint64_t dropped; /* lines dropped because the ring was full */
 	uint64_t bytes;   /* bytes written */
 	uint64_t reopens;
-	uint64_t write_errors;
+	uint64_t write_errors; /* failed writes and reopens */
 };
 void px_log_stats_get(struct px_log *log, struct px_log_stats *out);
 
