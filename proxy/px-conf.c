@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sys/stat.h>
+
 #include <yaml.h>
 
 #include "kd.h"
@@ -212,6 +214,8 @@ int px_conf_set_broker_port(struct px_conf *conf, int32_t node_id, uint16_t port
 	return 0;
 }
 
+static int check_ports(const struct px_conf *conf, char *err, size_t errlen);
+
 int px_conf_check(const struct px_conf *conf, char *err, size_t errlen)
 {
 	if (conf->nupstreams == 0) {
@@ -254,6 +258,98 @@ int px_conf_check(const struct px_conf *conf, char *err, size_t errlen)
 				return -1;
 			}
 	}
+	return check_ports(conf, err, errlen);
+}
+
+static int wildcard(const char *host)
+{
+	return !host[0] || !strcmp(host, "0.0.0.0") || !strcmp(host, "::") || !strcmp(host, "*");
+}
+
+/* Two listeners on the same port clash when their hosts can overlap. Names
+ * are not resolved: two different names are taken as different hosts. */
+static int hosts_overlap(const char *a, const char *b)
+{
+	return wildcard(a) || wildcard(b) || !strcmp(a, b);
+}
+
+static int has_row(const struct px_conf *conf, int32_t node_id)
+{
+	for (unsigned i = 0; i < conf->nbroker_ports; i++)
+		if (conf->broker_ports[i].node_id == node_id)
+			return 1;
+	return 0;
+}
+
+/* The node id whose rule port (base + id, no broker_ports row) is port,
+ * among the ids brokers get in practice: 0..max_brokers-1 (assigned by
+ * hand, KRaft) and 1001..1000+max_brokers (ZooKeeper's automatic ids,
+ * above reserved.broker.max.id). Returns -1 when none. */
+static int32_t rule_node_for(const struct px_conf *conf, long base, uint16_t port)
+{
+	long id = (long)port - base;
+	if (id < 0)
+		return -1;
+	if (id >= (long)conf->max_brokers && (id < 1001 || id > 1000 + (long)conf->max_brokers))
+		return -1;
+	return has_row(conf, (int32_t)id) ? -1 : (int32_t)id;
+}
+
+/* Listen, admin, broker_ports and the rule must not want one port. Broker
+ * listeners bind on the listen host. Ephemeral ports (0) cannot clash. */
+static int check_ports(const struct px_conf *conf, char *err, size_t errlen)
+{
+	int admin = conf->admin.port != 0;
+	const char *lh = conf->listen.host;
+	long base = conf->broker_port_base ? conf->broker_port_base
+	            : conf->listen.port    ? (long)conf->listen.port + 1
+	                                   : 0;
+	if (admin && conf->listen.port == conf->admin.port && hosts_overlap(lh, conf->admin.host)) {
+		kd_errf(err, errlen, "admin and listen both use port %u", conf->admin.port);
+		return -1;
+	}
+	for (unsigned i = 0; i < conf->nbroker_ports; i++) {
+		const struct px_broker_port *bp = &conf->broker_ports[i];
+		if (admin && bp->port == conf->admin.port && hosts_overlap(lh, conf->admin.host)) {
+			kd_errf(err, errlen,
+			        "admin port %u is also broker_ports' port for node %" PRId32,
+			        bp->port, bp->node_id);
+			return -1;
+		}
+		int32_t other = base ? rule_node_for(conf, base, bp->port) : -1;
+		if (other >= 0 && other != bp->node_id) {
+			kd_errf(err, errlen,
+			        "broker_ports gives node %" PRId32
+			        " port %u, which the broker port rule "
+			        "gives node %" PRId32 " (%ld + %" PRId32
+			        "); add a broker_ports row for "
+			        "node %" PRId32 " or change broker_port_base",
+			        bp->node_id, bp->port, other, base, other, other);
+			return -1;
+		}
+	}
+	if (!base)
+		return 0;
+	int32_t id;
+	if (admin && hosts_overlap(lh, conf->admin.host) &&
+	    (id = rule_node_for(conf, base, conf->admin.port)) >= 0) {
+		kd_errf(err, errlen,
+		        "admin port %u is broker %" PRId32
+		        "'s proxy port under the broker port rule "
+		        "(%ld + %" PRId32 "); move admin, or change broker_port_base, or add a "
+		        "broker_ports row for node %" PRId32,
+		        conf->admin.port, id, base, id, id);
+		return -1;
+	}
+	if (conf->listen.port && (id = rule_node_for(conf, base, conf->listen.port)) >= 0) {
+		kd_errf(err, errlen,
+		        "listen port %u is broker %" PRId32
+		        "'s proxy port under the broker port rule "
+		        "(broker_port_base %ld + %" PRId32 "); change broker_port_base or add a "
+		        "broker_ports row for node %" PRId32,
+		        conf->listen.port, id, base, id, id);
+		return -1;
+	}
 	return 0;
 }
 
@@ -279,11 +375,25 @@ uint16_t px_conf_broker_port(const struct px_conf *conf, uint16_t bound_listen_p
 
 /* ---- YAML ---- */
 
+/* Where each node is referred to. libyaml's document resolves an alias to
+ * the anchored node, whose marks are the anchor's: an error in a value
+ * given as *alias would point at the anchor. A first pass over the events
+ * records, for every collection (by document node index), the mark of
+ * each child reference as written (the alias's own position for an
+ * alias); mapping children are key, value, key, value... */
+struct yref {
+	yaml_mark_t *marks;
+	size_t n, cap;
+};
+
 struct yctx {
 	yaml_document_t *doc;
 	const char *name;
 	char *err;
 	size_t errlen;
+	struct yref *refs; /* by node index; NULL when the first pass failed */
+	size_t nrefs;
+	const yaml_mark_t *at; /* where the node being checked is referred to */
 };
 
 static int yerr(struct yctx *y, const yaml_node_t *node, const char *fmt, ...)
@@ -297,9 +407,111 @@ static int yerr(struct yctx *y, const yaml_node_t *node, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	kd_errf(y->err, y->errlen, "%s:%zu:%zu: %s", y->name, node->start_mark.line + 1,
-	        node->start_mark.column + 1, msg);
+	const yaml_mark_t *m = y->at ? y->at : &node->start_mark;
+	kd_errf(y->err, y->errlen, "%s:%zu:%zu: %s", y->name, m->line + 1, m->column + 1, msg);
 	return -1;
+}
+
+/* Child ord of the collection node index parent, as referred to there:
+ * sets y->at to the reference's mark and returns the node. */
+static yaml_node_t *y_child(struct yctx *y, int parent, size_t ord, int index)
+{
+	y->at = NULL;
+	if (y->refs && parent > 0 && (size_t)parent < y->nrefs && ord < y->refs[parent].n)
+		y->at = &y->refs[parent].marks[ord];
+	return yaml_document_get_node(y->doc, index);
+}
+
+static int yref_add(struct yctx *y, int parent, yaml_mark_t mark)
+{
+	if (parent <= 0)
+		return 0;
+	struct yref *r = &y->refs[parent];
+	if (r->n == r->cap) {
+		size_t cap = r->cap ? r->cap * 2 : 8;
+		yaml_mark_t *m = realloc(r->marks, cap * sizeof(*m));
+		if (!m)
+			return -1;
+		r->marks = m;
+		r->cap = cap;
+	}
+	r->marks[r->n++] = mark;
+	return 0;
+}
+
+static void yrefs_free(struct yctx *y)
+{
+	for (size_t i = 0; i < y->nrefs; i++)
+		free(y->refs[i].marks);
+	free(y->refs);
+	y->refs = NULL;
+	y->nrefs = 0;
+}
+
+/* The first pass (see struct yref). On any failure refs stay NULL and
+ * errors point at nodes as before. Node indices count from 1 in the
+ * order libyaml's loader creates nodes: one per scalar, sequence start
+ * and mapping start event, none per alias. */
+static void yrefs_build(struct yctx *y, const char *yaml, size_t len)
+{
+	yaml_parser_t parser;
+	yaml_event_t ev;
+	int stack[64], depth = 0, next = 0, done = 0, ok = 1;
+	if (!yaml_parser_initialize(&parser))
+		return;
+	yaml_parser_set_input_string(&parser, (const unsigned char *)yaml, len);
+	while (!done && ok) {
+		if (!yaml_parser_parse(&parser, &ev)) {
+			ok = 0;
+			break;
+		}
+		int parent = depth ? stack[depth - 1] : 0;
+		switch (ev.type) {
+		case YAML_SCALAR_EVENT:
+		case YAML_SEQUENCE_START_EVENT:
+		case YAML_MAPPING_START_EVENT:
+			next++;
+			if ((size_t)next >= y->nrefs) {
+				size_t n = y->nrefs ? y->nrefs * 2 : 64;
+				struct yref *r = realloc(y->refs, n * sizeof(*r));
+				if (!r) {
+					ok = 0;
+					break;
+				}
+				memset(r + y->nrefs, 0, (n - y->nrefs) * sizeof(*r));
+				y->refs = r;
+				y->nrefs = n;
+			}
+			if (yref_add(y, parent, ev.start_mark))
+				ok = 0;
+			if (ev.type != YAML_SCALAR_EVENT) {
+				if (depth == (int)(sizeof(stack) / sizeof(stack[0])))
+					ok = 0;
+				else
+					stack[depth++] = next;
+			}
+			break;
+		case YAML_ALIAS_EVENT:
+			if (yref_add(y, parent, ev.start_mark))
+				ok = 0;
+			break;
+		case YAML_SEQUENCE_END_EVENT:
+		case YAML_MAPPING_END_EVENT:
+			if (depth)
+				depth--;
+			break;
+		case YAML_DOCUMENT_END_EVENT:
+		case YAML_STREAM_END_EVENT:
+			done = 1;
+			break;
+		default:
+			break;
+		}
+		yaml_event_delete(&ev);
+	}
+	yaml_parser_delete(&parser);
+	if (!ok)
+		yrefs_free(y);
 }
 
 static const char *node_type_name(const yaml_node_t *node)
@@ -382,7 +594,7 @@ static int y_hostport(struct yctx *y, const yaml_node_t *node, const char *key, 
 	return 0;
 }
 
-static int y_upstream(struct yctx *y, struct px_conf *conf, const yaml_node_t *node)
+static int y_upstream(struct yctx *y, struct px_conf *conf, const yaml_node_t *node, int self)
 {
 	char msg[256];
 	if (node->type == YAML_SCALAR_NODE) {
@@ -398,9 +610,11 @@ static int y_upstream(struct yctx *y, struct px_conf *conf, const yaml_node_t *n
 		            node_type_name(node));
 	unsigned n = 0;
 	struct px_hostport ups[PX_UPSTREAM_MAX];
+	const yaml_mark_t *at = y->at;
 	for (yaml_node_item_t *it = node->data.sequence.items.start;
 	     it < node->data.sequence.items.top; it++) {
-		yaml_node_t *item = yaml_document_get_node(y->doc, *it);
+		yaml_node_t *item =
+		    y_child(y, self, (size_t)(it - node->data.sequence.items.start), *it);
 		if (n == PX_UPSTREAM_MAX)
 			return yerr(y, item, "more than %d upstream addresses", PX_UPSTREAM_MAX);
 		memset(&ups[n], 0, sizeof(ups[n]));
@@ -410,6 +624,7 @@ static int y_upstream(struct yctx *y, struct px_conf *conf, const yaml_node_t *n
 			return yerr(y, item, "'upstream': port 0");
 		n++;
 	}
+	y->at = at;
 	if (n == 0)
 		return yerr(y, node, "'upstream' is empty");
 	memcpy(conf->upstreams, ups, n * sizeof(ups[0]));
@@ -417,7 +632,7 @@ static int y_upstream(struct yctx *y, struct px_conf *conf, const yaml_node_t *n
 	return 0;
 }
 
-static int y_broker_ports(struct yctx *y, struct px_conf *conf, const yaml_node_t *node)
+static int y_broker_ports(struct yctx *y, struct px_conf *conf, const yaml_node_t *node, int self)
 {
 	char msg[256];
 	if (node->type != YAML_MAPPING_NODE)
@@ -425,11 +640,24 @@ static int y_broker_ports(struct yctx *y, struct px_conf *conf, const yaml_node_
 		            node_type_name(node));
 	for (yaml_node_pair_t *pr = node->data.mapping.pairs.start;
 	     pr < node->data.mapping.pairs.top; pr++) {
-		yaml_node_t *k = yaml_document_get_node(y->doc, pr->key);
-		yaml_node_t *v = yaml_document_get_node(y->doc, pr->value);
+		size_t j = (size_t)(pr - node->data.mapping.pairs.start);
 		long long id, port;
-		if (y_int(y, k, "broker_ports key", INT32_MIN, INT32_MAX, &id) ||
-		    y_int(y, v, "broker_ports port", 1, 65535, &port))
+		yaml_node_t *k = y_child(y, self, 2 * j, pr->key);
+		if (y_int(y, k, "broker_ports key", INT32_MIN, INT32_MAX, &id))
+			return -1;
+		for (yaml_node_pair_t *q = node->data.mapping.pairs.start; q < pr; q++) {
+			long long qid;
+			yaml_node_t *qk = yaml_document_get_node(y->doc, q->key);
+			if (qk->type == YAML_SCALAR_NODE &&
+			    !parse_int((const char *)qk->data.scalar.value, qk->data.scalar.length,
+			               INT32_MIN, INT32_MAX, &qid) &&
+			    qid == id)
+				return yerr(
+				    y, k, "broker_ports: node %lld given twice (first at line %zu)",
+				    id, qk->start_mark.line + 1);
+		}
+		yaml_node_t *v = y_child(y, self, 2 * j + 1, pr->value);
+		if (y_int(y, v, "broker_ports port", 1, 65535, &port))
 			return -1;
 		if (px_conf_set_broker_port(conf, (int32_t)id, (uint16_t)port, msg, sizeof(msg)))
 			return yerr(y, k, "%s", msg);
@@ -499,7 +727,8 @@ static void store_uint(void *field, size_t size, long long v)
 	}
 }
 
-static int y_special(struct yctx *y, struct px_conf *conf, const char *key, const yaml_node_t *node)
+static int y_special(struct yctx *y, struct px_conf *conf, const char *key, const yaml_node_t *node,
+                     int index)
 {
 	if (!strcmp(key, "listen")) {
 		struct px_hostport hp = conf->listen;
@@ -509,9 +738,9 @@ static int y_special(struct yctx *y, struct px_conf *conf, const char *key, cons
 		return 0;
 	}
 	if (!strcmp(key, "upstream"))
-		return y_upstream(y, conf, node);
+		return y_upstream(y, conf, node, index);
 	if (!strcmp(key, "broker_ports"))
-		return y_broker_ports(y, conf, node);
+		return y_broker_ports(y, conf, node, index);
 	if (!strcmp(key, "admin")) {
 		struct px_hostport hp;
 		memset(&hp, 0, sizeof(hp));
@@ -552,19 +781,29 @@ static int y_top(struct yctx *y, struct px_conf *conf, const yaml_node_t *root)
 		            node_type_name(root));
 	for (yaml_node_pair_t *pr = root->data.mapping.pairs.start;
 	     pr < root->data.mapping.pairs.top; pr++) {
-		yaml_node_t *k = yaml_document_get_node(y->doc, pr->key);
-		yaml_node_t *v = yaml_document_get_node(y->doc, pr->value);
+		size_t j = (size_t)(pr - root->data.mapping.pairs.start);
+		yaml_node_t *k = y_child(y, 1, 2 * j, pr->key);
 		char key[64];
 		if (k->type != YAML_SCALAR_NODE || k->data.scalar.length >= sizeof(key))
 			return yerr(y, k, "unknown key");
 		memcpy(key, k->data.scalar.value, k->data.scalar.length);
 		key[k->data.scalar.length] = '\0';
+		/* YAML says mapping keys are unique; libyaml does not check. A
+		 * second 'listen:' silently winning is how a setting gets lost. */
+		for (yaml_node_pair_t *q = root->data.mapping.pairs.start; q < pr; q++) {
+			yaml_node_t *qk = yaml_document_get_node(y->doc, q->key);
+			if (qk->type == YAML_SCALAR_NODE && qk->data.scalar.length == strlen(key) &&
+			    !memcmp(qk->data.scalar.value, key, strlen(key)))
+				return yerr(y, k, "duplicate key '%s' (first at line %zu)", key,
+				            qk->start_mark.line + 1);
+		}
 		const struct ykey *yk = NULL;
 		for (size_t i = 0; i < sizeof(ykeys) / sizeof(ykeys[0]); i++)
 			if (!strcmp(ykeys[i].name, key))
 				yk = &ykeys[i];
 		if (!yk)
 			return yerr(y, k, "unknown key '%s'", key);
+		yaml_node_t *v = y_child(y, 1, 2 * j + 1, pr->value);
 		char *field = (char *)conf + yk->off;
 		long long iv = 0;
 		int bv = 0;
@@ -584,7 +823,7 @@ static int y_top(struct yctx *y, struct px_conf *conf, const yaml_node_t *root)
 				return -1;
 			break;
 		case YK_SPECIAL:
-			if (y_special(y, conf, key, v))
+			if (y_special(y, conf, key, v, pr->value))
 				return -1;
 			break;
 		}
@@ -598,13 +837,14 @@ int px_conf_load_mem(struct px_conf *conf, const char *yaml, size_t len, const c
 	yaml_parser_t parser;
 	yaml_document_t doc;
 	int rc = -1, have_doc = 0;
-	struct yctx y = {&doc, name, err, errlen};
+	struct yctx y = {&doc, name, err, errlen, NULL, 0, NULL};
 
 	if (!yaml_parser_initialize(&parser)) {
 		kd_errf(err, errlen, "%s: cannot initialise the YAML parser", name);
 		return -1;
 	}
 	yaml_parser_set_input_string(&parser, (const unsigned char *)yaml, len);
+	yrefs_build(&y, yaml, len);
 	if (!yaml_parser_load(&parser, &doc)) {
 		kd_errf(err, errlen, "%s:%zu:%zu: %s %s", name, parser.problem_mark.line + 1,
 		        parser.problem_mark.column + 1,
@@ -636,6 +876,7 @@ out:
 		yaml_document_delete(&doc);
 out_parser:
 	yaml_parser_delete(&parser);
+	yrefs_free(&y);
 	return rc;
 }
 
@@ -648,6 +889,11 @@ int px_conf_load(struct px_conf *conf, const char *path, char *err, size_t errle
 	if (!f) {
 		kd_errf(err, errlen, "%s: %s", path, strerror(errno));
 		return -1;
+	}
+	struct stat st;
+	if (!fstat(fileno(f), &st) && S_ISDIR(st.st_mode)) {
+		kd_errf(err, errlen, "%s: is a directory, not a YAML file", path);
+		goto out;
 	}
 	for (;;) {
 		if (len == cap) {
@@ -669,7 +915,7 @@ int px_conf_load(struct px_conf *conf, const char *path, char *err, size_t errle
 			break;
 	}
 	if (ferror(f)) {
-		kd_errf(err, errlen, "%s: read error", path);
+		kd_errf(err, errlen, "%s: read error: %s", path, strerror(errno));
 		goto out;
 	}
 	rc = px_conf_load_mem(conf, buf, len, path, err, errlen);

@@ -158,6 +158,94 @@ static void test_bad_files(void **state)
 	px_conf_free(&conf);
 }
 
+/* Issue 8, item 10: duplicate keys, aliases pointing at themselves, a
+ * directory given as the file. */
+static void test_file_checks(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *yaml;
+		const char *where;
+		const char *what;
+	} cases[] = {
+	    {"listen: 9092\nworkers: 2\nlisten: 9093\n",
+	     "t.yaml:3:1:", "duplicate key 'listen' (first at line 1)"},
+	    {"broker_ports:\n  1: 20001\n  2: 20002\n  1: 20003\n",
+	     "t.yaml:4:3:", "node 1 given twice (first at line 2)"},
+	    /* The error is in the alias's use, not at the anchor (1:12). */
+	    {"advertise: &h proxy.example.com\nworkers: *h\n", "t.yaml:2:10:", "integer"},
+	    {"advertise: &h proxy.example.com\nupstream:\n  - a:1\n  - *h\n",
+	     "t.yaml:4:5:", "HOST:PORT"},
+	    {"listen: &p \"1.2.3.4:9092\"\nbroker_ports: {1: 20001, 2: *p}\n",
+	     "t.yaml:2:29:", "integer"},
+	    {"upstream: &w [a:1]\nmax_inflight: *w\n", "t.yaml:2:15:", "not a list"},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct px_conf conf;
+		char err[512] = "";
+		px_conf_init(&conf);
+		if (load(&conf, cases[i].yaml, err, sizeof(err)) != -1)
+			fail_msg("case %zu loaded: %s", i, cases[i].yaml);
+		if (strncmp(err, cases[i].where, strlen(cases[i].where)) ||
+		    !strstr(err, cases[i].what))
+			fail_msg("case %zu: got '%s', want '%s ... %s'", i, err, cases[i].where,
+			         cases[i].what);
+		px_conf_free(&conf);
+	}
+	struct px_conf conf;
+	char err[256], dir[] = "/tmp/kwire-conf-XXXXXX";
+	assert_non_null(mkdtemp(dir));
+	px_conf_init(&conf);
+	assert_int_equal(px_conf_load(&conf, dir, err, sizeof(err)), -1);
+	assert_non_null(strstr(err, dir));
+	assert_non_null(strstr(err, "is a directory"));
+	px_conf_free(&conf);
+	rmdir(dir);
+}
+
+/* Port clashes are found by px_conf_check (before anything binds). */
+static void test_port_clashes(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *yaml;
+		const char *what; /* NULL: no clash */
+	} cases[] = {
+	    {"listen: 9092\nadmin: 9092\n", "admin and listen both use port 9092"},
+	    {"listen: 127.0.0.1:9092\nadmin: 10.0.0.1:9092\n", NULL},
+	    /* the rule: listen 9092 -> broker N on 9093 + N */
+	    {"listen: 9092\nadmin: 9094\n", "admin port 9094 is broker 1's proxy port"},
+	    {"listen: 9092\nadmin: 10094\n", "admin port 10094 is broker 1001's proxy port"},
+	    {"listen: 9092\nadmin: 9644\n", NULL},
+	    {"listen: 9092\nadmin: 9094\nbroker_ports: {1: 20001}\n", NULL},
+	    {"listen: 9092\nbroker_ports: {5: 9100}\n",
+	     "broker_ports gives node 5 port 9100, which the broker port rule gives node 7"},
+	    {"listen: 9092\nbroker_ports: {5: 9098}\n", NULL},
+	    {"listen: 9092\nadmin: 20001\nbroker_ports: {1: 20001}\n",
+	     "admin port 20001 is also broker_ports' port for node 1"},
+	    {"listen: 9092\nbroker_port_base: 9000\n",
+	     "listen port 9092 is broker 92's proxy port"},
+	    {"listen: 0\nadmin: 9094\n", NULL},
+	    {"listen: 9092\nadmin: 0\n", NULL},
+	    {"listen: 9092\nmax_brokers: 4\nadmin: 9100\n", NULL},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct px_conf conf;
+		char err[512] = "";
+		px_conf_init(&conf);
+		assert_int_equal(px_conf_set_upstreams(&conf, "a:1", err, sizeof(err)), 0);
+		if (load(&conf, cases[i].yaml, err, sizeof(err)))
+			fail_msg("case %zu: %s", i, err);
+		int rc = px_conf_check(&conf, err, sizeof(err));
+		if (!cases[i].what && rc)
+			fail_msg("case %zu: unexpected '%s'", i, err);
+		if (cases[i].what && (!rc || !strstr(err, cases[i].what)))
+			fail_msg("case %zu: got '%s', want '%s'", i, rc ? err : "no error",
+			         cases[i].what);
+		px_conf_free(&conf);
+	}
+}
+
 static void test_hostport(void **state)
 {
 	(void)state;
@@ -304,6 +392,7 @@ int main(void)
 	    cmocka_unit_test(test_defaults),         cmocka_unit_test(test_good_file),
 	    cmocka_unit_test(test_bad_files),        cmocka_unit_test(test_hostport),
 	    cmocka_unit_test(test_broker_port_rule), cmocka_unit_test(test_flags_override_file),
+	    cmocka_unit_test(test_file_checks),      cmocka_unit_test(test_port_clashes),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
