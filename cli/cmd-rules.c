@@ -136,7 +136,8 @@ static int explain(int argc, char **argv)
 	struct rule_req req;
 	struct rule_topic topics[MAX_TOPICS];
 	struct explain_ctx x = {0};
-	unsigned ntopics = 0;
+	unsigned ntopics = 0, ngroups = 0, ntxn = 0;
+	struct kd_view groups[MAX_TOPICS], txn_ids[MAX_TOPICS];
 	int64_t records = -1, bytes = -1, record_bytes = -1, partitions = -1, rf = -1;
 	int codec = KD_CODEC_NONE;
 	const char *api = NULL;
@@ -184,10 +185,14 @@ static int explain(int argc, char **argv)
 			req.principal = sview(optarg);
 			break;
 		case 'g':
-			req.group_id = sview(optarg);
+			if (ngroups == MAX_TOPICS)
+				return bad("--group (too many)", optarg);
+			groups[ngroups++] = sview(optarg);
 			break;
 		case 'x':
-			req.txn_id = sview(optarg);
+			if (ntxn == MAX_TOPICS)
+				return bad("--transactional-id (too many)", optarg);
+			txn_ids[ntxn++] = sview(optarg);
 			break;
 		case 'k':
 			if (!strcmp(optarg, "all") || !strcmp(optarg, "-1"))
@@ -263,6 +268,10 @@ static int explain(int argc, char **argv)
 	req.have_body = 1;
 	req.topics = topics;
 	req.ntopics = ntopics;
+	req.groups = groups;
+	req.ngroups = ngroups;
+	req.txn_ids = txn_ids;
+	req.ntxn_ids = ntxn;
 
 	char err[512];
 	struct rule_set *rs = rule_set_load(argv[1], err, sizeof(err));

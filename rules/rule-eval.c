@@ -91,6 +91,15 @@ static int cidrs_match(const struct rule_cidrs *cs, uint8_t family, const uint8_
 	return pos;
 }
 
+/* Whether some non-null value of v[0..n) matches ps. */
+static int any_match(const struct rule_pats *ps, const struct kd_view *v, unsigned n)
+{
+	for (unsigned i = 0; i < n; i++)
+		if (!v[i].null && v[i].p && pats_match(ps, &v[i]))
+			return 1;
+	return 0;
+}
+
 static int api_match(const struct rule_match *m, int16_t key, int16_t ver)
 {
 	for (unsigned i = 0; i < m->napis; i++)
@@ -140,11 +149,9 @@ int rule_matches(const struct rule *rule, const struct rule_req *req, int topic,
 			if (m->brokers[i] == req->broker_id)
 				fail = NULL;
 	}
-	if (!fail && (k & RULE_M_GROUP) &&
-	    (req->group_id.null || !req->group_id.p || !pats_match(&m->group, &req->group_id)))
+	if (!fail && (k & RULE_M_GROUP) && !any_match(&m->group, req->groups, req->ngroups))
 		fail = "group";
-	if (!fail && (k & RULE_M_TXN_ID) &&
-	    (req->txn_id.null || !req->txn_id.p || !pats_match(&m->txn_id, &req->txn_id)))
+	if (!fail && (k & RULE_M_TXN_ID) && !any_match(&m->txn_id, req->txn_ids, req->ntxn_ids))
 		fail = "transactional_id";
 	if (!fail && (k & RULE_M_ACKS) && !(m->acks & acks_bit(req->acks)))
 		fail = "acks";

@@ -863,6 +863,9 @@ static int set_index(struct rule_set *rs)
 		return -1;
 	for (unsigned i = 0; i < rs->n; i++) {
 		const struct rule *rule = &rs->rules[i];
+		if ((rule->match.keys & RULE_M_RECORD_BYTES) ||
+		    (rule->section == RULE_POLICY && (rule->require.keys & RULE_REQ_MAX_RECORD)))
+			rs->needs_records = 1;
 		int body = (rule->match.keys & RULE_M_BODY) || rule->section == RULE_POLICY ||
 		           (rule->section == RULE_QUOTA && rule->per == RULE_PER_TOPIC) ||
 		           (rule->section == RULE_AUDIT && rule->log == RULE_LOG_RECORDS);
@@ -873,6 +876,11 @@ static int set_index(struct rule_set *rs)
 				rs->needs_body[k] = 1;
 	}
 	return 0;
+}
+
+int rule_set_needs_records(const struct rule_set *rs)
+{
+	return rs->needs_records;
 }
 
 int rule_set_needs_body(const struct rule_set *rs, int16_t api_key)

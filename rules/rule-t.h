@@ -13,6 +13,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+#include "kd-records-t.h"
 #include "kd-t.h"
 
 #define RULE_MAX_RULES 100000 /* rules in one file */
@@ -210,7 +211,8 @@ struct rule_set {
 	 * needs body facts (RULE_M_BODY or a policy). */
 	uint8_t *needs_body;
 	unsigned nslots;
-	char sha256[65]; /* of the file's bytes, hex */
+	uint8_t needs_records; /* some rule reads single records (sizes) */
+	char sha256[65];       /* of the file's bytes, hex */
 	char *path;
 	int64_t loaded_us; /* wall clock of the load */
 	_Atomic unsigned refs;
@@ -242,8 +244,13 @@ struct rule_req {
 	/* Body facts, when have_body. */
 	uint8_t have_body;
 	int16_t acks; /* Produce Acks; -2: not a Produce / unknown */
-	struct kd_view group_id;
-	struct kd_view txn_id;
+	/* Every group id and transactional id the request names (DescribeGroups
+	 * and AddPartitionsToTxn v4+ name several): a `group` or
+	 * `transactional_id` matcher matches when one of them does. */
+	const struct kd_view *groups;
+	unsigned ngroups;
+	const struct kd_view *txn_ids;
+	unsigned ntxn_ids;
 	const struct rule_topic *topics;
 	unsigned ntopics;
 	/* For policies with `headers:`: whether every record of topics[topic]
@@ -277,6 +284,27 @@ struct rule_verdict {
 	unsigned nquotas;
 	struct rule_hit audits[RULE_MAX_HITS];
 	unsigned naudits;
+};
+
+/* The facts of one decoded request (rule_facts_read, rule-facts.c):
+ * req is what rule_eval() takes; the caller fills the header facts it
+ * knows (client_id, principal, source, broker_id). The arrays live in the
+ * arena given to rule_facts_read(). All-zero is a valid initial state;
+ * rule_facts_free() releases the record iterator kept between reads. */
+struct fact_recs;
+struct kd_arena;
+struct kd_topics;
+struct rule_facts {
+	struct rule_req req;
+	struct rule_topic *topics;
+	struct fact_recs **recs; /* per topic: its RECORDS blobs */
+	unsigned cap;
+	struct kd_view *groups, *txns;
+	unsigned gcap, tcap;
+	struct kd_arena *a;
+	const struct kd_topics *map;
+	struct kd_rec_iter it; /* reused: its decompression buffer */
+	uint8_t it_ok;
 };
 
 #endif

@@ -37,6 +37,23 @@ void rule_set_unref(struct rule_set **rs);
  * its header alone (have_body = 0). */
 int rule_set_needs_body(const struct rule_set *rs, int16_t api_key);
 
+/* Whether some rule reads single records (record_bytes matchers,
+ * max_record_bytes and headers policies), so that facts must decompress
+ * Produce batches (rule_facts_read's records argument). */
+int rule_set_needs_records(const struct rule_set *rs);
+
+/* Reads the facts of a decoded request tree t into f->req: topics (names;
+ * ids resolved through map, which may be NULL), their records' codecs,
+ * counts and bytes (and, when records is set, the largest record, which
+ * decompresses), groups, transactional ids, Acks, CreateTopics' partitions
+ * and replication factor; header facts are left for the caller. A tree
+ * that did not decode gives header facts only (have_body 0). Returns KD_OK
+ * or KD_ENOMEM. */
+struct kd_tree;
+int rule_facts_read(struct rule_facts *f, const struct kd_tree *t, const struct kd_topics *map,
+                    int records, struct kd_arena *a);
+void rule_facts_free(struct rule_facts *f);
+
 /* Judges req. v->topics, when not NULL, has req->ntopics entries and is
  * filled; everything else in v is overwritten. Counts hits. Returns
  * v->error. Thread-safe. */

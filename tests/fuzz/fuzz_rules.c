@@ -48,7 +48,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		req.api_version = 7;
 		req.client_id = sv("batch-1");
 		req.principal = sv("User:alice");
-		req.group_id = sv("g");
+		struct kd_view g = sv("g");
+		req.groups = &g;
+		req.ngroups = 1;
+		req.txn_ids = &g;
+		req.ntxn_ids = 1;
 		req.src_family = 4;
 		req.src_addr[0] = 10;
 		req.broker_id = (int32_t)k - 1;

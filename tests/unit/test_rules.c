@@ -262,10 +262,14 @@ static void test_matchers(void **state)
 	assert_true(matches("{records: 1}", &req));
 	assert_false(matches("{records: \"<1\"}", &req));
 	/* group / transactional id / principal */
-	req.group_id = sv("g-1");
-	req.txn_id = sv("tx");
+	struct kd_view groups[2] = {sv("other"), sv("g-1")}, txn = sv("tx");
+	req.groups = groups;
+	req.ngroups = 2;
+	req.txn_ids = &txn;
+	req.ntxn_ids = 1;
 	req.principal = sv("User:alice");
-	assert_true(matches("{group: \"g-*\"}", &req));
+	assert_true(matches("{group: \"g-*\"}", &req)); /* one of the two */
+	assert_false(matches("{group: \"x-*\"}", &req));
 	assert_true(matches("{transactional_id: tx}", &req));
 	assert_true(matches("{principal: \"User:*\"}", &req));
 	assert_false(matches("{principal: \"User:bob\"}", &req));
@@ -391,14 +395,16 @@ static void test_deny_auto_and_allow(void **state)
 	req.have_body = 1;
 	req.acks = -2;
 	req.client_id = sv("app");
-	req.group_id = sv("secret-g");
+	struct kd_view g = sv("secret-g");
+	req.groups = &g;
+	req.ngroups = 1;
 	assert_int_equal(rule_eval(rs, &req, &v), 30); /* GROUP_AUTHORIZATION_FAILED */
 	req.client_id = sv("ops");                     /* allowed first */
 	assert_int_equal(rule_eval(rs, &req, &v), 0);
 	req.client_id = sv("app");
 	req.api_key = KD_API_ALTER_CONFIGS;
 	req.api_version = 2;
-	req.group_id = (struct kd_view){0};
+	req.ngroups = 0;
 	assert_int_equal(rule_eval(rs, &req, &v), 31); /* CLUSTER_AUTHORIZATION_FAILED */
 	struct rule_topic t = topic("x", 0, 0);
 	req.api_key = KD_API_DELETE_TOPICS;
