@@ -106,7 +106,7 @@ static void out_maybe_flush(struct cap_an *an)
 static void an_report(struct cap_an *an, const struct an_flow *fl, uint64_t *shown,
                       const char *kind, const char *what, const char *msg)
 {
-	if (an->opts.format == CAP_AN_STATS)
+	if (an->opts.format == CAP_AN_STATS || an->opts.format == CAP_AN_HTML)
 		return;
 	if (*shown >= PROBLEMS_SHOWN_MAX) {
 		if ((*shown)++ == PROBLEMS_SHOWN_MAX)
@@ -134,6 +134,8 @@ void an_problem(struct cap_an *an, const struct an_flow *fl, const char *fmt, ..
 	an->counts.problems++;
 	if (an->stats)
 		an_stats_problem(an->stats, msg);
+	if (an->tl)
+		an_tl_problem(an->tl);
 	an_report(an, fl, &an->problems_shown, "", "problems", msg);
 }
 
@@ -401,6 +403,8 @@ static void pair_emit(struct cap_an *an, struct an_flow *fl, struct an_pend *pen
 	an->counts.pairs_printed++;
 	if (an->stats)
 		an_stats_pair(an->stats, sum);
+	if (an->tl)
+		an_tl_pair(an->tl, sum);
 	switch (an->opts.format) {
 	case CAP_AN_SUMMARY:
 		kd_sum_text(sum, &an->ob);
@@ -893,7 +897,6 @@ static void cb_gap(void *ctx, struct cap_flow *flow, int dir, uint64_t nbytes, i
 {
 	struct cap_an *an = ctx;
 	struct an_flow *fl = flow->user;
-	(void)ts_us;
 	if (!fl || fl->state == FL_IGNORE)
 		return;
 	fl->gaps++;
@@ -905,6 +908,8 @@ static void cb_gap(void *ctx, struct cap_flow *flow, int dir, uint64_t nbytes, i
 			return;
 	}
 	kd_stream_gap(fl->stream, dir == fl->c2s ? KD_C2S : KD_S2C, nbytes);
+	if (an->tl)
+		an_tl_gap(an->tl, nbytes, ts_us);
 }
 
 static void flow_end(struct cap_an *an, struct an_flow *fl)
@@ -968,8 +973,10 @@ struct cap_an *cap_an_new(const struct cap_an_opts *opts, FILE *out, char *err, 
 		snprintf(err, errlen, "out of memory");
 		return NULL;
 	}
-	if (opts->format == CAP_AN_STATS || opts->stats_after) {
+	if (opts->format == CAP_AN_STATS || opts->format == CAP_AN_HTML || opts->stats_after) {
 		an->stats = an_stats_new();
+		if (opts->format == CAP_AN_HTML && an->stats && !(an->tl = an_tl_new()))
+			an_stats_free(&an->stats);
 		if (!an->stats) {
 			kd_topics_free(&an->topics);
 			free(an);
@@ -995,7 +1002,10 @@ void cap_an_finish(struct cap_an *an, const struct cap_stats *tstats)
 {
 	if (an->opts.format == CAP_AN_RECORDS)
 		an_rec_finish(an);
-	if (an->stats) {
+	if (an->tl) {
+		if (an_html_report(an->tl, an->stats, &an->ob, an->opts.title, tstats, &an->counts))
+			fprintf(stderr, "kwire: out of memory writing the HTML report\n");
+	} else if (an->stats) {
 		if (an->opts.format != CAP_AN_STATS)
 			kd_w_cstr(&an->ob, "\n");
 		an_stats_report(an->stats, &an->ob, an->opts.stats_json, tstats, &an->counts);
@@ -1034,6 +1044,7 @@ void cap_an_free(struct cap_an **pan)
 		return;
 	an_rec_free(an);
 	an_stats_free(&an->stats);
+	an_tl_free(&an->tl);
 	kd_topics_free(&an->topics);
 	kd_arena_free(&an->arena);
 	kd_wbuf_free(&an->ob);

@@ -28,6 +28,7 @@ enum cap_an_format {
 	CAP_AN_JSON,        /* one JSON object per request and per response */
 	CAP_AN_RECORDS,     /* one JSON object per produced or fetched record */
 	CAP_AN_STATS,       /* only the end report */
+	CAP_AN_HTML,        /* the end report as one HTML page (cap-out-html.c) */
 };
 
 #define CAP_AN_MAX_PORTS 64
@@ -47,6 +48,7 @@ struct cap_an_opts {
 	int errors_only;            /* pairs whose response carries an error */
 	int progress;               /* progress line on stderr */
 	int color;                  /* reserved */
+	const char *title;          /* the input's name, for the HTML report */
 };
 
 struct cap_an;
@@ -97,6 +99,7 @@ struct an_flow;
 struct an_stats;
 struct an_txn;
 struct kd_topics;
+struct an_tl;
 
 struct cap_an {
 	struct cap_an_opts opts;
@@ -104,6 +107,7 @@ struct cap_an {
 	struct kd_wbuf ob;        /* output, flushed in large writes */
 	struct kd_arena arena;    /* trees of the message being rendered */
 	struct an_stats *stats;   /* NULL unless the stats report is wanted */
+	struct an_tl *tl;         /* the HTML report's time line, or NULL */
 	struct an_txn *txn;       /* records format: transactional records on hold */
 	struct kd_topics *topics; /* topic id -> name, from responses (kd-topics.h) */
 	struct cap_an_counts counts;
@@ -153,6 +157,16 @@ void an_stats_flow(struct an_stats *st, uint64_t gaps, uint64_t lost_bytes);
 void an_stats_report(struct an_stats *st, struct kd_wbuf *w, int json,
                      const struct cap_stats *tstats, const struct cap_an_counts *counts);
 void an_stats_free(struct an_stats **st);
+
+/* cap-out-html.c: the HTML report, the stats plus a bounded time line. */
+struct an_tl *an_tl_new(void);
+void an_tl_pair(struct an_tl *tl, const struct kd_summary *sum);
+void an_tl_gap(struct an_tl *tl, uint64_t nbytes, int64_t ts_us);
+void an_tl_problem(struct an_tl *tl);
+/* The page, appended to w; -1 when memory ran out. */
+int an_html_report(struct an_tl *tl, struct an_stats *st, struct kd_wbuf *w, const char *title,
+                   const struct cap_stats *tstats, const struct cap_an_counts *counts);
+void an_tl_free(struct an_tl **tl);
 #endif
 
 #endif

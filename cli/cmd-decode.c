@@ -35,8 +35,9 @@ static void on_warning(void *ctx, const char *msg)
 
 static int parse_format(const char *s, int *fmt)
 {
-	static const char *const names[] = {"summary", "verbose", "json", "records", "stats"};
-	for (int i = 0; i < 5; i++) {
+	static const char *const names[] = {"summary", "verbose", "json",
+	                                    "records", "stats",   "html"};
+	for (int i = 0; i < 6; i++) {
 		if (!strcmp(s, names[i])) {
 			*fmt = i;
 			return 0;
@@ -56,7 +57,7 @@ int cmd_analyze_run(int argc, char **argv, int live)
 		O_CLIENT,
 		O_ERRORS,
 		O_PROG,
-		O_NOPROG
+		O_NOPROG,
 	};
 	static const struct option lopts[] = {
 	    {"format", required_argument, NULL, 'f'},
@@ -72,6 +73,7 @@ int cmd_analyze_run(int argc, char **argv, int live)
 	    {"no-progress", no_argument, NULL, O_NOPROG},
 	    {"interface", required_argument, NULL, 'i'},
 	    {"snaplen", required_argument, NULL, 's'},
+	    {"output", required_argument, NULL, 'o'},
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
@@ -79,22 +81,26 @@ int cmd_analyze_run(int argc, char **argv, int live)
 	struct cap_an_opts opts;
 	memset(&opts, 0, sizeof(opts));
 	opts.progress = -1;
-	const char *iface = NULL;
+	const char *iface = NULL, *output = NULL;
 	int snaplen = 0;
 	char err[512];
 	int c;
 	optind = 1;
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, live ? "+f:p:i:s:h" : "f:p:h", lopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, live ? "+f:p:i:s:o:h" : "f:p:o:h", lopts, NULL)) !=
+	       -1) {
 		switch (c) {
 		case 'f':
 			if (parse_format(optarg, &opts.format) < 0) {
 				fprintf(stderr,
 				        "kwire %s: unknown format '%s' (summary, verbose, json, "
-				        "records, stats)\n",
+				        "records, stats, html)\n",
 				        cmd, optarg);
 				return 2;
 			}
+			break;
+		case 'o':
+			output = optarg;
 			break;
 		case O_JSON:
 			opts.stats_json = 1;
@@ -210,9 +216,18 @@ int cmd_analyze_run(int argc, char **argv, int live)
 
 	cap_source_on_warning(src, on_warning, (void *)cmd);
 
-	struct cap_an *an = cap_an_new(&opts, stdout, err, sizeof(err));
+	FILE *out = stdout;
+	if (output && strcmp(output, "-") && !(out = fopen(output, "w"))) {
+		fprintf(stderr, "kwire %s: %s: %s\n", cmd, output, strerror(errno));
+		cap_source_close(&src);
+		return 1;
+	}
+	opts.title = live ? iface : argv[optind];
+	struct cap_an *an = cap_an_new(&opts, out, err, sizeof(err));
 	if (!an) {
 		fprintf(stderr, "kwire %s: %s\n", cmd, err);
+		if (out != stdout)
+			fclose(out);
 		cap_source_close(&src);
 		return 1;
 	}
@@ -270,6 +285,10 @@ int cmd_analyze_run(int argc, char **argv, int live)
 	cap_tcp_free(&tcp);
 	cap_an_free(&an);
 	cap_source_close(&src);
+	if (out != stdout && (ferror(out) | fclose(out))) {
+		fprintf(stderr, "kwire %s: %s: write error\n", cmd, output);
+		status = 1;
+	}
 	if (fflush(stdout) != 0 && errno != EPIPE)
 		status = 1;
 	return status;

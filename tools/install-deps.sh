@@ -11,6 +11,7 @@ PKGS=(
   libcmocka-dev librdkafka-dev
   kcat tshark python3 python3-kafka python3-confluent-kafka
   python3-lz4 python3-snappy python3-zstandard iproute2
+  logrotate chromium
 )
 
 missing=()
@@ -19,7 +20,24 @@ for p in "${PKGS[@]}"; do
     missing+=("$p")
   fi
 done
-[ ${#missing[@]} -eq 0 ] && exit 0
+
+# promtool checks samples/prometheus/kwire-alerts.yml (test_samples.py). Only
+# the binary is taken from Debian's prometheus package, into the cache: the
+# whole package would add a server, its user and its service to the machine.
+PROMTOOL=${KWIRE_CACHE:-$HOME/.cache/kwire}/promtool/promtool
+install_promtool() {
+  local d
+  d=$(mktemp -d)
+  chmod 755 "$d" # apt-get download runs as _apt
+  (cd "$d" && apt-get download -qq prometheus 2>/dev/null) ||
+    { ${SUDO:-} apt-get update -qq && (cd "$d" && apt-get download -qq prometheus); }
+  mkdir -p "$(dirname "$PROMTOOL")"
+  dpkg-deb --fsys-tarfile "$d"/prometheus_*.deb | tar -x -O ./usr/bin/promtool >"$PROMTOOL.tmp"
+  chmod 755 "$PROMTOOL.tmp" && mv "$PROMTOOL.tmp" "$PROMTOOL"
+  rm -rf "$d"
+}
+
+[ ${#missing[@]} -eq 0 ] && { [ -x "$PROMTOOL" ] || install_promtool; exit 0; }
 
 echo "install-deps: installing ${missing[*]}" >&2
 SUDO=""
@@ -32,3 +50,4 @@ export DEBIAN_FRONTEND=noninteractive
 echo "wireshark-common wireshark-common/install-setuid boolean false" | $SUDO debconf-set-selections
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+[ -x "$PROMTOOL" ] || install_promtool
