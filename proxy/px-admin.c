@@ -20,6 +20,7 @@
 
 #include "kd-api-keys-gen.h"
 #include "kd-schema.h"
+#include "kd-topics.h"
 #include "px-admin.h"
 #include "px-log.h"
 #include "px.h"
@@ -41,6 +42,11 @@ struct adm_hist {
 struct adm_topic {
 	char name[ADM_TOPIC_LEN]; /* "" = free slot */
 	uint64_t produce_records, produce_bytes, fetch_records, fetch_bytes;
+	/* A topic seen by id only, its name not known yet: name is
+	 * "topic-id:<uuid>" and the counts move to the name's slot once the
+	 * proxy's topic map learns it (adm_fold_ids). */
+	uint8_t by_id;
+	uint8_t id[16];
 };
 
 struct px_admin {
@@ -59,6 +65,11 @@ struct px_admin {
 	struct adm_topic *topics; /* open addressing, ADM_TOPICS slots */
 	unsigned ntopics;
 	struct adm_topic other;
+
+	/* Bodies decoded for the log and the metrics (per the summary): not
+	 * decodable (copies cut at frame_copy_max aside), and decoded with
+	 * something tolerated (bytes after the body). */
+	_Atomic uint64_t body_decode_errors, body_decode_warnings;
 };
 
 /* ---- recording ---- */
@@ -104,7 +115,16 @@ void px_admin_record(struct px_admin *adm, const struct px_pair *pair, const str
 		atomic_fetch_add_explicit(&hs->sum_us, pair->latency_us, memory_order_relaxed);
 		atomic_fetch_add_explicit(&hs->count, 1, memory_order_relaxed);
 	}
-	if (!sum || (pair->api_key != KD_API_PRODUCE && pair->api_key != KD_API_FETCH))
+	if (!sum)
+		return;
+	unsigned errs = (!pair->req_trunc && (sum->flags & KD_SUM_REQ_BAD)) +
+	                (!pair->resp_trunc && (sum->flags & KD_SUM_RESP_BAD));
+	if (errs)
+		atomic_fetch_add_explicit(&adm->body_decode_errors, errs, memory_order_relaxed);
+	if (kd_sum_decode_warnings(sum))
+		atomic_fetch_add_explicit(&adm->body_decode_warnings, kd_sum_decode_warnings(sum),
+		                          memory_order_relaxed);
+	if (pair->api_key != KD_API_PRODUCE && pair->api_key != KD_API_FETCH)
 		return;
 	int produce = pair->api_key == KD_API_PRODUCE;
 	pthread_mutex_lock(&adm->tmu);
@@ -113,8 +133,17 @@ void px_admin_record(struct px_admin *adm, const struct px_pair *pair, const str
 		if (!tp->has_records || tp->error)
 			continue;
 		struct kd_view name = kd_sum_view(sum, tp->topic);
-		struct adm_topic *t =
-		    name.p ? adm_topic_slot(adm, (const char *)name.p, name.len) : &adm->other;
+		struct adm_topic *t = &adm->other;
+		if (name.p) {
+			t = adm_topic_slot(adm, (const char *)name.p, name.len);
+		} else if (tp->has_topic_id) {
+			char idb[KD_TOPIC_ID_TEXT];
+			t = adm_topic_slot(adm, idb, kd_topic_id_text(tp->topic_id, idb));
+			if (t != &adm->other && !t->by_id) {
+				t->by_id = 1;
+				memcpy(t->id, tp->topic_id, 16);
+			}
+		}
 		if (produce) {
 			t->produce_records += (uint64_t)tp->records;
 			t->produce_bytes += tp->bytes;
@@ -126,11 +155,37 @@ void px_admin_record(struct px_admin *adm, const struct px_pair *pair, const str
 	pthread_mutex_unlock(&adm->tmu);
 }
 
+/* Under tmu: the counts of topics seen by id only whose name the proxy's
+ * map knows now move to the name's slot (a label follows the name as soon
+ * as it is learnt; the id's series then stops). */
+static void adm_fold_ids(struct px_admin *adm)
+{
+	struct kd_topics *map = px_topics(adm->px);
+	for (unsigned i = 0; i < ADM_TOPICS; i++) {
+		struct adm_topic *t = &adm->topics[i];
+		if (!t->by_id ||
+		    !(t->produce_records | t->produce_bytes | t->fetch_records | t->fetch_bytes))
+			continue;
+		struct kd_view name = kd_topics_get(map, t->id);
+		if (name.null)
+			continue;
+		struct adm_topic *d = adm_topic_slot(adm, (const char *)name.p, name.len);
+		if (d == t)
+			continue;
+		d->produce_records += t->produce_records;
+		d->produce_bytes += t->produce_bytes;
+		d->fetch_records += t->fetch_records;
+		d->fetch_bytes += t->fetch_bytes;
+		t->produce_records = t->produce_bytes = t->fetch_records = t->fetch_bytes = 0;
+	}
+}
+
 int px_admin_topic_totals(struct px_admin *adm, const char *topic, struct px_topic_totals *out)
 {
 	int rc = -1;
 	size_t len = strlen(topic);
 	pthread_mutex_lock(&adm->tmu);
+	adm_fold_ids(adm);
 	uint32_t h = adm_hash(topic, len) % ADM_TOPICS;
 	for (unsigned i = 0; i < ADM_TOPICS; i++) {
 		struct adm_topic *t = &adm->topics[(h + i) % ADM_TOPICS];
@@ -285,6 +340,21 @@ void px_admin_metrics(struct px_admin *adm, struct kd_wbuf *w)
 	            "Connections to brokers that failed.", st.upstream_connect_failures, "counter");
 	adm_counter(w, "kwire_decode_errors_total", "Frames or headers kwire could not decode.",
 	            st.decode_errors, "counter");
+	adm_counter(w, "kwire_decode_warnings_total",
+	            "Frames kwire decoded and forwarded with something it tolerated (bytes after "
+	            "a complete body).",
+	            st.decode_warnings, "counter");
+	adm_counter(w, "kwire_body_decode_errors_total",
+	            "Message bodies the access log and metrics could not decode.",
+	            atomic_load_explicit(&adm->body_decode_errors, memory_order_relaxed),
+	            "counter");
+	adm_counter(w, "kwire_body_decode_warnings_total",
+	            "Message bodies the access log and metrics decoded with something tolerated "
+	            "(bytes after a complete body).",
+	            atomic_load_explicit(&adm->body_decode_warnings, memory_order_relaxed),
+	            "counter");
+	adm_counter(w, "kwire_topic_ids_known", "Topic ids whose name the proxy has learnt.",
+	            kd_topics_count(px_topics(adm->px)), "gauge");
 	adm_counter(w, "kwire_frames_too_large_total", "Frames over max_frame_bytes.",
 	            st.frames_too_large, "counter");
 	adm_counter(w, "kwire_accept_errors_total",
@@ -321,10 +391,14 @@ void px_admin_metrics(struct px_admin *adm, struct kd_wbuf *w)
 	     offsetof(struct adm_topic, fetch_bytes)},
 	};
 	pthread_mutex_lock(&adm->tmu);
+	adm_fold_ids(adm);
 	for (size_t m = 0; m < sizeof(tm) / sizeof(tm[0]); m++) {
 		w_fmt(w, "# HELP %s %s\n# TYPE %s counter\n", tm[m].name, tm[m].help, tm[m].name);
 		for (unsigned i = 0; i < ADM_TOPICS; i++) {
 			const struct adm_topic *t = &adm->topics[i];
+			if (t->by_id && !(t->produce_records | t->produce_bytes | t->fetch_records |
+			                  t->fetch_bytes))
+				continue; /* folded into its name */
 			if (t->name[0])
 				adm_topic_line(w, tm[m].name, t->name,
 				               *(const uint64_t *)((const char *)t + tm[m].off));

@@ -12,6 +12,7 @@
 #include <event2/event.h>
 #include <event2/listener.h>
 
+#include "kd-topics.h"
 #include "px.h"
 
 /* The transport under a connection: plain TCP now, TLS later. The data
@@ -137,6 +138,12 @@ struct px {
 	_Atomic uint64_t bytes_in_client, bytes_out_client, bytes_in_upstream, bytes_out_upstream;
 	_Atomic uint64_t conns_accepted, conns_active, upstream_connect_failures, decode_errors,
 	    frames_too_large, responses_rewritten, apiversions_clamped, accept_errors;
+	/* Frames decoded on the data path that had something tolerated (bytes
+	 * after the body): PX_INC(px, decode_warnings, 1) next to decode_errors. */
+	_Atomic uint64_t decode_warnings;
+	/* Topic id -> name, one per proxy (= per cluster), shared by every
+	 * connection; lookups take no lock (kd-topics.h). px_topics(px). */
+	struct kd_topics *topics;
 	struct px_api_ctr api[PX_API_MAX][PX_VER_MAX];
 };
 

@@ -102,12 +102,18 @@ void px_stats_get(const struct px *px, struct px_stats *out)
 	out->upstream_connect_failures =
 	    atomic_load_explicit(&m->upstream_connect_failures, memory_order_relaxed);
 	out->decode_errors = atomic_load_explicit(&m->decode_errors, memory_order_relaxed);
+	out->decode_warnings = atomic_load_explicit(&m->decode_warnings, memory_order_relaxed);
 	out->frames_too_large = atomic_load_explicit(&m->frames_too_large, memory_order_relaxed);
 	out->responses_rewritten =
 	    atomic_load_explicit(&m->responses_rewritten, memory_order_relaxed);
 	out->apiversions_clamped =
 	    atomic_load_explicit(&m->apiversions_clamped, memory_order_relaxed);
 	out->accept_errors = atomic_load_explicit(&m->accept_errors, memory_order_relaxed);
+}
+
+struct kd_topics *px_topics(const struct px *px)
+{
+	return px->topics;
 }
 
 void px_api_stats_get(const struct px *px, int16_t key, int16_t version, struct px_api_stats *out)
@@ -144,6 +150,14 @@ struct px *px_new(const struct px_conf *conf, char *err, size_t errlen)
 	px->brokers = calloc(PX_BROKER_MAX, sizeof(*px->brokers));
 	if (!px->brokers) {
 		kd_errf(err, errlen, "out of memory");
+		px_conf_free(&px->conf);
+		free(px);
+		return NULL;
+	}
+	px->topics = kd_topics_new();
+	if (!px->topics) {
+		kd_errf(err, errlen, "out of memory");
+		free(px->brokers);
 		px_conf_free(&px->conf);
 		free(px);
 		return NULL;
@@ -958,6 +972,7 @@ void px_free(struct px **pxp)
 	pthread_mutex_destroy(&px->smu);
 	pthread_cond_destroy(&px->scond);
 	free(px->brokers);
+	kd_topics_free(&px->topics);
 	px_conf_free(&px->conf);
 	free(px);
 	*pxp = NULL;

@@ -22,6 +22,7 @@
 
 #include "kd-arena.h"
 #include "kd-hdr.h"
+#include "kd-topics.h"
 #include "px-admin.h"
 #include "px-log.h"
 #include "px.h"
@@ -528,7 +529,16 @@ static void obs_on_pair(void *arg, const struct px_pair *pair)
 	struct px_observer *obs = arg;
 	/* ~7 KB: fine on a worker's stack, and no allocation per pair. */
 	struct kd_summary sum;
+	/* The proxy's topic map learns from every response copy that pairs
+	 * ids with names (Metadata v10+, CreateTopics v7+, ...; nothing is
+	 * decoded for the others), so that names show even for topics whose
+	 * responses the data path does not decode; then ids are resolved. */
+	struct kd_topics *topics = obs->px ? px_topics(obs->px) : NULL;
+	if (topics && !pair->no_response && pair->resp_frame && !pair->resp_trunc)
+		kd_topics_learn_frame(topics, pair->api_key, pair->api_version, pair->resp_frame,
+		                      pair->resp_frame_len, sum_arena());
 	px_pair_summarise(pair, &sum);
+	kd_sum_resolve_topics(&sum, topics);
 	if (obs->px && !pair->no_response && kd_sum_has_error(&sum))
 		px_count_error(obs->px, pair->api_key, pair->api_version);
 	if (obs->admin)

@@ -173,6 +173,8 @@ struct px_stats {
 	uint64_t conns_active;
 	uint64_t upstream_connect_failures;
 	uint64_t decode_errors;    /* bad frames/headers from either side */
+	uint64_t decode_warnings;  /* frames forwarded with a tolerated oddity
+	                            * (bytes after a complete body) */
 	uint64_t frames_too_large; /* over max_frame_bytes */
 	uint64_t responses_rewritten;
 	uint64_t apiversions_clamped;

@@ -103,6 +103,11 @@ void px_count_error(struct px *px, int16_t key, int16_t version);
 /* Fills up to max rows of the broker -> proxy port map; returns the number
  * of rows that exist (may exceed max). Thread-safe. */
 unsigned px_broker_map(const struct px *px, struct px_broker_ent *out, unsigned max);
+/* The proxy's topic id -> name map (kd-topics.h): one per proxy, shared
+ * by every connection and thread, never NULL after px_new(). Learn from a
+ * response frame with kd_topics_learn_frame(); look up with
+ * kd_topics_get(), which takes no lock. */
+struct kd_topics *px_topics(const struct px *px);
 /* Logs through hooks.on_log (or stderr) when level <= conf.log_level. */
 void px_log(const struct px *px, int level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
