@@ -23,6 +23,7 @@ every acknowledged and every consumed record to an expected file
 import collections
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -52,25 +53,30 @@ def skip(why):
 
 
 def port_base(n):
-    """A port B with B+1..B+n free on 127.0.0.1, for --broker-port-base."""
-    for _ in range(50):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        base = s.getsockname()[1]
-        s.close()
-        if base + n > 65535:
-            continue
-        ok = True
-        for p in range(base + 1, base + n + 1):
-            t = socket.socket()
-            try:
-                t.bind(("127.0.0.1", p))
-            except OSError:
-                ok = False
-            finally:
-                t.close()
-        if ok:
+    """A port B with B+1..B+n free on 127.0.0.1, for --broker-port-base.
+    Below the kernel's ephemeral range: there the mock clusters and clients
+    of tests running alongside take ports all the time."""
+    lo = 32768
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            lo = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        pass
+    top = max(min(lo, 61000) - n - 10, 12000)
+    for _ in range(500):
+        base = random.randint(10000, top)
+        socks = []
+        try:
+            for p in range(base + 1, base + n + 1):
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", p))
             return base
+        except OSError:
+            pass
+        finally:
+            for s in socks:
+                s.close()
     raise RuntimeError("no run of free ports for the broker listeners")
 
 
