@@ -54,6 +54,7 @@ struct an_pend {
 	uint8_t *body; /* copy of the request body for json/verbose/records, or NULL */
 	size_t blen;
 	struct kd_summary sum;
+	struct an_rules_pend rules; /* --rules */
 };
 
 struct an_flow {
@@ -82,6 +83,12 @@ const char *an_flow_client(const struct an_flow *fl)
 const char *an_flow_broker(const struct an_flow *fl)
 {
 	return fl->flow->ep[1 - fl->c2s].str;
+}
+
+void an_flow_client_addr(const struct an_flow *fl, uint8_t *family, uint8_t addr[16])
+{
+	*family = fl->flow->af;
+	memcpy(addr, fl->flow->ep[fl->c2s].addr, 16);
 }
 
 void an_out_flush(struct cap_an *an)
@@ -114,7 +121,7 @@ static void an_report(struct cap_an *an, const struct an_flow *fl, uint64_t *sho
 		return;
 	}
 	(*shown)++;
-	if (an->opts.format == CAP_AN_SUMMARY) {
+	if (an->opts.format == CAP_AN_SUMMARY && !an->rules) {
 		kd_w_fmt(&an->ob, "! %s%s%s%s%s%s\n", kind, fl ? an_flow_client(fl) : "",
 		         fl ? " -> " : "", fl ? an_flow_broker(fl) : "", fl ? ": " : "", msg);
 	} else {
@@ -405,7 +412,8 @@ static void pair_emit(struct cap_an *an, struct an_flow *fl, struct an_pend *pen
 		an_stats_pair(an->stats, sum);
 	if (an->tl)
 		an_tl_pair(an->tl, sum);
-	switch (an->opts.format) {
+	/* With --rules, the rules report replaces the pairs. */
+	switch (an->rules ? -1 : an->opts.format) {
 	case CAP_AN_SUMMARY:
 		kd_sum_text(sum, &an->ob);
 		kd_w_cstr(&an->ob, "\n");
@@ -465,6 +473,8 @@ static void on_request(struct cap_an *an, struct an_flow *fl, const struct kd_ev
 	pend->sum.ts_us = (int64_t)ev->ts_us;
 	const struct kd_req_hdr *h = &ev->req_hdr;
 	int has_body = (ev->flags & KD_EVF_BODY) && !(ev->flags & KD_EVF_GAP);
+	if (an->rules)
+		an_rules_request(an, fl, ev, &pend->rules);
 	if (has_body) {
 		int rc = kd_sum_request(&pend->sum, h->api_key, h->api_version, h->correlation_id,
 		                        h->client_id, ev->body.p, ev->body.len);
@@ -582,6 +592,9 @@ static void on_response(struct cap_an *an, struct an_flow *fl, const struct kd_e
 	}
 	if (sum->flags & KD_SUM_REQ)
 		sum->latency_us = ev->latency_us;
+	if (an->rules && pend)
+		an_rules_response(an, fl, &pend->rules, (uint64_t)ev->frame_len + 4,
+		                  (int64_t)ev->ts_us);
 	if (ev->flags & KD_EVF_UNPAIRED)
 		an_problem(an, fl, "response #%d answers no request seen in the capture",
 		           ev->resp_hdr.correlation_id);
@@ -984,6 +997,10 @@ struct cap_an *cap_an_new(const struct cap_an_opts *opts, FILE *out, char *err, 
 			return NULL;
 		}
 	}
+	if (opts->rules_path && !(an->rules = an_rules_new(opts->rules_path, err, errlen))) {
+		cap_an_free(&an);
+		return NULL;
+	}
 	return an;
 }
 
@@ -1002,6 +1019,8 @@ void cap_an_finish(struct cap_an *an, const struct cap_stats *tstats)
 {
 	if (an->opts.format == CAP_AN_RECORDS)
 		an_rec_finish(an);
+	if (an->rules)
+		an_rules_report(an);
 	if (an->tl) {
 		if (an_html_report(an->tl, an->stats, &an->ob, an->opts.title, tstats, &an->counts))
 			fprintf(stderr, "kwire: out of memory writing the HTML report\n");
@@ -1043,6 +1062,7 @@ void cap_an_free(struct cap_an **pan)
 	if (!an)
 		return;
 	an_rec_free(an);
+	an_rules_free(&an->rules);
 	an_stats_free(&an->stats);
 	an_tl_free(&an->tl);
 	kd_topics_free(&an->topics);

@@ -46,6 +46,7 @@ struct cap_an_opts {
 	const char *topic_glob;     /* fnmatch() pattern on topic names */
 	const char *client_id_glob; /* fnmatch() pattern on client ids */
 	int errors_only;            /* pairs whose response carries an error */
+	const char *rules_path;     /* --rules: judge every request (cap-out-rules.c) */
 	int progress;               /* progress line on stderr */
 	int color;                  /* reserved */
 	const char *title;          /* the input's name, for the HTML report */
@@ -101,6 +102,23 @@ struct an_txn;
 struct kd_topics;
 struct an_tl;
 
+/* --rules: what a request's judgement leaves for its response (Fetch
+ * quotas count response bytes). */
+#define AN_RULES_FETCH_HITS 4
+#define AN_RULES_KEY 128
+struct rule;
+struct an_rules;
+struct an_rules_pend {
+	int32_t corr;
+	int16_t api_key, api_version;
+	char client_id[AN_RULES_KEY];
+	unsigned nfetch;
+	struct {
+		const struct rule *rule;
+		char key[AN_RULES_KEY];
+	} fetch[AN_RULES_FETCH_HITS];
+};
+
 struct cap_an {
 	struct cap_an_opts opts;
 	FILE *out;
@@ -110,6 +128,7 @@ struct cap_an {
 	struct an_tl *tl;         /* the HTML report's time line, or NULL */
 	struct an_txn *txn;       /* records format: transactional records on hold */
 	struct kd_topics *topics; /* topic id -> name, from responses (kd-topics.h) */
+	struct an_rules *rules;   /* --rules, or NULL */
 	struct cap_an_counts counts;
 	uint64_t problems_shown;
 	uint64_t warnings_shown;
@@ -136,6 +155,18 @@ struct kd_view an_topic_name(const struct cap_an *an, const uint8_t id[16]);
 int an_topic_match(const struct cap_an *an, struct kd_view topic, const uint8_t *id);
 const char *an_flow_client(const struct an_flow *fl);
 const char *an_flow_broker(const struct an_flow *fl);
+/* The client's address: family 4 or 6, and 16 bytes (IPv4 in the first 4). */
+void an_flow_client_addr(const struct an_flow *fl, uint8_t *family, uint8_t addr[16]);
+
+/* cap-out-rules.c: --rules. */
+struct an_rules *an_rules_new(const char *path, char *err, size_t errlen);
+void an_rules_free(struct an_rules **r);
+struct kd_event;
+void an_rules_request(struct cap_an *an, const struct an_flow *fl, const struct kd_event *ev,
+                      struct an_rules_pend *rp);
+void an_rules_response(struct cap_an *an, const struct an_flow *fl, const struct an_rules_pend *rp,
+                       uint64_t resp_bytes, int64_t ts_us);
+void an_rules_report(struct cap_an *an);
 
 /* cap-out-records.c: the records format. */
 void an_rec_produce(struct cap_an *an, const struct an_flow *fl, const struct kd_summary *sum,

@@ -58,6 +58,7 @@ int cmd_analyze_run(int argc, char **argv, int live)
 		O_ERRORS,
 		O_PROG,
 		O_NOPROG,
+		O_RULES,
 	};
 	static const struct option lopts[] = {
 	    {"format", required_argument, NULL, 'f'},
@@ -71,6 +72,7 @@ int cmd_analyze_run(int argc, char **argv, int live)
 	    {"errors", no_argument, NULL, O_ERRORS},
 	    {"progress", no_argument, NULL, O_PROG},
 	    {"no-progress", no_argument, NULL, O_NOPROG},
+	    {"rules", required_argument, NULL, O_RULES},
 	    {"interface", required_argument, NULL, 'i'},
 	    {"snaplen", required_argument, NULL, 's'},
 	    {"output", required_argument, NULL, 'o'},
@@ -133,6 +135,9 @@ int cmd_analyze_run(int argc, char **argv, int live)
 			break;
 		case O_CLIENT:
 			opts.client_id_glob = optarg;
+			break;
+		case O_RULES:
+			opts.rules_path = optarg;
 			break;
 		case O_ERRORS:
 			opts.errors_only = 1;
