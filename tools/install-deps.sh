@@ -11,7 +11,7 @@ PKGS=(
   libcmocka-dev librdkafka-dev
   kcat tshark python3 python3-kafka python3-confluent-kafka
   python3-lz4 python3-snappy python3-zstandard iproute2
-  logrotate chromium
+  logrotate chromium binutils
 )
 
 missing=()
@@ -37,7 +37,16 @@ install_promtool() {
   rm -rf "$d"
 }
 
-[ ${#missing[@]} -eq 0 ] && { [ -x "$PROMTOOL" ] || install_promtool; exit 0; }
+# npm fetches the second peer's source. Any npm will do: Debian's, or the
+# one bundled with a nodejs from elsewhere (which Debian's npm conflicts with).
+command -v npm >/dev/null || missing+=(npm)
+# The second peer (librdkafka 2.12.0, built once into ~/.cache/kwire).
+modern_peer() { "$(dirname "$0")/install-rdkafka-modern.sh"; }
+if [ ${#missing[@]} -eq 0 ]; then
+  [ -x "$PROMTOOL" ] || install_promtool
+  modern_peer
+  exit 0
+fi
 
 echo "install-deps: installing ${missing[*]}" >&2
 SUDO=""
@@ -51,3 +60,4 @@ echo "wireshark-common wireshark-common/install-setuid boolean false" | $SUDO de
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 [ -x "$PROMTOOL" ] || install_promtool
+modern_peer
