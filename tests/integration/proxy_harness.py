@@ -5,6 +5,12 @@ brokers) with partition leaders spread over the brokers, and `kwire proxy` in
 front of it with the access log (JSON lines) and the admin endpoint on. Tests
 talk to the cluster only through the proxy and use the helpers below to check
 what reached the clients.
+
+Every such test runs on two peers (docs/peers.md), chosen by ctest's
+environment: KWIRE_PEER=2.0.2 (Debian's librdkafka: kwire-mockcluster, kcat
+and confluent-kafka on 2.0.2) and KWIRE_PEER=2.12 (kwire-mockcluster-2.12,
+and the same clients on librdkafka 2.12.0 through LD_LIBRARY_PATH). kwire
+itself is started without that LD_LIBRARY_PATH.
 """
 import json
 import os
@@ -27,6 +33,54 @@ def env(name):
         print(f"{name} not set (run through ctest)", file=sys.stderr)
         sys.exit(SKIP)
     return v
+
+
+def peer():
+    """The peer the test runs on: "2.0.2" or "2.12" (KWIRE_PEER)."""
+    return os.environ.get("KWIRE_PEER", "2.0.2")
+
+
+def modern():
+    """True on the 2.12 peer (Produce v10, Fetch v16, Metadata v12, KIP-848)."""
+    return peer() == "2.12"
+
+
+def check_peer_clients():
+    """Fails unless the librdkafka clients this process starts or loads are
+    the peer's: a test on the 2.12 peer that silently ran 2.0.2 clients would
+    prove nothing about them."""
+    want = {"2.0.2": "2.0.2", "2.12": "2.12."}[peer()]
+    kcat = shutil.which("kcat")
+    if kcat:
+        r = subprocess.run([kcat, "-V"], capture_output=True, timeout=10)
+        m = re.search(rb"librdkafka ([0-9.]+)", r.stdout + r.stderr)
+        got = m.group(1).decode() if m else "?"
+        if not got.startswith(want):
+            raise AssertionError(f"peer {peer()}: kcat runs on librdkafka {got}; "
+                                 f"LD_LIBRARY_PATH={os.environ.get('LD_LIBRARY_PATH')}")
+    if "confluent_kafka" in sys.modules:
+        got = sys.modules["confluent_kafka"].libversion()[0]
+        if not got.startswith(want):
+            raise AssertionError(f"peer {peer()}: confluent-kafka runs on librdkafka {got}")
+
+
+def mockcluster_path():
+    """The peer's kwire-mockcluster; a missing one is a failure, not a skip
+    (the install step builds the 2.12 library, tools/install-deps.sh)."""
+    path = os.environ.get("KWIRE_MOCKCLUSTER") or os.path.join(env("KWIRE_BUILD"),
+                                                               "kwire-mockcluster")
+    if not os.access(path, os.X_OK):
+        print(f"peer {peer()}: no {path}: run tools/install-deps.sh (it builds librdkafka "
+              "2.12.0 into ~/.cache/kwire) and re-run cmake", file=sys.stderr)
+        sys.exit(1)
+    return path
+
+
+def kwire_env():
+    """The environment for kwire itself: the peer's library is for clients."""
+    e = dict(os.environ)
+    e.pop("LD_LIBRARY_PATH", None)
+    return e
 
 
 def _readline(proc, deadline, what):
@@ -65,7 +119,8 @@ class Cluster:
 
     # ---- lifecycle ----
     def __enter__(self):
-        args = [os.path.join(self.build, "kwire-mockcluster"), "--brokers", str(self.brokers)]
+        check_peer_clients()
+        args = [mockcluster_path(), "--brokers", str(self.brokers)]
         for name, parts in self.topics:
             args += ["--topic", f"{name}:{parts}"]
             for p in range(parts):
@@ -88,7 +143,7 @@ class Cluster:
                  "--admin", "127.0.0.1:0", "--access-log", self.log_path,
                  "--access-log-format", self.log_format] + self.extra
         self.px = subprocess.Popen(pargs, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                   stderr=open(self.px_err_path, "w"))
+                                   stderr=open(self.px_err_path, "w"), env=kwire_env())
         deadline = time.monotonic() + 20
         self.bootstrap = self.admin = None
         while self.bootstrap is None or self.admin is None:

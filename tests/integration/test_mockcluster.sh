@@ -4,9 +4,13 @@
 # kcat is the independent client that checks what the cluster reports.
 set -euo pipefail
 
-MC=${KWIRE_BUILD:?}/kwire-mockcluster
-[ -x "$MC" ] || { echo "no $MC"; exit 1; }
+# The peer's cluster (KWIRE_PEER 2.0.2 or 2.12, docs/peers.md); kcat runs on
+# the peer's librdkafka through ctest's LD_LIBRARY_PATH.
+MC=${KWIRE_MOCKCLUSTER:-${KWIRE_BUILD:?}/kwire-mockcluster}
+[ -x "$MC" ] || { echo "no $MC (tools/install-deps.sh builds the 2.12 peer)"; exit 1; }
 command -v kcat >/dev/null || { echo "kcat missing: skipped"; exit 77; }
+kcat -V | grep -q "librdkafka ${KWIRE_PEER:-2.0.2}" ||
+	{ echo "kcat does not run on librdkafka ${KWIRE_PEER:-2.0.2}: $(kcat -V | grep -o 'librdkafka [0-9.]*')"; exit 1; }
 
 TMP=$(mktemp -d)
 PID=

@@ -6,9 +6,12 @@
 set -euo pipefail
 
 BIN=${KWIRE_BIN:?KWIRE_BIN not set}
-MC=${KWIRE_BUILD:?KWIRE_BUILD not set}/kwire-mockcluster
+# The peer's cluster and clients (KWIRE_PEER 2.0.2 or 2.12, docs/peers.md).
+MC=${KWIRE_MOCKCLUSTER:-${KWIRE_BUILD:?KWIRE_BUILD not set}/kwire-mockcluster}
 command -v kcat >/dev/null || { echo "kcat not installed: skipped"; exit 77; }
-[ -x "$MC" ] || { echo "no $MC: skipped"; exit 77; }
+[ -x "$MC" ] || { echo "no $MC (tools/install-deps.sh builds the 2.12 peer)"; exit 1; }
+kcat -V | grep -q "librdkafka ${KWIRE_PEER:-2.0.2}" ||
+	{ echo "kcat does not run on librdkafka ${KWIRE_PEER:-2.0.2}"; exit 1; }
 
 tmp=$(mktemp -d)
 PXPID=
@@ -78,7 +81,7 @@ workers: 4
 connect_timeout_ms: 1000
 EOF
 	# The flags override the file's upstream and workers.
-	"$BIN" proxy -c "$tmp/kwire.yaml" --upstream "$BOOT" --workers 2 >"$tmp/out" 2>"$tmp/err" &
+	env -u LD_LIBRARY_PATH "$BIN" proxy -c "$tmp/kwire.yaml" --upstream "$BOOT" --workers 2 >"$tmp/out" 2>"$tmp/err" &
 	PXPID=$!
 	for _ in $(seq 50); do
 		grep -q '^LISTEN ' "$tmp/out" && break
