@@ -3,7 +3,8 @@
 #
 # usage: tools/capture-clients.sh OUTDIR [SCENARIO...]
 #
-# Scenarios: kcat kafka-python confluent large big kafkajs sarama (default: all). For each
+# Scenarios: kcat kafka-python confluent large big kafkajs sarama modern-kcat
+# modern-confluent (default: all). For each
 # one: a fresh kwire-mockcluster (3 brokers), dumpcap on lo filtered to the
 # broker ports, the scenario's client script from tools/clients/, then
 #   OUTDIR/<scenario>.pcapng    the capture
@@ -20,6 +21,10 @@
 # tools/clients/expectlib.py), and no .conv (it would be ~13 MB of hex)
 # unless KWIRE_BIG_CONV=1.
 #
+# The modern-* scenarios run the 2.12 peer (docs/peers.md): kwire-mockcluster-2.12
+# next to kwire-mockcluster (or $KWIRE_MOCKCLUSTER_MODERN) and the clients with
+# LD_LIBRARY_PATH set to librdkafka 2.12.0 (tools/install-rdkafka-modern.sh).
+#
 # Needs root (dumpcap on lo; ip netns for big), kcat, tshark/dumpcap, gzip,
 # iproute2, /usr/bin/python3 with
 # python3-kafka and python3-confluent-kafka, kafkajs and sarama
@@ -32,7 +37,7 @@ SRC=$(cd "$HERE/.." && pwd)
 PY=/usr/bin/python3
 # Keep tools/clients/ free of __pycache__.
 export PYTHONDONTWRITEBYTECODE=1
-ALL_SCENARIOS=(kcat kafka-python confluent large big kafkajs sarama)
+ALL_SCENARIOS=(kcat kafka-python confluent large big kafkajs sarama modern-kcat modern-confluent)
 # kafkajs and sarama, as tools/install-clients.sh installs them.
 CACHE=${KWIRE_CACHE:-$HOME/.cache/kwire}
 
@@ -64,6 +69,7 @@ if [ -z "$MC" ]; then
 	done
 fi
 [ -n "$MC" ] && [ -x "$MC" ] || die "no kwire-mockcluster: build it or set KWIRE_MOCKCLUSTER"
+MC_MODERN=${KWIRE_MOCKCLUSTER_MODERN:-$MC-2.12}
 
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
@@ -94,6 +100,8 @@ topics_of() {
 	big) echo "--topic big:3" ;;
 	kafkajs) echo "--topic kafkajs-codecs:5" ;;
 	sarama) echo "--topic sarama-codecs:5" ;;
+	modern-kcat) echo "--topic kcat-codecs:5 --topic kcat-group:2" ;;
+	modern-confluent) echo "--topic cf-idem:2 --topic cf-txn:2 --topic cf-848:2" ;;
 	*) die "unknown scenario '$1' (scenarios: ${ALL_SCENARIOS[*]})" ;;
 	esac
 }
@@ -107,6 +115,8 @@ client_of() {
 	big) echo "$PY $HERE/clients/big.py" ;;
 	kafkajs) echo "node $HERE/clients/kafkajs-client.js" ;;
 	sarama) echo "$CACHE/bin/kwire-sarama-client" ;;
+	modern-kcat) echo "bash $HERE/clients/kcat.sh" ;;
+	modern-confluent) echo "$PY $HERE/clients/modern_confluent.py" ;;
 	esac
 }
 
@@ -121,10 +131,21 @@ wait_for() {
 }
 
 run_scenario() {
-	local sc=$1 topics client
+	local sc=$1 topics client mc=$MC
+	local peer=()
 	topics=$(topics_of "$sc")
 	client=$(client_of "$sc")
 	echo "capture-clients: $sc" >&2
+	if [[ $sc == modern-* ]]; then
+		# The 2.12 peer: its cluster, and its library under the clients.
+		local lib
+		lib=$("$HERE/install-rdkafka-modern.sh" --print-dir) ||
+			die "$sc: librdkafka 2.12.0 is not built (tools/install-deps.sh)"
+		[ -x "$MC_MODERN" ] || die "$sc: no $MC_MODERN (build it, or set KWIRE_MOCKCLUSTER_MODERN)"
+		mc=$MC_MODERN
+		peer=(env "LD_LIBRARY_PATH=$lib")
+		"${peer[@]}" kcat -V | grep 'librdkafka 2\.12\.' >/dev/null || die "$sc: kcat does not load $lib"
+	fi
 
 	if [ "$sc" = big ]; then
 		# Loopback's 64 KiB MTU and GSO would carry a 1 MB value in a few
@@ -143,7 +164,7 @@ run_scenario() {
 	rm -f "$TMP/mc.in"
 	mkfifo "$TMP/mc.in"
 	# shellcheck disable=SC2086
-	"${IN_NS[@]}" "$MC" --brokers 3 $topics <"$TMP/mc.in" >"$TMP/mc.out" 2>"$TMP/mc.err" &
+	"${IN_NS[@]}" "$mc" --brokers 3 $topics <"$TMP/mc.in" >"$TMP/mc.out" 2>"$TMP/mc.err" &
 	MC_PID=$!
 	exec 3>"$TMP/mc.in"
 	wait_for "$TMP/mc.out" '^READY' 10 || die "$sc: mock cluster did not start: $(cat "$TMP/mc.err")"
@@ -162,7 +183,7 @@ run_scenario() {
 	sleep 0.5
 
 	# shellcheck disable=SC2086
-	if ! "${IN_NS[@]}" $client "$bs" "$TMP/$sc.expected"; then
+	if ! "${IN_NS[@]}" "${peer[@]}" $client "$bs" "$TMP/$sc.expected"; then
 		die "$sc: client scenario failed"
 	fi
 
