@@ -2,7 +2,12 @@
  *
  *   1. Throughput: a librdkafka producer (1 KiB messages, acks=1) then a
  *      consumer, direct to the cluster, through kwire with the access log
- *      off, and with it on (text, to a file). MB/s and msgs/s each.
+ *      off, and with it on (text, to a file). MB/s and msgs/s each. Run on
+ *      both peers (docs/peers.md) and printed side by side: the linked
+ *      librdkafka (Debian's 2.0.2: Produce v7 / Fetch v11), then this
+ *      program again as a child with LD_LIBRARY_PATH at librdkafka 2.12.0
+ *      (mock cluster and clients: Produce v10 / Fetch v16). The API
+ *      versions shown are read back from the access log of the log-on run.
  *   2. Latency: one message in flight at a time (produce, wait for the
  *      delivery report), and one raw ApiVersions request at a time on one
  *      socket; p50/p99 direct and through kwire.
@@ -12,7 +17,11 @@
  *
  * Prints figures side by side and asserts nothing (STYLE.md "Tests").
  *   bench_proxy [--messages N] [--pings N] [--idle N] [--reps N] [--kwire PATH]
- * The kwire binary defaults to ../kwire next to this executable. */
+ *               [--modern-lib DIR | --no-modern] [--throughput-only]
+ * The kwire binary defaults to ../kwire next to this executable; DIR to the
+ * librdkafka 2.12.0 that tools/install-rdkafka-modern.sh builds.
+ * --throughput-only runs part 1 on the linked library alone and prints it in
+ * a line format the parent reads (PEER and TPUT lines). */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -61,7 +70,7 @@ static void die(const char *what, const char *msg)
 
 /* ---- a cluster, optionally behind an in-process kwire ---- */
 
-enum { VIA_DIRECT, VIA_KWIRE, VIA_KWIRE_LOG };
+enum { VIA_DIRECT, VIA_KWIRE, VIA_KWIRE_LOG, VIA_N };
 static const char *via_name[] = {"direct", "kwire (log off)", "kwire (log on)"};
 
 struct setup {
@@ -109,6 +118,30 @@ static void setup_start(struct setup *s, int via, const char *topic, int parts)
 	snprintf(s->bootstrap, sizeof(s->bootstrap), "127.0.0.1:%u", px_listen_port(s->px));
 }
 
+/* Highest Produce and Fetch versions in a text access log ("Produce v10"). */
+static void log_versions(const char *path, int *produce_v, int *fetch_v)
+{
+	char line[4096];
+	FILE *f = fopen(path, "r");
+
+	if (!f)
+		return;
+	while (fgets(line, sizeof(line), f)) {
+		const char *p;
+		int v;
+		if ((p = strstr(line, " Produce v")) && sscanf(p, " Produce v%d", &v) == 1 &&
+		    v > *produce_v)
+			*produce_v = v;
+		if ((p = strstr(line, " Fetch v")) && sscanf(p, " Fetch v%d", &v) == 1 &&
+		    v > *fetch_v)
+			*fetch_v = v;
+	}
+	fclose(f);
+}
+
+/* API versions seen in the access log of the last log-on run. */
+static int seen_produce_v = -1, seen_fetch_v = -1;
+
 static void setup_stop(struct setup *s)
 {
 	if (s->px) {
@@ -117,8 +150,10 @@ static void setup_stop(struct setup *s)
 		px_free(&s->px);
 	}
 	px_observe_stop(&s->obs);
-	if (s->logpath[0])
+	if (s->logpath[0]) {
+		log_versions(s->logpath, &seen_produce_v, &seen_fetch_v);
 		unlink(s->logpath);
+	}
 	px_mock_free(&s->mock);
 }
 
@@ -237,6 +272,99 @@ static void run_throughput(int via, long n, struct tput *out)
 	rd_kafka_consumer_close(rk);
 	rd_kafka_destroy(rk);
 	setup_stop(&s);
+}
+
+/* Median throughput of one peer (the librdkafka this process runs on). */
+struct peer_tput {
+	char version[32];
+	int produce_v, fetch_v;
+	double prate[VIA_N], crate[VIA_N]; /* messages per second */
+	int incomplete[VIA_N];
+	int ok;
+};
+
+static int cmp_double(const void *a, const void *b);
+
+static void throughput_set(long n, int reps, struct peer_tput *pt)
+{
+	/* The machine may be shared: each case runs reps times (interleaved),
+	 * and the median rate is kept. */
+	double prate[VIA_N][16], crate[VIA_N][16];
+
+	memset(pt, 0, sizeof(*pt));
+	for (int r = 0; r < reps; r++) {
+		for (int via = VIA_DIRECT; via < VIA_N; via++) {
+			struct tput t;
+			run_throughput(via, n, &t);
+			prate[via][r] = (double)t.produced / t.prod_s;
+			crate[via][r] = (double)t.consumed / t.cons_s;
+			if (t.produced != n || t.consumed < n)
+				pt->incomplete[via] = 1;
+		}
+	}
+	for (int via = VIA_DIRECT; via < VIA_N; via++) {
+		qsort(prate[via], (size_t)reps, sizeof(double), cmp_double);
+		qsort(crate[via], (size_t)reps, sizeof(double), cmp_double);
+		pt->prate[via] = prate[via][reps / 2];
+		pt->crate[via] = crate[via][reps / 2];
+	}
+	snprintf(pt->version, sizeof(pt->version), "%s", rd_kafka_version_str());
+	pt->produce_v = seen_produce_v;
+	pt->fetch_v = seen_fetch_v;
+	pt->ok = 1;
+}
+
+/* Runs this program with --throughput-only on the librdkafka in libdir
+ * (LD_LIBRARY_PATH) and reads its figures. Returns 0, or -1 with a reason on
+ * stderr. */
+static int throughput_child(const char *libdir, long n, int reps, const char *kwire,
+                            struct peer_tput *pt)
+{
+	char self[PATH_MAX], sn[32], sr[16];
+	ssize_t l = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	int pfd[2];
+
+	memset(pt, 0, sizeof(*pt));
+	if (l <= 0 || pipe(pfd))
+		return -1;
+	self[l] = '\0';
+	snprintf(sn, sizeof(sn), "%ld", n);
+	snprintf(sr, sizeof(sr), "%d", reps);
+	fflush(stdout);
+	pid_t pid = fork();
+	if (pid == 0) {
+		dup2(pfd[1], 1);
+		close(pfd[0]);
+		close(pfd[1]);
+		setenv("LD_LIBRARY_PATH", libdir, 1);
+		execl(self, self, "--throughput-only", "--messages", sn, "--reps", sr, "--kwire",
+		      kwire, (char *)NULL);
+		_exit(127);
+	}
+	close(pfd[1]);
+	FILE *out = fdopen(pfd[0], "r");
+	char line[512], via[32];
+	double pr, cr;
+	int inc, k = 0;
+	while (out && fgets(line, sizeof(line), out)) {
+		if (sscanf(line, "PEER %31s %d %d", pt->version, &pt->produce_v, &pt->fetch_v) == 3)
+			continue;
+		if (sscanf(line, "TPUT %31s %lf %lf %d", via, &pr, &cr, &inc) == 4 && k < VIA_N) {
+			pt->prate[k] = pr;
+			pt->crate[k] = cr;
+			pt->incomplete[k++] = inc;
+		}
+	}
+	if (out)
+		fclose(out);
+	int st = 0;
+	waitpid(pid, &st, 0);
+	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0 || k != VIA_N || !pt->version[0]) {
+		fprintf(stderr, "bench_proxy: the run on %s failed (status %d)\n", libdir, st);
+		return -1;
+	}
+	pt->ok = 1;
+	return 0;
 }
 
 /* ---- latency ---- */
@@ -426,8 +554,8 @@ static int run_idle(const char *kwire, long n, long *rss0, long *rss1, long *ope
 		close(pfd[0]);
 		int devnull = open("/dev/null", 1);
 		dup2(devnull, 2);
-		execl(kwire, kwire, "proxy", "--upstream", up, "--listen", "127.0.0.1:0", "--quiet", "--no-log",
-		      "--workers", "2", (char *)NULL);
+		execl(kwire, kwire, "proxy", "--upstream", up, "--listen", "127.0.0.1:0", "--quiet",
+		      "--no-log", "--workers", "2", (char *)NULL);
 		_exit(127);
 	}
 	close(pfd[1]);
@@ -477,12 +605,22 @@ out:
 int main(int argc, char **argv)
 {
 	long n = 30000, pings = 3000, idle = 10000;
-	int reps = 3;
+	int reps = 3, only_tput = 0;
 	char kwire[PATH_MAX] = "";
-	static const struct option lo[] = {
-	    {"messages", required_argument, NULL, 'm'}, {"pings", required_argument, NULL, 'p'},
-	    {"idle", required_argument, NULL, 'i'},     {"kwire", required_argument, NULL, 'k'},
-	    {"reps", required_argument, NULL, 'r'},     {NULL, 0, NULL, 0}};
+#ifdef KWIRE_RDKAFKA_MODERN
+	char modern[PATH_MAX] = KWIRE_RDKAFKA_MODERN;
+#else
+	char modern[PATH_MAX] = "";
+#endif
+	static const struct option lo[] = {{"messages", required_argument, NULL, 'm'},
+	                                   {"pings", required_argument, NULL, 'p'},
+	                                   {"idle", required_argument, NULL, 'i'},
+	                                   {"kwire", required_argument, NULL, 'k'},
+	                                   {"reps", required_argument, NULL, 'r'},
+	                                   {"modern-lib", required_argument, NULL, 'M'},
+	                                   {"no-modern", no_argument, NULL, 'N'},
+	                                   {"throughput-only", no_argument, NULL, 'T'},
+	                                   {NULL, 0, NULL, 0}};
 	int c;
 	while ((c = getopt_long(argc, argv, "m:p:i:k:r:", lo, NULL)) != -1) {
 		switch (c) {
@@ -501,9 +639,20 @@ int main(int argc, char **argv)
 		case 'k':
 			snprintf(kwire, sizeof(kwire), "%s", optarg);
 			break;
+		case 'M':
+			snprintf(modern, sizeof(modern), "%s", optarg);
+			break;
+		case 'N':
+			modern[0] = '\0';
+			break;
+		case 'T':
+			only_tput = 1;
+			break;
 		default:
-			fprintf(stderr, "usage: bench_proxy [--messages N] [--pings N] [--idle N] "
-			                "[--reps N] [--kwire PATH]\n");
+			fprintf(stderr,
+			        "usage: bench_proxy [--messages N] [--pings N] [--idle N] "
+			        "[--reps N] [--kwire PATH] [--modern-lib DIR | --no-modern] "
+			        "[--throughput-only]\n");
 			return 2;
 		}
 	}
@@ -538,35 +687,61 @@ int main(int argc, char **argv)
 			        (unsigned long)cur.rlim_max);
 	}
 
+	if (only_tput) {
+		/* The child of a two-peer run: figures as lines for the parent. */
+		struct peer_tput pt;
+		throughput_set(n, reps, &pt);
+		printf("PEER %s %d %d\n", pt.version, pt.produce_v, pt.fetch_v);
+		for (int via = VIA_DIRECT; via < VIA_N; via++)
+			printf("TPUT %d %.3f %.3f %d\n", via, pt.prate[via], pt.crate[via],
+			       pt.incomplete[via]);
+		return 0;
+	}
+
 	printf("kwire proxy benchmark: librdkafka %s, mock cluster of 3 brokers, %ld x %d B "
 	       "messages, acks=1\n\n",
 	       rd_kafka_version_str(), n, MSG_SIZE);
-	printf("%-18s %12s %12s %12s %12s\n", "throughput", "produce MB/s", "produce msg/s",
-	       "consume MB/s", "consume msg/s");
-	/* The machine may be shared: each case runs reps times (interleaved),
-	 * and the median rate is printed. */
-	double prate[3][16], crate[3][16];
-	int incomplete[3] = {0};
-	for (int r = 0; r < reps; r++) {
-		for (int via = VIA_DIRECT; via <= VIA_KWIRE_LOG; via++) {
-			struct tput t;
-			run_throughput(via, n, &t);
-			prate[via][r] = (double)t.produced / t.prod_s;
-			crate[via][r] = (double)t.consumed / t.cons_s;
-			if (t.produced != n || t.consumed < n)
-				incomplete[via] = 1;
-		}
+	/* Throughput on both peers: this process's librdkafka, then 2.12 in a
+	 * child (two librdkafkas cannot share a process). */
+	struct peer_tput peers[2];
+	int npeers = 1;
+	throughput_set(n, reps, &peers[0]);
+	if (modern[0]) {
+		char so[PATH_MAX + 32];
+		snprintf(so, sizeof(so), "%s/librdkafka.so.1", modern);
+		if (access(so, R_OK))
+			fprintf(stderr,
+			        "bench_proxy: no %s (tools/install-deps.sh builds it): "
+			        "2.12 column left out\n",
+			        so);
+		else if (throughput_child(modern, n, reps, kwire, &peers[1]) == 0)
+			npeers = 2;
 	}
-	for (int via = VIA_DIRECT; via <= VIA_KWIRE_LOG; via++) {
-		double mb = (double)MSG_SIZE / 1e6, pr, cr;
-		qsort(prate[via], (size_t)reps, sizeof(double), cmp_double);
-		qsort(crate[via], (size_t)reps, sizeof(double), cmp_double);
-		pr = prate[via][reps / 2];
-		cr = crate[via][reps / 2];
-		printf("%-18s %12.1f %12.0f %12.1f %12.0f%s\n", via_name[via], pr * mb, pr, cr * mb,
-		       cr, incomplete[via] ? "  (incomplete!)" : "");
+	printf("%-18s", "throughput");
+	for (int i = 0; i < npeers; i++)
+		printf(" | librdkafka %-16.16s", peers[i].version);
+	printf("\n%-18s", "");
+	for (int i = 0; i < npeers; i++) {
+		char head[64];
+		snprintf(head, sizeof(head), "Produce v%d / Fetch v%d", peers[i].produce_v,
+		         peers[i].fetch_v);
+		printf(" | %-27s", head);
 	}
-	printf("  (median of %d runs each)\n", reps);
+	printf("\n%-18s", "");
+	for (int i = 0; i < npeers; i++)
+		printf(" | %13s %13s", "produce MB/s", "consume MB/s");
+	printf("\n");
+	for (int via = VIA_DIRECT; via < VIA_N; via++) {
+		double mb = (double)MSG_SIZE / 1e6;
+		printf("%-18s", via_name[via]);
+		for (int i = 0; i < npeers; i++)
+			printf(" | %13.1f %12.1f%s", peers[i].prate[via] * mb,
+			       peers[i].crate[via] * mb, peers[i].incomplete[via] ? "!" : " ");
+		printf("\n");
+	}
+	printf("  (median of %d runs each; msg/s = MB/s x %.0f; ! = not every message "
+	       "produced and consumed; versions from the access log)\n",
+	       reps, 1e6 / MSG_SIZE);
 	fflush(stdout);
 
 	printf("\n%-18s %12s %12s %12s %12s\n", "latency (us)", "msg p50", "msg p99", "raw p50",
