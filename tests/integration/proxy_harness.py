@@ -14,6 +14,7 @@ itself is started without that LD_LIBRARY_PATH.
 """
 import json
 import os
+import random
 import re
 import select
 import shutil
@@ -139,7 +140,8 @@ class Cluster:
             elif line == "READY":
                 break
         self.px_err_path = os.path.join(self.tmp, "proxy.err")
-        pargs = [self.kwire, "proxy", "--upstream", self.upstream, "--listen", "127.0.0.1:0",
+        listen = f"127.0.0.1:{listen_port(self.brokers)}"
+        pargs = [self.kwire, "proxy", "--upstream", self.upstream, "--listen", listen,
                  "--admin", "127.0.0.1:0", "--access-log", self.log_path,
                  "--access-log-format", self.log_format] + self.extra
         self.px = subprocess.Popen(pargs, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -250,6 +252,36 @@ def produced_by_partition(entries, topic):
             if p.get("topic") == topic and not p.get("error"):
                 out[p["partition"]] = out.get(p["partition"], 0) + p.get("records", 0)
     return out
+
+
+def listen_port(brokers):
+    """A port P for kwire's listener with P..P+brokers+1 free (its broker
+    listeners are P+1+node id, docs/proxy.md), below the kernel's ephemeral
+    range: with --listen :0 the broker ports fall among ephemeral ports, where
+    the mock clusters and clients of tests running in parallel (each test runs
+    on both peers at once under ctest -j2) take ports all the time."""
+    lo = 32768
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            lo = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        pass
+    top = max(min(lo, 61000) - brokers - 10, 12000)
+    for _ in range(500):
+        p = random.randint(10000, top)
+        socks = []
+        try:
+            for q in range(p, p + brokers + 2):
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", q))
+            return p
+        except OSError:
+            pass
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError("no free port range for kwire's listeners")
 
 
 def free_port():
