@@ -27,6 +27,8 @@ enum {
 	OPT_BROKER_PORT_BASE,
 	OPT_WORKERS,
 	OPT_MAX_BROKERS,
+	OPT_MOCK_BROKERS,
+	OPT_MOCK_TOPIC,
 	OPT_BROKER_GRACE,
 	OPT_MAX_FRAME,
 	OPT_BUFFER,
@@ -53,6 +55,8 @@ static const struct option proxy_opts[] = {
     {"broker-port-base", required_argument, NULL, OPT_BROKER_PORT_BASE},
     {"workers", required_argument, NULL, OPT_WORKERS},
     {"max-brokers", required_argument, NULL, OPT_MAX_BROKERS},
+    {"mock-brokers", required_argument, NULL, OPT_MOCK_BROKERS},
+    {"mock-topic", required_argument, NULL, OPT_MOCK_TOPIC},
     {"broker-grace", required_argument, NULL, OPT_BROKER_GRACE},
     {"max-frame", required_argument, NULL, OPT_MAX_FRAME},
     {"buffer", required_argument, NULL, OPT_BUFFER},
@@ -91,8 +95,101 @@ static int parse_num(const char *opt, const char *s, unsigned long long lo, unsi
 	return 0;
 }
 
-/* --upstream mock: run librdkafka's mock cluster in-process (px-mock.h). */
+/* --upstream mock: run librdkafka's mock cluster in-process (px-mock.h),
+ * with --mock-brokers brokers and the --mock-topic topics (my-topic with
+ * 2 partitions when none is given). */
 static int proxy_upstream_mock;
+static int proxy_mock_brokers;
+#define PROXY_MOCK_TOPICS 64
+static struct {
+	char name[250];
+	int partitions;
+} proxy_mock_topics[PROXY_MOCK_TOPICS];
+static int proxy_nmock_topics;
+
+/* NAME:PARTITIONS, NAME as Kafka allows topic names (1..249 of
+ * [A-Za-z0-9._-], not "." or ".."). */
+static int mock_topic_parse(const char *arg, char *err, size_t errlen)
+{
+	const char *colon = strrchr(arg, ':');
+	size_t len = colon ? (size_t)(colon - arg) : 0;
+	unsigned long long parts;
+	if (!colon || len == 0) {
+		snprintf(err, errlen, "--mock-topic '%s': expected NAME:PARTITIONS", arg);
+		return -1;
+	}
+	if (len > 249 || (len == 1 && arg[0] == '.') || (len == 2 && !strncmp(arg, "..", 2)) ||
+	    strspn(arg, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") <
+	        len) {
+		snprintf(err, errlen,
+		         "--mock-topic '%s': a topic name is 1 to 249 of A-Z a-z 0-9 . _ -", arg);
+		return -1;
+	}
+	if (parse_num("mock-topic", colon + 1, 1, 1000, &parts))
+		return -1;
+	for (int i = 0; i < proxy_nmock_topics; i++)
+		if (strlen(proxy_mock_topics[i].name) == len &&
+		    !strncmp(proxy_mock_topics[i].name, arg, len)) {
+			snprintf(err, errlen, "--mock-topic: topic '%.*s' given twice", (int)len,
+			         arg);
+			return -1;
+		}
+	if (proxy_nmock_topics == PROXY_MOCK_TOPICS) {
+		snprintf(err, errlen, "--mock-topic: at most %d topics", PROXY_MOCK_TOPICS);
+		return -1;
+	}
+	memcpy(proxy_mock_topics[proxy_nmock_topics].name, arg, len);
+	proxy_mock_topics[proxy_nmock_topics].name[len] = '\0';
+	proxy_mock_topics[proxy_nmock_topics].partitions = (int)parts;
+	proxy_nmock_topics++;
+	return 0;
+}
+
+/* Starts the mock cluster and says what it is, what it speaks and what it
+ * cannot do (stderr), then "MOCK HOST:PORT,..." (stdout). */
+static struct px_mock *mock_start(struct px_conf *conf, char *err, size_t errlen)
+{
+	char speaks[1024], lacks[512], perr[256];
+	int nb = proxy_mock_brokers ? proxy_mock_brokers : PX_MOCK_BROKERS;
+	struct px_mock *mock = px_mock_new(nb, err, errlen);
+	if (!mock)
+		return NULL;
+	if (!proxy_nmock_topics) {
+		snprintf(proxy_mock_topics[0].name, sizeof(proxy_mock_topics[0].name), "my-topic");
+		proxy_mock_topics[0].partitions = 2;
+		proxy_nmock_topics = 1;
+	}
+	for (int i = 0; i < proxy_nmock_topics; i++)
+		if (px_mock_topic(mock, proxy_mock_topics[i].name, proxy_mock_topics[i].partitions,
+		                  0, err, errlen))
+			goto fail;
+	if (px_mock_conf_upstream(mock, conf, err, errlen))
+		goto fail;
+	fprintf(stderr,
+	        "kwire proxy: mock cluster: librdkafka %s's mock broker, in-process: %d broker(s), "
+	        "ids 1..%d, on 127.0.0.1; no TLS, no SASL\n",
+	        px_mock_lib_version(), nb, nb);
+	for (int i = 0; i < proxy_nmock_topics; i++)
+		fprintf(stderr,
+		        "kwire proxy: mock cluster: topic %s, %d partition(s), leaders spread "
+		        "over the brokers\n",
+		        proxy_mock_topics[i].name, proxy_mock_topics[i].partitions);
+	fprintf(stderr, "kwire proxy: mock cluster: any other topic is created when a client "
+	                "first names it, with 4 partitions\n");
+	if (px_mock_describe(mock, speaks, sizeof(speaks), lacks, sizeof(lacks), perr,
+	                     sizeof(perr)) == 0) {
+		fprintf(stderr, "kwire proxy: mock cluster speaks: %s\n", speaks);
+		if (lacks[0])
+			fprintf(stderr, "kwire proxy: mock cluster does not answer: %s\n", lacks);
+	} else {
+		fprintf(stderr, "kwire proxy: %s\n", perr);
+	}
+	printf("MOCK %s\n", px_mock_bootstraps(mock));
+	return mock;
+fail:
+	px_mock_free(&mock);
+	return NULL;
+}
 /* --no-log: no access log at all (the default is stdout). */
 static int proxy_no_log;
 
@@ -147,6 +244,15 @@ static int apply_flag(struct px_conf *conf, int c, const char *arg, int *print_c
 		if (parse_num("broker-port-base", arg, 0, 65535, &v))
 			return -1;
 		conf->broker_port_base = (uint16_t)v;
+		return 0;
+	case OPT_MOCK_BROKERS:
+		if (parse_num("mock-brokers", arg, 1, 32, &v))
+			return -1;
+		proxy_mock_brokers = (int)v;
+		return 0;
+	case OPT_MOCK_TOPIC:
+		if (mock_topic_parse(arg, err, sizeof(err)))
+			goto bad;
 		return 0;
 	case OPT_MAX_BROKERS:
 		if (parse_num("max-brokers", arg, 1, PX_BROKER_MAX - 1, &v))
@@ -302,6 +408,11 @@ int cmd_proxy(int argc, char **argv)
 		fprintf(stderr, "kwire proxy: unexpected argument '%s'\n", argv[optind]);
 		goto out;
 	}
+	if ((proxy_mock_brokers || proxy_nmock_topics) && !proxy_upstream_mock) {
+		fprintf(stderr,
+		        "kwire proxy: --mock-brokers and --mock-topic need --upstream mock\n");
+		goto out;
+	}
 	/* The access log goes to stdout unless a file or --no-log says otherwise. */
 	if (proxy_no_log) {
 		free(conf.access_log);
@@ -318,13 +429,11 @@ int cmd_proxy(int argc, char **argv)
 		sigaddset(&mset, SIGINT);
 		sigaddset(&mset, SIGHUP);
 		pthread_sigmask(SIG_BLOCK, &mset, NULL);
-		mock = px_mock_new(PX_MOCK_BROKERS, err, sizeof(err));
-		if (!mock || px_mock_topic(mock, "my-topic", 2, 0, err, sizeof(err)) ||
-		    px_mock_conf_upstream(mock, &conf, err, sizeof(err))) {
+		mock = mock_start(&conf, err, sizeof(err));
+		if (!mock) {
 			fprintf(stderr, "kwire proxy: %s\n", err);
 			goto out;
 		}
-		printf("MOCK %s\n", px_mock_bootstraps(mock));
 	}
 	if (print_config) {
 		px_conf_dump(&conf, stdout);

@@ -1,11 +1,19 @@
 /* px-mock.c: librdkafka's mock cluster, in-process (px-mock.h). */
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
 
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>
 
+#include "kd-arena.h"
+#include "kd-schema.h"
+#include "kd-tree.h"
 #include "px-mock.h"
 #include "px.h"
 
@@ -190,4 +198,100 @@ int px_mock_conf_upstream(const struct px_mock *mock, struct px_conf *conf, char
                           size_t errlen)
 {
 	return px_conf_set_upstreams(conf, mock->bootstraps, err, errlen);
+}
+
+const char *px_mock_lib_version(void)
+{
+	return rd_kafka_version_str();
+}
+
+/* APIs a client or an admin tool commonly uses; px_mock_describe names
+ * those the cluster does not answer. */
+static const int16_t mock_wanted[] = {15, 16, 17, 19, 20, 21, 23, 29, 32,
+                                      33, 36, 37, 42, 47, 60, 61, 68, 69};
+
+static int recv_n(int fd, uint8_t *p, size_t len)
+{
+	while (len) {
+		ssize_t n = recv(fd, p, len, 0);
+		if (n <= 0)
+			return -1;
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+/* Appends ", NAME" (or "NAME" first) to buf; cuts with "..." when full. */
+static void append(char *buf, size_t len, const char *s)
+{
+	size_t used = strlen(buf);
+	if (used + 8 >= len)
+		return;
+	snprintf(buf + used, len - used, "%s%s", used ? ", " : "", s);
+}
+
+int px_mock_describe(const struct px_mock *mock, char *speaks, size_t slen, char *lacks,
+                     size_t llen, char *err, size_t errlen)
+{
+	/* ApiVersions v0 (request header v1, client id "kwire-mock-probe"):
+	 * what the linked librdkafka's mock really answers. */
+	static const uint8_t req[] = {0,   0,   0,   26,  0,   18,  0,   0,   0,   0,
+	                              0,   1,   0,   16,  'k', 'w', 'i', 'r', 'e', '-',
+	                              'm', 'o', 'c', 'k', '-', 'p', 'r', 'o', 'b', 'e'};
+	struct sockaddr_in sin;
+	struct timeval tv = {5, 0};
+	uint8_t hdr[4], *resp = NULL;
+	int rc = -1, fd = socket(AF_INET, SOCK_STREAM, 0);
+	struct kd_arena arena = {0};
+	speaks[0] = lacks[0] = '\0';
+	memset(&sin, 0, sizeof(sin));
+	sin.sin_family = AF_INET;
+	sin.sin_port = htons(mock->port[0]);
+	if (fd < 0 || inet_pton(AF_INET, mock->host[0], &sin.sin_addr) != 1)
+		goto out;
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	if (connect(fd, (struct sockaddr *)&sin, sizeof(sin)) ||
+	    send(fd, req, sizeof(req), MSG_NOSIGNAL) != (ssize_t)sizeof(req) || recv_n(fd, hdr, 4))
+		goto out;
+	uint32_t size =
+	    (uint32_t)hdr[0] << 24 | (uint32_t)hdr[1] << 16 | (uint32_t)hdr[2] << 8 | hdr[3];
+	if (size < 4 || size > (1u << 20) || !(resp = malloc(size)) || recv_n(fd, resp, size))
+		goto out;
+	struct kd_tree t;
+	if (kd_tree_decode(&t, &arena, 18, 0, 0, resp + 4, size - 4) != KD_OK)
+		goto out;
+	struct kd_node *keys = kd_node_child(t.root, "ApiKeys");
+	if (!keys)
+		goto out;
+	uint8_t have[128] = {0};
+	for (uint32_t i = 0; i < keys->nkids; i++) {
+		struct kd_node *k = kd_node_elem(keys, i);
+		int16_t key = (int16_t)kd_node_int(kd_node_child(k, "ApiKey"));
+		char one[64];
+		const char *name = kd_api_name(key);
+		int lo = (int)kd_node_int(kd_node_child(k, "MinVersion"));
+		int hi = (int)kd_node_int(kd_node_child(k, "MaxVersion"));
+		if (name)
+			snprintf(one, sizeof(one), "%s v%d-%d", name, lo, hi);
+		else
+			snprintf(one, sizeof(one), "api %d v%d-%d", key, lo, hi);
+		append(speaks, slen, one);
+		if (key >= 0 && key < 128)
+			have[key] = 1;
+	}
+	for (size_t i = 0; i < sizeof(mock_wanted) / sizeof(mock_wanted[0]); i++)
+		if (!have[mock_wanted[i]] && kd_api_name(mock_wanted[i]))
+			append(lacks, llen, kd_api_name(mock_wanted[i]));
+	rc = 0;
+out:
+	if (rc)
+		snprintf(err, errlen, "mock cluster: no ApiVersions answer from broker 1 (%s:%u)",
+		         mock->host[0], mock->port[0]);
+	kd_arena_free(&arena);
+	free(resp);
+	if (fd >= 0)
+		close(fd);
+	return rc;
 }

@@ -45,6 +45,15 @@ int px_mock_broker_up(struct px_mock *mock, int32_t broker_id, char *err, size_t
 /* Adds rtt_ms of latency to a broker's responses (-1: every broker). */
 int px_mock_set_rtt(struct px_mock *mock, int32_t broker_id, int rtt_ms, char *err, size_t errlen);
 
+/* The linked librdkafka's version ("2.0.2"), whose mock this is. */
+const char *px_mock_lib_version(void);
+/* What the cluster really speaks, asked with ApiVersions v0 on broker 1:
+ * "Produce v0-7, Fetch v0-11, ..." in speaks, and the commonly used APIs
+ * (admin, groups, SASL, KIP-848) it does not answer in lacks. Blocks for
+ * at most ~5 s. */
+int px_mock_describe(const struct px_mock *mock, char *speaks, size_t slen, char *lacks,
+                     size_t llen, char *err, size_t errlen);
+
 /* Points conf's upstream list at the cluster (replaces it). */
 struct px_conf;
 int px_mock_conf_upstream(const struct px_mock *mock, struct px_conf *conf, char *err,
