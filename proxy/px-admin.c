@@ -16,6 +16,7 @@
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include <event2/http.h>
+#include <event2/listener.h>
 #include <event2/thread.h>
 
 #include "kd-api-keys-gen.h"
@@ -498,6 +499,26 @@ static void adm_not_found(struct evhttp_request *req, void *arg)
 	evhttp_send_error(req, HTTP_NOTFOUND, NULL);
 }
 
+/* Out of descriptors, accept() fails at once on every poll while a scrape
+ * waits in the backlog: evhttp's listener would spin (and libevent log a
+ * line per try). Pause it for 100 ms instead, as the proxy's listeners do
+ * (px-listen.c); the proxy's own accept errors say why. */
+static void adm_resume_cb(evutil_socket_t fd, short what, void *arg)
+{
+	evconnlistener_enable(arg);
+}
+
+/* arg is evhttp's, not ours: the listener alone is enough. The one-shot
+ * timer lives on the admin base; it cannot fire after px_admin_free,
+ * which stops the loop before freeing the listener. */
+static void adm_accept_err(struct evconnlistener *lsn, void *arg)
+{
+	struct timeval tv = {0, 100000};
+	(void)arg;
+	evconnlistener_disable(lsn);
+	event_base_once(evconnlistener_get_base(lsn), -1, EV_TIMEOUT, adm_resume_cb, lsn, &tv);
+}
+
 static void adm_stop_cb(evutil_socket_t fd, short what, void *arg)
 {
 	event_base_loopbreak(arg);
@@ -547,6 +568,7 @@ struct px_admin *px_admin_new(struct px *px, const struct px_hostport *addr, cha
 		snprintf(err, errlen, "admin: cannot listen on %s:%u", host, addr->port);
 		goto fail;
 	}
+	evconnlistener_set_error_cb(evhttp_bound_socket_get_listener(bs), adm_accept_err);
 	struct sockaddr_storage ss;
 	socklen_t sl = sizeof(ss);
 	if (getsockname(evhttp_bound_socket_get_fd(bs), (struct sockaddr *)&ss, &sl) == 0)
@@ -579,6 +601,7 @@ void px_admin_free(struct px_admin **admp)
 	}
 	if (adm->stop_ev)
 		event_free(adm->stop_ev);
+
 	if (adm->http)
 		evhttp_free(adm->http);
 	if (adm->base)

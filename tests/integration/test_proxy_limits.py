@@ -7,6 +7,7 @@
   accept(), count it in /metrics, and serve a new connection once the
   clients have gone. Nothing here asserts a time: the counts are checked
   against the length of the run, measured.
+  The admin endpoint's listener, with a scrape waiting, does not spin.
 - It says what its descriptor limit is when it starts.
 - A second SIGTERM (or SIGINT) during a drain stops kwire at once.
 
@@ -120,6 +121,13 @@ def test_emfile(kwire, mc_boot, tmp):
             check(time.monotonic() < deadline and px.poll() is None,
                   f"accept() never failed with EMFILE:\n{open(errpath).read()[-2000:]}")
             time.sleep(0.1)
+        # A scrape of /metrics meanwhile waits in the admin listener's
+        # backlog: that listener must not spin either.
+        host, aport = admin.rsplit(":", 1)
+        scrape = socket.socket()
+        scrape.setblocking(False)
+        scrape.connect_ex((host, int(aport)))
+        socks.append(scrape)
         time.sleep(1)
         for s in socks:
             s.close()
