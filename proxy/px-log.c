@@ -132,8 +132,11 @@ static FILE *log_open(const char *path, char *err, size_t errlen)
 	if (!path)
 		return stdout;
 	FILE *f = fopen(path, "ae");
-	if (!f)
-		snprintf(err, errlen, "access log %s: %s", path, strerror(errno));
+	if (!f) {
+		int e = errno;
+		snprintf(err, errlen, "access log %s: %s", path, strerror(e));
+		errno = e;
+	}
 	return f;
 }
 
@@ -186,7 +189,9 @@ static void *log_thread(void *arg)
 			if (log->path) {
 				char err[256];
 				pthread_mutex_unlock(&log->mu);
+				errno = 0;
 				FILE *nf = log_open(log->path, err, sizeof(err));
+				int e = errno; /* before anything else can change it */
 				pthread_mutex_lock(&log->mu);
 				char msg[320];
 				int tell = 0;
@@ -196,8 +201,8 @@ static void *log_thread(void *arg)
 					log->reopens++;
 					log->health.deleted = 0;
 				} else {
-					tell = log_failed(log, "cannot reopen", errno, msg,
-					                  sizeof(msg));
+					tell =
+					    log_failed(log, "cannot reopen", e, msg, sizeof(msg));
 				}
 				if (tell) {
 					pthread_mutex_unlock(&log->mu);

@@ -195,6 +195,15 @@ static void test_deleted_dir(void **state)
 	assert_non_null(strstr(what, "deleted"));
 	write_lines(log, 20);
 	assert_int_equal(msgs_with("deleted"), 1);
+	/* SIGHUP while the directory is still missing: a failure too. */
+	struct px_log_stats st0, st1;
+	px_log_stats_get(log, &st0);
+	px_log_reopen(log);
+	write_lines(log, 1);
+	px_log_stats_get(log, &st1);
+	assert_true(st1.write_errors > st0.write_errors);
+	assert_int_equal(px_log_health(log, what, sizeof(what)), 1);
+	assert_non_null(strstr(what, strerror(ENOENT)));
 
 	assert_int_equal(mkdir(dir, 0700), 0);
 	px_log_reopen(log);
