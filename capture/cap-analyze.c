@@ -321,6 +321,44 @@ static void msg_head_json(struct cap_an *an, const struct an_flow *fl, int64_t t
 	}
 }
 
+/* The names of the topic ids a pair's bodies carry (Fetch v13+ and others
+ * name topics by id only), as the bodies themselves cannot show them:
+ * JSON ,"topic_names":{"<id>":"name" or null} or a text line
+ * "  topic names: <id>=name, <id>=?". Nothing when no id is carried. */
+static void topic_names_out(struct cap_an *an, const struct kd_summary *sum, int json)
+{
+	unsigned shown = 0;
+	for (unsigned i = 0; i < sum->ntp; i++) {
+		const struct kd_sum_tp *tp = &sum->tp[i];
+		if (!tp->has_topic_id)
+			continue;
+		unsigned j = 0;
+		while (j < i &&
+		       !(sum->tp[j].has_topic_id && !memcmp(sum->tp[j].topic_id, tp->topic_id, 16)))
+			j++;
+		if (j < i)
+			continue; /* the same id, another partition */
+		struct kd_view name = kd_sum_view(sum, tp->topic);
+		if (json) {
+			kd_w_cstr(&an->ob, shown ? "," : ",\"topic_names\":{");
+			kd_json_uuid(&an->ob, tp->topic_id);
+			kd_w_cstr(&an->ob, ":");
+			kd_json_view(&an->ob, &name);
+		} else {
+			kd_w_cstr(&an->ob, shown ? ", " : "  topic names: ");
+			kd_base64(&an->ob, tp->topic_id, 16, 1);
+			kd_w_cstr(&an->ob, "=");
+			if (name.null)
+				kd_w_cstr(&an->ob, "?");
+			else
+				kd_json_view(&an->ob, &name);
+		}
+		shown++;
+	}
+	if (shown)
+		kd_w_cstr(&an->ob, json ? "}" : "\n");
+}
+
 static void msg_out(struct cap_an *an, const struct an_flow *fl, int64_t ts, int is_req,
                     const struct kd_summary *sum, const uint8_t *body, size_t len, int64_t latency)
 {
@@ -340,6 +378,7 @@ static void msg_out(struct cap_an *an, const struct an_flow *fl, int64_t ts, int
 		if (have_body && t.trailing)
 			kd_w_fmt(&an->ob, ",\"warnings\":[\"%u trailing bytes after the body\"]",
 			         t.trailing);
+		topic_names_out(an, sum, 1);
 		kd_w_cstr(&an->ob, "}\n");
 	} else {
 		char tsb[40];
@@ -364,6 +403,7 @@ static void msg_out(struct cap_an *an, const struct an_flow *fl, int64_t ts, int
 		if (have_body && t.trailing)
 			kd_w_fmt(&an->ob, "  warning: %u trailing bytes after the body\n",
 			         t.trailing);
+		topic_names_out(an, sum, 0);
 		kd_w_cstr(&an->ob, "\n");
 	}
 	if (have_body)

@@ -292,10 +292,15 @@ static void test_formats(void **state)
 	expect("json", "\"warnings\":[\"1 trailing bytes after the body\"]");
 	assert_int_equal(count(out, "\"warnings\""), 1);
 	expect("json", "\"TopicId\":\"ESIzRFVmd4iZqrvM3e7wAQ\"");
+	/* the bodies carry ids; the message says which names they stand for */
+	assert_int_equal(count(out, "\"topic_names\":{\"ESIzRFVmd4iZqrvM3e7wAQ\":\"clicks\"}"), 4);
+	assert_int_equal(count(out, "\"topic_names\":{\"oKGio6SlpqeoqaqrrK2urw\":null}"), 2);
 	one_each("json");
 
 	run(pcap, "-f verbose");
 	expect("verbose", "  warning: 1 trailing bytes after the body\n");
+	assert_int_equal(count(out, "  topic names: ESIzRFVmd4iZqrvM3e7wAQ=\"clicks\"\n"), 4);
+	assert_int_equal(count(out, "  topic names: oKGio6SlpqeoqaqrrK2urw=?\n"), 2);
 	one_each("verbose");
 
 	run(pcap, "-f records");
