@@ -505,28 +505,49 @@ int px_addr_map(void *arg, int32_t node_id, const struct kd_view *host, int32_t 
  * listener is closed on the acceptor thread (gc_cb), where no accept
  * callback can be running for it. Its connections stay; if the cluster
  * lists it again, its listener reopens on the same port rule. */
+/* Arms gc_ev for the earliest unlisted broker's end of grace (at once if
+ * it is past). Under bmu. */
+static void gc_arm(struct px *px, uint64_t now)
+{
+	uint64_t grace = (uint64_t)px->conf.broker_grace_ms * 1000u, due = UINT64_MAX;
+	for (unsigned i = 0; i < px->nbrokers; i++) {
+		const struct px_broker *b = &px->brokers[i];
+		if (!b->gone && b->unlisted_us && b->unlisted_us + grace < due)
+			due = b->unlisted_us + grace;
+	}
+	if (due == UINT64_MAX || px->lsn_closed)
+		return;
+	if (due <= now) {
+		event_active(px->gc_ev, EV_TIMEOUT, 0);
+	} else {
+		struct timeval tv = {(time_t)((due - now) / 1000000u),
+		                     (suseconds_t)((due - now) % 1000000u)};
+		event_add(px->gc_ev, &tv);
+	}
+}
+
 void px_metadata_seen(struct px *px, uint64_t t0)
 {
-	int gc = 0;
-	uint64_t now = px_now_us();
+	int changed = 0;
 	pthread_mutex_lock(&px->bmu);
 	/* A response naming no broker at all (not seen from Kafka) is not
 	 * taken as "every broker is gone". */
 	int listed = px->named_us >= t0;
 	for (unsigned i = 0; listed && i < px->nbrokers; i++) {
 		struct px_broker *b = &px->brokers[i];
-		if (b->gone || b->named_us >= t0)
+		if (b->gone || b->named_us >= t0 || b->unlisted_us)
 			continue;
-		if (!b->unlisted_us)
-			b->unlisted_us = t0;
-		if (now - b->unlisted_us >= (uint64_t)px->conf.broker_grace_ms * 1000u)
-			gc = 1;
+		b->unlisted_us = t0;
+		changed = 1;
 	}
+	if (changed)
+		gc_arm(px, px_now_us());
 	pthread_mutex_unlock(&px->bmu);
-	if (gc)
-		event_active(px->gc_ev, EV_READ, 0);
 }
 
+/* On the acceptor thread: closes the listeners whose grace is over, then
+ * re-arms for the next one. A broker listed again meanwhile has
+ * unlisted_us 0 (px_addr_map) and is left alone. */
 static void gc_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct px *px = arg;
@@ -551,6 +572,7 @@ static void gc_cb(evutil_socket_t fd, short what, void *arg)
 		       "closed (open connections stay)",
 		       b->node_id, b->proxy_port);
 	}
+	gc_arm(px, now);
 	pthread_mutex_unlock(&px->bmu);
 }
 
@@ -808,7 +830,7 @@ int px_start(struct px *px, char *err, size_t errlen)
 	px->drain_timer = evtimer_new(px->abase, drain_timeout_cb, px);
 	px->resume_ev = evtimer_new(px->abase, resume_cb, px);
 	px->kill_now_ev = event_new(px->abase, -1, 0, kill_now_cb, px);
-	px->gc_ev = event_new(px->abase, -1, 0, gc_cb, px);
+	px->gc_ev = evtimer_new(px->abase, gc_cb, px);
 	if (!px->stop_ev || !px->check_ev || !px->drain_timer || !px->resume_ev ||
 	    !px->kill_now_ev || !px->gc_ev) {
 		kd_errf(err, errlen, "event_new failed");

@@ -4,8 +4,8 @@
  * - a Metadata response naming more brokers than max_brokers: exactly
  *   max_brokers listeners, port 0 for the rest, the cap logged once;
  * - brokers that later Metadata responses no longer list: their listeners
- *   close after broker_grace_ms, not before; connections open through them
- *   stay; a broker listed again gets its listener back;
+ *   close after broker_grace_ms (on a timer), not before; connections open
+ *   through them stay; a broker listed again gets its listener back;
  * - a host name longer than kwire holds: one clear warning, never
  *   "broker 1 (:0)".
  *
@@ -440,6 +440,30 @@ static void test_gc_slots_and_grace(void **state)
 	fake_stop(&fk);
 }
 
+/* The grace period runs on a timer: the listeners of brokers one response
+ * stopped listing close once it is over, with no further Metadata. */
+static void test_gc_timer(void **state)
+{
+	(void)state;
+	struct fake fk;
+	int32_t ids[64], ports[64];
+	log_reset();
+	fake_start(&fk, 1, 4);
+	struct px *px = proxy_start(fk.port, 10, 300);
+	int fd = tcp_try_connect(px_listen_port(px));
+	assert_int_equal(metadata(fd, 1, ids, ports, 64), 4);
+	atomic_store(&fk.nlisted, 1);
+	assert_int_equal(metadata(fd, 2, ids, ports, 64), 1);
+	for (int i = 0; i < 1000 && nlistening(px) != 1; i++)
+		usleep(10000);
+	assert_int_equal(nlistening(px), 1);
+	assert_int_equal(listening(px, 1), 1);
+	assert_int_equal(log_count("no longer listed"), 3);
+	close(fd);
+	px_free(&px);
+	fake_stop(&fk);
+}
+
 /* A 300-byte host name: one warning that says so, no "(:0)". */
 static void test_long_host(void **state)
 {
@@ -470,6 +494,7 @@ int main(void)
 	    cmocka_unit_test(test_cap),
 	    cmocka_unit_test(test_gc),
 	    cmocka_unit_test(test_gc_slots_and_grace),
+	    cmocka_unit_test(test_gc_timer),
 	    cmocka_unit_test(test_long_host),
 	};
 	int rc = cmocka_run_group_tests(tests, NULL, NULL);
