@@ -75,9 +75,12 @@ def api_versions(port, timeout=10):
 
 
 def start_proxy(kwire, args, errpath, nofile=None):
+    """nofile: the RLIMIT_NOFILE (soft, hard) kwire starts with; an int
+    sets both."""
     def limit():
         if nofile:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+            lim = (nofile, nofile) if isinstance(nofile, int) else nofile
+            resource.setrlimit(resource.RLIMIT_NOFILE, lim)
     px = subprocess.Popen([kwire, "proxy", "--listen", "127.0.0.1:0", "--no-log"] + args,
                           stdout=subprocess.PIPE, stderr=open(errpath, "w"), preexec_fn=limit)
     deadline = time.monotonic() + 20
@@ -165,6 +168,23 @@ def test_emfile(kwire, mc_boot, tmp):
         px.wait()
 
 
+def test_raise_limit(kwire, mc_boot, tmp):
+    """A soft limit below the hard one is raised to it, and said."""
+    errpath = os.path.join(tmp, "raise.err")
+    px, _, _ = start_proxy(kwire, ["--upstream", mc_boot], errpath, (64, 512))
+    try:
+        err = open(errpath).read()
+        check(re.search(r"open files limit 512 \(raised from 64 to the hard limit\)", err),
+              f"the raise is not logged:\n{err}")
+        limits = open(f"/proc/{px.pid}/limits").read()
+        m = re.search(r"Max open files\s+(\d+)\s+(\d+)", limits)
+        check(m and m.group(1) == "512", f"soft limit not raised:\n{limits}")
+        print("ok: soft open files limit raised from 64 to 512")
+    finally:
+        px.kill()
+        px.wait()
+
+
 def test_second_signal(kwire, tmp, sig):
     """A request in flight to a broker that never answers holds the drain;
     the second signal ends it."""
@@ -227,6 +247,7 @@ def main():
                 boot = line.split()[1]
             if line.startswith("READY"):
                 break
+        test_raise_limit(kwire, boot, tmp)
         test_emfile(kwire, boot, tmp)
         test_second_signal(kwire, tmp, signal.SIGTERM)
         test_second_signal(kwire, tmp, signal.SIGINT)
