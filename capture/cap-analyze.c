@@ -873,6 +873,24 @@ static int det_log(struct an_det *det, int dir, uint32_t len, int64_t ts, uint64
 	return 0;
 }
 
+/* What the decoder's state of one flow (struct kd_stream, its in-flight
+ * FIFO) costs, roughly: counted in the flow memory budget. A frame being
+ * reassembled by the stream decoder is not counted. */
+#define AN_STREAM_MEM 1024u
+
+/* Tells the reassembler what this flow's state holds now (cap_flow.user_mem,
+ * counted against --flow-memory). */
+static void an_mem_update(struct an_flow *fl)
+{
+	size_t m = sizeof(*fl) + 16 + fl->pend_bytes + fl->npend * (sizeof(struct an_pend) + 16);
+	if (fl->det)
+		m += sizeof(*fl->det) + fl->det->buf[0].cap + fl->det->buf[1].cap +
+		     fl->det->caplog * sizeof(struct det_chunk);
+	if (fl->stream)
+		m += AN_STREAM_MEM;
+	fl->flow->user_mem = m;
+}
+
 /* ---- reassembler callbacks ---- */
 
 static void cb_open(void *ctx, struct cap_flow *flow)
@@ -900,6 +918,7 @@ static void cb_open(void *ctx, struct cap_flow *flow)
 				fl->state = FL_IGNORE;
 				flow->ignore = 1;
 			}
+			an_mem_update(fl);
 			return;
 		}
 		fl->port_known = 1;
@@ -909,6 +928,7 @@ static void cb_open(void *ctx, struct cap_flow *flow)
 		fl->state = FL_IGNORE;
 		flow->ignore = 1;
 	}
+	an_mem_update(fl);
 }
 
 static void cb_data(void *ctx, struct cap_flow *flow, int dir, const uint8_t *p, size_t len,
@@ -920,6 +940,7 @@ static void cb_data(void *ctx, struct cap_flow *flow, int dir, const uint8_t *p,
 		return;
 	if (fl->state == FL_KAFKA) {
 		feed(fl, dir, p, len, ts_us);
+		an_mem_update(fl);
 		return;
 	}
 	struct an_det *det = fl->det;
@@ -944,6 +965,7 @@ static void cb_data(void *ctx, struct cap_flow *flow, int dir, const uint8_t *p,
 		flow->ignore = 1;
 		det_free(&fl->det);
 	}
+	an_mem_update(fl);
 }
 
 static void cb_gap(void *ctx, struct cap_flow *flow, int dir, uint64_t nbytes, int64_t ts_us)
@@ -963,6 +985,7 @@ static void cb_gap(void *ctx, struct cap_flow *flow, int dir, uint64_t nbytes, i
 	kd_stream_gap(fl->stream, dir == fl->c2s ? KD_C2S : KD_S2C, nbytes);
 	if (an->tl)
 		an_tl_gap(an->tl, nbytes, ts_us);
+	an_mem_update(fl);
 }
 
 static void flow_end(struct cap_an *an, struct an_flow *fl)

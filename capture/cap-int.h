@@ -34,6 +34,16 @@ enum cap_prc cap_ip_upper(const uint8_t *p, size_t len, uint8_t proto, struct ca
  * promised beyond len. */
 enum cap_prc cap_tcp_hdr_parse(const uint8_t *p, size_t len, uint32_t missing, struct cap_seg *seg);
 
+/* ---- keyed hashing (cap-hash.c) ---- */
+
+struct cap_hkey {
+	uint64_t k[2];
+};
+/* SipHash-1-3 of data under key. */
+uint64_t cap_siphash(const struct cap_hkey *key, const void *data, size_t len);
+/* A random key (getrandom; a time-based one if the kernel has no entropy yet). */
+void cap_hkey_random(struct cap_hkey *key);
+
 /* ---- IP fragment reassembly (cap-frag.c) ---- */
 
 /* One datagram being rebuilt. Bytes are kept per 8-byte block (fragment

@@ -362,6 +362,13 @@ static void report_text(struct an_stats *st, struct kd_wbuf *w, const struct cap
 		    (unsigned long long)ts->packets, (unsigned long long)ts->bytes,
 		    (unsigned long long)ts->flows, (unsigned long long)ts->gaps,
 		    (unsigned long long)ts->gap_bytes);
+	if (ts)
+		kd_w_fmt(w,
+		         "flow memory peak %.1f MiB; flows evicted %llu to stay within "
+		         "--flow-memory, %llu for a full flow table\n",
+		         (double)ts->mem_peak / (1 << 20),
+		         (unsigned long long)ts->flows_evicted_mem,
+		         (unsigned long long)ts->flows_evicted);
 	kd_w_fmt(w,
 	         "Kafka flows %llu; requests %llu, responses %llu, pairs %llu (unanswered %llu, "
 	         "no response expected %llu, unmatched responses %llu)\n",
@@ -513,10 +520,13 @@ static void report_json(struct an_stats *st, struct kd_wbuf *w, const struct cap
 		kd_w_fmt(w,
 		         "\"capture\":{\"packets\":%llu,\"bytes\":%llu,\"tcp_flows\":%llu,\"tcp_"
 		         "gaps\":%llu,"
-		         "\"tcp_gap_bytes\":%llu},",
+		         "\"tcp_gap_bytes\":%llu,\"flow_mem_peak\":%llu,\"flows_evicted_mem\":%llu,"
+		         "\"flows_evicted_table\":%llu},",
 		         (unsigned long long)ts->packets, (unsigned long long)ts->bytes,
 		         (unsigned long long)ts->flows, (unsigned long long)ts->gaps,
-		         (unsigned long long)ts->gap_bytes);
+		         (unsigned long long)ts->gap_bytes, (unsigned long long)ts->mem_peak,
+		         (unsigned long long)ts->flows_evicted_mem,
+		         (unsigned long long)ts->flows_evicted);
 	kd_w_fmt(
 	    w,
 	    "\"kafka_flows\":%llu,\"requests\":%llu,\"responses\":%llu,\"pairs\":%llu,"

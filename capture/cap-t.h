@@ -95,9 +95,11 @@ struct cap_stats {
 	uint64_t gap_bytes;    /* bytes reported lost */
 	uint64_t flows;        /* flows opened */
 	uint64_t flows_timed_out;
-	uint64_t flows_evicted;    /* closed because max_flows was reached */
-	uint64_t cuts;             /* out-of-order buffers dropped for a memory cap */
-	uint64_t ignored_segments; /* segments of closed flows (late ACKs, FIN retransmits) */
+	uint64_t flows_evicted;     /* closed because max_flows was reached */
+	uint64_t flows_evicted_mem; /* closed, idlest first, to stay within mem_max */
+	uint64_t mem_peak;          /* the most bytes of flow state held at once (cap_tcp_mem()) */
+	uint64_t cuts;              /* out-of-order buffers dropped for a memory cap */
+	uint64_t ignored_segments;  /* segments of closed flows (late ACKs, FIN retransmits) */
 };
 
 /* Why a flow ended. */
@@ -142,9 +144,33 @@ struct cap_half {
 	int64_t acked_us;          /* when acked was first seen */
 };
 
+/* Private: the flow table's entry for one connection (its hash chain,
+ * idle order and 4-tuple). A connection that has carried no payload (a
+ * SYN scan, a refused connection) is only this, about 100 bytes; struct
+ * cap_flow, which holds one, is allocated at its first payload. Until then
+ * the entry follows the handshake, FINs and RST itself. */
+struct cap_fent {
+	struct cap_fent *hnext;               /* hash chain */
+	struct cap_fent *lru_prev, *lru_next; /* idle order, oldest first */
+	int64_t first_us, last_us;
+	uint8_t addr[2][16]; /* [0] the client's */
+	uint16_t port[2];
+	uint32_t hash;
+	/* per direction, for an entry without a cap_flow only: */
+	uint32_t isn[2], next[2];
+	uint32_t pkts[2];
+	uint8_t init; /* bit d: isn/next[d] are valid */
+	uint8_t fin;  /* bit d: FIN from ep[d] (at next[d]: no payload) */
+	uint8_t af, client_how, handshake, closed;
+	uint8_t full; /* this is cap_flow.ent */
+};
+
 /* One TCP connection. ep[0] is the client (see client_how); direction 0
  * of data()/gap() is ep[0] -> ep[1], direction 1 the reverse; with
- * client_how == CAP_CLIENT_SYN, direction 0 is enum kd_dir KD_C2S. */
+ * client_how == CAP_CLIENT_SYN, direction 0 is enum kd_dir KD_C2S.
+ * The reassembler creates it at the connection's first payload byte (or
+ * first lost byte): flow_open() is never called for a connection that
+ * carried no payload. */
 struct cap_flow {
 	struct cap_endpoint ep[2];
 	uint8_t af;         /* 4 or 6 */
@@ -161,12 +187,15 @@ struct cap_flow {
 	uint64_t gap_bytes[2];
 	uint64_t dup_bytes[2];
 	void *user; /* the user's per-flow state */
+	/* Bytes the user's per-flow state holds now. The user keeps it
+	 * current; the reassembler reads it after each callback and counts it
+	 * against cap_tcp_opts.mem_max. */
+	size_t user_mem;
 
 	/* private */
 	struct cap_half half[2];
-	struct cap_flow *hnext;               /* hash chain */
-	struct cap_flow *lru_prev, *lru_next; /* idle order, oldest first */
-	uint32_t hash;
+	struct cap_fent ent;
+	size_t user_acct; /* user_mem as last counted */
 };
 
 /* Callbacks of the reassembler. ctx is the cbs->ctx pointer. Any may be
@@ -200,6 +229,11 @@ struct cap_tcp_opts {
 	 * that a data segment the capture put just behind its ACK (port
 	 * mirroring, several queues) is not lost (2 ms; negative: at once). */
 	int64_t ack_grace_us;
+	/* Memory budget for all flow state: table entries, flows, their
+	 * out-of-order data, IP fragments and the user's per-flow state
+	 * (cap_flow.user_mem). Over it, the idlest flows are closed with
+	 * CAP_CLOSE_EVICT (counted in flows_evicted_mem) (512 MiB). */
+	size_t mem_max;
 };
 
 struct cap_source;

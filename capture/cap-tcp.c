@@ -23,6 +23,7 @@
  *   - the flow ends with holes (FIN sequence number known: up to it).
  * Data buffered behind a skipped hole is then delivered in order. */
 #include <arpa/inet.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,11 +45,13 @@ struct cap_tcp {
 	struct cap_tcp_opts opts;
 	struct cap_tcp_cbs cbs;
 	struct cap_stats st;
-	struct cap_flow **buckets;
+	struct cap_fent **buckets;
 	uint32_t nbuckets; /* power of two */
 	size_t nflows;
-	struct cap_flow *lru_head[2], *lru_tail[2]; /* [0] open, [1] closed */
-	size_t ooo_mem; /* bytes held in out-of-order segments, all flows */
+	struct cap_fent *lru_head[2], *lru_tail[2]; /* [0] open, [1] closed */
+	size_t ooo_mem;   /* bytes held in out-of-order segments, all flows */
+	size_t mem_flows; /* entries, flows, buckets and user_mem (see cap_tcp_mem) */
+	struct cap_hkey hkey;
 	struct cap_fragtab frags;
 	int64_t now_us;
 	int64_t last_sweep_us;
@@ -59,6 +62,12 @@ struct cap_tcp {
 #define SEQ_LE(a, b) ((int32_t)((uint32_t)(a) - (uint32_t)(b)) <= 0)
 #define SEQ_GT(a, b) SEQ_LT(b, a)
 #define OSEG_MEM(len, lost) (sizeof(struct cap_oseg) + ((lost) ? 0 : (len)))
+/* What an allocation costs beyond its size (glibc's chunk header and
+ * rounding, roughly), in the memory accounting. */
+#define ALLOC_OVH 16u
+#define ENT_MEM (sizeof(struct cap_fent) + ALLOC_OVH)
+#define FLOW_MEM (sizeof(struct cap_flow) + ALLOC_OVH)
+#define FLOW_OF(e) ((struct cap_flow *)(void *)((char *)(e)-offsetof(struct cap_flow, ent)))
 /* A segment or an acknowledgment further than this from where we are is
  * not believed (a mid-stream start on an old retransmission, garbage). */
 #define SEQ_SANE (1u << 30)
@@ -130,6 +139,8 @@ struct cap_tcp *cap_tcp_new(const struct cap_tcp_opts *opts, const struct cap_tc
 		o->frag_max = 4096;
 	if (!o->frag_timeout_us)
 		o->frag_timeout_us = 30LL * 1000000;
+	if (!o->mem_max)
+		o->mem_max = (size_t)512 << 20;
 	if (!o->ack_grace_us)
 		o->ack_grace_us = 2000;
 	else if (o->ack_grace_us < 0)
@@ -143,6 +154,8 @@ struct cap_tcp *cap_tcp_new(const struct cap_tcp_opts *opts, const struct cap_tc
 		free(tcp);
 		return NULL;
 	}
+	tcp->mem_flows = tcp->nbuckets * sizeof(*tcp->buckets);
+	cap_hkey_random(&tcp->hkey);
 	tcp->now_us = INT64_MIN;
 	tcp->last_sweep_us = INT64_MIN;
 	return tcp;
@@ -163,55 +176,68 @@ size_t cap_tcp_nflows(const struct cap_tcp *tcp)
 	return tcp->nflows;
 }
 
+size_t cap_tcp_mem(const struct cap_tcp *tcp)
+{
+	return tcp->mem_flows + tcp->ooo_mem + tcp->frags.mem;
+}
+
+static void mem_note_peak(struct cap_tcp *tcp)
+{
+	size_t m = cap_tcp_mem(tcp);
+	if (m > tcp->st.mem_peak)
+		tcp->st.mem_peak = m;
+}
+
+/* The user's per-flow memory as it is after a callback. */
+static void user_sync(struct cap_tcp *tcp, struct cap_flow *flow)
+{
+	if (flow->user_mem != flow->user_acct) {
+		tcp->mem_flows += flow->user_mem - flow->user_acct; /* size_t: wraps right */
+		flow->user_acct = flow->user_mem;
+	}
+}
+
 /* ---- flow table ---- */
 
-static uint64_t mix64(uint64_t x)
+/* Keyed and symmetric: both directions of a connection hash alike, and a
+ * capture cannot aim flows at one bucket (the key is random per run). The
+ * two endpoints go in a fixed order, the smaller first. */
+static uint32_t flow_hash(const struct cap_tcp *tcp, const struct cap_seg *seg)
 {
-	x ^= x >> 33;
-	x *= 0xff51afd7ed558ccdULL;
-	x ^= x >> 33;
-	x *= 0xc4ceb9fe1a85ec53ULL;
-	x ^= x >> 33;
-	return x;
+	uint8_t b[37];
+	int c = memcmp(seg->saddr, seg->daddr, 16);
+	int s_first = c < 0 || (c == 0 && seg->sport <= seg->dport);
+	const uint8_t *a0 = s_first ? seg->saddr : seg->daddr,
+	              *a1 = s_first ? seg->daddr : seg->saddr;
+	uint16_t p0 = s_first ? seg->sport : seg->dport, p1 = s_first ? seg->dport : seg->sport;
+	memcpy(b, a0, 16);
+	memcpy(b + 16, a1, 16);
+	b[32] = (uint8_t)(p0 >> 8);
+	b[33] = (uint8_t)p0;
+	b[34] = (uint8_t)(p1 >> 8);
+	b[35] = (uint8_t)p1;
+	b[36] = seg->af;
+	uint64_t h = cap_siphash(&tcp->hkey, b, sizeof(b));
+	return (uint32_t)(h ^ (h >> 32));
 }
 
-static uint64_t ep_hash(const uint8_t *addr, uint16_t port)
+/* The entry of seg's connection and the direction seg travels in it
+ * (*dir), or NULL. */
+static struct cap_fent *ent_find(struct cap_tcp *tcp, const struct cap_seg *seg, uint32_t h,
+                                 int *dir)
 {
-	uint64_t a, b;
-	memcpy(&a, addr, 8);
-	memcpy(&b, addr + 8, 8);
-	return mix64(a ^ mix64(b ^ port));
-}
-
-/* Symmetric: both directions of a connection hash alike. */
-static uint32_t flow_hash(const struct cap_seg *seg)
-{
-	uint64_t h = ep_hash(seg->saddr, seg->sport) + ep_hash(seg->daddr, seg->dport);
-	return (uint32_t)(h ^ (h >> 32) ^ seg->af);
-}
-
-static int ep_eq(const struct cap_endpoint *ep, const uint8_t *addr, uint16_t port)
-{
-	return ep->port == port && !memcmp(ep->addr, addr, 16);
-}
-
-/* The flow of seg and the direction seg travels in it (*dir), or NULL. */
-static struct cap_flow *flow_find(struct cap_tcp *tcp, const struct cap_seg *seg, uint32_t h,
-                                  int *dir)
-{
-	for (struct cap_flow *flow = tcp->buckets[h & (tcp->nbuckets - 1)]; flow;
-	     flow = flow->hnext) {
-		if (flow->hash != h || flow->af != seg->af)
+	for (struct cap_fent *e = tcp->buckets[h & (tcp->nbuckets - 1)]; e; e = e->hnext) {
+		if (e->hash != h || e->af != seg->af)
 			continue;
-		if (ep_eq(&flow->ep[0], seg->saddr, seg->sport) &&
-		    ep_eq(&flow->ep[1], seg->daddr, seg->dport)) {
+		if (e->port[0] == seg->sport && e->port[1] == seg->dport &&
+		    !memcmp(e->addr[0], seg->saddr, 16) && !memcmp(e->addr[1], seg->daddr, 16)) {
 			*dir = 0;
-			return flow;
+			return e;
 		}
-		if (ep_eq(&flow->ep[1], seg->saddr, seg->sport) &&
-		    ep_eq(&flow->ep[0], seg->daddr, seg->dport)) {
+		if (e->port[1] == seg->sport && e->port[0] == seg->dport &&
+		    !memcmp(e->addr[1], seg->saddr, 16) && !memcmp(e->addr[0], seg->daddr, 16)) {
 			*dir = 1;
-			return flow;
+			return e;
 		}
 	}
 	return NULL;
@@ -220,46 +246,47 @@ static struct cap_flow *flow_find(struct cap_tcp *tcp, const struct cap_seg *seg
 static void table_grow(struct cap_tcp *tcp)
 {
 	uint32_t n = tcp->nbuckets * 2;
-	struct cap_flow **nb = calloc(n, sizeof(*nb));
+	struct cap_fent **nb = calloc(n, sizeof(*nb));
 	if (!nb)
 		return; /* longer chains, still correct */
 	for (uint32_t i = 0; i < tcp->nbuckets; i++) {
-		struct cap_flow *flow = tcp->buckets[i], *next;
-		for (; flow; flow = next) {
-			next = flow->hnext;
-			flow->hnext = nb[flow->hash & (n - 1)];
-			nb[flow->hash & (n - 1)] = flow;
+		struct cap_fent *e = tcp->buckets[i], *next;
+		for (; e; e = next) {
+			next = e->hnext;
+			e->hnext = nb[e->hash & (n - 1)];
+			nb[e->hash & (n - 1)] = e;
 		}
 	}
+	tcp->mem_flows += (n - tcp->nbuckets) * sizeof(*nb);
 	free(tcp->buckets);
 	tcp->buckets = nb;
 	tcp->nbuckets = n;
 }
 
-static void lru_unlink(struct cap_tcp *tcp, struct cap_flow *flow)
+static void lru_unlink(struct cap_tcp *tcp, struct cap_fent *e)
 {
-	int l = flow->closed ? 1 : 0;
-	if (flow->lru_prev)
-		flow->lru_prev->lru_next = flow->lru_next;
+	int l = e->closed ? 1 : 0;
+	if (e->lru_prev)
+		e->lru_prev->lru_next = e->lru_next;
 	else
-		tcp->lru_head[l] = flow->lru_next;
-	if (flow->lru_next)
-		flow->lru_next->lru_prev = flow->lru_prev;
+		tcp->lru_head[l] = e->lru_next;
+	if (e->lru_next)
+		e->lru_next->lru_prev = e->lru_prev;
 	else
-		tcp->lru_tail[l] = flow->lru_prev;
-	flow->lru_prev = flow->lru_next = NULL;
+		tcp->lru_tail[l] = e->lru_prev;
+	e->lru_prev = e->lru_next = NULL;
 }
 
-static void lru_append(struct cap_tcp *tcp, struct cap_flow *flow)
+static void lru_append(struct cap_tcp *tcp, struct cap_fent *e)
 {
-	int l = flow->closed ? 1 : 0;
-	flow->lru_next = NULL;
-	flow->lru_prev = tcp->lru_tail[l];
+	int l = e->closed ? 1 : 0;
+	e->lru_next = NULL;
+	e->lru_prev = tcp->lru_tail[l];
 	if (tcp->lru_tail[l])
-		tcp->lru_tail[l]->lru_next = flow;
+		tcp->lru_tail[l]->lru_next = e;
 	else
-		tcp->lru_head[l] = flow;
-	tcp->lru_tail[l] = flow;
+		tcp->lru_head[l] = e;
+	tcp->lru_tail[l] = e;
 }
 
 static void half_free(struct cap_tcp *tcp, struct cap_half *h)
@@ -276,18 +303,26 @@ static void half_free(struct cap_tcp *tcp, struct cap_half *h)
 	h->ooo_since_us = 0;
 }
 
-/* Removes flow from the table and frees it; no callback. */
-static void flow_destroy(struct cap_tcp *tcp, struct cap_flow *flow)
+/* Removes an entry from the table and frees it (its flow too); no
+ * callback. */
+static void ent_destroy(struct cap_tcp *tcp, struct cap_fent *e)
 {
-	struct cap_flow **pp = &tcp->buckets[flow->hash & (tcp->nbuckets - 1)];
-	while (*pp != flow)
+	struct cap_fent **pp = &tcp->buckets[e->hash & (tcp->nbuckets - 1)];
+	while (*pp != e)
 		pp = &(*pp)->hnext;
-	*pp = flow->hnext;
-	lru_unlink(tcp, flow);
-	half_free(tcp, &flow->half[0]);
-	half_free(tcp, &flow->half[1]);
+	*pp = e->hnext;
+	lru_unlink(tcp, e);
 	tcp->nflows--;
-	free(flow);
+	if (e->full) {
+		struct cap_flow *flow = FLOW_OF(e);
+		half_free(tcp, &flow->half[0]);
+		half_free(tcp, &flow->half[1]);
+		tcp->mem_flows -= FLOW_MEM + flow->user_acct;
+		free(flow);
+	} else {
+		tcp->mem_flows -= ENT_MEM;
+		free(e);
+	}
 }
 
 /* ---- delivery ---- */
@@ -299,8 +334,10 @@ static void emit_data(struct cap_tcp *tcp, struct cap_flow *flow, int dir, const
 		return;
 	flow->bytes[dir] += len;
 	tcp->st.delivered += len;
-	if (tcp->cbs.data)
+	if (tcp->cbs.data) {
 		tcp->cbs.data(tcp->cbs.ctx, flow, dir, p, len, ts);
+		user_sync(tcp, flow);
+	}
 }
 
 static void emit_gap(struct cap_tcp *tcp, struct cap_flow *flow, int dir, uint64_t n, int64_t ts)
@@ -310,8 +347,10 @@ static void emit_gap(struct cap_tcp *tcp, struct cap_flow *flow, int dir, uint64
 	flow->gap_bytes[dir] += n;
 	tcp->st.gaps++;
 	tcp->st.gap_bytes += n;
-	if (tcp->cbs.gap)
+	if (tcp->cbs.gap) {
 		tcp->cbs.gap(tcp->cbs.ctx, flow, dir, n, ts);
+		user_sync(tcp, flow);
+	}
 }
 
 static void emit_msg(struct cap_tcp *tcp, struct cap_flow *flow, const char *msg)
@@ -429,8 +468,11 @@ static void enforce_caps(struct cap_tcp *tcp, struct cap_flow *flow, int dir, in
 		skip_hole(tcp, flow, dir, ts);
 	}
 	/* still over the total: other flows hold it; cut the idlest first */
-	for (struct cap_flow *f = tcp->lru_head[0]; f && tcp->ooo_mem > tcp->opts.total_buf_max;
-	     f = f->lru_next) {
+	for (struct cap_fent *e = tcp->lru_head[0]; e && tcp->ooo_mem > tcp->opts.total_buf_max;
+	     e = e->lru_next) {
+		if (!e->full)
+			continue;
+		struct cap_flow *f = FLOW_OF(e);
 		for (int d = 0; d < 2; d++) {
 			if (!f->half[d].ooo)
 				continue;
@@ -521,41 +563,76 @@ static void half_finish(struct cap_tcp *tcp, struct cap_flow *flow, int dir, int
 
 static void ack_apply(struct cap_tcp *tcp, struct cap_flow *flow, int64_t ts, int force);
 
-/* Ends a flow: remaining data and gaps, then flow_close(). Lingering
- * (closed) flows absorb late packets; others are freed. */
+/* Ends a connection: for a flow, remaining data and gaps, then
+ * flow_close(). Lingering (closed) entries absorb late packets; others are
+ * freed. */
+static void ent_end(struct cap_tcp *tcp, struct cap_fent *e, enum cap_close_reason reason,
+                    int64_t ts, int linger)
+{
+	if (!e->closed) {
+		if (e->full) {
+			struct cap_flow *flow = FLOW_OF(e);
+			ack_apply(tcp, flow, ts, 1);
+			half_finish(tcp, flow, 0, ts);
+			half_finish(tcp, flow, 1, ts);
+			if (tcp->cbs.flow_close)
+				tcp->cbs.flow_close(tcp->cbs.ctx, flow, reason);
+			flow->user = NULL;
+			flow->user_mem = 0;
+			user_sync(tcp, flow);
+			flow->closed = 1;
+		}
+		lru_unlink(tcp, e);
+		e->closed = 1;
+		lru_append(tcp, e);
+	}
+	if (!linger)
+		ent_destroy(tcp, e);
+}
+
 static void flow_end(struct cap_tcp *tcp, struct cap_flow *flow, enum cap_close_reason reason,
                      int64_t ts, int linger)
 {
-	if (!flow->closed) {
-		ack_apply(tcp, flow, ts, 1);
-		half_finish(tcp, flow, 0, ts);
-		half_finish(tcp, flow, 1, ts);
-		if (tcp->cbs.flow_close)
-			tcp->cbs.flow_close(tcp->cbs.ctx, flow, reason);
-		flow->user = NULL;
-		lru_unlink(tcp, flow);
-		flow->closed = 1;
-		lru_append(tcp, flow);
-	}
-	if (!linger)
-		flow_destroy(tcp, flow);
+	ent_end(tcp, &flow->ent, reason, ts, linger);
 }
 
-static struct cap_flow *flow_new(struct cap_tcp *tcp, const struct cap_seg *seg, uint32_t h,
-                                 int64_t ts, int *dir)
+/* Closes the idlest connections while the flow state is over mem_max:
+ * closed ones that only linger first, then open ones (CAP_CLOSE_EVICT).
+ * keep (the connection being served) stays. */
+static void mem_enforce(struct cap_tcp *tcp, const struct cap_fent *keep, int64_t ts)
 {
-	struct cap_flow *flow;
+	mem_note_peak(tcp);
+	while (cap_tcp_mem(tcp) > tcp->opts.mem_max) {
+		struct cap_fent *e = tcp->lru_head[1];
+		if (e && e != keep) {
+			ent_destroy(tcp, e);
+			continue;
+		}
+		e = tcp->lru_head[0];
+		if (e == keep)
+			e = e->lru_next;
+		if (!e)
+			break;
+		tcp->st.flows_evicted_mem++;
+		ent_end(tcp, e, CAP_CLOSE_EVICT, ts, 0);
+	}
+}
+
+/* A table entry for the connection seg starts (no cap_flow yet). */
+static struct cap_fent *ent_new(struct cap_tcp *tcp, const struct cap_seg *seg, uint32_t h,
+                                int64_t ts, int *dir)
+{
 	if (tcp->nflows >= tcp->opts.max_flows) {
 		/* make room: a closed flow if any, else the idlest open one */
 		if (tcp->lru_head[1]) {
-			flow_destroy(tcp, tcp->lru_head[1]);
+			ent_destroy(tcp, tcp->lru_head[1]);
 		} else if (tcp->lru_head[0]) {
 			tcp->st.flows_evicted++;
-			flow_end(tcp, tcp->lru_head[0], CAP_CLOSE_EVICT, ts, 0);
+			ent_end(tcp, tcp->lru_head[0], CAP_CLOSE_EVICT, ts, 0);
 		}
 	}
-	flow = calloc(1, sizeof(*flow));
-	if (!flow)
+	struct cap_fent *e = calloc(1, sizeof(*e));
+	if (!e)
 		return NULL;
 	/* Who is the client? The SYN's sender; the SYN-ACK's receiver;
 	 * without a handshake, the higher port (clients use ephemeral
@@ -563,56 +640,158 @@ static struct cap_flow *flow_new(struct cap_tcp *tcp, const struct cap_seg *seg,
 	int sender_is_client;
 	if ((seg->flags & (CAP_TH_SYN | CAP_TH_ACK)) == CAP_TH_SYN) {
 		sender_is_client = 1;
-		flow->client_how = CAP_CLIENT_SYN;
-		flow->handshake = 1;
+		e->client_how = CAP_CLIENT_SYN;
+		e->handshake = 1;
 	} else if (seg->flags & CAP_TH_SYN) {
 		sender_is_client = 0;
-		flow->client_how = CAP_CLIENT_SYN;
-		flow->handshake = 2;
+		e->client_how = CAP_CLIENT_SYN;
+		e->handshake = 2;
 	} else {
 		sender_is_client = seg->sport >= seg->dport;
-		flow->client_how = CAP_CLIENT_GUESS;
+		e->client_how = CAP_CLIENT_GUESS;
 	}
-	const uint8_t *ca = sender_is_client ? seg->saddr : seg->daddr;
-	const uint8_t *sa = sender_is_client ? seg->daddr : seg->saddr;
-	uint16_t cp = sender_is_client ? seg->sport : seg->dport;
-	uint16_t sp = sender_is_client ? seg->dport : seg->sport;
-	flow->af = seg->af;
-	memcpy(flow->ep[0].addr, ca, 16);
-	flow->ep[0].port = cp;
-	memcpy(flow->ep[1].addr, sa, 16);
-	flow->ep[1].port = sp;
-	cap_endpoint_format(flow->ep[0].str, sizeof(flow->ep[0].str), seg->af, ca, cp);
-	cap_endpoint_format(flow->ep[1].str, sizeof(flow->ep[1].str), seg->af, sa, sp);
-	flow->hash = h;
-	flow->id = ++tcp->next_id;
-	flow->first_us = flow->last_us = ts;
+	memcpy(e->addr[0], sender_is_client ? seg->saddr : seg->daddr, 16);
+	memcpy(e->addr[1], sender_is_client ? seg->daddr : seg->saddr, 16);
+	e->port[0] = sender_is_client ? seg->sport : seg->dport;
+	e->port[1] = sender_is_client ? seg->dport : seg->sport;
+	e->af = seg->af;
+	e->hash = h;
+	e->first_us = e->last_us = ts;
 	*dir = sender_is_client ? 0 : 1;
 
 	if (tcp->nflows >= tcp->nbuckets)
 		table_grow(tcp);
-	struct cap_flow **b = &tcp->buckets[h & (tcp->nbuckets - 1)];
-	flow->hnext = *b;
-	*b = flow;
+	struct cap_fent **b = &tcp->buckets[h & (tcp->nbuckets - 1)];
+	e->hnext = *b;
+	*b = e;
 	tcp->nflows++;
-	lru_append(tcp, flow);
+	tcp->mem_flows += ENT_MEM;
+	lru_append(tcp, e);
 	tcp->st.flows++;
-	if (tcp->cbs.flow_open)
+	return e;
+}
+
+/* The connection's first payload: its cap_flow takes the entry's place
+ * (hash chain and idle order), with what the entry knew, and flow_open()
+ * is called. NULL when out of memory (the entry stays). */
+static struct cap_flow *ent_promote(struct cap_tcp *tcp, struct cap_fent *e)
+{
+	struct cap_flow *flow = calloc(1, sizeof(*flow));
+	if (!flow)
+		return NULL;
+	flow->ent = *e;
+	struct cap_fent *ne = &flow->ent;
+	ne->full = 1;
+	struct cap_fent **pp = &tcp->buckets[e->hash & (tcp->nbuckets - 1)];
+	while (*pp != e)
+		pp = &(*pp)->hnext;
+	*pp = ne;
+	int l = e->closed ? 1 : 0;
+	if (e->lru_prev)
+		e->lru_prev->lru_next = ne;
+	else
+		tcp->lru_head[l] = ne;
+	if (e->lru_next)
+		e->lru_next->lru_prev = ne;
+	else
+		tcp->lru_tail[l] = ne;
+	for (int i = 0; i < 2; i++) {
+		memcpy(flow->ep[i].addr, e->addr[i], 16);
+		flow->ep[i].port = e->port[i];
+		cap_endpoint_format(flow->ep[i].str, sizeof(flow->ep[i].str), e->af, e->addr[i],
+		                    e->port[i]);
+		flow->pkts[i] = e->pkts[i];
+		struct cap_half *h = &flow->half[i];
+		if (e->init & (1u << i)) {
+			h->init = 1;
+			h->isn = e->isn[i];
+			h->next = e->next[i];
+		}
+		if (e->fin & (1u << i)) {
+			h->fin = 1;
+			h->fin_seq = e->next[i];
+			flow->fin[i] = 1;
+		}
+	}
+	flow->af = e->af;
+	flow->client_how = e->client_how;
+	flow->handshake = e->handshake;
+	flow->first_us = e->first_us;
+	flow->last_us = e->last_us;
+	flow->id = ++tcp->next_id;
+	tcp->mem_flows += FLOW_MEM;
+	tcp->mem_flows -= ENT_MEM;
+	free(e);
+	if (tcp->cbs.flow_open) {
 		tcp->cbs.flow_open(tcp->cbs.ctx, flow);
+		user_sync(tcp, flow);
+	}
 	return flow;
+}
+
+/* A segment of a connection that has no cap_flow yet. Returns 1 when the
+ * entry took it (no payload, nothing lost: SYN, SYN-ACK, ACK, FIN, RST),
+ * 0 when the connection needs its cap_flow for it (the entry is then
+ * unchanged and the segment goes the flow's way). The rules are the
+ * flow's own (cap_tcp_segment) for a segment without payload. */
+static int ent_segment(struct cap_tcp *tcp, struct cap_fent *e, const struct cap_seg *seg, int dir,
+                       int64_t ts)
+{
+	if (seg->len || seg->missing)
+		return 0;
+	uint32_t seq = seg->seq;
+	int init = e->init >> dir & 1;
+	int fresh_syn = (seg->flags & CAP_TH_SYN) && (!init || e->pkts[dir] == 0);
+	if (fresh_syn)
+		init = 1;
+	if (seg->flags & CAP_TH_SYN)
+		seq++;
+	uint32_t next = fresh_syn ? seg->seq + 1 : e->next[dir];
+	if ((seg->flags & CAP_TH_FIN) && !(seg->flags & CAP_TH_RST) && init && seq != next)
+		return 0; /* bytes lost before the FIN */
+	if (seg->flags & CAP_TH_ACK) {
+		/* an acknowledgment past what the other side sent: lost bytes */
+		int o = !dir;
+		uint32_t onext = e->next[o] + (e->fin >> o & 1);
+		if ((e->init >> o & 1) && SEQ_GT(seg->ack, onext) &&
+		    (uint32_t)(seg->ack - e->next[o]) < SEQ_SANE)
+			return 0;
+	}
+	e->pkts[dir]++;
+	if (fresh_syn) {
+		e->isn[dir] = seg->seq;
+		e->next[dir] = seg->seq + 1;
+		e->init |= (uint8_t)(1u << dir);
+	}
+	if ((seg->flags & CAP_TH_SYN) && (seg->flags & CAP_TH_ACK) && e->handshake == 1)
+		e->handshake = 2;
+	if (seg->flags & CAP_TH_RST) {
+		ent_end(tcp, e, CAP_CLOSE_RST, ts, 1);
+		return 1;
+	}
+	if (seg->flags & CAP_TH_FIN) {
+		if (!(e->init >> dir & 1)) {
+			e->isn[dir] = e->next[dir] = seq;
+			e->init |= (uint8_t)(1u << dir);
+		}
+		e->fin |= (uint8_t)(1u << dir);
+	}
+	if (e->fin == 3)
+		ent_end(tcp, e, CAP_CLOSE_FIN, ts, 1);
+	return 1;
 }
 
 /* Idle flows (open: idle_timeout_us, closed: closed_linger_us) and stale
  * fragments, checked once per second of capture time. */
 static void sweep(struct cap_tcp *tcp, int64_t now)
 {
-	struct cap_flow *flow;
-	while ((flow = tcp->lru_head[0]) && now - flow->last_us > tcp->opts.idle_timeout_us) {
+	struct cap_fent *e;
+	while ((e = tcp->lru_head[0]) && now - e->last_us > tcp->opts.idle_timeout_us) {
 		tcp->st.flows_timed_out++;
-		flow_end(tcp, flow, CAP_CLOSE_TIMEOUT, now, 0);
+		ent_end(tcp, e, CAP_CLOSE_TIMEOUT, now, 0);
 	}
-	while ((flow = tcp->lru_head[1]) && now - flow->last_us > tcp->opts.closed_linger_us)
-		flow_destroy(tcp, flow);
+	while ((e = tcp->lru_head[1]) && now - e->last_us > tcp->opts.closed_linger_us)
+		ent_destroy(tcp, e);
 	cap_frag_expire(&tcp->frags, now, &tcp->st);
 }
 
@@ -680,8 +859,9 @@ static void check_fin_close(struct cap_tcp *tcp, struct cap_flow *flow, int64_t 
 void cap_tcp_segment(struct cap_tcp *tcp, const struct cap_seg *seg, int64_t ts)
 {
 	struct cap_flow *flow;
+	struct cap_fent *e;
 	int dir;
-	uint32_t h = flow_hash(seg);
+	uint32_t h = flow_hash(tcp, seg);
 
 	ts = ts_clamp(ts);
 	tcp->st.tcp_segments++;
@@ -695,37 +875,55 @@ void cap_tcp_segment(struct cap_tcp *tcp, const struct cap_seg *seg, int64_t ts)
 		tcp->last_sweep_us = tcp->now_us;
 	}
 
-	flow = flow_find(tcp, seg, h, &dir);
+	e = ent_find(tcp, seg, h, &dir);
 	int syn_only = (seg->flags & (CAP_TH_SYN | CAP_TH_ACK | CAP_TH_RST)) == CAP_TH_SYN;
-	if (flow && syn_only) {
-		struct cap_half *ch = &flow->half[dir];
+	if (e && syn_only) {
 		/* a retransmitted SYN, or the SYN captured after its SYN-ACK */
-		int same_syn = !flow->closed && dir == 0 && flow->client_how == CAP_CLIENT_SYN &&
-		               (!ch->init || ch->isn == seg->seq);
+		int init = e->full ? FLOW_OF(e)->half[dir].init : e->init >> dir & 1;
+		uint32_t isn = e->full ? FLOW_OF(e)->half[dir].isn : e->isn[dir];
+		int same_syn = !e->closed && dir == 0 && e->client_how == CAP_CLIENT_SYN &&
+		               (!init || isn == seg->seq);
 		if (!same_syn) {
 			/* port reuse: a new connection on the same 4-tuple */
-			flow_end(tcp, flow, CAP_CLOSE_REUSE, ts, 0);
-			flow = NULL;
+			ent_end(tcp, e, CAP_CLOSE_REUSE, ts, 0);
+			e = NULL;
 		}
 	}
-	if (flow && flow->closed) {
+	if (e && e->closed) {
 		tcp->st.ignored_segments++;
-		flow->last_us = ts;
+		e->last_us = ts;
+		if (e->full)
+			FLOW_OF(e)->last_us = ts;
 		return;
 	}
-	if (!flow) {
+	if (!e) {
 		if (seg->flags & CAP_TH_RST) {
 			tcp->st.ignored_segments++;
 			return;
 		}
-		flow = flow_new(tcp, seg, h, ts, &dir);
+		e = ent_new(tcp, seg, h, ts, &dir);
+		if (!e) {
+			tcp->st.ignored_segments++;
+			return;
+		}
+	} else if (e->lru_next) {
+		lru_unlink(tcp, e);
+		lru_append(tcp, e);
+	}
+	e->last_us = ts;
+	if (!e->full) {
+		if (ent_segment(tcp, e, seg, dir, ts)) {
+			mem_enforce(tcp, e, ts);
+			return;
+		}
+		flow = ent_promote(tcp, e);
 		if (!flow) {
 			tcp->st.ignored_segments++;
 			return;
 		}
-	} else if (flow->lru_next) {
-		lru_unlink(tcp, flow);
-		lru_append(tcp, flow);
+		e = &flow->ent;
+	} else {
+		flow = FLOW_OF(e);
 	}
 	flow->last_us = ts;
 	flow->pkts[dir]++;
@@ -774,6 +972,7 @@ void cap_tcp_segment(struct cap_tcp *tcp, const struct cap_seg *seg, int64_t ts)
 	}
 	if (flow->fin[0] && flow->fin[1])
 		check_fin_close(tcp, flow, ts);
+	mem_enforce(tcp, e, ts);
 }
 
 void cap_tcp_packet(struct cap_tcp *tcp, const struct cap_pkt *pkt)
@@ -828,9 +1027,9 @@ void cap_tcp_packet(struct cap_tcp *tcp, const struct cap_pkt *pkt)
 void cap_tcp_flush(struct cap_tcp *tcp)
 {
 	while (tcp->lru_head[0])
-		flow_end(tcp, tcp->lru_head[0], CAP_CLOSE_END, tcp->now_us, 0);
+		ent_end(tcp, tcp->lru_head[0], CAP_CLOSE_END, tcp->now_us, 0);
 	while (tcp->lru_head[1])
-		flow_destroy(tcp, tcp->lru_head[1]);
+		ent_destroy(tcp, tcp->lru_head[1]);
 	cap_frag_expire(&tcp->frags, INT64_MAX, &tcp->st);
 }
 
@@ -841,7 +1040,7 @@ void cap_tcp_free(struct cap_tcp **ptcp)
 		return;
 	for (int l = 0; l < 2; l++)
 		while (tcp->lru_head[l])
-			flow_destroy(tcp, tcp->lru_head[l]);
+			ent_destroy(tcp, tcp->lru_head[l]);
 	while (tcp->frags.head)
 		cap_frag_release(&tcp->frags, tcp->frags.head);
 	free(tcp->buckets);

@@ -127,6 +127,11 @@ size_t cap_tcp_buffered(const struct cap_tcp *tcp);
 /* Flows currently in the table (closed ones lingering included). */
 size_t cap_tcp_nflows(const struct cap_tcp *tcp);
 
+/* Bytes of flow state held now, as counted against cap_tcp_opts.mem_max:
+ * table entries and buckets, flows, out-of-order data, IP fragments and
+ * every flow's user_mem. The peak is in cap_stats.mem_peak. */
+size_t cap_tcp_mem(const struct cap_tcp *tcp);
+
 /* Frees everything without calling callbacks (call cap_tcp_flush() first
  * to let the user free its per-flow state). Sets *tcp to NULL. */
 void cap_tcp_free(struct cap_tcp **tcp);

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +34,43 @@ static void on_warning(void *ctx, const char *msg)
 	fprintf(stderr, "kwire %s: warning: %s\n", (const char *)ctx, msg);
 }
 
+#define FLOW_MEM_MIN ((size_t)1 << 20)
+
+/* "512M", "2G", "65536": bytes, with binary K/M/G suffixes. 0 or -1. */
+static int parse_size(const char *s, size_t *out)
+{
+	char *end;
+	errno = 0;
+	unsigned long long v = strtoull(s, &end, 10);
+	if (errno || end == s || *s == '-')
+		return -1;
+	unsigned shift = 0;
+	switch (*end) {
+	case 'k':
+	case 'K':
+		shift = 10;
+		break;
+	case 'm':
+	case 'M':
+		shift = 20;
+		break;
+	case 'g':
+	case 'G':
+		shift = 30;
+		break;
+	case 0:
+		break;
+	default:
+		return -1;
+	}
+	if (shift && *++end && !((*end == 'B' || *end == 'b') && !end[1]))
+		return -1;
+	if (v > (SIZE_MAX >> shift))
+		return -1;
+	*out = (size_t)v << shift;
+	return 0;
+}
+
 static int parse_format(const char *s, int *fmt)
 {
 	static const char *const names[] = {"summary", "verbose", "json",
@@ -59,6 +97,7 @@ int cmd_analyze_run(int argc, char **argv, int live)
 		O_PROG,
 		O_NOPROG,
 		O_RULES,
+		O_FLOWMEM,
 	};
 	static const struct option lopts[] = {
 	    {"format", required_argument, NULL, 'f'},
@@ -73,6 +112,7 @@ int cmd_analyze_run(int argc, char **argv, int live)
 	    {"progress", no_argument, NULL, O_PROG},
 	    {"no-progress", no_argument, NULL, O_NOPROG},
 	    {"rules", required_argument, NULL, O_RULES},
+	    {"flow-memory", required_argument, NULL, O_FLOWMEM},
 	    {"interface", required_argument, NULL, 'i'},
 	    {"snaplen", required_argument, NULL, 's'},
 	    {"output", required_argument, NULL, 'o'},
@@ -81,7 +121,9 @@ int cmd_analyze_run(int argc, char **argv, int live)
 	};
 	const char *cmd = live ? "sniff" : "decode";
 	struct cap_an_opts opts;
+	struct cap_tcp_opts tcp_opts;
 	memset(&opts, 0, sizeof(opts));
+	memset(&tcp_opts, 0, sizeof(tcp_opts));
 	opts.progress = -1;
 	const char *iface = NULL, *output = NULL;
 	int snaplen = 0;
@@ -147,6 +189,16 @@ int cmd_analyze_run(int argc, char **argv, int live)
 			break;
 		case O_NOPROG:
 			opts.progress = 0;
+			break;
+		case O_FLOWMEM:
+			if (parse_size(optarg, &tcp_opts.mem_max) < 0 ||
+			    tcp_opts.mem_max < FLOW_MEM_MIN) {
+				fprintf(stderr,
+				        "kwire %s: bad --flow-memory '%s' (a size of at least 1M, "
+				        "e.g. 256M or 2G)\n",
+				        cmd, optarg);
+				return 2;
+			}
 			break;
 		case 'i':
 			if (!live)
@@ -238,7 +290,7 @@ int cmd_analyze_run(int argc, char **argv, int live)
 	}
 	struct cap_tcp_cbs cbs;
 	cap_an_callbacks(an, &cbs);
-	struct cap_tcp *tcp = cap_tcp_new(NULL, &cbs);
+	struct cap_tcp *tcp = cap_tcp_new(&tcp_opts, &cbs);
 	if (!tcp) {
 		fprintf(stderr, "kwire %s: out of memory\n", cmd);
 		cap_an_free(&an);

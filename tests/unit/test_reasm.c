@@ -161,7 +161,7 @@ static void test_gap_by_ack(void **state)
 	/* 106..1106 lost by the capture */
 	tx(&fx, C, 1106, 5001, PA, "after");
 	assert_int_equal(fx.rec.blen[1][0], 5);
-	tx(&fx, S, 5001, 1111, A, NULL); /* the server has it all */
+	tx(&fx, S, 5001, 1111, A, NULL);       /* the server has it all */
 	assert_int_equal(fx.rec.gap[1][0], 0); /* not yet: ack_grace_us (2 ms) */
 	fx.ts += 2000;
 	tx(&fx, S, 5001, 1111, PA, "resp"); /* 3 ms later: the hole is lost */
@@ -175,8 +175,9 @@ static void test_gap_by_ack(void **state)
 	assert_int_equal(fx.rec.gap[1][1], 0);
 	cap_tcp_flush(fx.tcp); /* pending ACKs apply at the end */
 	assert_int_equal(fx.rec.gap[1][1], 40);
-	assert_string_equal(fx.rec.log, "open 1 10.0.0.1:40000>10.0.0.2:9092 1|data 1 0 5|"
-					"data 1 1 4|gap 1 0 1000|data 1 0 5|gap 1 1 40|close 1 end|");
+	assert_string_equal(fx.rec.log,
+	                    "open 1 10.0.0.1:40000>10.0.0.2:9092 1|data 1 0 5|"
+	                    "data 1 1 4|gap 1 0 1000|data 1 0 5|gap 1 1 40|close 1 end|");
 	fx_done(&fx);
 }
 
@@ -271,6 +272,77 @@ static void test_rst_flushes(void **state)
 	                                "gap 1 0 2|data 1 0 2|close 1 rst|");
 	tx(&fx, C, 107, 5001, PA, "late"); /* absorbed by the closed flow */
 	assert_int_equal(fx.rec.nopen, 1);
+	fx_done(&fx);
+}
+
+/* Connections that carry no payload (a SYN scan, refused connections, a
+ * connect-and-close) stay small table entries: no flow_open/flow_close, a
+ * bounded cost per connection; the handshake still decides who the client
+ * is once payload comes, and the memory budget closes the idlest first. */
+static void test_no_payload_entries(void **state)
+{
+	(void)state;
+	struct fx fx;
+	fx_init(&fx, NULL);
+	size_t base = cap_tcp_mem(fx.tcp);
+	for (uint32_t i = 0; i < 5000; i++) {
+		struct cap_seg seg = mkseg(C, 1000 + i, 0, CAP_TH_SYN, NULL);
+		seg.sport = (uint16_t)(10000 + i);
+		fx.ts += 10;
+		cap_tcp_segment(fx.tcp, &seg, fx.ts);
+	}
+	assert_int_equal(cap_tcp_nflows(fx.tcp), 5000);
+	assert_int_equal(fx.rec.nopen, 0);
+	/* about 100 bytes each (the entry), plus the hash buckets */
+	size_t per = (cap_tcp_mem(fx.tcp) - base) / 5000;
+	assert_true(per <= 160);
+	assert_int_equal(cap_tcp_stats(fx.tcp)->flows, 5000);
+
+	/* a refused connection (SYN, RST) and a connect-and-close (handshake,
+	 * FIN both ways) end without callbacks and linger as closed entries */
+	handshake(&fx);
+	tx(&fx, C, 101, 5001, FA, NULL);
+	tx(&fx, S, 5001, 102, FA, NULL);
+	tx(&fx, C, 102, 5002, A, NULL);
+	assert_int_equal(fx.rec.nopen, 0);
+	assert_int_equal(fx.rec.nclose, 0);
+	assert_int_equal(cap_tcp_stats(fx.tcp)->ignored_segments, 1); /* the last ACK */
+	/* port reuse: a new connection on the same 4-tuple with payload */
+	tx(&fx, C, 900, 0, CAP_TH_SYN, NULL);
+	tx(&fx, S, 7000, 901, CAP_TH_SYN | A, NULL);
+	tx(&fx, C, 901, 7001, PA, "hi");
+	assert_int_equal(fx.rec.nopen, 1);
+	assert_string_equal(fx.rec.log, "open 1 10.0.0.1:40000>10.0.0.2:9092 1|data 1 0 2|");
+	fx_done(&fx);
+
+	/* an ACK past what a payload-less side sent: the bytes were lost, so
+	 * the connection gets its flow and the gap is reported */
+	fx_init(&fx, NULL);
+	handshake(&fx);
+	tx(&fx, S, 5001, 111, A, NULL); /* the server has 10 client bytes we missed */
+	cap_tcp_flush(fx.tcp);
+	assert_string_equal(fx.rec.log, "open 1 10.0.0.1:40000>10.0.0.2:9092 1|gap 1 0 10|"
+	                                "close 1 end|");
+	fx_done(&fx);
+
+	/* the memory budget: the idlest go first, counted */
+	struct cap_tcp_opts opts = {.mem_max = 256 * 1024};
+	fx_init(&fx, &opts);
+	handshake(&fx);
+	tx(&fx, C, 101, 5001, PA, "old"); /* the idlest connection has a flow */
+	for (uint32_t i = 0; i < 5000; i++) {
+		struct cap_seg seg = mkseg(C, 1000 + i, 0, CAP_TH_SYN, NULL);
+		seg.sport = (uint16_t)(10000 + i);
+		fx.ts += 10;
+		cap_tcp_segment(fx.tcp, &seg, fx.ts);
+		assert_true(cap_tcp_mem(fx.tcp) <= opts.mem_max);
+	}
+	const struct cap_stats *st = cap_tcp_stats(fx.tcp);
+	assert_true(st->flows_evicted_mem > 0);
+	assert_true(st->mem_peak <= opts.mem_max + 256);
+	assert_int_equal(st->flows_evicted_mem + cap_tcp_nflows(fx.tcp), 5001);
+	assert_string_equal(fx.rec.log, "open 1 10.0.0.1:40000>10.0.0.2:9092 1|data 1 0 3|"
+	                                "close 1 evict|");
 	fx_done(&fx);
 }
 
@@ -1420,6 +1492,7 @@ int main(void)
 	    cmocka_unit_test(test_total_cap),
 	    cmocka_unit_test(test_idle_timeout_and_evict),
 	    cmocka_unit_test(test_ignore),
+	    cmocka_unit_test(test_no_payload_entries),
 	    cmocka_unit_test(test_file_plain_nano_gzip),
 	    cmocka_unit_test(test_file_truncated_and_bad),
 	    cmocka_unit_test(test_file_every_cut),
