@@ -3,6 +3,7 @@
  * verbose outputs (cap-analyze.h). The records format is in
  * cap-out-records.c, the stats report in cap-out-stats.c. */
 #define CAP_AN_PRIVATE
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <fnmatch.h>
 #include <stdarg.h>
@@ -11,6 +12,7 @@
 #include <strings.h>
 
 #include "cap-analyze.h"
+#include "cap-int.h"
 #include "cap.h"
 #include "kd-hdr.h"
 #include "kd-render.h"
@@ -31,7 +33,18 @@
 #define PROBLEMS_SHOWN_MAX 200
 #define OUT_FLUSH (256u * 1024)
 
-enum { FL_DETECT = 0, FL_KAFKA, FL_IGNORE };
+/* Flows parked (not Kafka by their first bytes, kept in case their broker
+ * endpoint turns out to be Kafka), and the bytes their buffers may hold in
+ * all, before the oldest is given up. */
+#define PARK_MAX 256u
+#define PARK_BYTES_MAX (32u << 20)
+/* Broker endpoints remembered. */
+#define EPS_MAX 4096u
+/* Server endpoints named in the report of undecoded flows, and listed. */
+#define UNDEC_EPS 256u
+#define UNDEC_SHOWN 10u
+
+enum { FL_DETECT = 0, FL_KAFKA, FL_IGNORE, FL_PARKED };
 
 /* One chunk of the detection log: replayed in capture order once the flow
  * is known to be Kafka. */
@@ -71,6 +84,36 @@ struct an_flow {
 	unsigned npend;
 	size_t pend_bytes;
 	uint64_t gaps, lost;
+	/* FL_PARKED: in cap_an's parked list; once a direction's detection
+	 * buffer is full, every later byte is only counted (skipping) */
+	struct an_flow *pnext, *pprev;
+	uint8_t skipping;
+	uint64_t skipped[2];
+};
+
+/* Endpoints known to be Kafka brokers: the broker side of every Kafka
+ * flow, and the IP-literal hosts of Metadata, FindCoordinator and
+ * DescribeCluster responses. Open addressing, SipHash under a random key. */
+struct an_eps {
+	struct an_ep {
+		uint8_t addr[16];
+		uint16_t port;
+		uint8_t af; /* 0: free slot */
+	} * ent;
+	size_t cap, n;
+	struct cap_hkey key;
+};
+
+/* Flows with payload that were not decoded, per server endpoint. */
+struct an_undec {
+	uint64_t flows, bytes;
+	struct an_undec_ep {
+		char ep[56];
+		uint16_t port;
+		uint64_t flows, bytes;
+	} * ep;
+	size_t n;
+	uint64_t other_flows, other_bytes; /* past UNDEC_EPS endpoints */
 };
 
 /* ---- small helpers ---- */
@@ -178,6 +221,125 @@ static void learn_topics(struct cap_an *an, int16_t key, int16_t version, const 
 	struct kd_tree t;
 	if (kd_tree_decode(&t, &an->arena, key, version, 0, body, len) == KD_OK)
 		kd_topics_learn_tree(an->topics, &t);
+	kd_arena_reset(&an->arena);
+}
+
+/* ---- broker endpoints ---- */
+
+static uint64_t ep_hash(const struct an_eps *eps, uint8_t af, const uint8_t addr[16], uint16_t port)
+{
+	uint8_t b[19];
+	memcpy(b, addr, 16);
+	b[16] = (uint8_t)(port >> 8);
+	b[17] = (uint8_t)port;
+	b[18] = af;
+	return cap_siphash(&eps->key, b, sizeof(b));
+}
+
+static int eps_has(const struct cap_an *an, uint8_t af, const uint8_t addr[16], uint16_t port)
+{
+	const struct an_eps *eps = an->eps;
+	if (!eps || !eps->n)
+		return 0;
+	for (size_t i = ep_hash(eps, af, addr, port) & (eps->cap - 1);;
+	     i = (i + 1) & (eps->cap - 1)) {
+		const struct an_ep *e = &eps->ent[i];
+		if (!e->af)
+			return 0;
+		if (e->af == af && e->port == port && !memcmp(e->addr, addr, 16))
+			return 1;
+	}
+}
+
+/* Remembers a broker endpoint; a new one may decide parked flows (done by
+ * an_revive() once the current event is handled). */
+static void eps_add(struct cap_an *an, uint8_t af, const uint8_t addr[16], uint16_t port)
+{
+	if (!port || eps_has(an, af, addr, port))
+		return;
+	if (!an->eps) {
+		if (!(an->eps = calloc(1, sizeof(*an->eps))))
+			return;
+		cap_hkey_random(&an->eps->key);
+	}
+	struct an_eps *eps = an->eps;
+	if ((eps->n + 1) * 2 > eps->cap) {
+		if (eps->n >= EPS_MAX)
+			return;
+		size_t ncap = eps->cap ? eps->cap * 2 : 64;
+		struct an_ep *ne = calloc(ncap, sizeof(*ne));
+		if (!ne)
+			return;
+		for (size_t i = 0; i < eps->cap; i++) {
+			const struct an_ep *e = &eps->ent[i];
+			if (!e->af)
+				continue;
+			size_t j = ep_hash(eps, e->af, e->addr, e->port) & (ncap - 1);
+			while (ne[j].af)
+				j = (j + 1) & (ncap - 1);
+			ne[j] = *e;
+		}
+		free(eps->ent);
+		eps->ent = ne;
+		eps->cap = ncap;
+	}
+	size_t i = ep_hash(eps, af, addr, port) & (eps->cap - 1);
+	while (eps->ent[i].af)
+		i = (i + 1) & (eps->cap - 1);
+	memcpy(eps->ent[i].addr, addr, 16);
+	eps->ent[i].port = port;
+	eps->ent[i].af = af;
+	eps->n++;
+	if (an->parked)
+		an->revive_pending = 1;
+}
+
+/* A broker's Host and Port from a response: only IP literals can be
+ * matched against the capture's addresses (no name is resolved). */
+static void learn_host(struct cap_an *an, const struct kd_node *host, const struct kd_node *port)
+{
+	char buf[64];
+	uint8_t addr[16];
+	if (!host || !port || host->null || !host->val.v.len || host->val.v.len >= sizeof(buf) ||
+	    port->val.i <= 0 || port->val.i > 65535)
+		return;
+	size_t n = host->val.v.len;
+	const uint8_t *p = host->val.v.p;
+	if (n >= 2 && p[0] == '[' && p[n - 1] == ']') {
+		p++;
+		n -= 2;
+	}
+	memcpy(buf, p, n);
+	buf[n] = 0;
+	memset(addr, 0, sizeof(addr));
+	if (inet_pton(AF_INET, buf, addr) == 1)
+		eps_add(an, 4, addr, (uint16_t)port->val.i);
+	else if (inet_pton(AF_INET6, buf, addr) == 1)
+		eps_add(an, 6, addr, (uint16_t)port->val.i);
+}
+
+static void learn_host_list(struct cap_an *an, const struct kd_node *list)
+{
+	for (uint32_t i = 0; list && i < list->nkids; i++)
+		learn_host(an, kd_node_child(&list->kids[i], "Host"),
+		           kd_node_child(&list->kids[i], "Port"));
+}
+
+/* Metadata (Brokers), FindCoordinator (Host/Port, v4+ Coordinators) and
+ * DescribeCluster (Brokers) responses name broker endpoints. */
+static void learn_brokers(struct cap_an *an, int16_t api_key, int16_t version, const uint8_t *body,
+                          size_t len)
+{
+	struct kd_tree t;
+	if (kd_tree_decode(&t, &an->arena, api_key, version, 0, body, len) == KD_OK && t.root) {
+		if (api_key == KD_API_FIND_COORDINATOR) {
+			learn_host(an, kd_node_child(t.root, "Host"),
+			           kd_node_child(t.root, "Port"));
+			learn_host_list(an, kd_node_child(t.root, "Coordinators"));
+		} else {
+			learn_host_list(an, kd_node_child(t.root, "Brokers"));
+		}
+	}
 	kd_arena_reset(&an->arena);
 }
 
@@ -624,6 +786,10 @@ static void on_response(struct cap_an *an, struct an_flow *fl, const struct kd_e
 			           sum->api_version, sum->correlation_id, sum->resp_trailing);
 		if (rc == KD_OK)
 			learn_topics(an, sum->api_key, sum->api_version, body, blen);
+		if ((sum->api_key == KD_API_METADATA || sum->api_key == KD_API_FIND_COORDINATOR ||
+		     sum->api_key == KD_API_DESCRIBE_CLUSTER) &&
+		    rc == KD_OK && !an->opts.no_detect)
+			learn_brokers(an, sum->api_key, sum->api_version, body, blen);
 	} else {
 		sum->flags |= KD_SUM_RESP;
 		if (ev->flags & KD_EVF_GAP)
@@ -675,6 +841,8 @@ static void on_event(void *arg, const struct kd_event *ev)
 
 /* ---- detection ---- */
 
+static void an_mem_update(struct an_flow *fl);
+
 static int port_listed(const struct cap_an *an, uint16_t port)
 {
 	for (unsigned i = 0; i < an->opts.nports; i++)
@@ -697,6 +865,9 @@ static int an_start_stream(struct cap_an *an, struct an_flow *fl)
 	}
 	fl->state = FL_KAFKA;
 	an->counts.kafka_flows++;
+	const struct cap_endpoint *b = &fl->flow->ep[1 - fl->c2s];
+	if (!an->opts.no_detect)
+		eps_add(an, fl->flow->af, b->addr, b->port);
 	return 0;
 }
 
@@ -788,7 +959,10 @@ static int det_decide(struct an_flow *fl, int final)
 				return FL_IGNORE;
 			continue;
 		}
-		if (final && whole[d]) {
+		if (final) {
+			/* A plausible request header and nothing against it: a
+			 * first frame larger than the detection buffer (a 1 MB
+			 * Produce) is Kafka as much as a small one. */
 			fl->c2s = (uint8_t)d;
 			return FL_KAFKA;
 		}
@@ -835,24 +1009,237 @@ static void det_replay(struct cap_an *an, struct an_flow *fl)
 	det_free(&det);
 }
 
+/* The side of fl that is a known broker endpoint, as a c2s value (0: ep[1]
+ * is the broker), or -1. */
+static int known_broker_side(const struct cap_an *an, const struct an_flow *fl)
+{
+	const struct cap_flow *flow = fl->flow;
+	if (eps_has(an, flow->af, flow->ep[1].addr, flow->ep[1].port))
+		return 0;
+	if (eps_has(an, flow->af, flow->ep[0].addr, flow->ep[0].port))
+		return 1;
+	return -1;
+}
+
+static size_t det_bytes(const struct an_det *det)
+{
+	return det ? det->buf[0].len + det->buf[1].len : 0;
+}
+
+static void park_remove(struct cap_an *an, struct an_flow *fl)
+{
+	if (fl->pprev)
+		fl->pprev->pnext = fl->pnext;
+	else
+		an->parked = fl->pnext;
+	if (fl->pnext)
+		fl->pnext->pprev = fl->pprev;
+	else
+		an->parked_tail = fl->pprev;
+	fl->pnext = fl->pprev = NULL;
+	an->nparked--;
+	an->parked_bytes -= det_bytes(fl->det);
+}
+
+static void an_ignore(struct an_flow *fl)
+{
+	fl->state = FL_IGNORE;
+	fl->flow->ignore = 1;
+	det_free(&fl->det);
+}
+
+/* Gives up the oldest parked flows while over the limits. */
+static void park_trim(struct cap_an *an)
+{
+	while (an->parked && (an->nparked > PARK_MAX || an->parked_bytes > PARK_BYTES_MAX)) {
+		struct an_flow *old = an->parked;
+		park_remove(an, old);
+		an_ignore(old);
+	}
+}
+
+/* Parks a flow detection rejected: its first bytes are kept (up to
+ * DET_MAX per direction) in case another flow or a Metadata response
+ * shows its endpoint to be a Kafka broker. */
+static void park(struct cap_an *an, struct an_flow *fl)
+{
+	fl->state = FL_PARKED;
+	fl->pprev = an->parked_tail;
+	fl->pnext = NULL;
+	if (an->parked_tail)
+		an->parked_tail->pnext = fl;
+	else
+		an->parked = fl;
+	an->parked_tail = fl;
+	an->nparked++;
+	an->parked_bytes += det_bytes(fl->det);
+	park_trim(an);
+}
+
+static void det_start(struct cap_an *an, struct an_flow *fl)
+{
+	if (an_start_stream(an, fl) < 0) {
+		an_ignore(fl);
+		return;
+	}
+	det_replay(an, fl);
+}
+
 static void det_conclude(struct cap_an *an, struct an_flow *fl, int final)
 {
 	int st = det_decide(fl, final);
 	if (st == FL_DETECT)
 		return;
+	if (st == FL_IGNORE && !fl->port_known) {
+		/* not Kafka by its bytes, but its endpoint is a known broker:
+		 * decoded as a --port flow would be */
+		int side = known_broker_side(an, fl);
+		if (side >= 0) {
+			fl->port_known = 1;
+			fl->c2s = (uint8_t)side;
+			st = det_decide(fl, final);
+			if (st == FL_DETECT)
+				return;
+		}
+	}
 	if (st == FL_IGNORE) {
-		fl->state = FL_IGNORE;
-		fl->flow->ignore = 1;
-		det_free(&fl->det);
+		park(an, fl); /* flow_end() gives it up if the flow is ending */
 		return;
 	}
-	if (an_start_stream(an, fl) < 0) {
-		fl->state = FL_IGNORE;
-		fl->flow->ignore = 1;
-		det_free(&fl->det);
+	det_start(an, fl);
+}
+
+/* Parked flows whose endpoint is now a known broker are decoded from their
+ * kept first bytes; what was not kept becomes a gap. Called once the event
+ * that taught a new endpoint is handled (never from inside a stream
+ * callback: the arena and summaries of that event are in use). */
+static void an_revive(struct cap_an *an)
+{
+	while (an->revive_pending) {
+		an->revive_pending = 0;
+		for (struct an_flow *fl = an->parked, *next; fl; fl = next) {
+			next = fl->pnext;
+			int side = known_broker_side(an, fl);
+			if (side < 0)
+				continue;
+			park_remove(an, fl);
+			fl->port_known = 1;
+			fl->c2s = (uint8_t)side;
+			uint64_t skipped[2] = {fl->skipped[0], fl->skipped[1]};
+			det_decide(fl, 1); /* port_known and final: FL_KAFKA */
+			det_start(an, fl);
+			if (fl->state != FL_KAFKA)
+				continue;
+			if (skipped[0] || skipped[1])
+				an_problem(an, fl,
+				           "recognised as Kafka only once its broker endpoint was "
+				           "seen to be one: %llu bytes after its first %u KiB per "
+				           "direction were not kept",
+				           (unsigned long long)(skipped[0] + skipped[1]),
+				           DET_MAX / 1024);
+			for (int d = 0; d < 2; d++)
+				if (skipped[d])
+					kd_stream_gap(fl->stream, d == fl->c2s ? KD_C2S : KD_S2C,
+					              skipped[d]);
+			an_mem_update(fl);
+			/* the replay may have taught more endpoints: the loop
+			 * goes round again; next may have been revived too */
+			if (an->revive_pending)
+				break;
+		}
+	}
+}
+
+/* ---- flows that carried payload but were not decoded ---- */
+
+static void undec_add(struct cap_an *an, const struct cap_flow *flow)
+{
+	uint64_t bytes = flow->bytes[0] + flow->bytes[1];
+	if (!bytes)
+		return;
+	struct an_undec *u = an->undec;
+	if (!u && !(u = an->undec = calloc(1, sizeof(*u))))
+		return;
+	u->flows++;
+	u->bytes += bytes;
+	const struct cap_endpoint *srv = &flow->ep[1];
+	for (size_t i = 0; i < u->n; i++) {
+		if (!strcmp(u->ep[i].ep, srv->str)) {
+			u->ep[i].flows++;
+			u->ep[i].bytes += bytes;
+			return;
+		}
+	}
+	if (u->n < UNDEC_EPS) {
+		if (!u->ep && !(u->ep = calloc(UNDEC_EPS, sizeof(*u->ep))))
+			goto other;
+		struct an_undec_ep *e = &u->ep[u->n++];
+		snprintf(e->ep, sizeof(e->ep), "%s", srv->str);
+		e->port = srv->port;
+		e->flows = 1;
+		e->bytes = bytes;
 		return;
 	}
-	det_replay(an, fl);
+other:
+	u->other_flows++;
+	u->other_bytes += bytes;
+}
+
+static int undec_cmp(const void *a, const void *b)
+{
+	const struct an_undec_ep *x = a, *y = b;
+	return x->bytes < y->bytes ? 1 : x->bytes > y->bytes ? -1 : strcmp(x->ep, y->ep);
+}
+
+void an_undec_report(struct cap_an *an, struct kd_wbuf *w, int how)
+{
+	static const char hint[] = "if some of them are Kafka, name their broker ports with --port";
+	struct an_undec *u = an ? an->undec : NULL; /* NULL an: none known here */
+	uint64_t flows = u ? u->flows : 0, bytes = u ? u->bytes : 0;
+	if (!flows && (how == AN_UNDEC_TEXT || how == AN_UNDEC_STDERR))
+		return;
+	size_t n = u ? u->n : 0;
+	if (n)
+		qsort(u->ep, n, sizeof(*u->ep), undec_cmp);
+	size_t shown = n < UNDEC_SHOWN ? n : UNDEC_SHOWN;
+	uint64_t rest_flows = u ? u->other_flows : 0, rest_bytes = u ? u->other_bytes : 0;
+	for (size_t i = shown; i < n; i++) {
+		rest_flows += u->ep[i].flows;
+		rest_bytes += u->ep[i].bytes;
+	}
+	if (how == AN_UNDEC_STATS_JSON) {
+		kd_w_fmt(w, "{\"flows\":%llu,\"bytes\":%llu,\"servers\":[",
+		         (unsigned long long)flows, (unsigned long long)bytes);
+		for (size_t i = 0; i < shown; i++) {
+			kd_w_cstr(w, i ? ",{\"server\":" : "{\"server\":");
+			kd_json_cstr(w, u->ep[i].ep);
+			kd_w_fmt(w, ",\"port\":%u,\"flows\":%llu,\"bytes\":%llu}", u->ep[i].port,
+			         (unsigned long long)u->ep[i].flows,
+			         (unsigned long long)u->ep[i].bytes);
+		}
+		kd_w_fmt(w, "],\"other_servers\":{\"flows\":%llu,\"bytes\":%llu},\"hint\":",
+		         (unsigned long long)rest_flows, (unsigned long long)rest_bytes);
+		kd_json_cstr(w, flows ? hint : "");
+		kd_w_cstr(w, "}");
+		return;
+	}
+	const char *pfx = how == AN_UNDEC_STATS_TEXT ? ""
+	                  : how == AN_UNDEC_STDERR   ? "kwire: "
+	                                             : "! ";
+	if (how == AN_UNDEC_STATS_TEXT)
+		kd_w_cstr(w, "\n-- TCP flows with payload not decoded as Kafka\n");
+	kd_w_fmt(w,
+	         "%snot decoded: %llu TCP flow%s with payload (%llu bytes) not recognised as "
+	         "Kafka%s%s\n",
+	         pfx, (unsigned long long)flows, flows == 1 ? "" : "s", (unsigned long long)bytes,
+	         flows ? "; " : "", flows ? hint : "");
+	for (size_t i = 0; i < shown; i++)
+		kd_w_fmt(w, "%s  %s: %llu flow%s, %llu bytes (--port %u)\n", pfx, u->ep[i].ep,
+		         (unsigned long long)u->ep[i].flows, u->ep[i].flows == 1 ? "" : "s",
+		         (unsigned long long)u->ep[i].bytes, u->ep[i].port);
+	if (rest_flows)
+		kd_w_fmt(w, "%s  other servers: %llu flows, %llu bytes\n", pfx,
+		         (unsigned long long)rest_flows, (unsigned long long)rest_bytes);
 }
 
 static int det_log(struct an_det *det, int dir, uint32_t len, int64_t ts, uint64_t gap)
@@ -897,6 +1284,11 @@ static void cb_open(void *ctx, struct cap_flow *flow)
 {
 	struct cap_an *an = ctx;
 	int p0 = port_listed(an, flow->ep[0].port), p1 = port_listed(an, flow->ep[1].port);
+	if (!p0 && !p1 && !an->opts.no_detect) {
+		/* an endpoint another flow or a response showed to be a broker */
+		p1 = eps_has(an, flow->af, flow->ep[1].addr, flow->ep[1].port);
+		p0 = !p1 && eps_has(an, flow->af, flow->ep[0].addr, flow->ep[0].port);
+	}
 	if (!p0 && !p1 && an->opts.no_detect) {
 		flow->ignore = 1;
 		return;
@@ -941,31 +1333,52 @@ static void cb_data(void *ctx, struct cap_flow *flow, int dir, const uint8_t *p,
 	if (fl->state == FL_KAFKA) {
 		feed(fl, dir, p, len, ts_us);
 		an_mem_update(fl);
+		if (an->revive_pending)
+			an_revive(an);
 		return;
 	}
 	struct an_det *det = fl->det;
 	size_t take = len;
 	int full = 0;
+	if (fl->skipping) {
+		fl->skipped[dir] += len;
+		return;
+	}
 	if (det->buf[dir].len + take > DET_MAX) {
 		full = 1;
 		take = DET_MAX - det->buf[dir].len;
 	}
 	kd_w_raw(&det->buf[dir], p, take);
 	if (det->buf[dir].err || det_log(det, dir, (uint32_t)take, ts_us, 0) < 0) {
-		fl->state = FL_IGNORE;
-		flow->ignore = 1;
-		det_free(&fl->det);
+		if (fl->state == FL_PARKED)
+			park_remove(an, fl);
+		an_ignore(fl);
+		an_mem_update(fl);
+		return;
+	}
+	if (fl->state == FL_PARKED) {
+		/* kept for later evidence: the first DET_MAX bytes per
+		 * direction, then both directions are only counted */
+		an->parked_bytes += take;
+		if (full) {
+			fl->skipping = 1;
+			fl->skipped[dir] += len - take;
+		}
+		park_trim(an);
+		an_mem_update(fl);
 		return;
 	}
 	det_conclude(an, fl, full);
 	if (fl->state == FL_KAFKA && take < len)
 		feed(fl, dir, p + take, len - take, ts_us);
-	else if (fl->state == FL_DETECT && full) {
-		fl->state = FL_IGNORE;
-		flow->ignore = 1;
-		det_free(&fl->det);
+	else if (fl->state == FL_PARKED && take < len) {
+		fl->skipping = 1;
+		fl->skipped[dir] += len - take;
 	}
-	an_mem_update(fl);
+	if (fl->state != FL_IGNORE)
+		an_mem_update(fl);
+	if (an->revive_pending)
+		an_revive(an);
 }
 
 static void cb_gap(void *ctx, struct cap_flow *flow, int dir, uint64_t nbytes, int64_t ts_us)
@@ -977,21 +1390,40 @@ static void cb_gap(void *ctx, struct cap_flow *flow, int dir, uint64_t nbytes, i
 	fl->gaps++;
 	fl->lost += nbytes;
 	an->counts.gaps++;
+	if (fl->state == FL_PARKED && !fl->skipping) {
+		/* a gap in the kept bytes: replayed as one */
+		if (det_log(fl->det, dir, 0, ts_us, nbytes) < 0) {
+			park_remove(an, fl);
+			an_ignore(fl);
+		}
+		return;
+	}
+	if (fl->state == FL_PARKED) {
+		fl->skipped[dir] += nbytes;
+		return;
+	}
 	if (fl->state == FL_DETECT) {
 		det_conclude(an, fl, 1);
-		if (fl->state != FL_KAFKA)
+		if (fl->state != FL_KAFKA) {
+			if (an->revive_pending)
+				an_revive(an);
 			return;
+		}
 	}
 	kd_stream_gap(fl->stream, dir == fl->c2s ? KD_C2S : KD_S2C, nbytes);
 	if (an->tl)
 		an_tl_gap(an->tl, nbytes, ts_us);
 	an_mem_update(fl);
+	if (an->revive_pending)
+		an_revive(an);
 }
 
 static void flow_end(struct cap_an *an, struct an_flow *fl)
 {
 	if (fl->state == FL_DETECT)
 		det_conclude(an, fl, 1);
+	if (fl->state == FL_PARKED)
+		park_remove(an, fl); /* not decoded */
 	while (fl->ph)
 		pend_pop_unanswered(an, fl);
 	if (fl->stream) {
@@ -1010,11 +1442,18 @@ static void cb_close(void *ctx, struct cap_flow *flow, enum cap_close_reason rea
 	struct cap_an *an = ctx;
 	struct an_flow *fl = flow->user;
 	(void)reason;
-	if (!fl)
+	if (!fl) {
+		undec_add(an, flow); /* --no-detect, or out of memory */
 		return;
+	}
 	flow_end(an, fl);
+	if (fl->state != FL_KAFKA)
+		undec_add(an, flow);
 	free(fl);
 	flow->user = NULL;
+	flow->user_mem = 0;
+	if (an->revive_pending)
+		an_revive(an);
 	out_maybe_flush(an);
 }
 
@@ -1022,7 +1461,7 @@ static void cb_message(void *ctx, struct cap_flow *flow, const char *msg)
 {
 	struct cap_an *an = ctx;
 	struct an_flow *fl = flow ? flow->user : NULL;
-	if (fl && fl->state == FL_IGNORE)
+	if (fl && (fl->state == FL_IGNORE || fl->state == FL_PARKED))
 		return;
 	an_problem(an, fl && fl->state == FL_KAFKA ? fl : NULL, "%s", msg);
 }
@@ -1084,13 +1523,28 @@ void cap_an_finish(struct cap_an *an, const struct cap_stats *tstats)
 		an_rec_finish(an);
 	if (an->rules)
 		an_rules_report(an);
+	/* flows with payload that were not decoded, at the end of every format,
+	 * where its decode problems go: the summary's "!" lines, stderr for
+	 * the formats whose every output line is a message or a record, the
+	 * stats report's own section */
+	if (an->opts.format == CAP_AN_SUMMARY) {
+		an_undec_report(an, &an->ob, AN_UNDEC_TEXT);
+	} else if (an->opts.format != CAP_AN_STATS) {
+		struct kd_wbuf w = {0};
+		an_undec_report(an, &w, AN_UNDEC_STDERR);
+		if (w.len && !w.err) {
+			an_out_flush(an);
+			fwrite(w.p, 1, w.len, stderr);
+		}
+		kd_wbuf_free(&w);
+	}
 	if (an->tl) {
 		if (an_html_report(an->tl, an->stats, &an->ob, an->opts.title, tstats, &an->counts))
 			fprintf(stderr, "kwire: out of memory writing the HTML report\n");
 	} else if (an->stats) {
 		if (an->opts.format != CAP_AN_STATS)
 			kd_w_cstr(&an->ob, "\n");
-		an_stats_report(an->stats, &an->ob, an->opts.stats_json, tstats, &an->counts);
+		an_stats_report(an->stats, &an->ob, an->opts.stats_json, tstats, &an->counts, an);
 	}
 	an_out_flush(an);
 }
@@ -1129,6 +1583,12 @@ void cap_an_free(struct cap_an **pan)
 	an_stats_free(&an->stats);
 	an_tl_free(&an->tl);
 	kd_topics_free(&an->topics);
+	if (an->eps)
+		free(an->eps->ent);
+	free(an->eps);
+	if (an->undec)
+		free(an->undec->ep);
+	free(an->undec);
 	kd_arena_free(&an->arena);
 	kd_wbuf_free(&an->ob);
 	free(an);

@@ -118,17 +118,25 @@ struct an_rules_pend {
 		char key[AN_RULES_KEY];
 	} fetch[AN_RULES_FETCH_HITS];
 };
+struct an_eps;
+struct an_undec;
 
 struct cap_an {
 	struct cap_an_opts opts;
 	FILE *out;
-	struct kd_wbuf ob;        /* output, flushed in large writes */
-	struct kd_arena arena;    /* trees of the message being rendered */
-	struct an_stats *stats;   /* NULL unless the stats report is wanted */
-	struct an_tl *tl;         /* the HTML report's time line, or NULL */
-	struct an_txn *txn;       /* records format: transactional records on hold */
-	struct kd_topics *topics; /* topic id -> name, from responses (kd-topics.h) */
-	struct an_rules *rules;   /* --rules, or NULL */
+	struct kd_wbuf ob;                    /* output, flushed in large writes */
+	struct kd_arena arena;                /* trees of the message being rendered */
+	struct an_stats *stats;               /* NULL unless the stats report is wanted */
+	struct an_tl *tl;                     /* the HTML report's time line, or NULL */
+	struct an_txn *txn;                   /* records format: transactional records on hold */
+	struct kd_topics *topics;             /* topic id -> name, from responses (kd-topics.h) */
+	struct an_rules *rules;               /* --rules, or NULL */
+	struct an_eps *eps;                   /* endpoints known to be Kafka brokers */
+	struct an_flow *parked, *parked_tail; /* flows kept until their endpoint is known */
+	unsigned nparked;
+	size_t parked_bytes;
+	int revive_pending;     /* a new broker endpoint: look at the parked flows */
+	struct an_undec *undec; /* flows with payload that were not decoded */
 	struct cap_an_counts counts;
 	uint64_t problems_shown;
 	uint64_t warnings_shown;
@@ -168,6 +176,14 @@ void an_rules_response(struct cap_an *an, const struct an_flow *fl, const struct
                        uint64_t resp_bytes, int64_t ts_us);
 void an_rules_report(struct cap_an *an);
 
+/* The report of flows that carried payload but were not decoded, as lines
+ * starting with "! " (TEXT) or "kwire: " (STDERR), the stats report's
+ * section (STATS_TEXT) or its "undecoded_flows" value (STATS_JSON). TEXT
+ * and STDERR write nothing when there are none; an may be NULL (the
+ * HTML report's stats pass: reported as none). */
+enum { AN_UNDEC_TEXT, AN_UNDEC_STDERR, AN_UNDEC_STATS_TEXT, AN_UNDEC_STATS_JSON };
+void an_undec_report(struct cap_an *an, struct kd_wbuf *w, int how);
+
 /* cap-out-records.c: the records format. */
 void an_rec_produce(struct cap_an *an, const struct an_flow *fl, const struct kd_summary *sum,
                     const uint8_t *body, size_t len, int64_t ts_us);
@@ -186,7 +202,8 @@ void an_stats_problem(struct an_stats *st, const char *msg);
 void an_stats_warning(struct an_stats *st, const char *msg);
 void an_stats_flow(struct an_stats *st, uint64_t gaps, uint64_t lost_bytes);
 void an_stats_report(struct an_stats *st, struct kd_wbuf *w, int json,
-                     const struct cap_stats *tstats, const struct cap_an_counts *counts);
+                     const struct cap_stats *tstats, const struct cap_an_counts *counts,
+                     struct cap_an *an);
 void an_stats_free(struct an_stats **st);
 
 /* cap-out-html.c: the HTML report, the stats plus a bounded time line. */

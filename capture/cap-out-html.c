@@ -566,7 +566,7 @@ int an_html_report(struct an_tl *tl, struct an_stats *st, struct kd_wbuf *w, con
 	kd_w_cstr(w, "</span></h1></header>\n<main id=\"app\"><noscript>The charts need "
 	             "JavaScript (inline, nothing is fetched). The data are in the two JSON "
 	             "blocks of this page.</noscript></main>\n");
-	an_stats_report(st, &js, 1, tstats, counts);
+	an_stats_report(st, &js, 1, tstats, counts, NULL);
 	w_json_island(w, "kwire-stats", &js);
 	js.len = 0;
 	if (tl->early) {

@@ -351,7 +351,7 @@ static void lat_text(struct kd_wbuf *w, uint64_t us)
 }
 
 static void report_text(struct an_stats *st, struct kd_wbuf *w, const struct cap_stats *ts,
-                        const struct cap_an_counts *c)
+                        const struct cap_an_counts *c, struct cap_an *an)
 {
 	char nb[32];
 	kd_w_cstr(w, "== kwire capture statistics\n");
@@ -487,6 +487,7 @@ static void report_text(struct an_stats *st, struct kd_wbuf *w, const struct cap
 	if (st->warnings > st->nwarning)
 		kd_w_fmt(w, "  ... %llu more warnings\n",
 		         (unsigned long long)(st->warnings - st->nwarning));
+	an_undec_report(an, w, AN_UNDEC_STATS_TEXT);
 }
 
 static void json_lat(struct kd_wbuf *w, const struct hist *h)
@@ -512,7 +513,7 @@ static void json_keys(struct kd_wbuf *w, const struct smap *members)
 }
 
 static void report_json(struct an_stats *st, struct kd_wbuf *w, const struct cap_stats *ts,
-                        const struct cap_an_counts *c)
+                        const struct cap_an_counts *c, struct cap_an *an)
 {
 	char nb[32];
 	kd_w_cstr(w, "{");
@@ -647,16 +648,19 @@ static void report_json(struct an_stats *st, struct kd_wbuf *w, const struct cap
 		kd_w_cstr(w, i ? "," : "");
 		kd_json_cstr(w, st->warning[i]);
 	}
-	kd_w_cstr(w, "]}}\n");
+	kd_w_cstr(w, "]},\"undecoded_flows\":");
+	an_undec_report(an, w, AN_UNDEC_STATS_JSON);
+	kd_w_cstr(w, "}\n");
 }
 
 void an_stats_report(struct an_stats *st, struct kd_wbuf *w, int json,
-                     const struct cap_stats *tstats, const struct cap_an_counts *counts)
+                     const struct cap_stats *tstats, const struct cap_an_counts *counts,
+                     struct cap_an *an)
 {
 	if (json)
-		report_json(st, w, tstats, counts);
+		report_json(st, w, tstats, counts, an);
 	else
-		report_text(st, w, tstats, counts);
+		report_text(st, w, tstats, counts, an);
 }
 
 void an_stats_free(struct an_stats **pst)

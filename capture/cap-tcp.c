@@ -500,9 +500,13 @@ static void deliver(struct cap_tcp *tcp, struct cap_flow *flow, int dir, uint32_
 	if (!full)
 		return;
 	if (flow->ignore) {
-		/* keep following the sequence numbers, hold nothing */
+		/* keep following the sequence numbers, hold nothing; count the
+		 * new payload bytes (the report of flows not decoded) */
 		if (h->ooo)
 			half_free(tcp, h);
+		uint32_t from = SEQ_GT(seq, h->next) ? seq : h->next;
+		if (SEQ_GT(seq + len, from))
+			flow->bytes[dir] += seq + len - from;
 		if (SEQ_GT(seq + full, h->next))
 			h->next = seq + full;
 		return;
