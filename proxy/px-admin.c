@@ -365,6 +365,27 @@ void px_admin_metrics(struct px_admin *adm, struct kd_wbuf *w)
 	adm_counter(w, "kwire_responses_rewritten_total",
 	            "Responses whose broker addresses kwire rewrote.", st.responses_rewritten,
 	            "counter");
+	const struct {
+		const char *name, *help, *type;
+		uint64_t v;
+	} dp[] = {
+	    {"kwire_unpaired_responses_total", "Responses to no request in flight (closed).",
+	     "counter", st.unpaired_responses},
+	    {"kwire_inflight_max", "Most requests in flight on one connection.", "gauge",
+	     st.inflight_max},
+	    {"kwire_client_queued_bytes_max", "Most bytes queued to one client.", "gauge",
+	     st.client_out_max},
+	    {"kwire_edit_held_bytes_max", "Most bytes of one response held back to edit it.",
+	     "gauge", st.edit_held_max},
+	    {"kwire_client_pauses_inflight_total", "Client reads paused at max_inflight.",
+	     "counter", st.pauses_inflight},
+	    {"kwire_client_pauses_buffer_total", "Client reads paused: broker output full.",
+	     "counter", st.pauses_client_buffer},
+	    {"kwire_upstream_pauses_total", "Broker reads paused: client output full.", "counter",
+	     st.pauses_upstream},
+	};
+	for (size_t i = 0; i < sizeof(dp) / sizeof(dp[0]); i++)
+		adm_counter(w, dp[i].name, dp[i].help, dp[i].v, dp[i].type);
 	if (adm->log) {
 		struct px_log_stats ls;
 		px_log_stats_get(adm->log, &ls);

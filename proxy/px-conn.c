@@ -22,6 +22,7 @@
  * (output drained below half the watermark) resumes a paused reader.
  * Callbacks are deferred (BEV_OPT_DEFER_CALLBACKS), so pump never runs
  * re-entrantly. */
+#include <assert.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -77,6 +78,8 @@ struct px_conn {
 	uint8_t draining;   /* no new requests */
 	uint8_t resp_whole; /* waiting for a whole response to edit */
 	uint8_t client_eof; /* the client closed its side: never read again */
+	uint8_t c_why;      /* why the client is not read now (PX_PAUSE_*) */
+	uint8_t u_why;      /* why the broker is not read now (PX_PAUSE_*) */
 	uint32_t req_left;  /* bytes of the current request still to move */
 	uint32_t resp_left; /* bytes of the current response still to move */
 	/* The response being streamed: emitted to on_pair at its last byte. */
@@ -86,6 +89,12 @@ struct px_conn {
 	uint8_t *cur_copy;
 	size_t cur_copy_len;
 	uint8_t cur_trunc;
+	/* Correlation ids of the last PX_ACKS0_MAX Produce requests with
+	 * acks=0 (allocated at the first): an answer to one of them is
+	 * dropped, not taken for a protocol violation. */
+	int32_t *acks0;
+	unsigned acks0_next;
+	uint32_t drop_left; /* bytes of a dropped response still to drain */
 	/* In-flight FIFO (ring). */
 	struct px_req *reqs;
 	unsigned rhead, rcount, rcap;
@@ -248,23 +257,28 @@ static int ring_push(struct px_conn *conn, const struct px_req *req)
 	return 0;
 }
 
+/* The FIFO index of the request a response answers, or -1 when none
+ * does (an unsolicited response). A SASL token answers the head. */
+static int ring_find(const struct px_conn *conn, int32_t corr, int opaque)
+{
+	if (opaque)
+		return conn->rcount ? 0 : -1;
+	for (unsigned i = 0; i < conn->rcount; i++)
+		if (conn->reqs[(conn->rhead + i) % conn->rcap].corr == corr)
+			return (int)i;
+	return -1;
+}
+
 /* Pops the request a response answers into *out. Requests before it
  * (their responses never came: a broker bug) are counted as errors.
  * Returns 0, or -1 when nothing matches. A SASL token (corr < 0 here)
  * matches the head. */
 static int ring_pop(struct px_conn *conn, int32_t corr, int opaque, struct px_req *out)
 {
-	unsigned skip = 0;
-	if (!opaque) {
-		for (; skip < conn->rcount; skip++)
-			if (conn->reqs[(conn->rhead + skip) % conn->rcap].corr == corr)
-				break;
-		if (skip == conn->rcount)
-			return -1;
-	} else if (!conn->rcount) {
+	int skip = ring_find(conn, corr, opaque);
+	if (skip < 0)
 		return -1;
-	}
-	for (unsigned i = 0; i < skip; i++) {
+	for (int i = 0; i < skip; i++) {
 		struct px_req *r = &conn->reqs[conn->rhead];
 		px_count_api(conn->px, r->key, r->ver, PX_CNT_ERR);
 		emit_pair(conn, r, 0, NULL, 0, 0, 1, 0);
@@ -275,6 +289,37 @@ static int ring_pop(struct px_conn *conn, int32_t corr, int opaque, struct px_re
 	*out = conn->reqs[conn->rhead];
 	conn->rhead = (conn->rhead + 1) % conn->rcap;
 	conn->rcount--;
+	return 0;
+}
+
+/* Produce with acks=0 gets no response (ProduceRequest.json), but
+ * librdkafka's mock cluster answers it all the same; clients ignore such
+ * answers. Remembers corr as one that may be answered so. */
+#define PX_ACKS0_MAX 256
+
+static void acks0_note(struct px_conn *conn, int32_t corr)
+{
+	if (!conn->acks0) {
+		conn->acks0 = malloc(PX_ACKS0_MAX * sizeof(*conn->acks0));
+		if (!conn->acks0)
+			return; /* an answer would then close the connection */
+		for (unsigned i = 0; i < PX_ACKS0_MAX; i++)
+			conn->acks0[i] = -1;
+	}
+	conn->acks0[conn->acks0_next++ % PX_ACKS0_MAX] = corr;
+}
+
+/* Whether corr answers a remembered acks=0 Produce (forgotten then). */
+static int acks0_take(struct px_conn *conn, int32_t corr)
+{
+	if (!conn->acks0 || corr < 0)
+		return 0;
+	for (unsigned i = 0; i < PX_ACKS0_MAX; i++) {
+		if (conn->acks0[i] == corr) {
+			conn->acks0[i] = -1;
+			return 1;
+		}
+	}
 	return 0;
 }
 
@@ -313,6 +358,7 @@ static void conn_free(struct px_conn *conn)
 		req_release(&conn->cur);
 	free(conn->cur_copy);
 	free(conn->reqs);
+	free(conn->acks0);
 	close_upstream(conn);
 	if (conn->cbev)
 		bufferevent_free(conn->cbev);
@@ -793,6 +839,7 @@ static int c2s(struct px_conn *conn)
 			req.corr = -1;
 		}
 		if (fi.kind == KD_EV_REQUEST && (fi.flags & KD_EVF_NO_RESPONSE)) {
+			acks0_note(conn, req.corr);
 			emit_pair(conn, &req, 0, NULL, 0, 0, 1, 0); /* Produce acks=0 */
 			req_release(&req);
 		} else if (ring_push(conn, &req)) {
@@ -800,6 +847,8 @@ static int c2s(struct px_conn *conn)
 			px_log(px, 0, "%s: out of memory", conn->client_addr);
 			conn_free(conn);
 			return -1;
+		} else {
+			PX_MAX(px, inflight_max, conn->rcount);
 		}
 		conn->req_left = total;
 	}
@@ -853,19 +902,13 @@ static int s2c_edit(struct px_conn *conn, struct kd_frame_info *fi, struct px_re
 	struct kd_wbuf wb = {0};
 	int rc;
 	if (key == KD_API_API_VERSIONS) {
+		/* An error answer (ErrorCode != 0) in any body passes; an
+		 * undecodable success answer is refused below like an
+		 * undecodable address-bearing response: unclamped, it could
+		 * move the client to versions kwire cannot read. */
 		rc = px_clamp_apiversions(ver, p, total, &wb);
 		if (rc == 1)
 			PX_INC(px, apiversions_clamped, 1);
-		if (rc < 0) {
-			/* No addresses in ApiVersions: forwarding it as is is safe. */
-			PX_INC(px, decode_errors, 1);
-			px_log(
-			    px, 1,
-			    "%s: ApiVersions v%d success response not decodable (%s): not clamped",
-			    conn->client_addr, ver, kd_strerror(rc));
-			log_hex(px, p, total);
-			rc = 0;
-		}
 	} else {
 		uint64_t t0 = px_now_us();
 		rc = px_rewrite_response(key, ver, p, total, px_addr_map, px, &wb);
@@ -875,8 +918,10 @@ static int s2c_edit(struct px_conn *conn, struct kd_frame_info *fi, struct px_re
 			px_metadata_seen(px, t0); /* listener GC, px-listen.c */
 	}
 	if (rc < 0) {
-		/* A response that may carry broker addresses kwire cannot read:
-		 * never let it through (a client must not learn a real address). */
+		/* A response that may carry broker addresses kwire cannot read,
+		 * or an ApiVersions success answer it cannot clamp: never let it
+		 * through (a client must not learn a real address, nor versions
+		 * beyond kwire's tables). */
 		kd_wbuf_free(&wb);
 		PX_INC(px, decode_errors, 1);
 		if (matched)
@@ -921,6 +966,17 @@ static int s2c(struct px_conn *conn)
 	struct evbuffer *in = bufferevent_get_input(conn->ubev);
 	struct evbuffer *out = bufferevent_get_output(conn->cbev);
 	for (;;) {
+		if (conn->drop_left) {
+			size_t n = evbuffer_get_length(in);
+			if (n > conn->drop_left)
+				n = conn->drop_left;
+			if (!n)
+				return 0;
+			evbuffer_drain(in, n);
+			conn->drop_left -= (uint32_t)n;
+			PX_INC(px, bytes_in_upstream, (uint64_t)n);
+			continue;
+		}
 		if (conn->resp_left) {
 			size_t n = forward(conn, in, conn->cbev, conn->resp_left);
 			if (!n)
@@ -957,10 +1013,41 @@ static int s2c(struct px_conn *conn)
 		int opaque = fi.kind == KD_EV_OPAQUE;
 		struct px_req req;
 		int matched = 0;
+		if (fi.kind == KD_EV_RESPONSE && (fi.flags & KD_EVF_UNPAIRED) &&
+		    acks0_take(conn, fi.resp_hdr.correlation_id)) {
+			px_log(px, 3, "%s: dropped %s's answer to a Produce with acks=0 (#%d)",
+			       conn->client_addr, conn->up_addr, fi.resp_hdr.correlation_id);
+			kd_stream_frame_commit(conn->ks, KD_S2C, &fi, NULL, px_wall_us());
+			conn->drop_left = total;
+			continue;
+		}
+		if ((fi.flags & KD_EVF_UNPAIRED) ||
+		    ring_find(conn, fi.resp_hdr.correlation_id, opaque) < 0) {
+			/* A broker answers requests, once each, in order: a response
+			 * to nothing in flight is a protocol violation. It is not
+			 * forwarded, for it was never paired with the API and
+			 * version that say where its addresses are. */
+			PX_INC(px, unpaired_responses, 1);
+			PX_INC(px, decode_errors, 1);
+			if (opaque)
+				px_log(px, 1,
+				       "%s: broker %s sent a SASL token with no request in "
+				       "flight (protocol violation), closing",
+				       conn->client_addr, conn->up_addr);
+			else
+				px_log(px, 1,
+				       "%s: broker %s sent a response (correlation id %d) to no "
+				       "request in flight (protocol violation), closing",
+				       conn->client_addr, conn->up_addr,
+				       fi.resp_hdr.correlation_id);
+			close_upstream(conn);
+			conn_close_soft(conn);
+			return -1;
+		}
 		/* Peek at the FIFO without popping until the frame is handled: an
 		 * edited response may have to wait for more bytes. */
 		int edit =
-		    fi.kind == KD_EV_RESPONSE && !(fi.flags & KD_EVF_UNPAIRED) &&
+		    fi.kind == KD_EV_RESPONSE &&
 		    ((fi.req.api_key == KD_API_API_VERSIONS && px->conf.clamp_api_versions) ||
 		     (px->conf.rewrite && px_rewrite_wanted(fi.req.api_key, fi.req.api_version)));
 		if (edit && evbuffer_get_length(in) < total) {
@@ -986,17 +1073,32 @@ static int s2c(struct px_conn *conn)
 			conn->cur_copy =
 			    copy_frame(conn, in, total, 0, &conn->cur_copy_len, &conn->cur_trunc);
 		kd_stream_frame_commit(conn->ks, KD_S2C, &fi, NULL, px_wall_us());
-		if (matched) {
-			conn->cur = req;
-			conn->cur_valid = 1;
-			conn->cur_size = fi.size;
-		} else {
-			free(conn->cur_copy);
-			conn->cur_copy = NULL;
-			px_log(px, 3, "%s: response #%d from %s matches no request",
-			       conn->client_addr, fi.resp_hdr.correlation_id, conn->up_addr);
-		}
+		assert(matched); /* ring_find above */
+		conn->cur = req;
+		conn->cur_valid = 1;
+		conn->cur_size = fi.size;
 		conn->resp_left = total;
+	}
+}
+
+/* Why a side is not read (struct px_conn c_why/u_why). */
+enum {
+	PX_PAUSE_INFLIGHT = 1, /* client: max_inflight requests in flight */
+	PX_PAUSE_OUT = 2,      /* the other side's output holds buffer_bytes */
+};
+
+/* Counts the pause reasons in why that were not in *prev. */
+static void count_pauses(struct px *px, uint8_t *prev, uint8_t why, int client)
+{
+	uint8_t fresh = (uint8_t)(why & ~*prev);
+	*prev = why;
+	if (fresh & PX_PAUSE_INFLIGHT)
+		PX_INC(px, pauses_inflight, 1);
+	if (fresh & PX_PAUSE_OUT) {
+		if (client)
+			PX_INC(px, pauses_client_buffer, 1);
+		else
+			PX_INC(px, pauses_upstream, 1);
 	}
 }
 
@@ -1010,9 +1112,18 @@ static void flow(struct px_conn *conn)
 	}
 	size_t uout = evbuffer_get_length(bufferevent_get_output(conn->ubev));
 	size_t cout = evbuffer_get_length(bufferevent_get_output(conn->cbev));
-	int c_read = !conn->client_eof && uout < conn->wm &&
-	             (conn->req_left || (!conn->draining && conn->rcount < px->conf.max_inflight));
-	int u_read = cout < conn->wm;
+	PX_MAX(px, client_out_max, cout);
+	uint8_t c_why = 0, u_why = 0;
+	if (uout >= conn->wm)
+		c_why |= PX_PAUSE_OUT;
+	if (!conn->req_left && conn->rcount >= px->conf.max_inflight)
+		c_why |= PX_PAUSE_INFLIGHT;
+	if (cout >= conn->wm)
+		u_why |= PX_PAUSE_OUT;
+	count_pauses(px, &conn->c_why, c_why, 1);
+	count_pauses(px, &conn->u_why, u_why, 0);
+	int c_read = !conn->client_eof && !c_why && (conn->req_left || !conn->draining);
+	int u_read = !u_why;
 	if (c_read)
 		bufferevent_enable(conn->cbev, EV_READ);
 	else
@@ -1034,7 +1145,8 @@ static int pump(struct px_conn *conn)
 		if (s2c(conn) < 0 || c2s(conn) < 0)
 			return -1;
 	}
-	if (conn->draining && !conn->rcount && !conn->req_left && !conn->resp_left) {
+	if (conn->draining && !conn->rcount && !conn->req_left && !conn->resp_left &&
+	    !conn->drop_left) {
 		conn_close_soft(conn);
 		return -1;
 	}

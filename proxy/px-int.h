@@ -144,11 +144,25 @@ struct px {
 	/* Topic id -> name, one per proxy (= per cluster), shared by every
 	 * connection; lookups take no lock (kd-topics.h). px_topics(px). */
 	struct kd_topics *topics;
+	/* The data path's protocol checks and flow control (docs/proxy.md). */
+	_Atomic uint64_t unpaired_responses, trailing_bytes;
+	_Atomic uint64_t inflight_max, client_out_max, edit_held_max;
+	_Atomic uint64_t pauses_inflight, pauses_client_buffer, pauses_upstream;
 	struct px_api_ctr api[PX_API_MAX][PX_VER_MAX];
 };
 
 #define PX_INC(px, field, n) atomic_fetch_add_explicit(&(px)->field, (n), memory_order_relaxed)
 #define PX_DEC(px, field, n) atomic_fetch_sub_explicit(&(px)->field, (n), memory_order_relaxed)
+
+/* Raises a high-water mark to v. */
+static inline void px_max(_Atomic uint64_t *m, uint64_t v)
+{
+	uint64_t cur = atomic_load_explicit(m, memory_order_relaxed);
+	while (v > cur && !atomic_compare_exchange_weak_explicit(m, &cur, v, memory_order_relaxed,
+	                                                         memory_order_relaxed))
+		;
+}
+#define PX_MAX(px, field, v) px_max(&(px)->field, (v))
 
 /* px-listen.c */
 /* The broker -> client address map used by px_rewrite_response: records

@@ -109,6 +109,16 @@ void px_stats_get(const struct px *px, struct px_stats *out)
 	out->apiversions_clamped =
 	    atomic_load_explicit(&m->apiversions_clamped, memory_order_relaxed);
 	out->accept_errors = atomic_load_explicit(&m->accept_errors, memory_order_relaxed);
+#define PX_LOAD(f) out->f = atomic_load_explicit(&m->f, memory_order_relaxed)
+	PX_LOAD(unpaired_responses);
+	PX_LOAD(trailing_bytes);
+	PX_LOAD(inflight_max);
+	PX_LOAD(client_out_max);
+	PX_LOAD(edit_held_max);
+	PX_LOAD(pauses_inflight);
+	PX_LOAD(pauses_client_buffer);
+	PX_LOAD(pauses_upstream);
+#undef PX_LOAD
 }
 
 struct kd_topics *px_topics(const struct px *px)

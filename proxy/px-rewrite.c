@@ -171,8 +171,9 @@ int px_clamp_apiversions(int16_t version, const uint8_t *frame, size_t len, stru
 		 * to retry with a lower ApiVersions version, which kwire then
 		 * clamps; brokers write UNSUPPORTED_VERSION in a body of their
 		 * own choosing (KIP-511: v0; librdkafka's mock cluster has its
-		 * own), so pass it through. Only an undecodable success answer
-		 * is an error. */
+		 * own), so pass it through (0). Only an undecodable success
+		 * answer is an error (rc < 0): the proxy does not forward it
+		 * and closes the connection (docs/proxy.md). */
 		int16_t error = 0;
 		if (kd_body_error_code(KD_API_API_VERSIONS, version, 0, frame + 4 + hdr.len,
 		                       len - 4 - hdr.len, &error) == KD_OK &&

@@ -179,6 +179,22 @@ struct px_stats {
 	uint64_t responses_rewritten;
 	uint64_t apiversions_clamped;
 	uint64_t accept_errors; /* failed accept() calls (EMFILE...): each pauses accepting */
+	/* Responses to no request in flight: each closed its connection. */
+	uint64_t unpaired_responses;
+	/* Responses forwarded with bytes after their body (kept as sent). */
+	uint64_t trailing_bytes;
+	/* Flow control, over all connections since start. High-water marks:
+	 * requests in flight on one connection, bytes queued to one client,
+	 * bytes of one response held back while it is edited. Pauses: a
+	 * client not read because max_inflight requests were in flight or
+	 * its broker's output held buffer_bytes; a broker not read because
+	 * its client's output held buffer_bytes. */
+	uint64_t inflight_max;
+	uint64_t client_out_max;
+	uint64_t edit_held_max;
+	uint64_t pauses_inflight;
+	uint64_t pauses_client_buffer;
+	uint64_t pauses_upstream;
 };
 
 /* One row of the broker -> proxy port map (px_broker_map). */

@@ -126,7 +126,9 @@ int px_rewrite_response(int16_t key, int16_t version, const uint8_t *frame, size
                         px_addr_map_fn map, void *arg, struct kd_wbuf *out);
 /* Intersects each ApiKeys range of an ApiVersions response frame (any
  * version) with kwire's schema tables (validVersions); keys kwire does not
- * know pass through. Same returns as px_rewrite_response. */
+ * know pass through. Same returns as px_rewrite_response; an error answer
+ * (ErrorCode != 0) that decodes in no known layout returns 0, an
+ * undecodable success answer a negative KD_E*. */
 int px_clamp_apiversions(int16_t version, const uint8_t *frame, size_t len, struct kd_wbuf *out);
 
 #endif

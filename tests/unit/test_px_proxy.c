@@ -10,6 +10,7 @@
  * only their own connection, upstream failures, a broker going away, the
  * in-flight limit and back-pressure under pipelining, and draining. */
 #include <errno.h>
+#include <inttypes.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -147,12 +148,17 @@ static void on_pair(void *arg, const struct px_pair *pair)
 		atomic_fetch_add(&pr->bad_latency, 1);
 }
 
+/* buffer_bytes of the next proxy_start (0: the default). */
+static size_t g_buffer_bytes;
+
 static struct px *proxy_start(const char *upstreams, unsigned max_inflight, unsigned idle_ms,
                               struct pairs *pr)
 {
 	struct px_conf conf;
 	char err[256];
 	px_conf_init(&conf);
+	if (g_buffer_bytes)
+		conf.buffer_bytes = g_buffer_bytes;
 	snprintf(conf.listen.host, sizeof(conf.listen.host), "127.0.0.1");
 	conf.listen.port = 0; /* ephemeral: broker listeners ephemeral too */
 	conf.workers = 2;
@@ -593,6 +599,11 @@ static void test_acks0(void **state)
 	assert_int_equal(got, N);
 	rd_kafka_consumer_close(cons);
 	rd_kafka_destroy(cons);
+	/* librdkafka's mock cluster answers acks=0 Produce requests: those
+	 * answers are dropped, not taken for protocol violations. */
+	struct px_stats st;
+	px_stats_get(px, &st);
+	assert_int_equal(st.unpaired_responses, 0);
 	px_free(&px);
 	assert_true(atomic_load(&pr.no_response) >= 1);
 }
@@ -660,14 +671,26 @@ enum fake_mode {
 	               * stops making sense: it must never reach the client */
 	FAKE_BIG,     /* a valid Metadata v1 response of FAKE_BIG_TOPICS topics
 	               * (about 2.5 MB, over the proxy's read watermark) */
+	FAKE_VIOLATE, /* valid Metadata v1 responses, except that a request with
+	               * correlation id FAKE_BAD_CORR is answered by an unsolicited
+	               * response (another correlation id, the real address) first,
+	               * and ApiVersions gets an undecodable answer: a success one
+	               * (ErrorCode 0, ApiKeys cut short) for FAKE_BAD_CORR, an
+	               * UNSUPPORTED_VERSION one in no known layout otherwise */
 };
 #define FAKE_BIG_TOPICS 12000
+#define FAKE_BAD_CORR 666
+#define FAKE_CONNS 4
 
 struct fake {
 	int lfd;
 	uint16_t port;
 	enum fake_mode mode;
 	pthread_t th;
+	/* FAKE_VIOLATE serves up to FAKE_CONNS connections at once. */
+	pthread_t cth[FAKE_CONNS];
+	int cfd[FAKE_CONNS];
+	int nconns;
 };
 
 /* Metadata v1 body: one broker (1, host, port, rack null), controller 1,
@@ -703,12 +726,26 @@ static void fake_metadata(struct kd_wbuf *w, int32_t corr, uint16_t port, int br
 	kd_wbuf_free(&b);
 }
 
-static void *fake_main(void *arg)
+/* An ApiVersions v0-v2 answer kwire cannot decode (header v0, ErrorCode
+ * error, then an ApiKeys array of 3 that holds one element). */
+static void fake_apiversions_bad(struct kd_wbuf *w, int32_t corr, int16_t error)
 {
-	struct fake *fk = arg;
-	int fd = accept(fk->lfd, NULL, NULL);
-	if (fd < 0)
-		return NULL;
+	kd_w_i32(w, 4 + 2 + 4 + 6);
+	kd_w_i32(w, corr);
+	kd_w_i16(w, error);
+	kd_w_i32(w, 3);
+	kd_w_i16(w, 3); /* Metadata */
+	kd_w_i16(w, 0);
+	kd_w_i16(w, 99);
+}
+
+struct fake_conn {
+	struct fake *fk;
+	int fd;
+};
+
+static void fake_serve(struct fake *fk, int fd)
+{
 	uint8_t hdr[4];
 	while (recv_all(fd, hdr, 4) == 4) {
 		uint32_t size = (uint32_t)hdr[0] << 24 | (uint32_t)hdr[1] << 16 |
@@ -718,11 +755,18 @@ static void *fake_main(void *arg)
 			free(req);
 			break;
 		}
+		int16_t key = (int16_t)(req[0] << 8 | req[1]);
 		int32_t corr = corr_of(req + 4);
 		free(req);
 		struct kd_wbuf w = {0};
-		fake_metadata(&w, corr, fk->port, fk->mode == FAKE_BROKEN,
-		              fk->mode == FAKE_BIG ? FAKE_BIG_TOPICS : 0);
+		if (fk->mode == FAKE_VIOLATE && key == 18) {
+			fake_apiversions_bad(&w, corr, corr == FAKE_BAD_CORR ? 0 : 35);
+		} else {
+			if (fk->mode == FAKE_VIOLATE && corr == FAKE_BAD_CORR)
+				fake_metadata(&w, corr + 1, fk->port, 0, 0); /* unsolicited */
+			fake_metadata(&w, corr, fk->port, fk->mode == FAKE_BROKEN,
+			              fk->mode == FAKE_BIG ? FAKE_BIG_TOPICS : 0);
+		}
 		int one = 1;
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 		size_t step = fk->mode == FAKE_BIG ? 65536 : 1;
@@ -735,7 +779,38 @@ static void *fake_main(void *arg)
 		}
 		kd_wbuf_free(&w);
 	}
-	close(fd);
+}
+
+static void *fake_conn_main(void *arg)
+{
+	struct fake_conn *fc = arg;
+	fake_serve(fc->fk, fc->fd);
+	free(fc);
+	return NULL;
+}
+
+static void *fake_main(void *arg)
+{
+	struct fake *fk = arg;
+	if (fk->mode != FAKE_VIOLATE) {
+		int fd = accept(fk->lfd, NULL, NULL);
+		if (fd >= 0) {
+			fake_serve(fk, fd);
+			close(fd);
+		}
+		return NULL;
+	}
+	while (fk->nconns < FAKE_CONNS) {
+		int fd = accept(fk->lfd, NULL, NULL);
+		if (fd < 0)
+			break;
+		struct fake_conn *fc = malloc(sizeof(*fc));
+		fc->fk = fk;
+		fc->fd = fd;
+		fk->cfd[fk->nconns] = fd;
+		assert_int_equal(pthread_create(&fk->cth[fk->nconns], NULL, fake_conn_main, fc), 0);
+		fk->nconns++;
+	}
 	return NULL;
 }
 
@@ -761,6 +836,11 @@ static void fake_stop(struct fake *fk)
 	shutdown(fk->lfd, SHUT_RDWR);
 	close(fk->lfd);
 	pthread_join(fk->th, NULL);
+	for (int i = 0; i < fk->nconns; i++) {
+		shutdown(fk->cfd[i], SHUT_RDWR);
+		pthread_join(fk->cth[i], NULL);
+		close(fk->cfd[i]);
+	}
 }
 
 /* A response that must be rewritten, arriving one byte at a time: gathered
@@ -847,6 +927,108 @@ static void test_undecodable_never_leaks(void **state)
 	px_stats_get(px, &st);
 	assert_true(st.decode_errors >= 1);
 	close(fd);
+	px_free(&px);
+	fake_stop(&fk);
+}
+
+/* Metadata v1 through fd, answered by the fake broker: rewritten. */
+static void fake_roundtrip_ok(int fd, int32_t corr)
+{
+	struct kd_wbuf w = {0};
+	uint8_t *resp = NULL;
+	metadata_req(&w, corr);
+	send_all(fd, w.p, w.len);
+	kd_wbuf_free(&w);
+	ssize_t n = recv_frame(fd, &resp);
+	if (n <= 4)
+		fail_msg("no Metadata response (%zd)", n);
+	assert_int_equal(corr_of(resp), corr);
+	assert_false(memmem(resp, (size_t)n, "fake-real-host", 14));
+	free(resp);
+}
+
+/* Reads fd until the proxy closes it; returns the bytes received. */
+static size_t recv_until_closed(int fd, uint8_t *buf, size_t cap)
+{
+	size_t got = 0;
+	for (;;) {
+		ssize_t n = recv(fd, buf + got, cap - got, 0);
+		if (n <= 0)
+			break;
+		got += (size_t)n;
+		if (got == cap)
+			got = 0; /* keep reading; only the count matters then */
+	}
+	return got;
+}
+
+/* A broker that answers what nobody asked (a response whose correlation
+ * id is not in flight) breaks the protocol: that connection is closed
+ * before the response, with its real address, reaches the client; other
+ * connections carry on. */
+static void test_unpaired_response_closes(void **state)
+{
+	(void)state;
+	struct fake fk;
+	char ups[64];
+	fake_start(&fk, FAKE_VIOLATE);
+	snprintf(ups, sizeof(ups), "127.0.0.1:%u", fk.port);
+	struct px *px = proxy_start(ups, 0, 0, NULL);
+	int good = tcp_connect(px_listen_port(px));
+	fake_roundtrip_ok(good, 1);
+	int fd = tcp_connect(px_listen_port(px));
+	fake_roundtrip_ok(fd, 2);
+	struct kd_wbuf w = {0};
+	metadata_req(&w, FAKE_BAD_CORR);
+	send_all(fd, w.p, w.len);
+	kd_wbuf_free(&w);
+	uint8_t buf[4096];
+	assert_int_equal(recv_until_closed(fd, buf, sizeof(buf)), 0);
+	close(fd);
+	fake_roundtrip_ok(good, 3);
+	struct px_stats st;
+	px_stats_get(px, &st);
+	assert_int_equal(st.unpaired_responses, 1);
+	assert_int_equal(st.conns_active, 1);
+	close(good);
+	px_free(&px);
+	fake_stop(&fk);
+}
+
+/* ApiVersions: an error answer in no known layout is forwarded as sent
+ * (the client retries a lower version); a success answer kwire cannot
+ * decode, so cannot clamp, is not forwarded and closes the connection. */
+static void test_apiversions_undecodable(void **state)
+{
+	(void)state;
+	struct fake fk;
+	char ups[64];
+	fake_start(&fk, FAKE_VIOLATE);
+	snprintf(ups, sizeof(ups), "127.0.0.1:%u", fk.port);
+	struct px *px = proxy_start(ups, 0, 0, NULL);
+	int fd = tcp_connect(px_listen_port(px));
+	struct kd_wbuf w = {0}, want = {0};
+	apiversions_req(&w, 5);
+	send_all(fd, w.p, w.len);
+	kd_wbuf_free(&w);
+	uint8_t *resp = NULL;
+	ssize_t n = recv_frame(fd, &resp);
+	fake_apiversions_bad(&want, 5, 35);
+	assert_int_equal(n, (ssize_t)want.len - 4);
+	assert_memory_equal(resp, want.p + 4, want.len - 4);
+	free(resp);
+	kd_wbuf_free(&want);
+	fake_roundtrip_ok(fd, 6);
+	apiversions_req(&w, FAKE_BAD_CORR);
+	send_all(fd, w.p, w.len);
+	kd_wbuf_free(&w);
+	uint8_t buf[4096];
+	assert_int_equal(recv_until_closed(fd, buf, sizeof(buf)), 0);
+	close(fd);
+	struct px_stats st;
+	px_stats_get(px, &st);
+	assert_int_equal(st.decode_errors, 1);
+	assert_int_equal(st.apiversions_clamped, 0);
 	px_free(&px);
 	fake_stop(&fk);
 }
@@ -1037,6 +1219,64 @@ static void test_pipelining_backpressure(void **state)
 	px_api_stats_get(px, 18, 2, &as);
 	assert_int_equal(as.requests, N);
 	assert_int_equal(as.responses, N);
+	/* The limit held, and it is what paused the client. */
+	struct px_stats st;
+	px_stats_get(px, &st);
+	assert_int_equal(st.inflight_max, 4);
+	assert_true(st.pauses_inflight >= 1);
+	px_free(&px);
+}
+
+/* A client that sends a flood and does not read: the proxy stops reading
+ * its broker once the client's output holds buffer_bytes, so what is
+ * queued for the client stays bounded; once the client reads, every
+ * answer arrives in order. */
+static void test_slow_client_backpressure(void **state)
+{
+	(void)state;
+	enum { N = 20000, WM = 128 * 1024 };
+	g_buffer_bytes = WM;
+	struct px *px = proxy_start(g_mc.bootstrap, 0, 0, NULL);
+	g_buffer_bytes = 0;
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	int small = 4096;
+	setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+	struct sockaddr_in sin;
+	memset(&sin, 0, sizeof(sin));
+	sin.sin_family = AF_INET;
+	sin.sin_port = htons(px_listen_port(px));
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	assert_int_equal(connect(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+	struct timeval tv = {20, 0};
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	struct pipeliner pl = {fd, N};
+	pthread_t th;
+	assert_int_equal(pthread_create(&th, NULL, pipeline_writer, &pl), 0);
+	struct px_stats st;
+	for (int i = 0; i < 100; i++) { /* until the broker side is paused */
+		usleep(50000);
+		px_stats_get(px, &st);
+		if (st.pauses_upstream)
+			break;
+	}
+	assert_true(st.pauses_upstream >= 1);
+	for (int i = 0; i < N; i++) {
+		uint8_t *resp = NULL;
+		ssize_t n = recv_frame(fd, &resp);
+		if (n < 8)
+			fail_msg("response %d missing (%zd)", i, n);
+		assert_int_equal(corr_of(resp), i);
+		free(resp);
+	}
+	pthread_join(th, NULL);
+	close(fd);
+	px_stats_get(px, &st);
+	/* A frame boundary check: at most the watermark plus one small
+	 * frame was ever queued for the client (several MB were answered). */
+	if (st.client_out_max >= 2 * WM)
+		fail_msg("%" PRIu64 " bytes queued for a non-reading client", st.client_out_max);
+	assert_true(st.bytes_out_client > 10 * (uint64_t)WM);
+	assert_true(st.inflight_max <= 1024);
 	px_free(&px);
 }
 
@@ -1079,9 +1319,12 @@ int main(void)
 	    cmocka_unit_test(test_rewrite_dribbled),
 	    cmocka_unit_test(test_rewrite_big),
 	    cmocka_unit_test(test_undecodable_never_leaks),
+	    cmocka_unit_test(test_unpaired_response_closes),
+	    cmocka_unit_test(test_apiversions_undecodable),
 	    cmocka_unit_test(test_bad_clients),
 	    cmocka_unit_test(test_upstream_failures),
 	    cmocka_unit_test(test_pipelining_backpressure),
+	    cmocka_unit_test(test_slow_client_backpressure),
 	    cmocka_unit_test(test_drain),
 	    cmocka_unit_test(test_broker_gone),
 	};
