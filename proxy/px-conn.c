@@ -12,8 +12,12 @@
  * what waits on the socket (read_more): libevent 2.1 reads 4 KiB per event
  * by itself, which was what held proxied throughput down (a 4 KiB read,
  * a write and two epoll_ctl per loop iteration). The exceptions are responses
- * kwire must edit (px_rewrite_wanted, ApiVersions): those are gathered whole
- * (at most max_frame_bytes), rewritten, and the new frame is written.
+ * kwire must edit (px_rewrite_wanted, ApiVersions): Metadata has its prefix
+ * up to Topics rewritten and the rest streamed; Produce v10+ and Fetch v16+
+ * are held in the input (the frame size goes first) while a skip-only walk
+ * finds their top-level tagged section, which alone is copied and
+ * rewritten (struct px_sedit); the small others are gathered whole,
+ * rewritten, and the new frame is written (s2c_edit).
  *
  * Flow control: pump() moves what it may and flow() then enables reading
  * on a side only when the other side's output is below buffer_bytes, the
@@ -24,6 +28,7 @@
  * re-entrantly. */
 #include <assert.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdlib.h>
@@ -36,6 +41,7 @@
 
 #include "kd-schema.h"
 #include "kd-stream.h"
+#include "kd-walk.h"
 #include "kd.h"
 #include "px-int.h"
 
@@ -49,6 +55,31 @@
  * 1 MiB) moves in one step, and one busy connection still cannot hold its
  * worker for long. 256 KiB measured about 20% slower on large Fetches. */
 #define PX_IO_BURST (1024u * 1024)
+
+/* A response whose addresses are rewritten while it streams, walked by
+ * kd_walk (no tree, nothing copied) as its bytes arrive:
+ *   PX_SE_PREFIX  Metadata: Brokers come before Topics. The prefix up to
+ *                 Topics is rewritten; the rest streams, and is walked as
+ *                 it passes (bytes after the body are noticed).
+ *   PX_SE_TAIL    Produce v10+, Fetch v16+: NodeEndpoints is in the
+ *                 top-level tagged section, after every record set. The
+ *                 frame size goes first on the wire and depends on the
+ *                 rewritten section, so the response is held whole (in
+ *                 the upstream input, never copied or pulled up); only the
+ *                 tagged section is copied out and rewritten. */
+enum { PX_SE_NONE = 0, PX_SE_WHOLE, PX_SE_PREFIX, PX_SE_TAIL };
+
+struct px_sedit {
+	struct kd_walk walk;
+	uint8_t mode;     /* PX_SE_PREFIX or PX_SE_TAIL; PX_SE_NONE: idle */
+	uint8_t walking;  /* the walk goes on */
+	uint8_t stopped;  /* stop point found: stop */
+	uint8_t ended;    /* the body's fields end at end */
+	uint32_t body_at; /* frame offset of the body */
+	uint32_t fed;     /* frame offset the walk has reached */
+	uint32_t front;   /* frame offset of the first byte still in the input */
+	uint32_t stop, end;
+};
 
 /* What the proxy remembers of one in-flight request. */
 struct px_req {
@@ -82,9 +113,14 @@ struct px_conn {
 	uint8_t u_why;      /* why the broker is not read now (PX_PAUSE_*) */
 	uint32_t req_left;  /* bytes of the current request still to move */
 	uint32_t resp_left; /* bytes of the current response still to move */
+	/* A response rewritten while it streams (Metadata, Produce v10+,
+	 * Fetch v16+); allocated at the first. */
+	struct px_sedit *se;
+	uint8_t warned_trailing; /* bytes after a body: warned once */
 	/* The response being streamed: emitted to on_pair at its last byte. */
 	struct px_req cur;
 	uint8_t cur_valid;
+	uint8_t cur_rewritten;
 	uint32_t cur_size;
 	uint8_t *cur_copy;
 	size_t cur_copy_len;
@@ -359,6 +395,7 @@ static void conn_free(struct px_conn *conn)
 	free(conn->cur_copy);
 	free(conn->reqs);
 	free(conn->acks0);
+	free(conn->se);
 	close_upstream(conn);
 	if (conn->cbev)
 		bufferevent_free(conn->cbev);
@@ -875,6 +912,9 @@ static void log_hex(const struct px *px, const uint8_t *p, size_t len)
 	px_log(px, 3, "frame (%zu bytes): %s%s", len, hex, n < len ? "..." : "");
 }
 
+static void read_high(struct px_conn *conn, size_t high);
+static void note_trailing(struct px_conn *conn, int16_t key, int16_t ver, uint64_t extra);
+
 /* A response kwire edits, whole in the upstream input. Returns -1 when
  * conn was freed or is closing, else 0. */
 static int s2c_edit(struct px_conn *conn, struct kd_frame_info *fi, struct px_req *req, int matched)
@@ -883,10 +923,9 @@ static int s2c_edit(struct px_conn *conn, struct kd_frame_info *fi, struct px_re
 	struct evbuffer *in = bufferevent_get_input(conn->ubev);
 	struct evbuffer *out = bufferevent_get_output(conn->cbev);
 	uint32_t total = 4 + fi->size;
-	if (conn->resp_whole) {
-		conn->resp_whole = 0;
-		bufferevent_setwatermark(conn->ubev, EV_READ, 0, conn->wm);
-	}
+	if (conn->resp_whole)
+		read_high(conn, conn->wm);
+	PX_MAX(px, edit_held_max, total);
 	const uint8_t *p = evbuffer_pullup(in, total);
 	if (!p) {
 		conn_free(conn);
@@ -916,6 +955,10 @@ static int s2c_edit(struct px_conn *conn, struct kd_frame_info *fi, struct px_re
 			PX_INC(px, responses_rewritten, 1);
 		if (rc >= 0 && key == KD_API_METADATA)
 			px_metadata_seen(px, t0); /* listener GC, px-listen.c */
+		size_t body = 4 + fi->resp_hdr.len, fields;
+		if (rc >= 0 &&
+		    (fields = px_body_fields_end(key, ver, p + body, total - body)) < total - body)
+			note_trailing(conn, key, ver, total - body - fields);
 	}
 	if (rc < 0) {
 		/* A response that may carry broker addresses kwire cannot read,
@@ -959,6 +1002,259 @@ static int s2c_edit(struct px_conn *conn, struct kd_frame_info *fi, struct px_re
 	return 0;
 }
 
+/* How a response is edited (PX_SE_*): NONE (forwarded as it comes),
+ * WHOLE (gathered whole, then edited: ApiVersions, FindCoordinator,
+ * DescribeCluster, all small), or streamed (PREFIX, TAIL). */
+static int edit_mode(const struct px_conn *conn, const struct kd_frame_info *fi)
+{
+	const struct px *px = conn->px;
+	int16_t key = fi->req.api_key, ver = fi->req.api_version;
+	if (fi->kind != KD_EV_RESPONSE)
+		return PX_SE_NONE;
+	if (key == KD_API_API_VERSIONS)
+		return px->conf.clamp_api_versions ? PX_SE_WHOLE : PX_SE_NONE;
+	if (!px->conf.rewrite || !px_rewrite_wanted(key, ver))
+		return PX_SE_NONE;
+	if (key == KD_API_METADATA)
+		return PX_SE_PREFIX;
+	if (key == KD_API_PRODUCE || key == KD_API_FETCH)
+		return PX_SE_TAIL;
+	return PX_SE_WHOLE;
+}
+
+/* Lets the upstream input grow to high bytes (at least the watermark). */
+static void read_high(struct px_conn *conn, size_t high)
+{
+	if (high < conn->wm)
+		high = conn->wm;
+	conn->resp_whole = high > conn->wm;
+	bufferevent_setwatermark(conn->ubev, EV_READ, 0, high);
+}
+
+/* Bytes after a body's fields: forwarded as they came, counted, and
+ * warned about once per connection (docs/proxy.md). */
+static void note_trailing(struct px_conn *conn, int16_t key, int16_t ver, uint64_t extra)
+{
+	struct px *px = conn->px;
+	PX_INC(px, trailing_bytes, 1);
+	if (conn->warned_trailing)
+		return;
+	conn->warned_trailing = 1;
+	px_log(px, 1,
+	       "%s: %s v%d response from %s has %" PRIu64 " byte(s) after its body: "
+	       "forwarded as they came (warned once per connection)",
+	       conn->client_addr, api_name(key), ver, conn->up_addr, extra);
+}
+
+/* Walks the frame bytes [se->fed, upto) of the input, whose first byte is
+ * at frame offset se->front. Returns KD_NEED_MORE, KD_WALK_STOP (a
+ * PREFIX walk stops there), KD_WALK_END or a negative KD_E*. */
+static int se_walk(struct px_sedit *se, struct evbuffer *in, uint32_t upto)
+{
+	while (se->walking && se->fed < upto) {
+		struct evbuffer_ptr ptr;
+		struct evbuffer_iovec vec[8];
+		if (evbuffer_ptr_set(in, &ptr, se->fed - se->front, EVBUFFER_PTR_SET) < 0)
+			return KD_EMALFORMED; /* cannot happen: fed < upto <= input */
+		int nvec = evbuffer_peek(in, (ev_ssize_t)(upto - se->fed), &ptr, vec, 8);
+		for (int i = 0; i < nvec && i < 8 && se->fed < upto; i++) {
+			const uint8_t *p = vec[i].iov_base;
+			size_t n = vec[i].iov_len;
+			if (n > upto - se->fed)
+				n = upto - se->fed;
+			while (n) {
+				size_t used = 0;
+				int rc = kd_walk_feed(&se->walk, p, n, &used);
+				se->fed += (uint32_t)used;
+				p += used;
+				n -= used;
+				if (rc == KD_NEED_MORE)
+					break;
+				if (rc == KD_WALK_STOP) {
+					se->stopped = 1;
+					se->stop = se->body_at + (uint32_t)se->walk.off;
+					if (se->mode == PX_SE_PREFIX)
+						return rc;
+					continue;
+				}
+				se->walking = 0;
+				if (rc == KD_WALK_END) {
+					se->ended = 1;
+					se->end = se->body_at + (uint32_t)se->walk.off;
+				}
+				return rc;
+			}
+		}
+	}
+	return se->ended ? KD_WALK_END : KD_NEED_MORE;
+}
+
+/* The n bytes at the front of the input, about to be forwarded, pass the
+ * walk of the response streaming after its rewritten prefix. */
+static void se_pass(struct px_conn *conn, struct evbuffer *in, size_t n)
+{
+	struct px_sedit *se = conn->se;
+	if (!se->walking)
+		return;
+	int rc = se_walk(se, in, se->front + (uint32_t)n);
+	if (rc == KD_WALK_END && se->end < se->front + conn->resp_left)
+		note_trailing(conn, conn->cur.key, conn->cur.ver,
+		              se->front + conn->resp_left - se->end);
+	else if (rc < 0 && rc != KD_NEED_MORE)
+		px_log(conn->px, 3,
+		       "%s: %s v%d response from %s: the part after the addresses "
+		       "does not walk (%s); forwarded",
+		       conn->client_addr, api_name(conn->cur.key), conn->cur.ver, conn->up_addr,
+		       kd_strerror(rc));
+}
+
+/* A response rewritten while it streams (struct px_sedit). Returns -1
+ * when conn was freed or is closing, 0 to wait for more bytes, 1 when
+ * the frame is handled (the rest, if any, streams through resp_left). */
+static int s2c_stream_edit(struct px_conn *conn, struct kd_frame_info *fi, int mode)
+{
+	struct px *px = conn->px;
+	struct evbuffer *in = bufferevent_get_input(conn->ubev);
+	struct evbuffer *out = bufferevent_get_output(conn->cbev);
+	int16_t key = fi->req.api_key, ver = fi->req.api_version;
+	uint32_t total = 4 + fi->size;
+	size_t avail = evbuffer_get_length(in);
+	int rc = KD_OK;
+	if (!conn->se && !(conn->se = calloc(1, sizeof(*conn->se)))) {
+		px_log(px, 0, "%s: out of memory", conn->client_addr);
+		conn_free(conn);
+		return -1;
+	}
+	struct px_sedit *se = conn->se;
+	if (!se->mode) {
+		memset(se, 0, sizeof(*se));
+		se->mode = (uint8_t)mode;
+		se->body_at = 4 + fi->resp_hdr.len;
+		se->fed = se->body_at;
+		se->walking = 1;
+		rc = kd_walk_init(&se->walk, key, ver, 0, fi->size - fi->resp_hdr.len);
+		if (rc == KD_OK)
+			rc = mode == PX_SE_PREFIX ? kd_walk_stop_before(&se->walk, "Topics")
+			                          : kd_walk_stop_at_tags(&se->walk);
+	}
+	/* A PREFIX walk waits at its stop point until the decision. */
+	if (rc == KD_OK && !(mode == PX_SE_PREFIX && se->stopped))
+		rc = se_walk(se, in, (uint32_t)(avail < total ? avail : total));
+	if (rc < 0 && rc != KD_NEED_MORE)
+		goto fail;
+	/* What must be in the input before deciding: the prefix (and the
+	 * bytes the access log copies), or the whole frame. */
+	size_t need = total;
+	if (mode == PX_SE_PREFIX) {
+		size_t copy =
+		    (px->hooks.want_frames & PX_WANT_RESP) ? copy_need(conn, total, 0) : 0;
+		need = se->stopped ? (se->stop > copy ? se->stop : copy) : total;
+	}
+	if (avail < need || (mode == PX_SE_TAIL && !se->ended)) {
+		/* PREFIX: walked bytes plus a watermark's worth; TAIL: all. */
+		read_high(conn, mode == PX_SE_PREFIX ? (size_t)se->fed + conn->wm : total);
+		return 0;
+	}
+	if (conn->resp_whole)
+		read_high(conn, conn->wm);
+	PX_MAX(px, edit_held_max, avail < total ? avail : total);
+
+	struct px_req req;
+	int matched = ring_pop(conn, fi->resp_hdr.correlation_id, 0, &req) == 0;
+	assert(matched); /* s2c checked ring_find */
+	(void)matched;
+	uint8_t *copy = NULL;
+	size_t copy_len = 0;
+	uint8_t trunc = 0;
+	if (px->hooks.want_frames & PX_WANT_RESP)
+		copy = copy_frame(conn, in, total, 0, &copy_len, &trunc);
+	kd_stream_frame_commit(conn->ks, KD_S2C, fi, NULL, px_wall_us());
+
+	struct kd_wbuf wb = {0};
+	if (mode == PX_SE_PREFIX) {
+		uint64_t t0 = px_now_us();
+		const uint8_t *p = evbuffer_pullup(in, se->stop);
+		rc = p ? px_rewrite_prefix(key, ver, p, se->stop, "Topics", px_addr_map, px, &wb)
+		       : KD_ENOMEM;
+		if (rc >= 0)
+			px_metadata_seen(px, t0); /* listener GC, px-listen.c */
+	} else {
+		uint32_t tlen = se->end - se->stop;
+		uint8_t *tail = malloc(tlen ? tlen : 1);
+		struct evbuffer_ptr ptr;
+		rc = tail && evbuffer_ptr_set(in, &ptr, se->stop, EVBUFFER_PTR_SET) == 0 &&
+		             evbuffer_copyout_from(in, &ptr, tail, tlen) == (ev_ssize_t)tlen
+		         ? px_rewrite_tail(key, ver, tail, tlen, px_addr_map, px, &wb)
+		         : KD_ENOMEM;
+		free(tail);
+		if (rc >= 0 && se->end < total)
+			note_trailing(conn, key, ver, total - se->end);
+	}
+	if (rc < 0) {
+		kd_wbuf_free(&wb);
+		free(copy);
+		px_count_api(px, req.key, req.ver, PX_CNT_ERR);
+		req_release(&req);
+		goto fail;
+	}
+	if (rc == 1)
+		PX_INC(px, responses_rewritten, 1);
+	conn->cur = req;
+	conn->cur_valid = 1;
+	conn->cur_rewritten = rc == 1;
+	conn->cur_size = fi->size;
+	conn->cur_copy = copy;
+	conn->cur_copy_len = copy_len;
+	conn->cur_trunc = trunc;
+	conn->resp_left = total;
+	if (rc == 1 && mode == PX_SE_PREFIX) {
+		/* The new prefix (its size fixed) replaces the old one. */
+		evbuffer_drain(in, se->stop);
+		evbuffer_add(out, wb.p, wb.len);
+		PX_INC(px, bytes_in_upstream, se->stop);
+		PX_INC(px, bytes_out_client, wb.len);
+		conn->resp_left = total - se->stop;
+		se->front = se->stop;
+	} else if (rc == 1) {
+		/* size | header and body up to the tags (moved) | new tags |
+		 * bytes after the body (moved). */
+		uint32_t tlen = se->end - se->stop;
+		uint64_t nsize = (uint64_t)fi->size - tlen + wb.len;
+		uint8_t sz[4] = {(uint8_t)(nsize >> 24), (uint8_t)(nsize >> 16),
+		                 (uint8_t)(nsize >> 8), (uint8_t)nsize};
+		evbuffer_drain(in, 4);
+		evbuffer_add(out, sz, 4);
+		evbuffer_remove_buffer(in, out, se->stop - 4);
+		evbuffer_drain(in, tlen);
+		evbuffer_add(out, wb.p, wb.len);
+		evbuffer_remove_buffer(in, out, total - se->end);
+		PX_INC(px, bytes_in_upstream, total);
+		PX_INC(px, bytes_out_client, nsize + 4);
+		conn->resp_left = 0;
+		se->mode = PX_SE_NONE;
+		resp_done(conn, &conn->cur, conn->cur_size, copy, copy_len, trunc, 1);
+		req_release(&conn->cur);
+		conn->cur_valid = 0;
+		free(conn->cur_copy);
+		conn->cur_copy = NULL;
+	} else if (mode == PX_SE_TAIL) {
+		se->mode = PX_SE_NONE; /* walked already: streams as it is */
+	}
+	kd_wbuf_free(&wb);
+	return 1;
+fail:
+	/* A response that may carry broker addresses kwire cannot read:
+	 * never let it through (a client must not learn a real address). */
+	if (se)
+		se->mode = PX_SE_NONE;
+	PX_INC(px, decode_errors, 1);
+	px_log(px, 0, "%s: %s v%d response from %s not decodable (%s), closing", conn->client_addr,
+	       api_name(key), ver, conn->up_addr, kd_strerror(rc));
+	close_upstream(conn);
+	conn_close_soft(conn);
+	return -1;
+}
+
 /* Broker to client. Returns -1 when conn was freed. */
 static int s2c(struct px_conn *conn)
 {
@@ -978,15 +1274,25 @@ static int s2c(struct px_conn *conn)
 			continue;
 		}
 		if (conn->resp_left) {
-			size_t n = forward(conn, in, conn->cbev, conn->resp_left);
+			size_t n = evbuffer_get_length(in);
+			if (n > conn->resp_left)
+				n = conn->resp_left;
+			if (conn->se && conn->se->mode)
+				se_pass(conn, in, n);
+			n = forward(conn, in, conn->cbev, n);
 			if (!n)
 				return 0;
 			conn->resp_left -= (uint32_t)n;
 			PX_INC(px, bytes_in_upstream, (uint64_t)n);
 			PX_INC(px, bytes_out_client, (uint64_t)n);
+			if (conn->se && conn->se->mode) {
+				conn->se->front += (uint32_t)n;
+				if (!conn->resp_left)
+					conn->se->mode = PX_SE_NONE;
+			}
 			if (!conn->resp_left && conn->cur_valid) {
 				resp_done(conn, &conn->cur, conn->cur_size, conn->cur_copy,
-				          conn->cur_copy_len, conn->cur_trunc, 0);
+				          conn->cur_copy_len, conn->cur_trunc, conn->cur_rewritten);
 				req_release(&conn->cur);
 				conn->cur_valid = 0;
 				free(conn->cur_copy);
@@ -1046,15 +1352,17 @@ static int s2c(struct px_conn *conn)
 		}
 		/* Peek at the FIFO without popping until the frame is handled: an
 		 * edited response may have to wait for more bytes. */
-		int edit =
-		    fi.kind == KD_EV_RESPONSE &&
-		    ((fi.req.api_key == KD_API_API_VERSIONS && px->conf.clamp_api_versions) ||
-		     (px->conf.rewrite && px_rewrite_wanted(fi.req.api_key, fi.req.api_version)));
+		int mode = edit_mode(conn, &fi);
+		if (mode == PX_SE_PREFIX || mode == PX_SE_TAIL) {
+			int src = s2c_stream_edit(conn, &fi, mode);
+			if (src <= 0)
+				return src;
+			continue;
+		}
+		int edit = mode == PX_SE_WHOLE;
 		if (edit && evbuffer_get_length(in) < total) {
 			/* Let the input grow to the whole frame (at most max_frame). */
-			conn->resp_whole = 1;
-			bufferevent_setwatermark(conn->ubev, EV_READ, 0,
-			                         total > conn->wm ? total : conn->wm);
+			read_high(conn, total);
 			return 0;
 		}
 		if (!edit && (px->hooks.want_frames & PX_WANT_RESP) &&
@@ -1076,6 +1384,7 @@ static int s2c(struct px_conn *conn)
 		assert(matched); /* ring_find above */
 		conn->cur = req;
 		conn->cur_valid = 1;
+		conn->cur_rewritten = 0;
 		conn->cur_size = fi.size;
 		conn->resp_left = total;
 	}

@@ -12,6 +12,7 @@
 #include "kd-hdr.h"
 #include "kd-schema.h"
 #include "kd-tree.h"
+#include "kd-walk.h"
 #include "px.h"
 
 /* A decoded tree bigger than this is refused (hostile or absurd frames). */
@@ -47,26 +48,6 @@ static int split_frame(int16_t key, int16_t version, const uint8_t *frame, size_
 	if (rc == KD_NEED_MORE)
 		return KD_ESHORT;
 	return rc;
-}
-
-/* out = size | frame header bytes | encoded tree. The tree is encoded
- * once; the size is written after it, into the 4 bytes kept for it. */
-static int write_frame(const uint8_t *frame, const struct kd_resp_hdr *hdr, const struct kd_tree *t,
-                       struct kd_wbuf *out)
-{
-	size_t start = out->len;
-	kd_w_i32(out, 0); /* size, patched below */
-	kd_w_raw(out, frame + 4, hdr->len);
-	int rc = kd_tree_encode(t, out);
-	if (rc != KD_OK)
-		return rc;
-	if (out->err)
-		return out->err;
-	size_t total = out->len - start - 4;
-	if (total > INT32_MAX)
-		return KD_ELIMIT;
-	kd_w_patch_be(out, start, 4, total);
-	return KD_OK;
 }
 
 struct addr_walk {
@@ -120,37 +101,168 @@ static int addr_node(void *arg, struct kd_node *node, const struct kd_walk_ctx *
 	return 0;
 }
 
-int px_rewrite_response(int16_t key, int16_t version, const uint8_t *frame, size_t len,
+/* Decodes body (blen bytes) of a response of (key, version), rewrites
+ * every address through map, and when one changed appends the encoded
+ * body to out. Returns 1 (changed), 0 (unchanged, out untouched), or a
+ * negative KD_E*. */
+static int rewrite_body(int16_t key, int16_t version, const uint8_t *body, size_t blen,
                         px_addr_map_fn map, void *arg, struct kd_wbuf *out)
 {
 	struct kd_arena arena = {.limit = PX_REWRITE_ARENA_LIMIT};
 	struct kd_tree t;
-	struct kd_resp_hdr hdr;
-	int rc;
-
-	if (!px_rewrite_wanted(key, version))
-		return 0;
-	rc = split_frame(key, version, frame, len, &hdr);
-	if (rc < 0)
-		return rc;
-	rc = kd_tree_decode(&t, &arena, key, version, 0, frame + 4 + hdr.len, len - 4 - hdr.len);
+	int rc = kd_tree_decode(&t, &arena, key, version, 0, body, blen);
 	if (rc != KD_OK)
 		goto out;
 	struct addr_walk aw = {&t, map, arg, 0, KD_OK};
 	kd_tree_walk(&t, addr_node, &aw);
-	if (aw.rc != KD_OK) {
-		rc = aw.rc;
-		goto out;
+	rc = aw.rc != KD_OK ? aw.rc : aw.changed;
+	if (rc == 1) {
+		int erc = kd_tree_encode(&t, out);
+		if (erc != KD_OK || out->err)
+			rc = erc != KD_OK ? erc : out->err;
 	}
-	if (!aw.changed) {
-		rc = 0;
-		goto out;
-	}
-	rc = write_frame(frame, &hdr, &t, out);
-	if (rc == KD_OK)
-		rc = 1;
 out:
 	kd_arena_free(&arena);
+	return rc;
+}
+
+size_t px_body_fields_end(int16_t key, int16_t version, const uint8_t *body, size_t len)
+{
+	struct kd_walk w;
+	size_t used;
+	if (kd_walk_init(&w, key, version, 0, len) != KD_OK ||
+	    kd_walk_feed(&w, body, len, &used) != KD_WALK_END)
+		return len;
+	return (size_t)w.off;
+}
+
+/* Undoes what a failed or unneeded rewrite appended to out from start:
+ * an out that was empty is as it was (nothing allocated). */
+static void undo(struct kd_wbuf *out, size_t start)
+{
+	if (!start)
+		kd_wbuf_free(out);
+	else
+		out->len = start;
+}
+
+/* Patches the INT32 size at out->p[start] to what follows it. */
+static int patch_size(struct kd_wbuf *out, size_t start)
+{
+	if (out->err)
+		return out->err;
+	size_t total = out->len - start - 4;
+	if (total > INT32_MAX)
+		return KD_ELIMIT;
+	kd_w_patch_be(out, start, 4, total);
+	return KD_OK;
+}
+
+int px_rewrite_response(int16_t key, int16_t version, const uint8_t *frame, size_t len,
+                        px_addr_map_fn map, void *arg, struct kd_wbuf *out)
+{
+	struct kd_resp_hdr hdr;
+	if (!px_rewrite_wanted(key, version))
+		return 0;
+	int rc = split_frame(key, version, frame, len, &hdr);
+	if (rc < 0)
+		return rc;
+	const uint8_t *body = frame + 4 + hdr.len;
+	size_t blen = len - 4 - hdr.len;
+	/* Bytes after the body's fields are kept as they came (Kafka's own
+	 * parsers ignore them; docs/proxy.md): only the fields are decoded. */
+	size_t fields = px_body_fields_end(key, version, body, blen);
+	size_t start = out->len;
+	kd_w_i32(out, 0); /* size, patched below */
+	kd_w_raw(out, frame + 4, hdr.len);
+	rc = rewrite_body(key, version, body, fields, map, arg, out);
+	if (rc == 1) {
+		kd_w_raw(out, body + fields, blen - fields);
+		int prc = patch_size(out, start);
+		if (prc != KD_OK)
+			rc = prc;
+	}
+	if (rc != 1)
+		undo(out, start);
+	return rc;
+}
+
+int px_rewrite_prefix(int16_t key, int16_t version, const uint8_t *frame, size_t len,
+                      const char *next, px_addr_map_fn map, void *arg, struct kd_wbuf *out)
+{
+	struct kd_resp_hdr hdr;
+	struct kd_wbuf syn = {0};
+	int32_t size;
+	int from = kd_body_field_index(key, version, 0, next);
+	if (from < 0 || len < 4)
+		return KD_EUNSUPPORTED;
+	size = (int32_t)kd_load_be(frame, 4);
+	int rc = kd_resp_hdr_parse(frame + 4, len - 4, key, version, &hdr);
+	if (rc == KD_NEED_MORE)
+		return KD_ESHORT;
+	if (rc < 0)
+		return rc;
+	size_t plen = len - 4 - hdr.len;
+	/* The prefix, completed with the defaults of the fields from next on
+	 * (empty arrays, zeros), is a whole body for the tree decoder. The
+	 * defaults hold no address and re-encode as they were. */
+	kd_w_raw(&syn, frame + 4 + hdr.len, plen);
+	rc = kd_body_defaults(key, version, 0, (unsigned)from, UINT16_MAX, 1, &syn);
+	if (rc != KD_OK)
+		goto out;
+	size_t start = out->len;
+	kd_w_i32(out, 0);
+	kd_w_raw(out, frame + 4, hdr.len);
+	size_t bstart = out->len;
+	rc = rewrite_body(key, version, syn.p, syn.len, map, arg, out);
+	if (rc == 1) {
+		size_t tail = syn.len - plen;
+		size_t nlen = out->len - bstart;
+		if (nlen < tail || memcmp(out->p + out->len - tail, syn.p + plen, tail)) {
+			rc = KD_EMALFORMED; /* cannot happen: the defaults were not edited */
+		} else {
+			out->len -= tail;
+			int64_t nsize = (int64_t)size + (int64_t)(nlen - tail) - (int64_t)plen;
+			if (out->err || nsize < 0 || nsize > INT32_MAX)
+				rc = out->err ? out->err : KD_ELIMIT;
+			else
+				kd_w_patch_be(out, start, 4, (uint64_t)nsize);
+		}
+	}
+	if (rc != 1)
+		undo(out, start);
+out:
+	kd_wbuf_free(&syn);
+	return rc;
+}
+
+int px_rewrite_tail(int16_t key, int16_t version, const uint8_t *tail, size_t len,
+                    px_addr_map_fn map, void *arg, struct kd_wbuf *out)
+{
+	struct kd_wbuf syn = {0};
+	/* Defaults for every regular field, then the real tagged section. */
+	int rc = kd_body_defaults(key, version, 0, 0, UINT16_MAX, 0, &syn);
+	if (rc != KD_OK)
+		goto out;
+	size_t head = syn.len;
+	kd_w_raw(&syn, tail, len);
+	if (syn.err) {
+		rc = syn.err;
+		goto out;
+	}
+	struct kd_wbuf body = {0};
+	rc = rewrite_body(key, version, syn.p, syn.len, map, arg, &body);
+	if (rc == 1) {
+		if (body.len < head || memcmp(body.p, syn.p, head))
+			rc = KD_EMALFORMED; /* cannot happen: the defaults were not edited */
+		else
+			kd_w_raw(out, body.p + head, body.len - head);
+		if (out->err)
+			rc = out->err;
+	}
+	kd_wbuf_free(&body);
+out:
+	kd_wbuf_free(&syn);
 	return rc;
 }
 
@@ -164,8 +276,21 @@ int px_clamp_apiversions(int16_t version, const uint8_t *frame, size_t len, stru
 	rc = split_frame(KD_API_API_VERSIONS, version, frame, len, &hdr);
 	if (rc < 0)
 		return rc;
-	rc = kd_tree_decode(&t, &arena, KD_API_API_VERSIONS, version, 0, frame + 4 + hdr.len,
-	                    len - 4 - hdr.len);
+	const uint8_t *body = frame + 4 + hdr.len;
+	size_t blen = len - 4 - hdr.len, fields = blen;
+	rc = kd_tree_decode(&t, &arena, KD_API_API_VERSIONS, version, 0, body, blen);
+	if (rc == KD_EMALFORMED) {
+		/* Bytes after the body's fields? Tried only when the whole body
+		 * fails, so that the v0 layout of an error answer (KIP-511) is
+		 * never cut short by a walk in the asked version's layout. */
+		fields = px_body_fields_end(KD_API_API_VERSIONS, version, body, blen);
+		if (fields < blen) {
+			kd_arena_free(&arena);
+			arena.limit = PX_REWRITE_ARENA_LIMIT;
+			rc = kd_tree_decode(&t, &arena, KD_API_API_VERSIONS, version, 0, body,
+			                    fields);
+		}
+	}
 	if (rc != KD_OK) {
 		/* An error answer carries no ranges to clamp, only a request
 		 * to retry with a lower ApiVersions version, which kwire then
@@ -223,9 +348,17 @@ int px_clamp_apiversions(int16_t version, const uint8_t *frame, size_t len, stru
 		rc = 0;
 		goto out;
 	}
-	rc = write_frame(frame, &hdr, &t, out);
+	size_t start = out->len;
+	kd_w_i32(out, 0); /* size, patched below */
+	kd_w_raw(out, frame + 4, hdr.len);
+	rc = kd_tree_encode(&t, out);
+	kd_w_raw(out, body + fields, blen - fields);
+	if (rc == KD_OK)
+		rc = patch_size(out, start);
 	if (rc == KD_OK)
 		rc = 1;
+	else
+		undo(out, start);
 out:
 	kd_arena_free(&arena);
 	return rc;

@@ -120,10 +120,28 @@ void px_log(const struct px *px, int level, const char *fmt, ...)
 int px_rewrite_wanted(int16_t key, int16_t version);
 /* Rewrites every broker address in one response frame (4-byte size prefix
  * included) of (key, version) through map. Returns 1 and the whole new
- * frame (size fixed) in out, 0 when nothing changed (out untouched), or a
- * negative KD_E* when the frame cannot be decoded. */
+ * frame (size fixed) appended to out, 0 when nothing changed (out
+ * untouched), or a negative KD_E* when the frame cannot be decoded. Bytes
+ * after the body's fields are kept byte for byte. */
 int px_rewrite_response(int16_t key, int16_t version, const uint8_t *frame, size_t len,
                         px_addr_map_fn map, void *arg, struct kd_wbuf *out);
+/* The same for a response streamed in parts (docs/proxy.md, "Memory").
+ * px_rewrite_prefix: frame is the response's first bytes (its INT32 size,
+ * header, and body) up to where its top-level field next starts
+ * (kd-walk.h finds it; Metadata: "Topics"); out gets the rewritten
+ * prefix, its size field changed by the prefix's change in length, to be
+ * followed by the rest of the response unchanged. px_rewrite_tail: tail
+ * is the response's top-level tagged section, exactly (Produce v10+,
+ * Fetch v16+: NodeEndpoints); out gets the rewritten section, and the
+ * caller fixes the frame size. Same returns as px_rewrite_response. */
+int px_rewrite_prefix(int16_t key, int16_t version, const uint8_t *frame, size_t len,
+                      const char *next, px_addr_map_fn map, void *arg, struct kd_wbuf *out);
+int px_rewrite_tail(int16_t key, int16_t version, const uint8_t *tail, size_t len,
+                    px_addr_map_fn map, void *arg, struct kd_wbuf *out);
+/* Where the fields of a response body (len bytes, after the header) of
+ * (key, version) end, by the skip-only walk: len, or less when bytes
+ * follow the fields (kept as they came by the rewrites above). */
+size_t px_body_fields_end(int16_t key, int16_t version, const uint8_t *body, size_t len);
 /* Intersects each ApiKeys range of an ApiVersions response frame (any
  * version) with kwire's schema tables (validVersions); keys kwire does not
  * know pass through. Same returns as px_rewrite_response; an error answer

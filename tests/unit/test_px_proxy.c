@@ -666,19 +666,26 @@ static void test_client_dribble(void **state)
 /* ---- a fake broker, to control exactly what the upstream sends ---- */
 
 enum fake_mode {
-	FAKE_DRIBBLE, /* a valid Metadata v1 response, one byte per send */
-	FAKE_BROKEN,  /* a Metadata v1 response that names a real host, then
-	               * stops making sense: it must never reach the client */
-	FAKE_BIG,     /* a valid Metadata v1 response of FAKE_BIG_TOPICS topics
-	               * (about 2.5 MB, over the proxy's read watermark) */
-	FAKE_VIOLATE, /* valid Metadata v1 responses, except that a request with
-	               * correlation id FAKE_BAD_CORR is answered by an unsolicited
-	               * response (another correlation id, the real address) first,
-	               * and ApiVersions gets an undecodable answer: a success one
-	               * (ErrorCode 0, ApiKeys cut short) for FAKE_BAD_CORR, an
-	               * UNSUPPORTED_VERSION one in no known layout otherwise */
+	FAKE_DRIBBLE,       /* a valid Metadata v1 response, one byte per send */
+	FAKE_BROKEN,        /* a Metadata v1 response that names a real host, then
+	                     * ends inside its brokers: it must never reach the client */
+	FAKE_BROKEN_TOPICS, /* one whose brokers are fine and topics are not:
+	                     * forwarded with its addresses rewritten */
+	FAKE_TRAILING,      /* a valid Metadata v1 response and one byte more */
+	FAKE_FETCH,         /* Fetch v16 responses of FAKE_FETCH_BYTES of records;
+	                     * NodeEndpoints names the real host when the request's
+	                     * correlation id is odd */
+	FAKE_BIG,           /* a valid Metadata v1 response of FAKE_BIG_TOPICS topics
+	                     * (about 2.5 MB, over the proxy's read watermark) */
+	FAKE_VIOLATE,       /* valid Metadata v1 responses, except that a request with
+	                     * correlation id FAKE_BAD_CORR is answered by an unsolicited
+	                     * response (another correlation id, the real address) first,
+	                     * and ApiVersions gets an undecodable answer: a success one
+	                     * (ErrorCode 0, ApiKeys cut short) for FAKE_BAD_CORR, an
+	                     * UNSUPPORTED_VERSION one in no known layout otherwise */
 };
 #define FAKE_BIG_TOPICS 12000
+#define FAKE_FETCH_BYTES (3u << 20)
 #define FAKE_BAD_CORR 666
 #define FAKE_CONNS 4
 
@@ -694,22 +701,26 @@ struct fake {
 };
 
 /* Metadata v1 body: one broker (1, host, port, rack null), controller 1,
- * no topics. broken: cut inside the topics count. */
+ * no topics. broken 1: a second broker cut inside its NodeId; broken 2:
+ * cut inside the topics count. */
 static void fake_metadata(struct kd_wbuf *w, int32_t corr, uint16_t port, int broken, int ntopics)
 {
 	struct kd_wbuf b = {0};
 	struct kd_view host = {(const uint8_t *)"fake-real-host.internal", 23, 0};
 	struct kd_view nul = {NULL, 0, 1};
 	kd_w_i32(&b, corr); /* response header v0 */
-	kd_w_i32(&b, 1);
+	kd_w_i32(&b, broken == 1 ? 2 : 1);
 	kd_w_i32(&b, 1);
 	kd_w_blob(&b, 0, 2, &host);
 	kd_w_i32(&b, port);
 	kd_w_blob(&b, 0, 2, &nul);
-	kd_w_i32(&b, 1); /* ControllerId */
-	if (broken) {
+	if (broken == 1) {
+		kd_w_i16(&b, 0); /* half a NodeId */
+	} else if (broken == 2) {
+		kd_w_i32(&b, 1); /* ControllerId */
 		kd_w_i16(&b, 0); /* half a topics count */
 	} else {
+		kd_w_i32(&b, 1); /* ControllerId */
 		kd_w_i32(&b, ntopics);
 		for (int i = 0; i < ntopics; i++) {
 			char name[256];
@@ -720,6 +731,59 @@ static void fake_metadata(struct kd_wbuf *w, int32_t corr, uint16_t port, int br
 			kd_w_i8(&b, 0);  /* IsInternal */
 			kd_w_i32(&b, 0); /* Partitions */
 		}
+	}
+	kd_w_i32(w, (int32_t)b.len);
+	kd_w_raw(w, b.p, b.len);
+	kd_wbuf_free(&b);
+}
+
+/* A Fetch v16 response frame: one topic, one partition whose records are
+ * nrec bytes of a pattern (opaque to the proxy), and, with endpoints,
+ * NodeEndpoints naming broker 1 at fake-real-host.internal:port and one
+ * byte after the body. */
+static void fake_fetch16(struct kd_wbuf *w, int32_t corr, uint16_t port, size_t nrec, int endpoints)
+{
+	struct kd_wbuf b = {0};
+	struct kd_view host = {(const uint8_t *)"fake-real-host.internal", 23, 0};
+	static const uint8_t topic_id[16] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16};
+	kd_w_i32(&b, corr); /* response header v1 */
+	kd_w_uvarint(&b, 0);
+	kd_w_i32(&b, 0);     /* ThrottleTimeMs */
+	kd_w_i16(&b, 0);     /* ErrorCode */
+	kd_w_i32(&b, 7);     /* SessionId */
+	kd_w_uvarint(&b, 2); /* Responses: 1 */
+	kd_w_raw(&b, topic_id, 16);
+	kd_w_uvarint(&b, 2); /* Partitions: 1 */
+	kd_w_i32(&b, 0);
+	kd_w_i16(&b, 0);
+	kd_w_i64(&b, 100);
+	kd_w_i64(&b, 100);
+	kd_w_i64(&b, 0);
+	kd_w_uvarint(&b, 0); /* AbortedTransactions: null */
+	kd_w_i32(&b, -1);    /* PreferredReadReplica */
+	kd_w_uvarint(&b, (uint32_t)nrec + 1);
+	uint8_t *rec = kd_wbuf_reserve(&b, nrec);
+	for (size_t i = 0; i < nrec; i++)
+		rec[i] = (uint8_t)(i * 13 + (i >> 12));
+	b.len += nrec;
+	kd_w_uvarint(&b, 0); /* partition tags */
+	kd_w_uvarint(&b, 0); /* topic tags */
+	if (endpoints) {
+		struct kd_wbuf ne = {0};
+		kd_w_uvarint(&ne, 2); /* one NodeEndpoint */
+		kd_w_i32(&ne, 1);
+		kd_w_blob(&ne, 1, 2, &host);
+		kd_w_i32(&ne, port);
+		kd_w_uvarint(&ne, 0); /* Rack: null */
+		kd_w_uvarint(&ne, 0);
+		kd_w_uvarint(&b, 1);
+		kd_w_uvarint(&b, 0); /* tag 0: NodeEndpoints */
+		kd_w_uvarint(&b, (uint32_t)ne.len);
+		kd_w_raw(&b, ne.p, ne.len);
+		kd_wbuf_free(&ne);
+		kd_w_i8(&b, 0x5a); /* a byte after the body */
+	} else {
+		kd_w_uvarint(&b, 0);
 	}
 	kd_w_i32(w, (int32_t)b.len);
 	kd_w_raw(w, b.p, b.len);
@@ -759,17 +823,26 @@ static void fake_serve(struct fake *fk, int fd)
 		int32_t corr = corr_of(req + 4);
 		free(req);
 		struct kd_wbuf w = {0};
-		if (fk->mode == FAKE_VIOLATE && key == 18) {
+		if (fk->mode == FAKE_FETCH) {
+			fake_fetch16(&w, corr, fk->port, FAKE_FETCH_BYTES, corr & 1);
+		} else if (fk->mode == FAKE_VIOLATE && key == 18) {
 			fake_apiversions_bad(&w, corr, corr == FAKE_BAD_CORR ? 0 : 35);
 		} else {
 			if (fk->mode == FAKE_VIOLATE && corr == FAKE_BAD_CORR)
 				fake_metadata(&w, corr + 1, fk->port, 0, 0); /* unsolicited */
-			fake_metadata(&w, corr, fk->port, fk->mode == FAKE_BROKEN,
+			fake_metadata(&w, corr, fk->port,
+			              fk->mode == FAKE_BROKEN          ? 1
+			              : fk->mode == FAKE_BROKEN_TOPICS ? 2
+			                                               : 0,
 			              fk->mode == FAKE_BIG ? FAKE_BIG_TOPICS : 0);
+			if (fk->mode == FAKE_TRAILING) {
+				kd_w_i8(&w, 0);
+				kd_w_patch_be(&w, 0, 4, w.len - 4);
+			}
 		}
 		int one = 1;
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-		size_t step = fk->mode == FAKE_BIG ? 65536 : 1;
+		size_t step = fk->mode == FAKE_BIG || fk->mode == FAKE_FETCH ? 65536 : 1;
 		for (size_t i = 0; i < w.len; i += step) {
 			size_t n = w.len - i < step ? w.len - i : step;
 			if (send(fd, w.p + i, n, MSG_NOSIGNAL) != (ssize_t)n)
@@ -880,6 +953,12 @@ static void rewrite_via_fake(enum fake_mode mode)
 		kd_arena_free(&arena);
 		free(resp);
 	}
+	struct px_stats st;
+	px_stats_get(px, &st);
+	assert_int_equal(st.responses_rewritten, 2);
+	if (mode == FAKE_BIG && g_buffer_bytes && st.edit_held_max >= 2 * g_buffer_bytes)
+		fail_msg("%" PRIu64 " bytes of a %d-topic response held to rewrite it",
+		         st.edit_held_max, FAKE_BIG_TOPICS);
 	close(fd);
 	px_free(&px);
 	fake_stop(&fk);
@@ -897,6 +976,17 @@ static void test_rewrite_big(void **state)
 {
 	(void)state;
 	rewrite_via_fake(FAKE_BIG);
+}
+
+/* The same with buffer_bytes at its minimum, 128 KiB: a 2.5 MB Metadata
+ * response is rewritten while it streams. kwire holds its prefix up to
+ * Topics (and what one read brings), never the whole response. */
+static void test_rewrite_big_bounded(void **state)
+{
+	(void)state;
+	g_buffer_bytes = 128 * 1024;
+	rewrite_via_fake(FAKE_BIG);
+	g_buffer_bytes = 0;
 }
 
 /* An address-bearing response kwire cannot decode is never forwarded: the
@@ -1029,6 +1119,148 @@ static void test_apiversions_undecodable(void **state)
 	px_stats_get(px, &st);
 	assert_int_equal(st.decode_errors, 1);
 	assert_int_equal(st.apiversions_clamped, 0);
+	px_free(&px);
+	fake_stop(&fk);
+}
+
+/* A Metadata response whose addresses decode but whose topics do not:
+ * the addresses are rewritten, and the rest is forwarded as it came (it
+ * holds no address; the client judges it). */
+static void test_broken_topics_rewritten(void **state)
+{
+	(void)state;
+	struct fake fk;
+	char ups[64];
+	fake_start(&fk, FAKE_BROKEN_TOPICS);
+	snprintf(ups, sizeof(ups), "127.0.0.1:%u", fk.port);
+	struct px *px = proxy_start(ups, 0, 0, NULL);
+	int fd = tcp_connect(px_listen_port(px));
+	struct kd_wbuf w = {0};
+	metadata_req(&w, 3);
+	send_all(fd, w.p, w.len);
+	kd_wbuf_free(&w);
+	uint8_t *resp = NULL;
+	ssize_t n = recv_frame(fd, &resp);
+	assert_true(n > 8);
+	assert_int_equal(corr_of(resp), 3);
+	assert_false(memmem(resp, (size_t)n, "fake-real-host", 14));
+	assert_non_null(memmem(resp, (size_t)n, "127.0.0.1", 9));
+	free(resp);
+	close(fd);
+	px_free(&px);
+	fake_stop(&fk);
+}
+
+/* Bytes after a response's body (librdkafka 2.12's mock cluster sends
+ * one after Metadata v12): the response is rewritten, the extra byte kept,
+ * counted each time, and the connection stays up. */
+static void test_trailing_bytes_forwarded(void **state)
+{
+	(void)state;
+	struct fake fk;
+	char ups[64];
+	fake_start(&fk, FAKE_TRAILING);
+	snprintf(ups, sizeof(ups), "127.0.0.1:%u", fk.port);
+	struct px *px = proxy_start(ups, 0, 0, NULL);
+	int fd = tcp_connect(px_listen_port(px));
+	for (int32_t corr = 1; corr <= 2; corr++) {
+		struct kd_wbuf w = {0};
+		metadata_req(&w, corr);
+		send_all(fd, w.p, w.len);
+		kd_wbuf_free(&w);
+		uint8_t *resp = NULL;
+		ssize_t n = recv_frame(fd, &resp);
+		assert_true(n > 8);
+		assert_int_equal(corr_of(resp), corr);
+		assert_int_equal(resp[n - 1], 0);
+		struct kd_arena arena = {0};
+		struct kd_tree t;
+		assert_int_equal(kd_tree_decode(&t, &arena, 3, 1, 0, resp + 4, (size_t)n - 5),
+		                 KD_OK);
+		struct kd_node *b = kd_node_elem(kd_node_child(t.root, "Brokers"), 0);
+		struct kd_node *host = kd_node_child(b, "Host");
+		assert_int_equal(host->val.v.len, 9);
+		assert_memory_equal(host->val.v.p, "127.0.0.1", 9);
+		kd_arena_free(&arena);
+		free(resp);
+	}
+	struct px_stats st;
+	px_stats_get(px, &st);
+	assert_int_equal(st.trailing_bytes, 2);
+	assert_int_equal(st.responses_rewritten, 2);
+	assert_int_equal(st.decode_errors, 0);
+	close(fd);
+	px_free(&px);
+	fake_stop(&fk);
+}
+
+/* Fetch v16 (KIP-951): NodeEndpoints, in the top-level tagged section
+ * after every record set, is rewritten; the records pass byte for byte,
+ * and so does a byte after the body. A response without NodeEndpoints
+ * passes unchanged. The response is held whole (the frame size goes
+ * first), but never copied: kwire's own buffers hold only the section. */
+static void test_fetch16_node_endpoints(void **state)
+{
+	(void)state;
+	struct fake fk;
+	char ups[64];
+	fake_start(&fk, FAKE_FETCH);
+	snprintf(ups, sizeof(ups), "127.0.0.1:%u", fk.port);
+	struct px *px = proxy_start(ups, 0, 0, NULL);
+	int fd = tcp_connect(px_listen_port(px));
+	for (int32_t corr = 1; corr <= 2; corr++) {
+		struct kd_wbuf w = {0}, body = {0}, sent = {0};
+		kd_w_i32(&body, 0);
+		req_frame(&w, 1, 16, corr, &body);
+		send_all(fd, w.p, w.len);
+		kd_wbuf_free(&w);
+		kd_wbuf_free(&body);
+		uint8_t *resp = NULL;
+		ssize_t n = recv_frame(fd, &resp);
+		assert_true(n > (ssize_t)FAKE_FETCH_BYTES);
+		assert_int_equal(corr_of(resp), corr);
+		assert_false(memmem(resp, (size_t)n, "fake-real-host", 14));
+		fake_fetch16(&sent, corr, fk.port, FAKE_FETCH_BYTES, corr & 1);
+		if (!(corr & 1)) {
+			assert_int_equal((size_t)n, sent.len - 4);
+			assert_memory_equal(resp, sent.p + 4, sent.len - 4);
+		} else {
+			struct kd_arena arena = {0};
+			struct kd_tree t;
+			/* header v1: corr + empty tags; the last byte follows the body */
+			assert_int_equal(resp[n - 1], 0x5a);
+			if (kd_tree_decode(&t, &arena, 1, 16, 0, resp + 5, (size_t)n - 6) != KD_OK)
+				fail_msg("rewritten Fetch v16: %s", t.err_msg);
+			struct kd_node *ne =
+			    kd_node_elem(kd_node_child(t.root, "NodeEndpoints"), 0);
+			struct kd_node *host = kd_node_child(ne, "Host");
+			assert_int_equal(host->val.v.len, 9);
+			assert_memory_equal(host->val.v.p, "127.0.0.1", 9);
+			struct px_broker_ent ent;
+			assert_int_equal(px_broker_map(px, &ent, 1), 1);
+			assert_int_equal(kd_node_int(kd_node_child(ne, "Port")), ent.proxy_port);
+			struct kd_node *part = kd_node_elem(
+			    kd_node_child(kd_node_elem(kd_node_child(t.root, "Responses"), 0),
+			                  "Partitions"),
+			    0);
+			struct kd_node *rec = kd_node_child(part, "Records");
+			assert_int_equal(rec->val.v.len, FAKE_FETCH_BYTES);
+			assert_non_null(memmem(sent.p, sent.len, rec->val.v.p, 4096));
+			assert_memory_equal(rec->val.v.p,
+			                    sent.p + 4 + 5 + 4 + 2 + 4 + 1 + 16 + 1 + 4 + 2 + 24 +
+			                        1 + 4 + 4,
+			                    FAKE_FETCH_BYTES);
+			kd_arena_free(&arena);
+		}
+		kd_wbuf_free(&sent);
+		free(resp);
+	}
+	struct px_stats st;
+	px_stats_get(px, &st);
+	assert_int_equal(st.responses_rewritten, 1);
+	assert_int_equal(st.trailing_bytes, 1);
+	assert_int_equal(st.decode_errors, 0);
+	close(fd);
 	px_free(&px);
 	fake_stop(&fk);
 }
@@ -1318,8 +1550,12 @@ int main(void)
 	    cmocka_unit_test(test_client_dribble),
 	    cmocka_unit_test(test_rewrite_dribbled),
 	    cmocka_unit_test(test_rewrite_big),
+	    cmocka_unit_test(test_rewrite_big_bounded),
 	    cmocka_unit_test(test_undecodable_never_leaks),
 	    cmocka_unit_test(test_unpaired_response_closes),
+	    cmocka_unit_test(test_broken_topics_rewritten),
+	    cmocka_unit_test(test_trailing_bytes_forwarded),
+	    cmocka_unit_test(test_fetch16_node_endpoints),
 	    cmocka_unit_test(test_apiversions_undecodable),
 	    cmocka_unit_test(test_bad_clients),
 	    cmocka_unit_test(test_upstream_failures),

@@ -21,6 +21,7 @@
 #include "kd-hdr.h"
 #include "kd-schema.h"
 #include "kd-tree.h"
+#include "kd-walk.h"
 #include "px.h"
 
 #define NB 3 /* brokers per message */
@@ -339,6 +340,129 @@ static void check_version(int16_t key, int16_t v)
 }
 
 static int echo_map(void *arg, int32_t node_id, const struct kd_view *host, int32_t port,
+                    char out_host[PX_HOST_MAX], int32_t *out_port);
+
+/* Body offset of key's stop point (Metadata: before Topics; Produce and
+ * Fetch: the top-level tagged section) and where the fields end. */
+static void stop_point(int16_t key, int16_t v, const uint8_t *body, size_t len, size_t *stop,
+                       size_t *end)
+{
+	struct kd_walk w;
+	size_t used;
+	assert_int_equal(kd_walk_init(&w, key, v, 0, len), KD_OK);
+	if (key == 3)
+		assert_int_equal(kd_walk_stop_before(&w, "Topics"), KD_OK);
+	else
+		assert_int_equal(kd_walk_stop_at_tags(&w), KD_OK);
+	assert_int_equal(kd_walk_feed(&w, body, len, &used), KD_WALK_STOP);
+	*stop = (size_t)w.off;
+	assert_int_equal(kd_walk_feed(&w, body + used, len - used, &used), KD_WALK_END);
+	*end = (size_t)w.off;
+}
+
+/* The streamed rewrites give the same bytes as the whole-frame one:
+ * Metadata's rewritten prefix followed by the rest as it came; Produce's
+ * and Fetch's body up to the tagged section, the rewritten section, and
+ * the frame size fixed by the section's change in length. Bytes after
+ * the body are kept in every case. */
+static void check_parts(int16_t key, int16_t v, int extra)
+{
+	struct kd_wbuf frame = {0}, whole = {0}, part = {0}, joined = {0};
+	struct map_state ms;
+	build(key, v, &frame);
+	for (int i = 0; i < extra; i++)
+		kd_w_i8(&frame, (int8_t)(0x5a + i));
+	kd_w_patch_be(&frame, 0, 4, frame.len - 4);
+	memset(&ms, 0, sizeof(ms));
+	if (px_rewrite_response(key, v, frame.p, frame.len, test_map, &ms, &whole) != 1)
+		fail_msg("key %d v%d (+%d): whole rewrite failed", key, v, extra);
+	assert_memory_equal(whole.p + whole.len - (size_t)extra,
+	                    frame.p + frame.len - (size_t)extra, (size_t)extra);
+	struct kd_resp_hdr hdr;
+	int hl = kd_resp_hdr_parse(frame.p + 4, frame.len - 4, key, v, &hdr);
+	assert_true(hl > 0);
+	size_t body = 4 + (size_t)hl, stop, end;
+	stop_point(key, v, frame.p + body, frame.len - body, &stop, &end);
+	assert_int_equal(end, frame.len - body - (size_t)extra);
+	memset(&ms, 0, sizeof(ms));
+	if (key == 3) {
+		assert_int_equal(
+		    px_rewrite_prefix(key, v, frame.p, body + stop, "Topics", test_map, &ms, &part),
+		    1);
+		kd_w_raw(&joined, part.p, part.len);
+		kd_w_raw(&joined, frame.p + body + stop, frame.len - body - stop);
+	} else {
+		assert_int_equal(px_rewrite_tail(key, v, frame.p + body + stop, end - stop,
+		                                 test_map, &ms, &part),
+		                 1);
+		kd_w_raw(&joined, frame.p, body + stop);
+		kd_w_raw(&joined, part.p, part.len);
+		kd_w_raw(&joined, frame.p + body + end, frame.len - body - end);
+		kd_w_patch_be(&joined, 0, 4, joined.len - 4);
+	}
+	assert_int_equal(joined.len, whole.len);
+	assert_memory_equal(joined.p, whole.p, whole.len);
+	/* Unchanged addresses: nothing to write. */
+	kd_wbuf_free(&part);
+	if (key == 3)
+		assert_int_equal(px_rewrite_prefix(key, v, frame.p, body + stop, "Topics", echo_map,
+		                                   NULL, &part),
+		                 0);
+	else
+		assert_int_equal(px_rewrite_tail(key, v, frame.p + body + stop, end - stop,
+		                                 echo_map, NULL, &part),
+		                 0);
+	assert_int_equal(part.len, 0);
+	kd_wbuf_free(&frame);
+	kd_wbuf_free(&whole);
+	kd_wbuf_free(&part);
+	kd_wbuf_free(&joined);
+}
+
+static void test_streamed_parts(void **state)
+{
+	(void)state;
+	for (int extra = 0; extra <= 2; extra++) {
+		for (int v = 0; v <= kd_api_get(3)->resp.valid.hi; v++)
+			check_parts(3, (int16_t)v, extra);
+		for (int v = 10; v <= kd_api_get(0)->resp.valid.hi; v++)
+			check_parts(0, (int16_t)v, extra);
+		for (int v = 16; v <= kd_api_get(1)->resp.valid.hi; v++)
+			check_parts(1, (int16_t)v, extra);
+	}
+}
+
+/* A response with bytes after its body (librdkafka 2.12's mock cluster
+ * writes Metadata v12's tagged section twice): rewritten, the extra bytes
+ * kept byte for byte, for every API kwire rewrites. */
+static void test_trailing_bytes(void **state)
+{
+	(void)state;
+	static const int16_t keys[][2] = {{3, 12}, {3, 1}, {10, 3}, {10, 4}, {60, 0}};
+	for (size_t k = 0; k < sizeof(keys) / sizeof(keys[0]); k++) {
+		int16_t key = keys[k][0], v = keys[k][1];
+		struct kd_wbuf frame = {0}, plain = {0}, out = {0};
+		struct map_state ms;
+		build(key, v, &frame);
+		memset(&ms, 0, sizeof(ms));
+		assert_int_equal(
+		    px_rewrite_response(key, v, frame.p, frame.len, test_map, &ms, &plain), 1);
+		kd_w_i8(&frame, 0);
+		kd_w_patch_be(&frame, 0, 4, frame.len - 4);
+		memset(&ms, 0, sizeof(ms));
+		if (px_rewrite_response(key, v, frame.p, frame.len, test_map, &ms, &out) != 1)
+			fail_msg("key %d v%d with a trailing byte: not rewritten", key, v);
+		assert_int_equal(out.len, plain.len + 1);
+		assert_int_equal(kd_load_be(out.p, 4), out.len - 4);
+		assert_memory_equal(out.p + 4, plain.p + 4, plain.len - 4);
+		assert_int_equal(out.p[out.len - 1], 0);
+		kd_wbuf_free(&frame);
+		kd_wbuf_free(&plain);
+		kd_wbuf_free(&out);
+	}
+}
+
+static int echo_map(void *arg, int32_t node_id, const struct kd_view *host, int32_t port,
                     char out_host[PX_HOST_MAX], int32_t *out_port)
 {
 	(void)arg;
@@ -543,6 +667,8 @@ int main(void)
 	    cmocka_unit_test(test_describe_cluster),
 	    cmocka_unit_test(test_produce_fetch_node_endpoints),
 	    cmocka_unit_test(test_unchanged_and_errors),
+	    cmocka_unit_test(test_streamed_parts),
+	    cmocka_unit_test(test_trailing_bytes),
 	    cmocka_unit_test(test_apiversions_clamp),
 	    cmocka_unit_test(test_apiversions_v0_fallback),
 	};
