@@ -41,6 +41,7 @@
 
 #include "kd-schema.h"
 #include "kd-stream.h"
+#include "kd-topics.h"
 #include "kd-walk.h"
 #include "kd.h"
 #include "px-int.h"
@@ -67,7 +68,11 @@
  *                 rewritten section, so the response is held whole (in
  *                 the upstream input, never copied or pulled up); only the
  *                 tagged section is copied out and rewritten. */
-enum { PX_SE_NONE = 0, PX_SE_WHOLE, PX_SE_PREFIX, PX_SE_TAIL };
+enum { PX_SE_NONE = 0, PX_SE_WHOLE, PX_SE_PREFIX, PX_SE_TAIL, PX_SE_LEARN };
+/* PX_SE_LEARN: a response that pairs topic ids with names (CreateTopics,
+ * DeleteTopics, ...; kd_topics_wants) is walked as it streams, unchanged,
+ * and teaches the proxy's topic map (px_topics); Metadata v10+ does the
+ * same in PX_SE_PREFIX. */
 
 struct px_sedit {
 	struct kd_walk walk;
@@ -79,6 +84,13 @@ struct px_sedit {
 	uint32_t fed;     /* frame offset the walk has reached */
 	uint32_t front;   /* frame offset of the first byte still in the input */
 	uint32_t stop, end;
+	/* Topic learning: the TopicId and topic name of the struct being
+	 * walked (and the walk depth each was seen at), paired at its end. */
+	struct kd_topics *topics;
+	unsigned id_depth, name_depth;
+	uint8_t id[16];
+	uint32_t name_len;
+	uint8_t name[KD_WALK_CAP];
 };
 
 /* What the proxy remembers of one in-flight request. */
@@ -1037,6 +1049,7 @@ static void note_trailing(struct px_conn *conn, int16_t key, int16_t ver, uint64
 {
 	struct px *px = conn->px;
 	PX_INC(px, trailing_bytes, 1);
+	PX_INC(px, decode_warnings, 1);
 	if (conn->warned_trailing)
 		return;
 	conn->warned_trailing = 1;
@@ -1044,6 +1057,57 @@ static void note_trailing(struct px_conn *conn, int16_t key, int16_t ver, uint64
 	       "%s: %s v%d response from %s has %" PRIu64 " byte(s) after its body: "
 	       "forwarded as they came (warned once per connection)",
 	       conn->client_addr, api_name(key), ver, conn->up_addr, extra);
+}
+
+/* The walk's value callback: pairs a struct's TopicId with its topic name
+ * when the struct ends, and teaches the proxy's map (kd_topics_put
+ * refuses the all-zero id and bad names). */
+static void se_value(void *arg, unsigned depth, const struct kd_field *f, const uint8_t *p,
+                     size_t len)
+{
+	struct px_sedit *se = arg;
+	if (!f) {
+		if (se->id_depth == depth && se->name_depth == depth)
+			kd_topics_put(se->topics, se->id, se->name, se->name_len);
+		if (se->id_depth >= depth)
+			se->id_depth = 0;
+		if (se->name_depth >= depth)
+			se->name_depth = 0;
+		return;
+	}
+	if (f->type == KD_T_UUID) {
+		if (len == 16) {
+			memcpy(se->id, p, 16);
+			se->id_depth = depth;
+		}
+	} else if (len <= sizeof(se->name)) {
+		memcpy(se->name, p, len);
+		se->name_len = (uint32_t)len;
+		se->name_depth = depth;
+	}
+}
+
+/* Starts the walk of a response (frame header parsed into fi) in mode.
+ * Returns KD_OK or a negative KD_E* (unknown version). */
+static int se_start(struct px_conn *conn, const struct kd_frame_info *fi, int mode)
+{
+	struct px_sedit *se = conn->se;
+	int16_t key = fi->req.api_key, ver = fi->req.api_version;
+	memset(se, 0, sizeof(*se));
+	se->mode = (uint8_t)mode;
+	se->body_at = 4 + fi->resp_hdr.len;
+	se->fed = se->body_at;
+	se->walking = 1;
+	int rc = kd_walk_init(&se->walk, key, ver, 0, fi->size - fi->resp_hdr.len);
+	if (rc == KD_OK && mode == PX_SE_PREFIX)
+		rc = kd_walk_stop_before(&se->walk, "Topics");
+	else if (rc == KD_OK && mode == PX_SE_TAIL)
+		rc = kd_walk_stop_at_tags(&se->walk);
+	if (rc == KD_OK && kd_topics_wants(key, ver)) {
+		se->topics = px_topics(conn->px);
+		kd_walk_on_value(&se->walk, se_value, se);
+	}
+	return rc;
 }
 
 /* Walks the frame bytes [se->fed, upto) of the input, whose first byte is
@@ -1126,17 +1190,8 @@ static int s2c_stream_edit(struct px_conn *conn, struct kd_frame_info *fi, int m
 		return -1;
 	}
 	struct px_sedit *se = conn->se;
-	if (!se->mode) {
-		memset(se, 0, sizeof(*se));
-		se->mode = (uint8_t)mode;
-		se->body_at = 4 + fi->resp_hdr.len;
-		se->fed = se->body_at;
-		se->walking = 1;
-		rc = kd_walk_init(&se->walk, key, ver, 0, fi->size - fi->resp_hdr.len);
-		if (rc == KD_OK)
-			rc = mode == PX_SE_PREFIX ? kd_walk_stop_before(&se->walk, "Topics")
-			                          : kd_walk_stop_at_tags(&se->walk);
-	}
+	if (!se->mode)
+		rc = se_start(conn, fi, mode);
 	/* A PREFIX walk waits at its stop point until the decision. */
 	if (rc == KD_OK && !(mode == PX_SE_PREFIX && se->stopped))
 		rc = se_walk(se, in, (uint32_t)(avail < total ? avail : total));
@@ -1387,6 +1442,11 @@ static int s2c(struct px_conn *conn)
 		conn->cur_rewritten = 0;
 		conn->cur_size = fi.size;
 		conn->resp_left = total;
+		if (fi.kind == KD_EV_RESPONSE &&
+		    kd_topics_wants(fi.req.api_key, fi.req.api_version) &&
+		    (conn->se || (conn->se = calloc(1, sizeof(*conn->se)))) &&
+		    se_start(conn, &fi, PX_SE_LEARN) != KD_OK)
+			conn->se->mode = PX_SE_NONE; /* nothing to learn from then */
 	}
 }
 

@@ -34,6 +34,7 @@
 
 #include "kd-arena.h"
 #include "kd-hdr.h"
+#include "kd-topics.h"
 #include "kd-tree.h"
 #include "px.h"
 
@@ -672,6 +673,8 @@ enum fake_mode {
 	FAKE_BROKEN_TOPICS, /* one whose brokers are fine and topics are not:
 	                     * forwarded with its addresses rewritten */
 	FAKE_TRAILING,      /* a valid Metadata v1 response and one byte more */
+	FAKE_MD12,          /* Metadata v12 responses of FAKE_MD12_TOPICS topics with ids, and one
+	                     * byte after the body (as librdkafka 2.12's mock cluster writes them) */
 	FAKE_FETCH,         /* Fetch v16 responses of FAKE_FETCH_BYTES of records;
 	                     * NodeEndpoints names the real host when the request's
 	                     * correlation id is odd */
@@ -686,6 +689,7 @@ enum fake_mode {
 };
 #define FAKE_BIG_TOPICS 12000
 #define FAKE_FETCH_BYTES (3u << 20)
+#define FAKE_MD12_TOPICS 2000
 #define FAKE_BAD_CORR 666
 #define FAKE_CONNS 4
 
@@ -732,6 +736,87 @@ static void fake_metadata(struct kd_wbuf *w, int32_t corr, uint16_t port, int br
 			kd_w_i32(&b, 0); /* Partitions */
 		}
 	}
+	kd_w_i32(w, (int32_t)b.len);
+	kd_w_raw(w, b.p, b.len);
+	kd_wbuf_free(&b);
+}
+
+static void md12_topic(int i, char *name, size_t cap, uint8_t id[16])
+{
+	snprintf(name, cap, "md12-topic-%05d-%0200d", i, 0);
+	for (int k = 0; k < 16; k++)
+		id[k] = (uint8_t)(k == 0 ? 0xa0 : k == 1 ? i >> 8 : k == 2 ? i : k);
+}
+
+/* A Metadata v12 response frame: broker 1 at the real address, topics with
+ * names and ids, one partition each, and a byte after the body. */
+static void fake_metadata12(struct kd_wbuf *w, int32_t corr, uint16_t port, int ntopics)
+{
+	struct kd_wbuf b = {0};
+	struct kd_view host = {(const uint8_t *)"fake-real-host.internal", 23, 0};
+	kd_w_i32(&b, corr); /* response header v1 */
+	kd_w_uvarint(&b, 0);
+	kd_w_i32(&b, 0);     /* ThrottleTimeMs */
+	kd_w_uvarint(&b, 2); /* Brokers: 1 */
+	kd_w_i32(&b, 1);
+	kd_w_blob(&b, 1, 2, &host);
+	kd_w_i32(&b, port);
+	kd_w_uvarint(&b, 0); /* Rack: null */
+	kd_w_uvarint(&b, 0);
+	kd_w_uvarint(&b, 0); /* ClusterId: null */
+	kd_w_i32(&b, 1);     /* ControllerId */
+	kd_w_uvarint(&b, (uint32_t)ntopics + 1);
+	for (int i = 0; i < ntopics; i++) {
+		char name[256];
+		uint8_t id[16];
+		md12_topic(i, name, sizeof(name), id);
+		struct kd_view nv = {(const uint8_t *)name, (uint32_t)strlen(name), 0};
+		kd_w_i16(&b, 0); /* ErrorCode */
+		kd_w_blob(&b, 1, 2, &nv);
+		kd_w_raw(&b, id, 16);
+		kd_w_i8(&b, 0);      /* IsInternal */
+		kd_w_uvarint(&b, 2); /* Partitions: 1 */
+		kd_w_i16(&b, 0);
+		kd_w_i32(&b, 0);     /* PartitionIndex */
+		kd_w_i32(&b, 1);     /* LeaderId */
+		kd_w_i32(&b, 0);     /* LeaderEpoch */
+		kd_w_uvarint(&b, 2); /* ReplicaNodes */
+		kd_w_i32(&b, 1);
+		kd_w_uvarint(&b, 2); /* IsrNodes */
+		kd_w_i32(&b, 1);
+		kd_w_uvarint(&b, 1); /* OfflineReplicas */
+		kd_w_uvarint(&b, 0);
+		kd_w_i32(&b, 0); /* TopicAuthorizedOperations */
+		kd_w_uvarint(&b, 0);
+	}
+	kd_w_uvarint(&b, 0);
+	kd_w_i8(&b, 0); /* the byte after the body */
+	kd_w_i32(w, (int32_t)b.len);
+	kd_w_raw(w, b.p, b.len);
+	kd_wbuf_free(&b);
+}
+
+/* A CreateTopics v7 response frame: one topic created, with its id. */
+static void fake_createtopics7(struct kd_wbuf *w, int32_t corr)
+{
+	struct kd_wbuf b = {0};
+	char name[256];
+	uint8_t id[16];
+	md12_topic(FAKE_MD12_TOPICS, name, sizeof(name), id);
+	struct kd_view nv = {(const uint8_t *)name, (uint32_t)strlen(name), 0};
+	kd_w_i32(&b, corr); /* response header v1 */
+	kd_w_uvarint(&b, 0);
+	kd_w_i32(&b, 0);     /* ThrottleTimeMs */
+	kd_w_uvarint(&b, 2); /* Topics: 1 */
+	kd_w_blob(&b, 1, 2, &nv);
+	kd_w_raw(&b, id, 16);
+	kd_w_i16(&b, 0);     /* ErrorCode */
+	kd_w_uvarint(&b, 0); /* ErrorMessage: null */
+	kd_w_i32(&b, 3);     /* NumPartitions */
+	kd_w_i16(&b, 1);     /* ReplicationFactor */
+	kd_w_uvarint(&b, 0); /* Configs: null */
+	kd_w_uvarint(&b, 0);
+	kd_w_uvarint(&b, 0);
 	kd_w_i32(w, (int32_t)b.len);
 	kd_w_raw(w, b.p, b.len);
 	kd_wbuf_free(&b);
@@ -823,7 +908,11 @@ static void fake_serve(struct fake *fk, int fd)
 		int32_t corr = corr_of(req + 4);
 		free(req);
 		struct kd_wbuf w = {0};
-		if (fk->mode == FAKE_FETCH) {
+		if (fk->mode == FAKE_MD12 && key == 19) {
+			fake_createtopics7(&w, corr);
+		} else if (fk->mode == FAKE_MD12) {
+			fake_metadata12(&w, corr, fk->port, FAKE_MD12_TOPICS);
+		} else if (fk->mode == FAKE_FETCH) {
 			fake_fetch16(&w, corr, fk->port, FAKE_FETCH_BYTES, corr & 1);
 		} else if (fk->mode == FAKE_VIOLATE && key == 18) {
 			fake_apiversions_bad(&w, corr, corr == FAKE_BAD_CORR ? 0 : 35);
@@ -842,7 +931,9 @@ static void fake_serve(struct fake *fk, int fd)
 		}
 		int one = 1;
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-		size_t step = fk->mode == FAKE_BIG || fk->mode == FAKE_FETCH ? 65536 : 1;
+		size_t step =
+		    fk->mode == FAKE_BIG || fk->mode == FAKE_FETCH || fk->mode == FAKE_MD12 ? 65536
+		                                                                            : 1;
 		for (size_t i = 0; i < w.len; i += step) {
 			size_t n = w.len - i < step ? w.len - i : step;
 			if (send(fd, w.p + i, n, MSG_NOSIGNAL) != (ssize_t)n)
@@ -1189,6 +1280,90 @@ static void test_trailing_bytes_forwarded(void **state)
 	assert_int_equal(st.trailing_bytes, 2);
 	assert_int_equal(st.responses_rewritten, 2);
 	assert_int_equal(st.decode_errors, 0);
+	close(fd);
+	px_free(&px);
+	fake_stop(&fk);
+}
+
+/* Metadata v12 with topic ids, 500 KB, one byte after the body: the
+ * addresses are rewritten, the byte kept (counted as a decode warning),
+ * and the proxy's topic map learns every (id, name) as the topics stream
+ * past, with no access log attached. */
+static void test_metadata12_topic_ids(void **state)
+{
+	(void)state;
+	struct fake fk;
+	char ups[64];
+	fake_start(&fk, FAKE_MD12);
+	snprintf(ups, sizeof(ups), "127.0.0.1:%u", fk.port);
+	struct px *px = proxy_start(ups, 0, 0, NULL);
+	int fd = tcp_connect(px_listen_port(px));
+	struct kd_wbuf w = {0}, body = {0};
+	kd_w_uvarint(&body, 0); /* Topics: null (all) */
+	kd_w_i8(&body, 0);
+	kd_w_i8(&body, 0);
+	kd_w_uvarint(&body, 0);
+	req_frame(&w, 3, 12, 4, &body);
+	send_all(fd, w.p, w.len);
+	kd_wbuf_free(&w);
+	kd_wbuf_free(&body);
+	uint8_t *resp = NULL;
+	ssize_t n = recv_frame(fd, &resp);
+	assert_true(n > 200 * FAKE_MD12_TOPICS);
+	assert_int_equal(corr_of(resp), 4);
+	assert_false(memmem(resp, (size_t)n, "fake-real-host", 14));
+	assert_int_equal(resp[n - 1], 0);
+	struct kd_arena arena = {0};
+	struct kd_tree t;
+	if (kd_tree_decode(&t, &arena, 3, 12, 0, resp + 5, (size_t)n - 5) != KD_OK)
+		fail_msg("rewritten Metadata v12: %s", t.err_msg);
+	assert_int_equal(kd_node_child(t.root, "Topics")->nkids, FAKE_MD12_TOPICS);
+	kd_arena_free(&arena);
+	free(resp);
+	struct kd_topics *map = px_topics(px);
+	for (int i = 0; i < FAKE_MD12_TOPICS; i += FAKE_MD12_TOPICS / 8 - 1) {
+		char name[256];
+		uint8_t id[16];
+		md12_topic(i, name, sizeof(name), id);
+		struct kd_view got = kd_topics_get(map, id);
+		if (got.null)
+			fail_msg("topic %d not learnt", i);
+		assert_int_equal(got.len, strlen(name));
+		assert_memory_equal(got.p, name, got.len);
+	}
+	assert_int_equal(kd_topics_count(map), FAKE_MD12_TOPICS);
+
+	/* A response kwire does not rewrite teaches the map too, as it streams
+	 * past unchanged. */
+	kd_w_uvarint(&body, 1); /* CreateTopics v7: no topics asked (the fake ignores it) */
+	kd_w_i32(&body, 1000);
+	kd_w_i8(&body, 0);
+	kd_w_uvarint(&body, 0);
+	req_frame(&w, 19, 7, 5, &body);
+	send_all(fd, w.p, w.len);
+	kd_wbuf_free(&w);
+	kd_wbuf_free(&body);
+	struct kd_wbuf sent = {0};
+	fake_createtopics7(&sent, 5);
+	n = recv_frame(fd, &resp);
+	assert_int_equal((size_t)n, sent.len - 4);
+	assert_memory_equal(resp, sent.p + 4, sent.len - 4);
+	free(resp);
+	kd_wbuf_free(&sent);
+	char name[256];
+	uint8_t id[16];
+	md12_topic(FAKE_MD12_TOPICS, name, sizeof(name), id);
+	struct kd_view got = kd_topics_get(map, id);
+	assert_false(got.null);
+	assert_int_equal(got.len, strlen(name));
+	assert_memory_equal(got.p, name, got.len);
+
+	struct px_stats st;
+	px_stats_get(px, &st);
+	assert_int_equal(st.trailing_bytes, 1);
+	assert_int_equal(st.decode_warnings, 1);
+	assert_int_equal(st.decode_errors, 0);
+	assert_int_equal(st.responses_rewritten, 1);
 	close(fd);
 	px_free(&px);
 	fake_stop(&fk);
@@ -1556,6 +1731,7 @@ int main(void)
 	    cmocka_unit_test(test_broken_topics_rewritten),
 	    cmocka_unit_test(test_trailing_bytes_forwarded),
 	    cmocka_unit_test(test_fetch16_node_endpoints),
+	    cmocka_unit_test(test_metadata12_topic_ids),
 	    cmocka_unit_test(test_apiversions_undecodable),
 	    cmocka_unit_test(test_bad_clients),
 	    cmocka_unit_test(test_upstream_failures),
