@@ -9,7 +9,7 @@ ifdef CI
 CMAKE_FLAGS += -DKWIRE_WERROR=ON
 endif
 
-.PHONY: all deps build demo test test-unit test-sanitize regen fuzz bench clean format
+.PHONY: all deps build demo test test-unit test-sanitize regen fuzz bench clean format package
 
 all: build
 
@@ -43,6 +43,10 @@ fuzz: deps
 	CC=clang cmake -S . -B $(BUILD_FUZZ) -DKWIRE_FUZZ=ON $(CMAKE_FLAGS) >/dev/null
 	cmake --build $(BUILD_FUZZ) -j $(JOBS)
 	tools/run-fuzz.sh $(BUILD_FUZZ)/fuzz 60
+
+# The Debian package (packaging/CMakeLists.txt, docs/packaging.md).
+package: build
+	cd $(BUILD) && cpack -G DEB
 
 bench: build
 	@for b in $(BUILD)/bench/bench_*; do echo "== $$b"; $$b; done

@@ -4,7 +4,7 @@
     kwire-man.py OUT.roff PAGE SECTION EXTRA HELP.txt [HELP.txt ...]
 
 The --help texts are the single source: `kwire CMD --help` prints them
-verbatim (compiled in through cli/help/gen-help.cmake) and this script turns
+verbatim (compiled in through tools/embed-text.cmake) and this script turns
 the same files into roff. EXTRA is an optional file (or '-') of man-only
 sections (FILES, EXAMPLES, SEE ALSO) in the same plain-text style; it must
 not introduce flags (tests/integration/test_man.py checks both ways).
@@ -90,7 +90,37 @@ def parse_list(blk):
     return items
 
 
+def completion():
+    """--completion OUT TEMPLATE HELPDIR: the bash completion, its option
+    lists taken from the same help texts."""
+    out, tmpl, hd = sys.argv[2:5]
+    cmds = []
+    with open(os.path.join(hd, "kwire.txt"), encoding="utf-8") as fh:
+        for l in fh:
+            m = re.match(r"^  ([a-z]+)\s{2,}\S", l)
+            if m:
+                cmds.append(m.group(1))
+    files = {"decode": ["decode.txt", "analyze.txt"], "sniff": ["sniff.txt", "analyze.txt"]}
+    cases = []
+    for c in cmds:
+        text = ""
+        for f in files.get(c, [c + ".txt"]):
+            with open(os.path.join(hd, f), encoding="utf-8") as fh:
+                text += fh.read()
+        found = re.findall(r"^ {2,6}(?:(-\w), )?(--[a-z][a-z0-9-]*)", text, re.M)
+        opts = sorted({o for pair in found for o in pair if o})
+        cases.append('\t%s) opts="%s" ;;' % (c, " ".join(opts)))
+    with open(tmpl, encoding="utf-8") as fh:
+        t = fh.read()
+    t = t.replace("@COMMANDS@", " ".join(cmds)).replace("@CASES@", "\n".join(cases))
+    with open(out + ".tmp", "w", encoding="utf-8") as fh:
+        fh.write(t)
+    os.replace(out + ".tmp", out)
+
+
 def main():
+    if sys.argv[1] == "--completion":
+        return completion()
     out, page, section, extra = sys.argv[1:5]
     lines = []
     for f in sys.argv[5:]:
