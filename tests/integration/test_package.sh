@@ -200,7 +200,7 @@ sandbox() {
 }
 sandbox -all "${EXEC[@]}" >"$tmp/px.out" 2>"$tmp/px.err" 9>&- &
 PXPID=$!
-for _ in $(seq 100); do
+for _ in $(seq 300); do
 	grep -q '^LISTEN ' "$tmp/px.out" 2>/dev/null && break
 	kill -0 "$PXPID" 2>/dev/null || break
 	sleep 0.1
@@ -228,7 +228,7 @@ n=$(timeout 60 kcat -b "127.0.0.1:$P" -C -t pkg-topic -o beginning -e -q 2>"$tmp
 [ "$n" = 200 ] || fail "consumed $n of 200 through the packaged kwire: $(cat "$tmp/kc")"
 curl -sf "http://127.0.0.1:$ADMIN/metrics" >"$tmp/metrics" || fail "no /metrics"
 grep -q '^kwire_' "$tmp/metrics" || fail "/metrics has no kwire_ series"
-for _ in $(seq 50); do [ -s /var/log/kwire/access.log ] && break; sleep 0.1; done
+for _ in $(seq 300); do [ -s /var/log/kwire/access.log ] && break; sleep 0.1; done
 grep -q '"api":"Produce"\|Produce' /var/log/kwire/access.log || fail "no Produce in the access log"
 [ "$(stat -c %u /var/log/kwire/access.log)" = "$DUID" ] || fail "access log not owned by the service user"
 echo "kcat produced and consumed 200 messages through it; /metrics and the access log filled"
@@ -251,7 +251,7 @@ PATH="$tmp/bin:$PATH" logrotate -f -s "$tmp/lr.state" /etc/logrotate.d/kwire 2>"
 [ -f /var/log/kwire/access.log.1 ] || fail "logrotate did not rotate access.log"
 [ "$(wc -l </var/log/kwire/access.log.1)" -ge "$before" ] || fail "rotated log lost lines"
 timeout 30 kcat -b "127.0.0.1:$P" -L >/dev/null 2>&1 || fail "proxy not serving after the rotation"
-for _ in $(seq 50); do [ -s /var/log/kwire/access.log ] && break; sleep 0.1; done
+for _ in $(seq 300); do [ -s /var/log/kwire/access.log ] && break; sleep 0.1; done
 [ -s /var/log/kwire/access.log ] || fail "kwire did not reopen access.log after SIGHUP"
 [ "$(stat -c %u /var/log/kwire/access.log)" = "$DUID" ] || fail "reopened log not owned by the service user"
 echo "logrotate rotated the access log; the postrotate SIGHUP made kwire reopen it"
@@ -261,12 +261,25 @@ read -r -a SEXEC <<<"$(unit_get "$U/kwire-sniff@.service" ExecStart | sed -e 's/
 sandbox -all,+net_raw "${SEXEC[@]}" -p "$P" -p $((P + 2)) -p $((P + 3)) -p $((P + 4)) \
 	>"$tmp/sn.out" 2>"$tmp/sn.err" 9>&- &
 SNPID=$!
-sleep 1.5
-kill -0 "$SNPID" 2>/dev/null || { cat "$tmp/sn.err"; fail "the sniff unit's command did not start"; }
+# Ready when its packet socket exists (the job is kwire itself: sandbox execs).
+sniff_ready() {
+	local ino
+	for ino in $(ls -l "/proc/$SNPID/fd" 2>/dev/null | sed -n 's/.*socket:\[\([0-9]*\)\]$/\1/p'); do
+		awk -v i="$ino" '$9 == i {f = 1} END {exit !f}' /proc/net/packet && return 0
+	done
+	return 1
+}
+for _ in $(seq 300); do
+	sniff_ready && break
+	kill -0 "$SNPID" 2>/dev/null || break
+	sleep 0.1
+done
+sniff_ready || { cat "$tmp/sn.err"; fail "the sniff unit's command did not open a capture"; }
+sleep 0.3
 timeout 30 kcat -b "127.0.0.1:$P" -L -t pkg-topic >/dev/null 2>&1 || fail "kcat -L while sniffing"
 sleep 0.5
-SKPID=$(pgrep -f "^/usr/bin/kwire sniff -i lo" | head -1)
-[ -n "$SKPID" ] || fail "no sniff process"
+SKPID=$SNPID
+[ "$(readlink "/proc/$SKPID/exe")" = /usr/bin/kwire ] || fail "the sniff job is not /usr/bin/kwire"
 grep -q "^CapEff:.*0000000000002000" "/proc/$SKPID/status" || fail "sniff does not hold exactly CAP_NET_RAW"
 kill -INT "$SKPID"
 wait "$SNPID" || fail "sniff exited non-zero: $(cat "$tmp/sn.err")"
