@@ -14,6 +14,7 @@ decode problems):
     shown (each element marked data-stat) equals the stats value it names;
   - the screenshot is not blank: the chart colours are on it.
 """
+import datetime
 import glob
 import gzip
 import html.parser
@@ -190,11 +191,19 @@ def check(cap, tmp, render):
     if sum(tl["bytes_in"]) + sum(tl["bytes_out"]) != cid_bytes:
         fail("%s: bytes over time %d != %d" % (name, sum(tl["bytes_in"]) + sum(tl["bytes_out"]), cid_bytes))
     # Brokers and clients, against the json format's endpoints.
-    brokers, clients = set(), set()
+    brokers, clients, times = set(), set(), []
     for line in kwire("decode", "--format", "json", "--no-progress", cap).decode().splitlines():
         o = json.loads(line)
         brokers.add(o["broker"])
         clients.add(o["client"])
+        d = datetime.datetime.strptime(o["ts"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=datetime.timezone.utc)
+        times.append(int(d.timestamp()) * 1000000 + d.microsecond)
+    # The duration shown: from the first request (the json format's first
+    # time) to the end of the last response or gap (a response's time there
+    # is its first segment's, so the span may end a little later).
+    if times and (tl["first_us"] != min(times) or not 0 <= tl["last_us"] - max(times) < 1000000):
+        fail("%s: time line spans %d..%d, the json format's messages %d..%d" %
+             (name, tl["first_us"], tl["last_us"], min(times), max(times)))
     if (tl["brokers"], tl["clients"]) != (len(brokers), len(clients)):
         fail("%s: %d brokers, %d clients; the json format has %d, %d" %
              (name, tl["brokers"], tl["clients"], len(brokers), len(clients)))
