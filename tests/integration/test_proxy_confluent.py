@@ -1,14 +1,20 @@
 """confluent-kafka (librdkafka) through kwire in front of a 3-broker mock
 cluster: idempotent producer, transactions and a read_committed consumer,
 consumer group rebalances, a partition leader moving mid-run, a broker going
-down and coming back. Every produced message is consumed, and the clients'
-own metadata views never name a real broker."""
+down and coming back, every codec with keys and headers. Every produced
+message is consumed, and the clients' own metadata views never name a real
+broker.
+
+On the 2.12 peer (docs/peers.md) the same runs on Produce v10, Fetch v16 and
+Metadata v12, the access log must show Produce v10 and Fetch v16 lines with
+topic names, and a KIP-848 group (group.protocol=consumer, run by
+ConsumerGroupHeartbeat) shares a topic between two consumers."""
 import os
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from proxy_harness import SKIP, Cluster, check, produced_by_partition  # noqa: E402
+from proxy_harness import SKIP, Cluster, check, modern, produced_by_partition  # noqa: E402
 
 try:
     from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
@@ -18,6 +24,9 @@ except ImportError:
 
 T = "cf"        # 6 partitions, leaders 1,2,3,1,2,3
 TX = "cf-tx"    # 3 partitions
+CT = "cf-codec"  # 5 partitions, one per codec
+KT = "cf-848"   # 6 partitions, the KIP-848 group's
+CODECS = ("none", "gzip", "snappy", "lz4", "zstd")
 
 
 def base(c, **kw):
@@ -197,6 +206,109 @@ def test_leader_move(c):
     check(want <= got, f"after the leader move {len(want - got)} messages missing")
 
 
+def test_codecs(c):
+    """One producer per codec, each to its own partition of CT: keyed,
+    compressible records with headers (one with an empty value). A consumer
+    group reads every one back with key, value and headers intact, and the
+    access log counts each partition's records and names the topic on the
+    Produce and the Fetch lines."""
+    sent = []
+    for part, codec in enumerate(CODECS):
+        p = Producer(base(c, **{"compression.codec": codec, "linger.ms": 20}))
+        errs = []
+        for j in range(40):
+            key = f"{codec}-k{j}".encode()
+            val = (f"{codec} record {j}; " * 20).encode()
+            hdrs = [("codec", codec.encode()), ("j", str(j).encode()), ("empty", b"")]
+            p.produce(CT, val, key=key, headers=hdrs, partition=part,
+                      on_delivery=lambda e, m: e and errs.append(e))
+            sent.append((part, key, val, tuple(hdrs)))
+        check(p.flush(30) == 0 and not errs, f"{codec}: not delivered: {errs[:3]}")
+    cons = Consumer(base(c, **{"group.id": "cf-codec", "auto.offset.reset": "earliest",
+                               "enable.auto.commit": False}))
+    cons.subscribe([CT])
+    got = []
+    end = time.monotonic() + 60
+    while len(got) < len(sent) and time.monotonic() < end:
+        m = cons.poll(0.5)
+        if m is None or m.error():
+            continue
+        got.append((m.partition(), m.key(), m.value(), tuple(m.headers() or ())))
+    extra = cons.consume(num_messages=100, timeout=1.0)
+    got += [(m.partition(), m.key(), m.value(), tuple(m.headers() or ()))
+            for m in extra if not m.error()]
+    cons.close()
+    check(sorted(got) == sorted(sent), f"codecs: sent {len(sent)}, consumed {len(got)} "
+          f"({len(set(sent) - set(got))} missing or changed)")
+    entries = c.log_entries()
+    byp = produced_by_partition(entries, CT)
+    check(byp == {p: 40 for p in range(len(CODECS))}, f"access log Produce counts for {CT}: {byp}")
+    fetched = sum(pp.get("records", 0) for e in entries if e["api"] == "Fetch"
+                  for pp in e.get("partitions", []) if pp.get("topic") == CT)
+    check(fetched >= len(sent), f"access log Fetch lines name {fetched} records of {CT}")
+    if modern():
+        # Fetch v13+ names topics by TopicId on the wire: the log must still
+        # say which topic (kwire learns the names from Metadata).
+        for api, ver in (("Produce", 10), ("Fetch", 16)):
+            lines = [e for e in entries if e["api"] == api and e["version"] == ver and any(
+                pp.get("topic") == CT and pp.get("records") for pp in e.get("partitions", []))]
+            check(lines, f"no {api} v{ver} line naming {CT} with records in the access log")
+
+
+def test_kip848(c):
+    """2.12 peer: a KIP-848 group (group.protocol=consumer). Consumer a gets
+    all 6 partitions, b joins and the broker moves some to it; together they
+    read every record once, and the group ran on ConsumerGroupHeartbeat
+    through kwire, not on JoinGroup."""
+    p = Producer(base(c, **{"linger.ms": 5}))
+    msgs = [f"kip848-{i}" for i in range(120)]
+    for part in range(6):
+        produce(p, KT, msgs[part::6], partition=part)
+    assigned = {"a": set(), "b": set()}
+
+    def on_assign(name):
+        def cb(cons, parts):
+            assigned[name] |= {tp.partition for tp in parts}
+        return cb
+
+    def on_revoke(name):
+        def cb(cons, parts):
+            assigned[name] -= {tp.partition for tp in parts}
+        return cb
+    conf = base(c, **{"group.id": "cf-848-grp", "group.protocol": "consumer",
+                      "auto.offset.reset": "earliest"})
+    got = []
+
+    def poll(cons):
+        m = cons.poll(0.1)
+        if m is not None and not m.error():
+            got.append(m.value().decode())
+    a = Consumer(conf)
+    a.subscribe([KT], on_assign=on_assign("a"), on_revoke=on_revoke("a"))
+    end = time.monotonic() + 30
+    while len(assigned["a"]) < 6 and time.monotonic() < end:
+        poll(a)
+    check(assigned["a"] == set(range(6)), f"KIP-848: a's assignment {assigned}")
+    b = Consumer(conf)
+    b.subscribe([KT], on_assign=on_assign("b"), on_revoke=on_revoke("b"))
+    end = time.monotonic() + 40
+    while time.monotonic() < end and not (assigned["b"] and len(got) >= len(msgs)):
+        poll(a)
+        poll(b)
+    check(assigned["b"], f"KIP-848: b never got a partition: {assigned}")
+    check(not assigned["a"] & assigned["b"] and assigned["a"] | assigned["b"] == set(range(6)),
+          f"KIP-848: bad split {assigned}")
+    check_view(c, b, "KIP-848 member b")
+    a.close()
+    b.close()
+    check(sorted(got) == sorted(msgs), f"KIP-848 group consumed {len(got)} of {len(msgs)} "
+          f"({len(set(msgs) - set(got))} missing)")
+    hb = [e for e in c.log_entries() if e["api"] == "ConsumerGroupHeartbeat"]
+    check(hb, "no ConsumerGroupHeartbeat in the access log")
+    check(all(e["version"] == 1 for e in hb), f"ConsumerGroupHeartbeat versions "
+          f"{sorted({e['version'] for e in hb})}")
+
+
 def test_broker_down_up(c):
     """Broker 2 (leader of partitions 1 and 4) goes down, then comes back."""
     p = Producer(base(c, **{"linger.ms": 2, "message.timeout.ms": 60000, "retry.backoff.ms": 200}))
@@ -231,9 +343,11 @@ def test_broker_down_up(c):
 
 
 def main():
-    with Cluster(topics=((T, 6), (TX, 3))) as c:
-        for t in (test_idempotent, test_transactions, test_rebalance, test_leader_move,
-                  test_broker_down_up):
+    with Cluster(topics=((T, 6), (TX, 3), (CT, len(CODECS)), (KT, 6))) as c:
+        tests = [test_idempotent, test_transactions, test_codecs, test_rebalance]
+        if modern():
+            tests.append(test_kip848)  # librdkafka 2.0.2 has no group.protocol
+        for t in tests + [test_leader_move, test_broker_down_up]:
             t0 = time.monotonic()
             t(c)
             print(f"{t.__name__}: ok ({time.monotonic() - t0:.1f} s)", flush=True)

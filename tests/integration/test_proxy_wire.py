@@ -13,6 +13,12 @@ then checks every response the clients received, two independent ways:
    not contain "127.0.0.1" followed by a real broker port as INT32 (the
    encoding of every broker address in these API versions).
 
+On the 2.12 peer (docs/peers.md) the clients speak Metadata v12, Produce v10
+and Fetch v16, and a partition leader moves while a confluent-kafka producer
+and consumer use it: the NOT_LEADER_OR_FOLLOWER answers then carry KIP-951
+NodeEndpoints (top-level tagged fields), which must be rewritten like any
+other broker address, and the test requires that some did cross.
+
 Needs root (dumpcap on lo) and tshark; skips (77) without them.
 """
 import json
@@ -26,7 +32,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from proxy_harness import SKIP, Cluster, check  # noqa: E402
+from proxy_harness import SKIP, Cluster, check, modern  # noqa: E402
 
 KCAT = shutil.which("kcat")
 DUMPCAP = shutil.which("dumpcap")
@@ -96,6 +102,44 @@ c.close()
 assert n >= {PARTS * 20 + 10}, n
 """
     run(["/usr/bin/python3", "-c", py])
+    if modern():
+        leader_move_traffic(c)
+
+
+def leader_move_traffic(c):
+    """2.12 peer: partition 0's leader moves from broker 1 to broker 2 while a
+    producer and an assigned consumer use it through kwire. Their next
+    Produce v10 and Fetch v16 to broker 1 are answered NOT_LEADER_OR_FOLLOWER
+    with the new leader in NodeEndpoints."""
+    from confluent_kafka import Consumer, Producer, TopicPartition
+    p = Producer({"bootstrap.servers": c.bootstrap, "linger.ms": 2, "acks": "all"})
+    cons = Consumer({"bootstrap.servers": c.bootstrap, "group.id": "wire-move",
+                     "fetch.wait.max.ms": 100, "enable.auto.commit": False})
+    cons.assign([TopicPartition(TOPIC, 0, 0)])
+
+    def produce(vals):
+        for v in vals:
+            p.produce(TOPIC, v.encode(), partition=0)
+        check(p.flush(30) == 0, "leader move: produce not delivered")
+
+    def consume(vals):
+        want, end = set(vals), time.monotonic() + 30
+        while want and time.monotonic() < end:
+            m = cons.poll(0.2)
+            if m is not None and not m.error():
+                want.discard(m.value().decode())
+        check(not want, f"leader move: {len(want)} records not consumed")
+
+    before = [f"before-{i}" for i in range(20)]
+    produce(before)
+    consume(before)
+    c.command(f"leader {TOPIC} 0 2")
+    after = [f"after-{i}" for i in range(20)]
+    produce(after)
+    consume(after)
+    cons.close()
+    md = p.list_topics(TOPIC, timeout=10)
+    check(md.topics[TOPIC].partitions[0].leader == 2, "producer did not learn the new leader")
 
 
 def walk_addresses(node, found):
@@ -147,6 +191,15 @@ def check_decoded(c, pcap, kwire_ports):
                   f"{x['api']} v{x['version']} names {host}:{port}, not a kwire listener")
         nfound += len(found)
     check(nfound > 0, "no broker address in any response: the check checked nothing")
+    if modern():
+        # The 2.12 peer's versions crossed, and KIP-951 leader endpoints
+        # were among the addresses checked above.
+        seen = {(x["api"], x["version"]) for x in responses}
+        for want in (("Metadata", 12), ("Produce", 10), ("Fetch", 16)):
+            check(want in seen, f"no {want[0]} v{want[1]} response on the 2.12 peer")
+        for api in ("Produce", "Fetch"):
+            ne = [x for x in responses if x["api"] == api and x["body"].get("NodeEndpoints")]
+            check(ne, f"no {api} response with NodeEndpoints: the leader move was not seen")
     print(f"decoded: {len(responses)} responses, {nfound} broker addresses, all kwire's")
 
 
