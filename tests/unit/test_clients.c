@@ -854,7 +854,8 @@ static void run_scenario(void **state)
 static void test_all_scenarios_present(void **state)
 {
 	static const char *const need[] = { "kcat", "kafka-python", "confluent", "large",
-					    "kafkajs", "sarama" };
+					    "kafkajs", "sarama", "modern-kcat",
+					    "modern-confluent" };
 	char path[4096];
 
 	for (size_t i = 0; i < sizeof(need) / sizeof(need[0]); i++) {
