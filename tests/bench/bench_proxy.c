@@ -268,7 +268,7 @@ static void run_throughput(int via, long n, struct tput *out)
 		rd_kafka_message_destroy(m);
 	}
 	out->cons_s = now_s() - first;
-	out->consumed = got - 1;
+	out->consumed = got > 0 ? got - 1 : 0;
 	rd_kafka_consumer_close(rk);
 	rd_kafka_destroy(rk);
 	setup_stop(&s);
@@ -722,9 +722,13 @@ int main(int argc, char **argv)
 		printf(" | librdkafka %-16.16s", peers[i].version);
 	printf("\n%-18s", "");
 	for (int i = 0; i < npeers; i++) {
-		char head[64];
-		snprintf(head, sizeof(head), "Produce v%d / Fetch v%d", peers[i].produce_v,
-		         peers[i].fetch_v);
+		/* A version not seen (no line in the log: kwire passed nothing) is "?". */
+		char head[64], pv[16] = "?", fv[16] = "?";
+		if (peers[i].produce_v >= 0)
+			snprintf(pv, sizeof(pv), "%d", peers[i].produce_v);
+		if (peers[i].fetch_v >= 0)
+			snprintf(fv, sizeof(fv), "%d", peers[i].fetch_v);
+		snprintf(head, sizeof(head), "Produce v%s / Fetch v%s", pv, fv);
 		printf(" | %-27s", head);
 	}
 	printf("\n%-18s", "");
