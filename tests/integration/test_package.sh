@@ -21,11 +21,13 @@
 #   - the man pages and the bash completion work from where they landed;
 # then purges the package and checks that no file is left behind.
 # What cannot be done without systemd as PID 1 is in docs/packaging.md.
-set -euo pipefail
+set -eEuo pipefail
 
 BUILD=${KWIRE_BUILD:?KWIRE_BUILD not set}
 MC=$BUILD/kwire-mockcluster
 fail() { echo "FAIL: $*" >&2; exit 1; }
+# Nothing fails silently under set -e: name the command that did.
+trap 'echo "FAIL: line $LINENO: \"$BASH_COMMAND\" exited $?" >&2' ERR
 [ "$(id -u)" = 0 ] || { echo "not root: cannot dpkg -i; skipped"; exit 77; }
 for t in dpkg dpkg-deb cpack kcat setpriv unshare systemd-analyze logrotate; do
 	command -v "$t" >/dev/null || fail "$t not installed (tools/install-deps.sh)"
@@ -74,7 +76,7 @@ dpkg-deb -f "$DEB" Depends >"$tmp/depends"
 echo "Depends: $(cat "$tmp/depends")"
 # shlibdeps: one dependency per library the binary links, whatever they are.
 for lib in $(objdump -p "$BUILD/kwire" | awk '/NEEDED/ {print $2}'); do
-	path=$(ldconfig -p | awk -v l="$lib" '$1 == l {print $NF; exit}')
+	path=$(ldconfig -p | awk -v l="$lib" '$1 == l && !f {print $NF; f = 1}')
 	[ -n "$path" ] || continue
 	pkg=$(dpkg -S "$(readlink -f "$path")" 2>/dev/null | head -1 | cut -d: -f1) || true
 	[ -z "$pkg" ] && pkg=$(dpkg -S "$path" 2>/dev/null | head -1 | cut -d: -f1) || true
@@ -103,11 +105,12 @@ done
 # ---- what is on the machine before ----
 # Not /usr/local or /opt: no package puts files there. dpkg's and apt's own
 # records are left out, they remember every package ever installed.
+# A file another process removes mid-walk makes find exit 1: not an error here.
 snapshot() {
-	find /etc /usr /lib /var/lib /var/log -xdev \
+	{ find /etc /usr /lib /var/lib /var/log -xdev \
 		-path /usr/local -prune -o -path /var/lib/dpkg -prune -o -path /var/lib/apt -prune -o \
 		-path /var/log/apt -prune -o -path /var/log/journal -prune -o -name 'dpkg.log' -prune -o \
-		-name 'alternatives.log' -prune -o -print 2>/dev/null | sort
+		-name 'alternatives.log' -prune -o -print 2>/dev/null || true; } | sort
 }
 snapshot >"$tmp/before"
 
