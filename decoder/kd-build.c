@@ -266,3 +266,196 @@ int kd_build_error_response(const struct kd_tree *req, int32_t correlation_id, i
 	kd_w_patch_be(w, start, 4, size);
 	return KD_OK;
 }
+
+/* ---- splitting ---- */
+
+struct kd_node *kd_build_topic_array(const struct kd_tree *t)
+{
+	for (uint32_t i = 0; t->root && i < t->root->nkids; i++) {
+		struct kd_node *k = &t->root->kids[i];
+		if (k->type == KD_T_ARRAY && !k->null && k->field->elem == KD_T_STRUCT &&
+		    elem_key(k, t->version) == K_TOPIC)
+			return k;
+	}
+	return NULL;
+}
+
+/* The topic an array element names: its name, else its TopicId. */
+static void elem_topic(const struct kd_node *e, struct kd_view *name, const uint8_t **id)
+{
+	const struct kd_node *n = elem_value(e, K_TOPIC, KD_T_STRING);
+	const struct kd_node *u = elem_value(e, K_TOPIC, KD_T_UUID);
+	*name = (struct kd_view){NULL, 0, 1};
+	*id = NULL;
+	if (n && n->type == KD_T_STRING && !n->null)
+		*name = n->val.v;
+	if (u && u->type == KD_T_UUID)
+		*id = u->val.uuid;
+}
+
+struct err_set {
+	struct kd_tree *t;
+	int16_t err;
+	const char *msg;
+	int rc;
+};
+
+static int set_err_msg(void *arg, struct kd_node *n, const struct kd_walk_ctx *wc)
+{
+	(void)wc;
+	struct err_set *es = arg;
+	if (!n->field || (n->flags & KD_NF_TAGGED))
+		return 0;
+	if (n->type == KD_T_INT16 && strstr(n->field->name, "ErrorCode"))
+		es->rc = kd_node_set_int(n, es->err);
+	else if (n->type == KD_T_STRING && name_is(n->field, "ErrorMessage") && es->msg)
+		es->rc = kd_node_set_str(es->t, n, es->msg, strlen(es->msg));
+	return es->rc == KD_OK ? 0 : 2;
+}
+
+void kd_split_free(struct kd_split *split)
+{
+	for (uint32_t i = 0; split->names && i < split->nelems; i++)
+		free((void *)split->names[i].p);
+	free(split->names);
+	free(split->ids);
+	free(split->err);
+	kd_wbuf_free(&split->denied);
+	memset(split, 0, sizeof(*split));
+}
+
+int kd_build_split(struct kd_tree *req, const int16_t *err, const char *const *msgs,
+                   uint32_t nelems, struct kd_split *split)
+{
+	memset(split, 0, sizeof(*split));
+	struct kd_node *arr = kd_build_topic_array(req);
+	if (!arr || arr->nkids != nelems || !nelems)
+		return KD_EUNSUPPORTED;
+	struct kd_arena *a = req->arena;
+	split->api_key = req->api_key;
+	split->version = req->version;
+	split->nelems = nelems;
+	split->err = calloc(nelems, sizeof(*split->err));
+	split->names = calloc(nelems, sizeof(*split->names));
+	split->ids = calloc(nelems, sizeof(*split->ids));
+	/* The refused elements, shallow copies, in a request of their own. */
+	struct kd_node *den = kd_arena_alloc(a, nelems * sizeof(*den));
+	struct kd_node *kids = kd_arena_alloc(a, req->root->nkids * sizeof(*kids));
+	if (!split->err || !split->names || !split->ids || !den || !kids)
+		goto nomem;
+	uint32_t nden = 0;
+	for (uint32_t i = 0; i < nelems; i++) {
+		struct kd_view name;
+		const uint8_t *id;
+		elem_topic(&arr->kids[i], &name, &id);
+		split->err[i] = err[i];
+		if (name.p && name.len) {
+			void *copy = malloc(name.len);
+			if (!copy)
+				goto nomem;
+			memcpy(copy, name.p, name.len);
+			split->names[i] = (struct kd_view){copy, name.len, 0};
+		}
+		if (id)
+			memcpy(split->ids[i], id, 16);
+		if (err[i])
+			den[nden++] = arr->kids[i];
+	}
+	memcpy(kids, req->root->kids, req->root->nkids * sizeof(*kids));
+	struct kd_node root = *req->root;
+	root.kids = kids;
+	kids[arr - req->root->kids].kids = den;
+	kids[arr - req->root->kids].nkids = nden;
+	struct kd_tree dreq = *req;
+	dreq.root = &root;
+	struct kd_tree resp;
+	int rc = kd_build_error_body(&dreq, 0, NULL, a, &resp);
+	if (rc != KD_OK)
+		goto fail;
+	struct kd_node *rarr = kd_build_topic_array(&resp);
+	if (!rarr || rarr->nkids != nden) {
+		rc = KD_EUNSUPPORTED; /* the answer does not list topics one by one */
+		goto fail;
+	}
+	for (uint32_t i = 0, j = 0; i < nelems; i++) {
+		if (!err[i])
+			continue;
+		struct err_set es = {&resp, err[i], msgs ? msgs[i] : NULL, KD_OK};
+		kd_node_walk(&rarr->kids[j++], set_err_msg, &es);
+		if (es.rc != KD_OK) {
+			rc = es.rc;
+			goto fail;
+		}
+	}
+	rc = kd_tree_encode(&resp, &split->denied);
+	if (rc != KD_OK)
+		goto fail;
+	/* What goes to the broker: the array without the refused elements. */
+	uint32_t keep = 0;
+	for (uint32_t i = 0; i < nelems; i++)
+		if (!err[i])
+			arr->kids[keep++] = arr->kids[i];
+	arr->nkids = keep;
+	arr->flags |= KD_NF_EDITED;
+	return KD_OK;
+nomem:
+	rc = KD_ENOMEM;
+fail:
+	kd_split_free(split);
+	return rc;
+}
+
+int kd_build_merge(const struct kd_split *split, const uint8_t *resp_body, size_t len,
+                   struct kd_arena *a, struct kd_wbuf *out)
+{
+	struct kd_tree resp, den;
+	int rc = kd_tree_decode(&resp, a, split->api_key, split->version, 0, resp_body, len);
+	if (rc != KD_OK)
+		return rc;
+	rc = kd_tree_decode(&den, a, split->api_key, split->version, 0, split->denied.p,
+	                    split->denied.len);
+	if (rc != KD_OK)
+		return rc;
+	struct kd_node *rarr = kd_build_topic_array(&resp);
+	struct kd_node *darr = kd_build_topic_array(&den);
+	if (!rarr || !darr)
+		return KD_EUNSUPPORTED;
+	uint32_t total = rarr->nkids + darr->nkids;
+	struct kd_node *kids = kd_arena_alloc(a, (total ? total : 1) * sizeof(*kids));
+	uint8_t *used = kd_arena_alloc(a, rarr->nkids ? rarr->nkids : 1);
+	if (!kids || !used)
+		return KD_ENOMEM;
+	uint32_t n = 0, j = 0;
+	for (uint32_t i = 0; i < split->nelems; i++) {
+		if (split->err[i]) {
+			if (j < darr->nkids)
+				kids[n++] = darr->kids[j++];
+			continue;
+		}
+		/* The broker's element for this topic, by name, else by id. */
+		for (uint32_t k = 0; k < rarr->nkids; k++) {
+			struct kd_view name;
+			const uint8_t *id;
+			if (used[k])
+				continue;
+			elem_topic(&rarr->kids[k], &name, &id);
+			const struct kd_view *want = &split->names[i];
+			int same = want->len ? (name.p && name.len == want->len &&
+			                        !memcmp(name.p, want->p, want->len))
+			                     : (id && !memcmp(id, split->ids[i], 16));
+			if (same) {
+				used[k] = 1;
+				kids[n++] = rarr->kids[k];
+				break;
+			}
+		}
+	}
+	for (uint32_t k = 0; k < rarr->nkids; k++) /* anything the broker added */
+		if (!used[k])
+			kids[n++] = rarr->kids[k];
+	rarr->kids = kids;
+	rarr->nkids = n;
+	rarr->cap = n;
+	rarr->flags |= KD_NF_EDITED;
+	return kd_tree_encode(&resp, out);
+}

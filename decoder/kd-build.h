@@ -28,4 +28,43 @@ int kd_build_error_body(const struct kd_tree *req, int16_t error, const char *me
 int kd_build_error_response(const struct kd_tree *req, int32_t correlation_id, int16_t error,
                             const char *message, struct kd_arena *a, struct kd_wbuf *w);
 
+/* ---- splitting a request (rules that refuse some of its topics) ----
+ *
+ * A request whose topics are judged apart (a Produce to an allowed and a
+ * denied topic) is split: the elements of its top-level topic array that
+ * are refused are taken out and the rest goes to the broker; the broker's
+ * answer then gets the refused elements back, answered with their errors,
+ * in request order. */
+
+struct kd_split {
+	int16_t api_key, version;
+	uint32_t nelems;       /* elements of the request's topic array */
+	int16_t *err;          /* per element: 0 forwarded, else its error */
+	struct kd_view *names; /* per element: topic name (copies), or empty */
+	uint8_t (*ids)[16];    /* per element: TopicId, or zeros */
+	struct kd_wbuf denied; /* response body answering the refused elements alone */
+};
+
+/* The top-level array of a request or response tree whose elements name
+ * topics (by name or TopicId): Produce's TopicData / Responses,
+ * CreateTopics' Topics... NULL when there is none. */
+struct kd_node *kd_build_topic_array(const struct kd_tree *t);
+
+/* Takes out of req's topic array the elements i with err[i] != 0 (req is
+ * edited in place: kd_tree_encode it to forward what is left) and fills
+ * split to answer them later: msgs[i] (may be NULL) goes into their
+ * ErrorMessage. nelems must be the array's element count. Returns KD_OK,
+ * KD_EUNSUPPORTED (no topic array), KD_ENOMEM or KD_ELIMIT. */
+int kd_build_split(struct kd_tree *req, const int16_t *err, const char *const *msgs,
+                   uint32_t nelems, struct kd_split *split);
+
+/* Writes to out the broker's response body resp_body (the answer to the
+ * request kd_build_split left) with the refused elements merged back into
+ * its topic array, in request order; nodes in a. Returns KD_OK or the
+ * error of decoding resp_body. */
+int kd_build_merge(const struct kd_split *split, const uint8_t *resp_body, size_t len,
+                   struct kd_arena *a, struct kd_wbuf *out);
+
+void kd_split_free(struct kd_split *split);
+
 #endif

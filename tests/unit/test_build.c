@@ -326,12 +326,95 @@ static void test_group_and_coordinator_answers(void **state)
 	kd_arena_free(&a);
 }
 
+/* A Produce to a, b, c with b refused: the broker gets a and c; its answer
+ * (in either order) comes back with b merged in between, with b's error
+ * and message, and a's and c's own fields kept. */
+static void test_split_and_merge(void **state)
+{
+	(void)state;
+	struct kd_arena a = {0};
+	for (int reversed = 0; reversed < 2; reversed++) {
+		struct kd_tree t0, req, bresp, merged;
+		struct kd_wbuf rw = {0}, fwd = {0}, bw = {0}, mw = {0};
+		assert_int_equal(kd_tree_init_default(&t0, &a, KD_API_PRODUCE, 9, 1), KD_OK);
+		struct kd_node *topics = child(t0.root, "TopicData");
+		const char *names[3] = {"a", "b", "c"};
+		for (uint32_t i = 0; i < 3; i++) {
+			assert_non_null(kd_node_array_add(&t0, topics, UINT32_MAX));
+			struct kd_node *te = kd_node_elem(topics, i);
+			assert_int_equal(kd_node_set_str(&t0, child(te, "Name"), names[i], 1),
+			                 KD_OK);
+			struct kd_node *parts = child(te, "PartitionData");
+			assert_non_null(kd_node_array_add(&t0, parts, UINT32_MAX));
+			assert_int_equal(
+			    kd_node_set_int(child(kd_node_elem(parts, 0), "Index"), (int)i), KD_OK);
+		}
+		assert_int_equal(kd_tree_encode(&t0, &rw), KD_OK);
+		assert_int_equal(kd_tree_decode(&req, &a, KD_API_PRODUCE, 9, 1, rw.p, rw.len),
+		                 KD_OK);
+		int16_t err[3] = {0, 29, 0};
+		const char *msgs[3] = {NULL, "denied by rule x", NULL};
+		struct kd_split split;
+		assert_int_equal(kd_build_split(&req, err, msgs, 3, &split), KD_OK);
+		/* What goes to the broker: a and c. */
+		assert_int_equal(kd_tree_encode(&req, &fwd), KD_OK);
+		struct kd_tree f;
+		assert_int_equal(kd_tree_decode(&f, &a, KD_API_PRODUCE, 9, 1, fwd.p, fwd.len),
+		                 KD_OK);
+		struct kd_node *ft = child(f.root, "TopicData");
+		assert_int_equal(ft->nkids, 2);
+		assert_true(str_is(child(kd_node_elem(ft, 0), "Name"), "a"));
+		assert_true(str_is(child(kd_node_elem(ft, 1), "Name"), "c"));
+		/* The broker's answer: success with offsets 42, maybe reordered. */
+		assert_int_equal(kd_build_error_body(&f, 0, NULL, &a, &bresp), KD_OK);
+		struct kd_node *br = child(bresp.root, "Responses");
+		for (uint32_t i = 0; i < br->nkids; i++)
+			assert_int_equal(
+			    kd_node_set_int(
+			        child(kd_node_elem(child(kd_node_elem(br, i), "PartitionResponses"),
+			                           0),
+			              "BaseOffset"),
+			        42),
+			    KD_OK);
+		if (reversed) {
+			struct kd_node tmp = br->kids[0];
+			br->kids[0] = br->kids[1];
+			br->kids[1] = tmp;
+			br->flags |= KD_NF_EDITED;
+		}
+		assert_int_equal(kd_tree_encode(&bresp, &bw), KD_OK);
+		assert_int_equal(kd_build_merge(&split, bw.p, bw.len, &a, &mw), KD_OK);
+		assert_int_equal(kd_tree_decode(&merged, &a, KD_API_PRODUCE, 9, 0, mw.p, mw.len),
+		                 KD_OK);
+		struct kd_node *mr = child(merged.root, "Responses");
+		assert_int_equal(mr->nkids, 3);
+		for (uint32_t i = 0; i < 3; i++) {
+			struct kd_node *te = kd_node_elem(mr, i);
+			assert_true(str_is(child(te, "Name"), names[i]));
+			struct kd_node *pe = kd_node_elem(child(te, "PartitionResponses"), 0);
+			assert_int_equal(kd_node_int(child(pe, "Index")), i);
+			assert_int_equal(kd_node_int(child(pe, "ErrorCode")), err[i]);
+			assert_int_equal(kd_node_int(child(pe, "BaseOffset")), err[i] ? 0 : 42);
+			if (err[i])
+				assert_true(str_is(child(pe, "ErrorMessage"), "denied by rule x"));
+		}
+		kd_split_free(&split);
+		kd_wbuf_free(&rw);
+		kd_wbuf_free(&fwd);
+		kd_wbuf_free(&bw);
+		kd_wbuf_free(&mw);
+		kd_arena_reset(&a);
+	}
+	kd_arena_free(&a);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_every_api_and_version),
 	    cmocka_unit_test(test_produce_answer),
 	    cmocka_unit_test(test_group_and_coordinator_answers),
+	    cmocka_unit_test(test_split_and_merge),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
