@@ -866,7 +866,10 @@ static int set_index(struct rule_set *rs)
 		if ((rule->match.keys & RULE_M_RECORD_BYTES) ||
 		    (rule->section == RULE_POLICY && (rule->require.keys & RULE_REQ_MAX_RECORD)))
 			rs->needs_records = 1;
+		/* A rule that can refuse needs the body too: the answer mirrors the
+		 * request's topics and partitions (kd-build.h). */
 		int body = (rule->match.keys & RULE_M_BODY) || rule->section == RULE_POLICY ||
+		           (rule->section == RULE_ACCESS && rule->deny_set) ||
 		           (rule->section == RULE_QUOTA && rule->per == RULE_PER_TOPIC) ||
 		           (rule->section == RULE_AUDIT && rule->log == RULE_LOG_RECORDS);
 		if (!body)

@@ -33,8 +33,9 @@ void rule_set_ref(struct rule_set *rs);
 void rule_set_unref(struct rule_set **rs);
 
 /* Whether a request of api_key may meet a rule that needs body facts
- * (topics, acks, groups, records...). When 0, the caller may judge it on
- * its header alone (have_body = 0). */
+ * (topics, acks, groups, records...) or that can refuse it (whose answer
+ * mirrors the body). When 0, the caller may judge it on its header alone
+ * (have_body = 0). */
 int rule_set_needs_body(const struct rule_set *rs, int16_t api_key);
 
 /* Whether some rule reads single records (record_bytes matchers,

@@ -1,0 +1,256 @@
+/* px-judge.c: a request judged by the rules before it is forwarded
+ * (px-judge.h). The facts come from rules/ (rule_facts_read over the
+ * decoded request), the verdict from rule_eval, the answers from the
+ * decoder's builder (kd-build.h): nothing here knows an API. */
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kd-build.h"
+#include "kd-hdr.h"
+#include "kd-schema.h"
+#include "kd-topics.h"
+#include "kd-tree.h"
+#include "px-judge.h"
+#include "rule.h"
+
+/* A decoded tree bigger than this is judged on its header alone. */
+#define PX_JUDGE_ARENA_LIMIT (256u * 1024 * 1024)
+
+int px_judge_needs_frame(const struct rule_set *rs, int16_t api_key)
+{
+	return rs && rs->n && rule_set_needs_body(rs, api_key);
+}
+
+void px_judged_reset(struct px_judged *out)
+{
+	struct kd_wbuf w = out->out;
+	kd_split_free(&out->split);
+	memset(out, 0, sizeof(*out));
+	w.len = 0;
+	w.err = 0;
+	out->out = w;
+}
+
+void px_judged_free(struct px_judged *out)
+{
+	kd_split_free(&out->split);
+	kd_wbuf_free(&out->out);
+	memset(out, 0, sizeof(*out));
+}
+
+void px_judge_free(struct px_judge *j)
+{
+	rule_facts_free(&j->facts);
+	kd_arena_free(&j->arena);
+	free(j->tv);
+	memset(j, 0, sizeof(*j));
+}
+
+static void set_source(struct rule_req *req, const struct sockaddr *sa)
+{
+	if (!sa)
+		return;
+	if (sa->sa_family == AF_INET) {
+		const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+		req->src_family = 4;
+		memcpy(req->src_addr, &in->sin_addr, 4);
+	} else if (sa->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+		req->src_family = 6;
+		memcpy(req->src_addr, &in6->sin6_addr, 16);
+	}
+}
+
+/* The topic an element of the request's topic array names, as the facts
+ * name it (rule_facts_read): its name, else its TopicId's name from the
+ * map, else the id's "topic-id:" text (in idtext). */
+static struct kd_view elem_name(const struct kd_node *e, const struct kd_topics *map,
+                                char idtext[KD_TOPIC_ID_TEXT])
+{
+	static const uint8_t zero[16];
+	const uint8_t *id = NULL;
+	for (uint32_t k = 0; k < e->nkids; k++) {
+		const struct kd_node *f = &e->kids[k];
+		if (!f->field)
+			continue;
+		if (f->type == KD_T_STRING && f->field->entity == KD_ENT_TOPIC_NAME && !f->null &&
+		    f->val.v.len)
+			return f->val.v;
+		if (f->type == KD_T_UUID && !strcmp(f->field->name, "TopicId") &&
+		    memcmp(f->val.uuid, zero, 16))
+			id = f->val.uuid;
+	}
+	if (!id)
+		return (struct kd_view){0};
+	struct kd_view name = kd_topics_get(map, id);
+	if (!name.null && name.p)
+		return name;
+	size_t n = kd_topic_id_text(id, idtext);
+	return (struct kd_view){(const uint8_t *)idtext, (uint32_t)n, 0};
+}
+
+/* The message a refusal carries in ErrorMessage (where the version has it). */
+static const char *refusal_msg(const struct rule *rule, char *buf, size_t cap)
+{
+	snprintf(buf, cap, "%s by kwire %s rule '%s'",
+	         rule->section == RULE_ACCESS ? "denied" : "refused",
+	         rule->section == RULE_ACCESS ? "access" : "policy", rule->name);
+	return buf;
+}
+
+int px_judge(struct px_judge *j, const struct rule_set *rs, const struct px_judge_in *in,
+             struct px_judged *out)
+{
+	const struct kd_req_hdr *h = &in->fi->req_hdr;
+	px_judged_reset(out);
+	kd_arena_reset(&j->arena);
+	j->arena.limit = PX_JUDGE_ARENA_LIMIT;
+	memset(&j->tree, 0, sizeof(j->tree));
+	j->tree.api_key = h->api_key;
+	j->tree.version = h->api_version;
+	int body =
+	    px_judge_needs_frame(rs, h->api_key) && in->frame && in->len >= 4 + (size_t)h->len;
+	if (body)
+		kd_tree_decode(&j->tree, &j->arena, h->api_key, h->api_version, 1,
+		               in->frame + 4 + h->len, in->len - 4 - h->len);
+	int rc =
+	    rule_facts_read(&j->facts, &j->tree, in->topics, rule_set_needs_records(rs), &j->arena);
+	if (rc != KD_OK)
+		return rc;
+	struct rule_req *req = &j->facts.req;
+	req->api_key = h->api_key;
+	req->api_version = h->api_version;
+	req->client_id = h->client_id;
+	req->principal = in->principal;
+	req->broker_id = in->broker_id;
+	set_source(req, in->src);
+	if (req->ntopics > j->tvcap) {
+		struct rule_topic_verdict *tv = realloc(j->tv, req->ntopics * sizeof(*tv));
+		if (!tv)
+			return KD_ENOMEM;
+		j->tv = tv;
+		j->tvcap = req->ntopics;
+	}
+	struct rule_verdict v = {.topics = j->tv};
+	rule_eval(rs, req, &v);
+	out->ntopics = req->ntopics;
+	out->nrefused = v.nrefused;
+
+	/* Quotas and audits, with their keys (the request's views go away). */
+	for (unsigned i = 0; i < v.nquotas; i++) {
+		out->quotas[i] = v.quotas[i];
+		rule_quota_key(&v.quotas[i], req, out->keys[i], sizeof(out->keys[i]));
+		out->quotas[i].topic = -1;
+	}
+	out->nquotas = v.nquotas;
+	memcpy(out->audits, v.audits, v.naudits * sizeof(v.audits[0]));
+	out->naudits = v.naudits;
+	for (unsigned t = 0; t < req->ntopics; t++)
+		if (!j->tv[t].error && req->topics[t].bytes > 0)
+			out->produce_bytes += req->topics[t].bytes;
+
+	const struct rule *first = v.rule;
+	int first_topic = -1;
+	for (unsigned t = 0; t < req->ntopics && first_topic < 0; t++)
+		if (j->tv[t].error) {
+			first_topic = (int)t;
+			first = first ? first : j->tv[t].rule;
+		}
+	if (first_topic >= 0) {
+		const struct kd_view *n = &req->topics[first_topic].name;
+		snprintf(out->topic, sizeof(out->topic), "%.*s", (int)n->len, (const char *)n->p);
+	}
+	if (!v.error && !v.split)
+		return KD_OK;
+	out->error = v.error ? v.error : j->tv[first_topic].error;
+	out->rule = first;
+	char msg[RULE_NAME_MAX + 64];
+	if (in->fi->flags & KD_EVF_NO_RESPONSE) {
+		/* acks=0: the client reads no answer. A split forwards the rest. */
+		if (v.error) {
+			out->act = PX_J_DROP;
+			return KD_OK;
+		}
+	}
+	if (!j->tree.root) {
+		/* A refusal whose answer cannot mirror the request, because its
+		 * body does not decode: a broker closes the connection on a
+		 * request it cannot parse, and so does kwire. */
+		out->act = PX_J_CLOSE;
+		return KD_OK;
+	}
+	if (v.error) {
+		rc = kd_build_error_response(&j->tree, h->correlation_id, out->error,
+		                             refusal_msg(first, msg, sizeof(msg)), &j->arena,
+		                             &out->out);
+		out->act = PX_J_ANSWER;
+		return rc == KD_OK ? KD_OK : rc;
+	}
+	/* A split: the refused elements of the request's topic array go, the
+	 * rest is re-encoded behind the original header. */
+	struct kd_node *arr = kd_build_topic_array(&j->tree);
+	uint32_t n = arr ? arr->nkids : 0;
+	int16_t *errs = kd_arena_alloc(&j->arena, (n ? n : 1) * sizeof(*errs));
+	const char **msgs = kd_arena_alloc(&j->arena, (n ? n : 1) * sizeof(*msgs));
+	if (!errs || !msgs)
+		return KD_ENOMEM;
+	for (uint32_t i = 0; i < n; i++) {
+		char idtext[KD_TOPIC_ID_TEXT];
+		struct kd_view name = elem_name(&arr->kids[i], in->topics, idtext);
+		errs[i] = 0;
+		msgs[i] = NULL;
+		for (unsigned t = 0; t < req->ntopics; t++) {
+			const struct kd_view *tn = &req->topics[t].name;
+			if (j->tv[t].error && name.p && tn->len == name.len &&
+			    !memcmp(tn->p, name.p, name.len)) {
+				errs[i] = j->tv[t].error;
+				char *m = kd_arena_alloc(&j->arena, sizeof(msg));
+				if (m)
+					msgs[i] = refusal_msg(j->tv[t].rule, m, sizeof(msg));
+			}
+		}
+	}
+	rc = n ? kd_build_split(&j->tree, errs, msgs, n, &out->split) : KD_EUNSUPPORTED;
+	if (rc == KD_EUNSUPPORTED || (rc == KD_OK && out->split.nelems == 0)) {
+		/* No topic array to split (topics named elsewhere): refuse it all. */
+		kd_split_free(&out->split);
+		rc = kd_build_error_response(&j->tree, h->correlation_id, out->error,
+		                             refusal_msg(first, msg, sizeof(msg)), &j->arena,
+		                             &out->out);
+		out->act = (in->fi->flags & KD_EVF_NO_RESPONSE) ? PX_J_DROP : PX_J_ANSWER;
+		return rc;
+	}
+	if (rc != KD_OK)
+		return rc;
+	size_t start = out->out.len;
+	kd_w_i32(&out->out, 0);
+	kd_w_raw(&out->out, in->frame + 4, h->len);
+	rc = kd_tree_encode(&j->tree, &out->out);
+	if (rc != KD_OK || out->out.err)
+		return rc != KD_OK ? rc : out->out.err;
+	kd_w_patch_be(&out->out, start, 4, out->out.len - start - 4);
+	out->act = PX_J_SPLIT;
+	return KD_OK;
+}
+
+int px_judge_merge(struct px_judge *j, const struct kd_split *split, const uint8_t *frame,
+                   size_t len, struct kd_wbuf *out)
+{
+	struct kd_resp_hdr hdr;
+	if (len < 4)
+		return KD_EMALFORMED;
+	int rc = kd_resp_hdr_parse(frame + 4, len - 4, split->api_key, split->version, &hdr);
+	if (rc < 0)
+		return rc == KD_NEED_MORE ? KD_ESHORT : rc;
+	kd_arena_reset(&j->arena);
+	size_t start = out->len;
+	kd_w_i32(out, 0);
+	kd_w_raw(out, frame + 4, hdr.len);
+	rc = kd_build_merge(split, frame + 4 + hdr.len, len - 4 - hdr.len, &j->arena, out);
+	if (rc != KD_OK || out->err)
+		return rc != KD_OK ? rc : out->err;
+	kd_w_patch_be(out, start, 4, out->len - start - 4);
+	return KD_OK;
+}

@@ -1,0 +1,97 @@
+/* px-judge.h: the proxy's decision point. A request frame is judged by the
+ * rules in force (rules/) before it is forwarded, and the judgement says
+ * what the data path does with it:
+ *
+ *   PX_J_FORWARD  forward it as it is;
+ *   PX_J_ANSWER   do not forward it: kwire answers with out (a whole
+ *                 response frame built from the schema, kd-build.h);
+ *   PX_J_DROP     do not forward it and answer nothing (a refused Produce
+ *                 with acks=0, which expects no answer);
+ *   PX_J_SPLIT    forward out (the request without its refused topics)
+ *                 and merge the refused topics' answers into the broker's
+ *                 response (px_judge_merge);
+ *   PX_J_CLOSE    a request to refuse whose body does not decode (so no
+ *                 answer can mirror it): close the connection, as a broker
+ *                 closes on a request it cannot parse.
+ *
+ * Quota hits are returned with their keys so the caller can count bytes
+ * and requests (rule_quota_record) and throttle. No I/O; one struct
+ * px_judge per worker thread. */
+#ifndef PX_JUDGE_H
+#define PX_JUDGE_H
+
+#include <sys/socket.h>
+
+#include "kd-arena.h"
+#include "kd-build.h"
+#include "kd-stream-t.h"
+#include "kd-tree-t.h"
+#include "rule-t.h"
+
+enum px_judge_act {
+	PX_J_FORWARD = 0,
+	PX_J_ANSWER,
+	PX_J_DROP,
+	PX_J_SPLIT,
+	PX_J_CLOSE, /* refuse a request whose body does not decode: close, as a broker does */
+};
+
+#define PX_JUDGE_KEY 128
+
+struct px_judged {
+	int act; /* enum px_judge_act */
+	struct kd_wbuf out;
+	struct kd_split split;      /* PX_J_SPLIT */
+	int16_t error;              /* the (first) refusal's error */
+	const struct rule *rule;    /* ... and its rule (valid while the set is held) */
+	unsigned nrefused, ntopics; /* topics refused / named */
+	char topic[256];            /* the first refused topic, for logs */
+	struct rule_hit quotas[RULE_MAX_HITS];
+	char keys[RULE_MAX_HITS][PX_JUDGE_KEY];
+	unsigned nquotas;
+	int64_t produce_bytes; /* record bytes forwarded (Produce quotas) */
+	struct rule_hit audits[RULE_MAX_HITS];
+	unsigned naudits;
+};
+
+/* Scratch for judging, one per worker. All-zero is a valid initial state. */
+struct px_judge {
+	struct kd_arena arena;
+	struct kd_tree tree;
+	struct rule_facts facts;
+	struct rule_topic_verdict *tv;
+	unsigned tvcap;
+};
+
+/* What the data path knows of the request besides its bytes. */
+struct px_judge_in {
+	const uint8_t *frame; /* the whole frame (size prefix on), or NULL */
+	size_t len;
+	const struct kd_frame_info *fi; /* from kd_stream_frame_begin */
+	const struct sockaddr *src;     /* the client's address, or NULL */
+	int32_t broker_id;              /* -1: bootstrap listener */
+	struct kd_view principal;
+	const struct kd_topics *topics; /* topic id -> name, or NULL */
+};
+
+/* Judges one request under rs. The body is decoded when rs needs it for
+ * this API (rule_set_needs_body): then in->frame must hold the whole
+ * frame. Fills out (its buffers are reused: call px_judged_reset between
+ * requests). Returns KD_OK, or KD_ENOMEM. */
+int px_judge(struct px_judge *j, const struct rule_set *rs, const struct px_judge_in *in,
+             struct px_judged *out);
+
+/* Whether rs wants the whole frame of requests of api_key. */
+int px_judge_needs_frame(const struct rule_set *rs, int16_t api_key);
+
+/* The broker's response frame to a split request, with the refused topics
+ * merged back, written to out (a whole frame: size, header, body). Returns
+ * KD_OK or a KD_E* when the response does not decode. */
+int px_judge_merge(struct px_judge *j, const struct kd_split *split, const uint8_t *frame,
+                   size_t len, struct kd_wbuf *out);
+
+void px_judged_reset(struct px_judged *out);
+void px_judged_free(struct px_judged *out);
+void px_judge_free(struct px_judge *j);
+
+#endif
