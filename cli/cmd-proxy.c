@@ -42,6 +42,7 @@ enum {
 	OPT_ACCESS_LOG_FORMAT,
 	OPT_NO_LOG,
 	OPT_ADMIN,
+	OPT_RULES,
 	OPT_PRINT_CONFIG,
 	OPT_HELP_CONFIG,
 };
@@ -72,6 +73,7 @@ static const struct option proxy_opts[] = {
     {"access-log", required_argument, NULL, OPT_ACCESS_LOG},
     {"access-log-format", required_argument, NULL, OPT_ACCESS_LOG_FORMAT},
     {"admin", required_argument, NULL, OPT_ADMIN},
+    {"rules", required_argument, NULL, OPT_RULES},
     {"print-config", no_argument, NULL, OPT_PRINT_CONFIG},
     {"verbose", no_argument, NULL, 'v'},
     {"quiet", no_argument, NULL, 'q'},
@@ -326,6 +328,14 @@ static int apply_flag(struct px_conf *conf, int c, const char *arg, int *print_c
 	case OPT_NO_LOG:
 		proxy_no_log = 1;
 		return 0;
+	case OPT_RULES: {
+		char *s = strdup(arg);
+		if (!s)
+			return -1;
+		free(conf->rules);
+		conf->rules = s;
+		return 0;
+	}
 	case OPT_ADMIN:
 		snprintf(conf->admin.host, sizeof(conf->admin.host), "127.0.0.1");
 		if (px_hostport_parse(arg, 0, &conf->admin, err, sizeof(err)))
@@ -469,7 +479,8 @@ int cmd_proxy(int argc, char **argv)
 		if (sigwait(&set, &sig))
 			continue;
 		if (sig == SIGHUP) {
-			px_log(px, 2, "SIGHUP: reopening the log");
+			px_log(px, 2, "SIGHUP: reopening the log%s",
+			       conf.rules ? ", reloading the rules" : "");
 			px_reopen(px);
 			continue;
 		}

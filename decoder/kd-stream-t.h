@@ -30,6 +30,9 @@ enum kd_ev_flag {
 	KD_EVF_OVERFLOW = 1 << 6,    /* in-flight FIFO was full: its oldest entry was dropped */
 	KD_EVF_GAP = 1 << 7,         /* the frame lost bytes to a capture gap: no body */
 	KD_EVF_SASL_END = 1 << 8,    /* this request ended SASL opaque mode */
+	KD_EVF_LOCAL = 1 << 9,       /* set by the caller before commit: a request the caller
+	                              * answers itself (the peer never sees it), so no
+	                              * response is awaited (rules: kwire's own answers) */
 };
 
 /* Whether a stream may meet SASL v0 opaque token frames. */

@@ -580,7 +580,8 @@ static int commit_frame(struct kd_stream *s, enum kd_dir dir, struct kd_frame_in
 		if (fi->req_hdr.api_key == KD_API_SASL_HANDSHAKE && fi->req_hdr.api_version == 0)
 			s->sasl_client_id = fi->req_hdr.client_id;
 		s->st.requests++;
-		if (fi->req_hdr.api_key == KD_API_PRODUCE && fi->acks == 0) {
+		if ((fi->req_hdr.api_key == KD_API_PRODUCE && fi->acks == 0) ||
+		    (fi->flags & KD_EVF_LOCAL)) {
 			ev.flags |= KD_EVF_NO_RESPONSE;
 			s->st.no_response++;
 			break;

@@ -23,8 +23,11 @@
 #include "kd-schema.h"
 #include "kd-topics.h"
 #include "px-admin.h"
+#include "kd-summary.h"
 #include "px-log.h"
+#include "px-rules.h"
 #include "px.h"
+#include "rule.h"
 
 /* Histogram upper bounds, microseconds (Prometheus "le" in seconds). */
 static const uint64_t adm_bounds_us[] = {100,     250,     500,     1000,    2500,   5000,
@@ -284,6 +287,78 @@ static void adm_topic_line(struct kd_wbuf *w, const char *metric, const char *to
 	w_fmt(w, "\"} %" PRIu64 "\n", v);
 }
 
+/* The rules' counters: reloads, per-rule hits (one series per rule of the
+ * set in force: bounded by the file), and what the data path did. */
+static void adm_rules_metrics(struct px_admin *adm, struct kd_wbuf *w, const struct px_stats *st)
+{
+	struct px_rules *pr = px_rules_of(adm->px);
+	if (!pr)
+		return;
+	struct px_rules_state rst;
+	struct rule_set *rs = px_rules_state(pr, &rst);
+	adm_counter(w, "kwire_rules_reloads_total", "Rules files loaded after the first.",
+	            rst.reloads, "counter");
+	adm_counter(w, "kwire_rules_reload_failures_total",
+	            "Rules reloads refused for errors (the running rules stayed).", rst.failures,
+	            "counter");
+	adm_counter(w, "kwire_rules_answered_total", "Requests kwire refused and answered itself.",
+	            st->rules_answered, "counter");
+	adm_counter(w, "kwire_rules_split_total",
+	            "Requests forwarded without their refused topics.", st->rules_split, "counter");
+	adm_counter(w, "kwire_rules_dropped_total",
+	            "Refused Produce requests with acks=0 (no answer is due).", st->rules_dropped,
+	            "counter");
+	adm_counter(w, "kwire_rules_closed_total",
+	            "Connections closed for a refused request whose body does not decode.",
+	            st->rules_closed, "counter");
+	const char *h = "kwire_rule_hits_total";
+	w_fmt(w, "# HELP %s Requests each rule of the set in force matched.\n# TYPE %s counter\n",
+	      h, h);
+	for (unsigned i = 0; i < rs->n; i++) {
+		w_fmt(w, "%s{rule=\"", h);
+		w_label(w, rs->rules[i].name);
+		w_fmt(w, "\",section=\"%s\"} %" PRIu64 "\n",
+		      rule_section_name(rs->rules[i].section),
+		      atomic_load_explicit(&rs->rules[i].hits, memory_order_relaxed));
+	}
+	rule_set_unref(&rs);
+}
+
+/* /rules: the set in force, when it was loaded, and hits per rule. */
+void px_admin_rules_json(struct px_admin *adm, struct kd_wbuf *w)
+{
+	struct px_rules *pr = px_rules_of(adm->px);
+	if (!pr) {
+		w_str(w, "{\"rules\":null}\n");
+		return;
+	}
+	struct px_rules_state rst;
+	struct rule_set *rs = px_rules_state(pr, &rst);
+	char ts[40];
+	kd_sum_fmt_ts(rst.loaded_us, ts, sizeof(ts));
+	w_str(w, "{\"path\":");
+	kd_sum_json_str(w, (const uint8_t *)rst.path, strlen(rst.path));
+	w_fmt(w,
+	      ",\"sha256\":\"%s\",\"loaded_at\":\"%s\",\"reloads\":%" PRIu64
+	      ",\"failures\":%" PRIu64 ",\"last_error\":",
+	      rst.sha256, ts, rst.reloads, rst.failures);
+	if (rst.last_error[0])
+		kd_sum_json_str(w, (const uint8_t *)rst.last_error, strlen(rst.last_error));
+	else
+		w_str(w, "null");
+	w_str(w, ",\"rules\":[");
+	for (unsigned i = 0; i < rs->n; i++) {
+		const struct rule *rule = &rs->rules[i];
+		w_str(w, i ? ",{\"name\":" : "{\"name\":");
+		kd_sum_json_str(w, (const uint8_t *)rule->name, strlen(rule->name));
+		w_fmt(w, ",\"section\":\"%s\",\"line\":%u,\"hits\":%" PRIu64 "}",
+		      rule_section_name(rule->section), rule->line,
+		      atomic_load_explicit(&rule->hits, memory_order_relaxed));
+	}
+	w_str(w, "]}\n");
+	rule_set_unref(&rs);
+}
+
 void px_admin_metrics(struct px_admin *adm, struct kd_wbuf *w)
 {
 	struct px_stats st;
@@ -362,6 +437,7 @@ void px_admin_metrics(struct px_admin *adm, struct kd_wbuf *w)
 	            "Failed accept() calls (e.g. out of file descriptors); each pauses accepting "
 	            "on that listener for 100 ms.",
 	            st.accept_errors, "counter");
+	adm_rules_metrics(adm, w, &st);
 	adm_counter(w, "kwire_responses_rewritten_total",
 	            "Responses whose broker addresses kwire rewrote.", st.responses_rewritten,
 	            "counter");
@@ -508,6 +584,13 @@ static void adm_get_brokers(struct evhttp_request *req, void *arg)
 	adm_reply(req, "application/json", &w);
 }
 
+static void adm_get_rules(struct evhttp_request *req, void *arg)
+{
+	struct kd_wbuf w = {0};
+	px_admin_rules_json(arg, &w);
+	adm_reply(req, "application/json", &w);
+}
+
 static void adm_get_healthz(struct evhttp_request *req, void *arg)
 {
 	struct kd_wbuf w = {0};
@@ -579,6 +662,7 @@ struct px_admin *px_admin_new(struct px *px, const struct px_hostport *addr, cha
 	evhttp_set_cb(adm->http, "/metrics", adm_get_metrics, adm);
 	evhttp_set_cb(adm->http, "/healthz", adm_get_healthz, adm);
 	evhttp_set_cb(adm->http, "/brokers", adm_get_brokers, adm);
+	evhttp_set_cb(adm->http, "/rules", adm_get_rules, adm);
 	evhttp_set_gencb(adm->http, adm_not_found, adm);
 	evhttp_set_timeout(adm->http, 10);
 

@@ -42,6 +42,9 @@ void px_admin_record(struct px_admin *adm, const struct px_pair *pair,
  * summary and the tests). */
 void px_admin_metrics(struct px_admin *adm, struct kd_wbuf *w);
 void px_admin_brokers_json(struct px_admin *adm, struct kd_wbuf *w);
+/* /rules: the rules in force (path, sha256, loaded_at, reloads, failures,
+ * last_error, and every rule with its hits), or {"rules":null}. */
+void px_admin_rules_json(struct px_admin *adm, struct kd_wbuf *w);
 /* The /healthz body: "ok", or "degraded: ..." while the access log cannot
  * write (kwire still forwards; the status stays 200). Returns 1 when
  * degraded. */

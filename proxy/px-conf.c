@@ -39,6 +39,7 @@ void px_conf_free(struct px_conf *conf)
 {
 	free(conf->broker_ports);
 	free(conf->access_log);
+	free(conf->rules);
 	px_conf_init(conf);
 }
 
@@ -47,6 +48,7 @@ int px_conf_copy(struct px_conf *dst, const struct px_conf *src)
 	*dst = *src;
 	dst->broker_ports = NULL;
 	dst->access_log = NULL;
+	dst->rules = NULL;
 	if (src->nbroker_ports) {
 		dst->broker_ports = calloc(src->nbroker_ports, sizeof(*dst->broker_ports));
 		if (!dst->broker_ports)
@@ -59,11 +61,18 @@ int px_conf_copy(struct px_conf *dst, const struct px_conf *src)
 		if (!dst->access_log)
 			goto fail;
 	}
+	if (src->rules) {
+		dst->rules = strdup(src->rules);
+		if (!dst->rules)
+			goto fail;
+	}
 	return 0;
 fail:
 	free(dst->broker_ports);
 	dst->broker_ports = NULL;
 	dst->nbroker_ports = 0;
+	free(dst->access_log);
+	dst->access_log = NULL;
 	return -1;
 }
 
@@ -700,6 +709,7 @@ static const struct ykey ykeys[] = {
     {"rewrite", YK_BOOL, offsetof(struct px_conf, rewrite), 0, 0, 0},
     {"access_log", YK_SPECIAL, 0, 0, 0, 0},
     {"access_log_format", YK_SPECIAL, 0, 0, 0, 0},
+    {"rules", YK_SPECIAL, 0, 0, 0, 0},
     {"admin", YK_SPECIAL, 0, 0, 0, 0},
     YU(log_level, log_level, 0, 3),
 };
@@ -750,15 +760,16 @@ static int y_special(struct yctx *y, struct px_conf *conf, const char *key, cons
 		conf->admin = hp;
 		return 0;
 	}
-	if (!strcmp(key, "access_log")) {
+	if (!strcmp(key, "access_log") || !strcmp(key, "rules")) {
 		char buf[4096];
 		if (y_str(y, node, key, buf, sizeof(buf)))
 			return -1;
 		char *s = strdup(buf);
 		if (!s)
 			return yerr(y, node, "out of memory");
-		free(conf->access_log);
-		conf->access_log = s;
+		char **dst = !strcmp(key, "rules") ? &conf->rules : &conf->access_log;
+		free(*dst);
+		*dst = s;
 		return 0;
 	}
 	/* access_log_format */
@@ -951,6 +962,9 @@ void px_conf_dump(const struct px_conf *conf, FILE *f)
 	fprintf(f, "rewrite: %s\n", conf->rewrite ? "true" : "false");
 	if (conf->access_log)
 		fprintf(f, "access_log: \"%s\"\n", conf->access_log);
+	if (conf->rules)
+		fprintf(f, "rules: \"%s\"\n", conf->rules);
+
 	fprintf(f, "access_log_format: %s\n",
 	        conf->access_log_format == PX_LOGF_JSON ? "json" : "text");
 	if (conf->admin.port)

@@ -26,6 +26,7 @@
  * (output drained below half the watermark) resumes a paused reader.
  * Callbacks are deferred (BEV_OPT_DEFER_CALLBACKS), so pump never runs
  * re-entrantly. */
+#include <arpa/inet.h>
 #include <assert.h>
 #include <errno.h>
 #include <inttypes.h>
@@ -104,6 +105,13 @@ struct px_req {
 	uint8_t *copy; /* PX_WANT_REQ: the first bytes of the frame */
 	size_t copy_len;
 	uint8_t trunc;
+	/* Rules (px-judge.h): kwire's own answer, sent when the request reaches
+	 * the head of the FIFO (the broker never saw it); or what to merge
+	 * into the broker's answer to a request forwarded without its refused
+	 * topics. */
+	uint8_t *local;
+	size_t local_len;
+	struct kd_split *split;
 };
 
 struct px_conn {
@@ -121,6 +129,9 @@ struct px_conn {
 	uint8_t draining;   /* no new requests */
 	uint8_t resp_whole; /* waiting for a whole response to edit */
 	uint8_t client_eof; /* the client closed its side: never read again */
+	uint8_t req_whole;  /* waiting for a whole request for the rules */
+	uint8_t src_family; /* the client's address, for the rules' source */
+	uint8_t src_addr[16];
 	uint8_t c_why;      /* why the client is not read now (PX_PAUSE_*) */
 	uint8_t u_why;      /* why the broker is not read now (PX_PAUSE_*) */
 	uint32_t req_left;  /* bytes of the current request still to move */
@@ -284,6 +295,13 @@ static void req_release(struct px_req *req)
 {
 	free(req->copy);
 	req->copy = NULL;
+	free(req->local);
+	req->local = NULL;
+	if (req->split) {
+		kd_split_free(req->split);
+		free(req->split);
+		req->split = NULL;
+	}
 }
 
 static int ring_push(struct px_conn *conn, const struct px_req *req)
@@ -307,13 +325,18 @@ static int ring_push(struct px_conn *conn, const struct px_req *req)
 
 /* The FIFO index of the request a response answers, or -1 when none
  * does (an unsolicited response). A SASL token answers the head. */
+static void send_local(struct px_conn *conn, const struct px_req *req);
+static void flush_local(struct px_conn *conn);
+
 static int ring_find(const struct px_conn *conn, int32_t corr, int opaque)
 {
 	if (opaque)
 		return conn->rcount ? 0 : -1;
-	for (unsigned i = 0; i < conn->rcount; i++)
-		if (conn->reqs[(conn->rhead + i) % conn->rcap].corr == corr)
+	for (unsigned i = 0; i < conn->rcount; i++) {
+		const struct px_req *r = &conn->reqs[(conn->rhead + i) % conn->rcap];
+		if (r->corr == corr && !r->local) /* kwire answers those itself */
 			return (int)i;
+	}
 	return -1;
 }
 
@@ -328,8 +351,12 @@ static int ring_pop(struct px_conn *conn, int32_t corr, int opaque, struct px_re
 		return -1;
 	for (int i = 0; i < skip; i++) {
 		struct px_req *r = &conn->reqs[conn->rhead];
-		px_count_api(conn->px, r->key, r->ver, PX_CNT_ERR);
-		emit_pair(conn, r, 0, NULL, 0, 0, 1, 0);
+		if (r->local) {
+			send_local(conn, r);
+		} else {
+			px_count_api(conn->px, r->key, r->ver, PX_CNT_ERR);
+			emit_pair(conn, r, 0, NULL, 0, 0, 1, 0);
+		}
 		req_release(r);
 		conn->rhead = (conn->rhead + 1) % conn->rcap;
 		conn->rcount--;
@@ -685,6 +712,26 @@ static void cl_event_cb(struct bufferevent *bev, short what, void *arg)
 		conn_free(conn);
 }
 
+/* The client's address from "ip:port" or "[ip6]:port", for rules that
+ * match on it. */
+static void client_ip(struct px_conn *conn)
+{
+	char ip[64];
+	const char *s = conn->client_addr;
+	const char *end = s[0] == '[' ? strchr(s, ']') : strrchr(s, ':');
+	if (s[0] == '[')
+		s++;
+	if (!end || end <= s || (size_t)(end - s) >= sizeof(ip))
+		return;
+	memcpy(ip, s, (size_t)(end - s));
+	ip[end - s] = '\0';
+	memset(conn->src_addr, 0, sizeof(conn->src_addr));
+	if (inet_pton(AF_INET, ip, conn->src_addr) == 1)
+		conn->src_family = 4;
+	else if (inet_pton(AF_INET6, ip, conn->src_addr) == 1)
+		conn->src_family = 6;
+}
+
 void px_conn_new(struct px_worker *wk, const struct px_handoff *ho)
 {
 	struct px *px = wk->px;
@@ -699,6 +746,7 @@ void px_conn_new(struct px_worker *wk, const struct px_handoff *ho)
 	conn->wm =
 	    px->conf.buffer_bytes > PX_MIN_WATERMARK ? px->conf.buffer_bytes : PX_MIN_WATERMARK;
 	memcpy(conn->client_addr, ho->client_addr, sizeof(conn->client_addr));
+	client_ip(conn);
 	/* Connections start on successive upstreams, spreading the load. */
 	conn->up_first =
 	    atomic_fetch_add_explicit(&px->up_rr, 1, memory_order_relaxed) % px->conf.nupstreams;
@@ -823,6 +871,130 @@ static size_t forward(struct px_conn *conn, struct evbuffer *in, struct bufferev
 	return done;
 }
 
+/* judge(): the whole request is not in yet. */
+#define PX_JUDGE_WAIT 100
+
+/* Judges the request whose header is in fi under the rules in force
+ * (px-judge.h). When the rules want its body, waits for the whole frame
+ * (the read watermark grows to it, at most max_frame_bytes). Returns an
+ * enum px_judge_act (the judgement is in wk->judged), PX_JUDGE_WAIT, or -1
+ * when conn was freed. */
+static int judge(struct px_conn *conn, struct evbuffer *in, struct kd_frame_info *fi,
+                 uint32_t total)
+{
+	struct px *px = conn->px;
+	struct px_worker *wk = conn->wk;
+	struct rule_set *rs = px_rules_current(px->rules, &wk->rules_ref);
+	const uint8_t *frame = NULL;
+	if (!rs->n)
+		return PX_J_FORWARD;
+	if (px_judge_needs_frame(rs, fi->req_hdr.api_key)) {
+		if (evbuffer_get_length(in) < total) {
+			if (total > conn->wm)
+				bufferevent_setwatermark(conn->cbev, EV_READ, 0, total);
+			conn->req_whole = 1;
+			return PX_JUDGE_WAIT;
+		}
+		if (conn->req_whole) {
+			bufferevent_setwatermark(conn->cbev, EV_READ, 0, conn->wm);
+			conn->req_whole = 0;
+		}
+		frame = evbuffer_pullup(in, total);
+		/* The pullup may have moved what fi's views point into. */
+		if (!frame || kd_stream_frame_begin(conn->ks, KD_C2S, frame, total, fi) != KD_OK) {
+			px_log(px, 0, "%s: out of memory judging a request", conn->client_addr);
+			conn_free(conn);
+			return -1;
+		}
+	}
+	struct px_judge_in jin = {
+	    .frame = frame,
+	    .len = frame ? total : 0,
+	    .fi = fi,
+	    .src_family = conn->src_family,
+	    .src_addr = conn->src_addr,
+	    .broker_id = conn->broker_id,
+	    .topics = px->topics,
+	};
+	if (px_judge(&wk->judge, rs, &jin, &wk->judged) != KD_OK) {
+		px_log(px, 0, "%s: out of memory judging a request", conn->client_addr);
+		conn_free(conn);
+		return -1;
+	}
+	return wk->judged.act;
+}
+
+/* Does what the rules decided for a request that is not forwarded as it
+ * is (act != PX_J_FORWARD); req was committed to the stream. Returns -1
+ * when conn was freed, else 0. */
+static int rules_act(struct px_conn *conn, struct evbuffer *in, struct px_req *req,
+                     const struct kd_frame_info *fi, uint32_t total, int act)
+{
+	struct px *px = conn->px;
+	struct px_judged *jd = &conn->wk->judged;
+	const char *api = api_name(req->key);
+	const char *rule = jd->rule ? jd->rule->name : "?";
+	if (act == PX_J_CLOSE) {
+		PX_INC(px, rules_closed, 1);
+		px_log(px, 1,
+		       "%s: %s v%d #%d refused by rule '%s', but its body does not decode: "
+		       "closing",
+		       conn->client_addr, api, req->ver, req->corr, rule);
+		req_release(req);
+		conn_free(conn);
+		return -1;
+	}
+	evbuffer_drain(in, total);
+	PX_INC(px, bytes_in_client, total);
+	if (act == PX_J_DROP) {
+		PX_INC(px, rules_dropped, 1);
+		px_log(px, 3, "%s: %s (acks=0) #%d refused by rule '%s' (%s): dropped",
+		       conn->client_addr, api, req->corr, rule, kd_error_name(jd->error));
+		emit_pair(conn, req, 0, NULL, 0, 0, 1, 0);
+		req_release(req);
+		return 0;
+	}
+	if (act == PX_J_SPLIT) {
+		PX_INC(px, rules_split, 1);
+		evbuffer_add(bufferevent_get_output(conn->ubev), jd->out.p, jd->out.len);
+		PX_INC(px, bytes_out_upstream, jd->out.len);
+		px_log(px, 3,
+		       "%s: %s #%d: %u of %u topics refused by rule '%s' (%s), the rest "
+		       "forwarded",
+		       conn->client_addr, api, req->corr, jd->nrefused, jd->ntopics, rule,
+		       kd_error_name(jd->error));
+		if (fi->flags & KD_EVF_NO_RESPONSE) {
+			acks0_note(conn, req->corr);
+			emit_pair(conn, req, 0, NULL, 0, 0, 1, 0);
+			req_release(req);
+			return 0;
+		}
+		req->split = malloc(sizeof(*req->split));
+		if (req->split) {
+			*req->split = jd->split;
+			memset(&jd->split, 0, sizeof(jd->split));
+		}
+	} else { /* PX_J_ANSWER */
+		PX_INC(px, rules_answered, 1);
+		px_log(px, 3, "%s: %s v%d #%d refused by rule '%s' (%s), answered by kwire",
+		       conn->client_addr, api, req->ver, req->corr, rule, kd_error_name(jd->error));
+		req->local = malloc(jd->out.len);
+		if (req->local) {
+			memcpy(req->local, jd->out.p, jd->out.len);
+			req->local_len = jd->out.len;
+		}
+	}
+	if ((act == PX_J_SPLIT ? !req->split : !req->local) || ring_push(conn, req)) {
+		req_release(req);
+		px_log(px, 0, "%s: out of memory", conn->client_addr);
+		conn_free(conn);
+		return -1;
+	}
+	PX_MAX(px, inflight_max, conn->rcount);
+	flush_local(conn);
+	return 0;
+}
+
 /* Client to broker. Returns -1 when conn was freed. */
 static int c2s(struct px_conn *conn)
 {
@@ -859,6 +1031,18 @@ static int c2s(struct px_conn *conn)
 			return -1;
 		}
 		uint32_t total = 4 + fi.size;
+		int act = PX_J_FORWARD;
+		if (px->rules && fi.kind == KD_EV_REQUEST) {
+			act = judge(conn, in, &fi, total);
+			if (act == PX_JUDGE_WAIT)
+				return 0;
+			if (act < 0)
+				return -1;
+			/* kwire answers these itself (or nobody does): the stream
+			 * must not wait for the broker's answer. */
+			if (act == PX_J_ANSWER || act == PX_J_DROP || act == PX_J_CLOSE)
+				fi.flags |= KD_EVF_LOCAL;
+		}
 		struct px_req req;
 		memset(&req, 0, sizeof(req));
 		if (px->hooks.want_frames & PX_WANT_REQ) {
@@ -887,6 +1071,11 @@ static int c2s(struct px_conn *conn)
 			req.key = -1; /* SASL v0 token: answered in order, no header */
 			req.corr = -1;
 		}
+		if (act != PX_J_FORWARD) {
+			if (rules_act(conn, in, &req, &fi, total, act) < 0)
+				return -1;
+			continue;
+		}
 		if (fi.kind == KD_EV_REQUEST && (fi.flags & KD_EVF_NO_RESPONSE)) {
 			acks0_note(conn, req.corr);
 			emit_pair(conn, &req, 0, NULL, 0, 0, 1, 0); /* Produce acks=0 */
@@ -909,6 +1098,29 @@ static void resp_done(struct px_conn *conn, const struct px_req *req, uint32_t s
 	if (req->key >= 0)
 		px_count_api(conn->px, req->key, req->ver, PX_CNT_RESP);
 	emit_pair(conn, req, size, copy, copy_len, trunc, 0, rewritten);
+}
+
+/* kwire's own answer to req (a request the rules refused), to the client. */
+static void send_local(struct px_conn *conn, const struct px_req *req)
+{
+	struct evbuffer *out = bufferevent_get_output(conn->cbev);
+	evbuffer_add(out, req->local, req->local_len);
+	PX_INC(conn->px, bytes_out_client, req->local_len);
+	resp_done(conn, req, (uint32_t)(req->local_len - 4), NULL, 0, 0, 0);
+}
+
+/* Sends kwire's answers that have reached the head of the FIFO: answers go
+ * out in request order, so an answer waits behind the broker's answers to
+ * the requests before it. */
+static void flush_local(struct px_conn *conn)
+{
+	while (conn->rcount && conn->reqs[conn->rhead].local) {
+		struct px_req *r = &conn->reqs[conn->rhead];
+		send_local(conn, r);
+		req_release(r);
+		conn->rhead = (conn->rhead + 1) % conn->rcap;
+		conn->rcount--;
+	}
 }
 
 /* Logs the first bytes of an undecodable frame (debug level). */
@@ -1032,6 +1244,45 @@ static int edit_mode(const struct px_conn *conn, const struct kd_frame_info *fi)
 	if (key == KD_API_PRODUCE || key == KD_API_FETCH)
 		return PX_SE_TAIL;
 	return PX_SE_WHOLE;
+}
+
+/* Replaces the broker's answer at the front of in (total bytes) with the
+ * same answer plus the topics the rules refused (px_judge_merge), for
+ * req. Returns 1 (done: parse the new frame), 0 (wait for the whole
+ * answer) or -1 (conn closing). */
+static int merge_split(struct px_conn *conn, struct evbuffer *in, struct px_req *req,
+                       uint32_t total)
+{
+	struct px *px = conn->px;
+	if (evbuffer_get_length(in) < total) {
+		read_high(conn, total);
+		return 0;
+	}
+	read_high(conn, conn->wm);
+	const uint8_t *p = evbuffer_pullup(in, total);
+	struct kd_wbuf wb = {0};
+	int rc = p ? px_judge_merge(&conn->wk->judge, req->split, p, total, &wb) : KD_ENOMEM;
+	kd_split_free(req->split);
+	free(req->split);
+	req->split = NULL;
+	if (rc != KD_OK || wb.err) {
+		/* Without the merge the client would wait for the refused topics'
+		 * answers forever: treat it as an undecodable answer. */
+		kd_wbuf_free(&wb);
+		PX_INC(px, decode_errors, 1);
+		px_log(px, 0,
+		       "%s: %s v%d answer from %s to a split request not decodable (%s), "
+		       "closing",
+		       conn->client_addr, api_name(req->key), req->ver, conn->up_addr,
+		       kd_strerror(rc != KD_OK ? rc : wb.err));
+		close_upstream(conn);
+		conn_close_soft(conn);
+		return -1;
+	}
+	evbuffer_drain(in, total);
+	evbuffer_prepend(in, wb.p, wb.len);
+	kd_wbuf_free(&wb);
+	return 1;
 }
 
 /* Lets the upstream input grow to high bytes (at least the watermark). */
@@ -1355,6 +1606,8 @@ static int s2c(struct px_conn *conn)
 			}
 			continue;
 		}
+		/* kwire's own answers that are next in line go first. */
+		flush_local(conn);
 		if (!evbuffer_get_length(in) || evbuffer_get_length(out) >= conn->wm)
 			return 0;
 		struct kd_frame_info fi;
@@ -1404,6 +1657,19 @@ static int s2c(struct px_conn *conn)
 			close_upstream(conn);
 			conn_close_soft(conn);
 			return -1;
+		}
+		/* The answer to a request forwarded without its refused topics:
+		 * their answers are merged in first (whole), then the merged frame
+		 * takes the normal path. */
+		struct px_req *pending =
+		    &conn->reqs[(conn->rhead +
+		                 (unsigned)ring_find(conn, fi.resp_hdr.correlation_id, opaque)) %
+		                conn->rcap];
+		if (!opaque && pending->split) {
+			int mrc = merge_split(conn, in, pending, total);
+			if (mrc <= 0)
+				return mrc;
+			continue;
 		}
 		/* Peek at the FIFO without popping until the frame is handled: an
 		 * edited response may have to wait for more bytes. */

@@ -13,6 +13,8 @@
 #include <event2/listener.h>
 
 #include "kd-topics.h"
+#include "px-judge.h"
+#include "px-rules.h"
 #include "px.h"
 
 /* The transport under a connection: plain TCP now, TLS later. The data
@@ -87,6 +89,11 @@ struct px_worker {
 	unsigned nconns;
 	int draining;
 	_Atomic int done; /* read by the acceptor */
+	/* Rules (px_conf.rules): this worker's view of the set in force, and
+	 * its scratch for judging requests (px-judge.h). */
+	struct px_rules_ref rules_ref;
+	struct px_judge judge;
+	struct px_judged judged;
 };
 
 struct px_api_ctr {
@@ -148,6 +155,13 @@ struct px {
 	_Atomic uint64_t unpaired_responses, trailing_bytes;
 	_Atomic uint64_t inflight_max, client_out_max, edit_held_max;
 	_Atomic uint64_t pauses_inflight, pauses_client_buffer, pauses_upstream;
+	/* The rules in force (NULL without a rules file) and the quota rates
+	 * they keep across reloads. */
+	struct px_rules *rules;
+	struct rule_quotas *quotas;
+	/* What the rules did: requests answered by kwire, split, dropped
+	 * (acks=0) or whose connection was closed (refused, undecodable). */
+	_Atomic uint64_t rules_answered, rules_split, rules_dropped, rules_closed;
 	struct px_api_ctr api[PX_API_MAX][PX_VER_MAX];
 };
 

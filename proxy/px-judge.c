@@ -48,21 +48,6 @@ void px_judge_free(struct px_judge *j)
 	memset(j, 0, sizeof(*j));
 }
 
-static void set_source(struct rule_req *req, const struct sockaddr *sa)
-{
-	if (!sa)
-		return;
-	if (sa->sa_family == AF_INET) {
-		const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
-		req->src_family = 4;
-		memcpy(req->src_addr, &in->sin_addr, 4);
-	} else if (sa->sa_family == AF_INET6) {
-		const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
-		req->src_family = 6;
-		memcpy(req->src_addr, &in6->sin6_addr, 16);
-	}
-}
-
 /* The topic an element of the request's topic array names, as the facts
  * name it (rule_facts_read): its name, else its TopicId's name from the
  * map, else the id's "topic-id:" text (in idtext). */
@@ -125,7 +110,10 @@ int px_judge(struct px_judge *j, const struct rule_set *rs, const struct px_judg
 	req->client_id = h->client_id;
 	req->principal = in->principal;
 	req->broker_id = in->broker_id;
-	set_source(req, in->src);
+	if (in->src_family && in->src_addr) {
+		req->src_family = in->src_family;
+		memcpy(req->src_addr, in->src_addr, 16);
+	}
 	if (req->ntopics > j->tvcap) {
 		struct rule_topic_verdict *tv = realloc(j->tv, req->ntopics * sizeof(*tv));
 		if (!tv)

@@ -68,7 +68,8 @@ struct px_judge_in {
 	const uint8_t *frame; /* the whole frame (size prefix on), or NULL */
 	size_t len;
 	const struct kd_frame_info *fi; /* from kd_stream_frame_begin */
-	const struct sockaddr *src;     /* the client's address, or NULL */
+	uint8_t src_family;             /* the client's address: 4 or 6, 0 unknown */
+	const uint8_t *src_addr;        /* 16 bytes (IPv4 in the first 4) */
 	int32_t broker_id;              /* -1: bootstrap listener */
 	struct kd_view principal;
 	const struct kd_topics *topics; /* topic id -> name, or NULL */

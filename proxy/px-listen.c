@@ -35,6 +35,7 @@
 
 #include "kd.h"
 #include "px-int.h"
+#include "rule.h"
 
 #define PX_BACKLOG 512
 
@@ -119,6 +120,10 @@ void px_stats_get(const struct px *px, struct px_stats *out)
 	PX_LOAD(pauses_client_buffer);
 	PX_LOAD(pauses_upstream);
 #undef PX_LOAD
+	out->rules_answered = atomic_load_explicit(&m->rules_answered, memory_order_relaxed);
+	out->rules_split = atomic_load_explicit(&m->rules_split, memory_order_relaxed);
+	out->rules_dropped = atomic_load_explicit(&m->rules_dropped, memory_order_relaxed);
+	out->rules_closed = atomic_load_explicit(&m->rules_closed, memory_order_relaxed);
 }
 
 struct kd_topics *px_topics(const struct px *px)
@@ -142,6 +147,12 @@ void px_api_stats_get(const struct px *px, int16_t key, int16_t version, struct 
 static int is_wildcard(const char *host)
 {
 	return !host[0] || !strcmp(host, "0.0.0.0") || !strcmp(host, "::") || !strcmp(host, "*");
+}
+
+/* px_rules' log lines, through the proxy's log. */
+static void rules_log(void *arg, int level, const char *msg)
+{
+	px_log(arg, level, "%s", msg);
 }
 
 struct px *px_new(const struct px_conf *conf, char *err, size_t errlen)
@@ -171,6 +182,31 @@ struct px *px_new(const struct px_conf *conf, char *err, size_t errlen)
 		px_conf_free(&px->conf);
 		free(px);
 		return NULL;
+	}
+	if (conf->rules) {
+		px->rules = px_rules_new(conf->rules, rules_log, px, err, errlen);
+		px->quotas = px->rules ? rule_quotas_new(PX_QUOTA_KEYS) : NULL;
+		if (px->rules) {
+			struct px_rules_state st;
+			struct rule_set *rs = px_rules_state(px->rules, &st);
+			if (rs->nsec[RULE_QUOTA] || rs->nsec[RULE_AUDIT])
+				px_log(px, 1,
+				       "rules: %s has quotas or audit rules, which this proxy "
+				       "does not apply yet (access and policies are applied; "
+				       "kwire decode --rules simulates all four)",
+				       conf->rules);
+			rule_set_unref(&rs);
+		}
+		if (!px->rules || !px->quotas) {
+			if (px->rules)
+				kd_errf(err, errlen, "out of memory");
+			px_rules_free(&px->rules);
+			kd_topics_free(&px->topics);
+			free(px->brokers);
+			px_conf_free(&px->conf);
+			free(px);
+			return NULL;
+		}
 	}
 	px->tp = &px_transport_tcp;
 	if (conf->advertise[0])
@@ -829,6 +865,9 @@ int px_start(struct px *px, char *err, size_t errlen)
 	pthread_once(&once, threads_init);
 	signal(SIGPIPE, SIG_IGN);
 	raise_nofile(px);
+	/* The rules file is reloaded when it changes, not only on SIGHUP. */
+	if (px->rules && px_rules_watch(px->rules, 200, err, errlen))
+		return -1;
 
 	px->abase = event_base_new();
 	if (!px->abase) {
@@ -945,6 +984,13 @@ void px_reopen(struct px *px)
 {
 	if (px->hooks.on_reopen)
 		px->hooks.on_reopen(px->hooks.arg);
+	if (px->rules)
+		px_rules_reload(px->rules);
+}
+
+struct px_rules *px_rules_of(const struct px *px)
+{
+	return px->rules;
 }
 
 void px_free(struct px **pxp)
@@ -967,6 +1013,9 @@ void px_free(struct px **pxp)
 			pthread_join(wk->thread, NULL);
 		}
 		px_conn_close_all(wk);
+		px_rules_ref_drop(&wk->rules_ref);
+		px_judge_free(&wk->judge);
+		px_judged_free(&wk->judged);
 		for (struct px_handoff *ho = wk->queue, *next; ho; ho = next) {
 			next = ho->next;
 			evutil_closesocket(ho->fd);
@@ -1005,6 +1054,8 @@ void px_free(struct px **pxp)
 	pthread_cond_destroy(&px->scond);
 	free(px->brokers);
 	kd_topics_free(&px->topics);
+	px_rules_free(&px->rules);
+	rule_quotas_free(&px->quotas);
 	px_conf_free(&px->conf);
 	free(px);
 	*pxp = NULL;

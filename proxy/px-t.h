@@ -24,6 +24,7 @@
 #define PX_VER_MAX 32  /* ... and versions 0..PX_VER_MAX-1 */
 #define PX_UPSTREAM_MAX 64
 #define PX_BROKER_MAX 1024 /* brokers (node ids) a proxy can map */
+#define PX_QUOTA_KEYS 100000 /* (quota rule, key) rates kept (rules/rule-quota.c) */
 
 struct px;      /* the proxy: opaque, see px.h */
 struct px_conn; /* one client connection and its upstream: private to px-conn.c */
@@ -100,6 +101,9 @@ struct px_conf {
 	 * by px-log*.c and px-admin*.c, parsed here so one file holds all. */
 	char *access_log;
 	enum px_log_format access_log_format;
+	/* rules: the rules file (docs/rules.md), NULL = none. Reloaded on
+	 * SIGHUP and when it changes. */
+	char *rules;
 	struct px_hostport admin;
 	/* log_level: 0 errors, 1 warnings, 2 info (default), 3 debug. */
 	int log_level;
@@ -195,6 +199,10 @@ struct px_stats {
 	uint64_t pauses_inflight;
 	uint64_t pauses_client_buffer;
 	uint64_t pauses_upstream;
+	/* Rules (px_conf.rules): requests kwire answered itself, split, dropped
+	 * (refused acks=0 Produce), and connections closed for a refused
+	 * request whose body does not decode. */
+	uint64_t rules_answered, rules_split, rules_dropped, rules_closed;
 };
 
 /* One row of the broker -> proxy port map (px_broker_map). */

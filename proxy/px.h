@@ -87,6 +87,11 @@ void px_reopen(struct px *px);
 /* Stops if needed, joins the threads and frees everything; *px = NULL. */
 void px_free(struct px **px);
 
+/* The rules in force (px-rules.h), or NULL without a rules file. px_reopen
+ * (SIGHUP) reloads them too. */
+struct px_rules;
+struct px_rules *px_rules_of(const struct px *px);
+
 /* The bound bootstrap port (useful with listen port 0). */
 uint16_t px_listen_port(const struct px *px);
 /* The proxy's (copied) configuration. */

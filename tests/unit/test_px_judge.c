@@ -74,7 +74,7 @@ struct fx {
 	struct kd_frame_info fi;
 	struct px_judge j;
 	struct px_judged out;
-	struct sockaddr_in src;
+	uint8_t src[16]; /* 10.1.2.3 */
 };
 
 static int setup(void **state)
@@ -83,8 +83,7 @@ static int setup(void **state)
 	memset(&fx, 0, sizeof(fx));
 	struct kd_stream_cfg cfg = {.on_event = noop};
 	fx.ks = kd_stream_new(&cfg);
-	fx.src.sin_family = AF_INET;
-	inet_pton(AF_INET, "10.1.2.3", &fx.src.sin_addr);
+	inet_pton(AF_INET, "10.1.2.3", fx.src);
 	*state = &fx;
 	return 0;
 }
@@ -118,7 +117,8 @@ static int judge(struct fx *fx, const struct rule_set *rs)
 	struct px_judge_in in = {.frame = fx->frame.p,
 	                         .len = fx->frame.len,
 	                         .fi = &fx->fi,
-	                         .src = (const struct sockaddr *)&fx->src,
+	                         .src_family = 4,
+	                         .src_addr = fx->src,
 	                         .broker_id = 2};
 	assert_int_equal(px_judge(&fx->j, rs, &in, &fx->out), KD_OK);
 	return fx->out.act;
