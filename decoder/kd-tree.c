@@ -337,8 +337,9 @@ static int fail(struct kd_dctx *dc, const struct kd_cur *cur, int rc, const char
 	if (t->status != KD_OK)
 		return rc;
 	t->status = rc;
-	/* cur may be a tagged-field sub-slice: report the offset in the body */
-	t->err_off = (size_t)(cur->p + cur->off - t->raw.p);
+	/* cur may be a tagged-field sub-slice: report the offset in the body
+	 * (an empty body may have no pointer at all: NULL + 0 is undefined) */
+	t->err_off = cur->p && t->raw.p ? (size_t)(cur->p + cur->off - t->raw.p) : cur->off;
 
 	size_t n = 0, cap = sizeof(t->err_msg);
 	for (unsigned i = 0; i < dc->depth && n < cap; i++) {

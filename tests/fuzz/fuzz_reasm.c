@@ -1,7 +1,8 @@
 /* fuzz_reasm.c: libFuzzer target for the capture stack. The input is a
  * whole pcap or pcapng file image; it goes through libpcap (from memory),
  * the link and IP layers, fragment reassembly and TCP reassembly with
- * small caps, so that the cap, cut and gap paths run often.
+ * small caps and a small flow memory budget, so that the cap, cut, gap and
+ * eviction paths run often.
  *
  * Checked on every callback: data is non-empty and readable (ASan checks
  * the read), gaps are non-zero, flows are opened before use and closed
@@ -80,6 +81,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	    .frag_mem_max = 64 * 1024,
 	    .frag_max = 8,
 	    .frag_timeout_us = 1000000,
+	    .mem_max = 24 * 1024, /* over the buckets, 16 flows and their buffers */
 	};
 	struct cap_tcp_cbs cbs = {.ctx = &fz,
 	                          .flow_open = fz_open,

@@ -13,8 +13,8 @@
 3. A connection to an endpoint named in a Metadata response is Kafka.
 4. Flows that carried payload but were not decoded are reported at the
    end of every format (count, bytes, the server, a --port hint): the
-   summary's "!" lines, stderr for verbose, json and records, the stats
-   report's section and JSON member.
+   summary's "!" lines, stderr for verbose, json, records and html, the
+   stats report's section and JSON member.
 
 The captures are written here from those frames."""
 import base64
@@ -363,14 +363,14 @@ def test_endpoints(chk, tmp):
 
     # every format: where its decode problems go (stderr for the formats
     # whose every stdout line is a message or a record)
-    for fmt in ("verbose", "json", "records"):
+    for fmt in ("verbose", "json", "records", "html"):
         rc, out, err = decode(path, ["-f", fmt])
         tail = err.rstrip("\n").splitlines()[-3:]
         chk.ok(any(l.startswith("kwire: not decoded: 1 TCP flow with payload (%d bytes)" %
                                 http_bytes) and "--port" in l for l in tail) and
                any("10.30.0.9:8080: 1 flow, %d bytes (--port 8080)" % http_bytes in l
                    for l in tail), "%s: report on stderr: %r" % (fmt, tail))
-        if fmt != "verbose":
+        if fmt in ("json", "records"):
             for line in out.splitlines():
                 o = json.loads(line)
                 chk.ok("direction" in o or "source" in o, "%s: a line that is not a message "
