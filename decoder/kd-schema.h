@@ -34,4 +34,42 @@ const char *kd_error_name(int16_t code);
 /* A data or header schema by name ("LeaderChangeMessage"), or NULL. */
 const struct kd_msgdef *kd_datadef_get(const char *name);
 
+/* Whether field f's string, bytes, array or records length is compact
+ * (varint) in version v of a message whose flexibility is flex: the
+ * field's own flexibleVersions when it has them, else the message's. */
+static inline int kd_field_compact(const struct kd_field *f, int16_t v, int flex)
+{
+	return f->has_flex ? kd_vers_has(f->flexible, v) : flex;
+}
+
+/* Whether field f travels in the tagged-field section in version v. */
+static inline int kd_field_tagged(const struct kd_field *f, int16_t v)
+{
+	return f->tag >= 0 && kd_vers_has(f->tagged, v);
+}
+
+/* Bytes of a fixed-size wire type (enum kd_type), 0 for the variable-size
+ * ones. */
+static inline unsigned kd_type_width(unsigned type)
+{
+	switch (type) {
+	case KD_T_BOOL:
+	case KD_T_INT8:
+		return 1;
+	case KD_T_INT16:
+	case KD_T_UINT16:
+		return 2;
+	case KD_T_INT32:
+	case KD_T_UINT32:
+		return 4;
+	case KD_T_INT64:
+	case KD_T_FLOAT64:
+		return 8;
+	case KD_T_UUID:
+		return 16;
+	default:
+		return 0;
+	}
+}
+
 #endif

@@ -76,39 +76,6 @@ static const struct kd_layout lay_empty[2] = {
     {NULL, 0, 1, 0, 0, NULL, NULL},
 };
 
-/* Whether field f's strings/bytes/arrays are compact in this version. */
-static inline int field_compact(const struct kd_field *f, int16_t v, int flex)
-{
-	return f->has_flex ? kd_vers_has(f->flexible, v) : flex;
-}
-
-static inline int field_tagged(const struct kd_field *f, int16_t v)
-{
-	return f->tag >= 0 && kd_vers_has(f->tagged, v);
-}
-
-/* Bytes of a fixed-size wire type, 0 for the variable-size ones. */
-static unsigned fixed_width(unsigned type)
-{
-	switch (type) {
-	case KD_T_BOOL:
-	case KD_T_INT8:
-		return 1;
-	case KD_T_INT16:
-	case KD_T_UINT16:
-		return 2;
-	case KD_T_INT32:
-	case KD_T_UINT32:
-		return 4;
-	case KD_T_INT64:
-	case KD_T_FLOAT64:
-		return 8;
-	case KD_T_UUID:
-		return 16;
-	}
-	return 0;
-}
-
 /* Smallest encoding of a value of this type: its width, or its length
  * prefix for the variable-size ones. */
 static size_t prim_min(unsigned type, int compact)
@@ -121,7 +88,7 @@ static size_t prim_min(unsigned type, int compact)
 	case KD_T_ARRAY:
 		return compact ? 1 : 4;
 	}
-	return fixed_width(type);
+	return kd_type_width(type);
 }
 
 /* Smallest encoding of one struct in this version: bounds array counts so
@@ -132,7 +99,7 @@ static size_t struct_min(const struct kd_struct *s, int16_t v, int flex, unsigne
 	size_t min = flex ? 1 : 0;
 	for (unsigned i = 0; i < s->nfields; i++) {
 		const struct kd_field *f = &s->fields[i];
-		if (!kd_vers_has(f->versions, v) || field_tagged(f, v))
+		if (!kd_vers_has(f->versions, v) || kd_field_tagged(f, v))
 			continue;
 		if (f->type == KD_T_STRUCT) {
 			if (kd_vers_has(f->nullable, v))
@@ -140,7 +107,7 @@ static size_t struct_min(const struct kd_struct *s, int16_t v, int flex, unsigne
 			else if (f->sub && depth < KD_TREE_MAX_DEPTH)
 				min += struct_min(f->sub, v, flex, depth + 1);
 		} else {
-			min += prim_min(f->type, field_compact(f, v, flex));
+			min += prim_min(f->type, kd_field_compact(f, v, flex));
 		}
 	}
 	return min;
@@ -156,7 +123,7 @@ static void node_init(struct kd_node *n, const struct kd_field *f, int16_t v, in
 	if (tagged) {
 		n->flags |= KD_NF_TAGGED | KD_NF_COMPACT;
 		n->tag = f->tag;
-	} else if (field_compact(f, v, flex)) {
+	} else if (kd_field_compact(f, v, flex)) {
 		n->flags |= KD_NF_COMPACT;
 	}
 	if (kd_vers_has(f->nullable, v))
@@ -218,7 +185,7 @@ static struct kd_layout *layout_build(const struct kd_struct *s, int16_t v, int 
 		const struct kd_field *f = &s->fields[i];
 		if (!kd_vers_has(f->versions, v))
 			continue;
-		if (field_tagged(f, v))
+		if (kd_field_tagged(f, v))
 			ntag++;
 		else
 			nreg++;
@@ -243,7 +210,7 @@ static struct kd_layout *layout_build(const struct kd_struct *s, int16_t v, int 
 		const struct kd_field *f = &s->fields[i];
 		if (!kd_vers_has(f->versions, v))
 			continue;
-		int tagged = field_tagged(f, v);
+		int tagged = kd_field_tagged(f, v);
 		uint32_t k = tagged ? g++ : r++;
 		if (layout_entry(&tmpl[k], &ent[k], f, v, flex, tagged, depth, a) != 0) {
 			if (!a)
@@ -252,7 +219,7 @@ static struct kd_layout *layout_build(const struct kd_struct *s, int16_t v, int 
 		}
 	}
 	for (uint32_t k = nreg; k-- > 0;) {
-		unsigned w = fixed_width(tmpl[k].type);
+		unsigned w = kd_type_width(tmpl[k].type);
 		if (w) {
 			ent[k].run = 1 + (k + 1 < nreg ? ent[k + 1].run : 0);
 			ent[k].run_bytes = w + (k + 1 < nreg ? ent[k + 1].run_bytes : 0);
@@ -399,7 +366,7 @@ static inline struct kd_node *nodes_alloc_raw(struct kd_dctx *dc, size_t n)
 	return kd_arena_alloc_raw(dc->a, n * sizeof(struct kd_node));
 }
 
-/* Reads the fixed-size value of n (type with fixed_width() > 0) at p, which
+/* Reads the fixed-size value of n (type with kd_type_width() > 0) at p, which
  * the caller has bounds-checked; returns its width. */
 static inline unsigned fixed_get(struct kd_node *n, const uint8_t *p)
 {
@@ -571,7 +538,7 @@ static int decode_array(struct kd_dctx *dc, struct kd_cur *cur, struct kd_node *
 	n->cap = (uint32_t)count;
 
 	struct kd_path_ent *pe = &dc->path[dc->depth - 1];
-	unsigned w = fixed_width(ent->elem.type);
+	unsigned w = kd_type_width(ent->elem.type);
 	if (w) {
 		/* elem_min is the width: the count check above bounds every read */
 		const uint8_t *p = kd_cur_pos(cur);
@@ -768,6 +735,21 @@ static int decode_struct(struct kd_dctx *dc, struct kd_cur *cur, struct kd_node 
 	return KD_OK;
 }
 
+/* The root node of a body of def (zeroed, in a), or NULL. */
+static struct kd_node *root_new(struct kd_arena *a, const struct kd_msgdef *def, int flexible)
+{
+	struct kd_node *root = kd_arena_alloc(a, sizeof(*root));
+	if (!root)
+		return NULL;
+	root->type = KD_T_STRUCT;
+	root->sub = def->body;
+	root->tag = -1;
+	root->val.u = 1;
+	if (flexible)
+		root->flags |= KD_NF_FLEX;
+	return root;
+}
+
 static int decode_with(struct kd_tree *t, struct kd_arena *a, const struct kd_msgdef *def,
                        int16_t version)
 {
@@ -792,15 +774,9 @@ static int decode_with(struct kd_tree *t, struct kd_arena *a, const struct kd_ms
 	const struct kd_layout *lay = layout_get(def->body, version, dc.flex, 0, a);
 	if (!lay)
 		goto nomem;
-	root = kd_arena_alloc(a, sizeof(*root));
+	root = root_new(a, def, t->flexible);
 	if (!root)
 		goto nomem;
-	root->type = KD_T_STRUCT;
-	root->sub = def->body;
-	root->tag = -1;
-	root->val.u = 1;
-	if (t->flexible)
-		root->flags |= KD_NF_FLEX;
 	if (decode_struct(&dc, &cur, root, lay) != KD_OK)
 		return t->status;
 	/* Bytes after a complete body: Kafka's own parsers (the Java
@@ -1218,7 +1194,7 @@ static int node_default_struct(const struct kd_tree *t, struct kd_node *n, unsig
 		return KD_ELIMIT;
 	for (unsigned i = 0; i < s->nfields; i++)
 		if (kd_vers_has(s->fields[i].versions, t->version) &&
-		    !field_tagged(&s->fields[i], t->version))
+		    !kd_field_tagged(&s->fields[i], t->version))
 			nreg++;
 	if (!nreg)
 		return KD_OK;
@@ -1228,7 +1204,7 @@ static int node_default_struct(const struct kd_tree *t, struct kd_node *n, unsig
 	n->cap = nreg;
 	for (unsigned i = 0; i < s->nfields; i++) {
 		const struct kd_field *f = &s->fields[i];
-		if (!kd_vers_has(f->versions, t->version) || field_tagged(f, t->version))
+		if (!kd_vers_has(f->versions, t->version) || kd_field_tagged(f, t->version))
 			continue;
 		struct kd_node *k = &n->kids[n->nkids++];
 		node_init(k, f, t->version, t->flexible, 0);
@@ -1238,7 +1214,7 @@ static int node_default_struct(const struct kd_tree *t, struct kd_node *n, unsig
 		}
 		if (k->type == KD_T_BOOL)
 			k->val.u = f->dflt != 0;
-		else if (fixed_width(k->type) && k->type != KD_T_UUID && k->type != KD_T_FLOAT64)
+		else if (kd_type_width(k->type) && k->type != KD_T_UUID && k->type != KD_T_FLOAT64)
 			k->val.i = f->dflt;
 		if (k->type == KD_T_STRUCT) {
 			k->val.u = 1;
@@ -1292,8 +1268,8 @@ struct kd_node *kd_node_array_add(struct kd_tree *t, struct kd_node *arr, uint32
 	return e;
 }
 
-int kd_tree_init_default(struct kd_tree *t, struct kd_arena *a, int16_t api_key,
-                         int16_t version, int is_request)
+int kd_tree_init_default(struct kd_tree *t, struct kd_arena *a, int16_t api_key, int16_t version,
+                         int is_request)
 {
 	tree_reset(t, a, api_key, version, is_request, NULL, 0);
 	const struct kd_msgdef *def = kd_msgdef_get(api_key, version, is_request);
@@ -1305,18 +1281,11 @@ int kd_tree_init_default(struct kd_tree *t, struct kd_arena *a, int16_t api_key,
 	}
 	t->def = def;
 	t->flexible = (uint8_t)kd_vers_has(def->flexible, version);
-	struct kd_node *root = kd_arena_alloc(a, sizeof(*root));
+	struct kd_node *root = root_new(a, def, t->flexible);
 	if (!root) {
 		t->status = a->limit ? KD_ELIMIT : KD_ENOMEM;
 		return t->status;
 	}
-	memset(root, 0, sizeof(*root));
-	root->type = KD_T_STRUCT;
-	root->sub = def->body;
-	root->tag = -1;
-	root->val.u = 1;
-	if (t->flexible)
-		root->flags |= KD_NF_FLEX;
 	int rc = node_default_struct(t, root, 0);
 	if (rc != KD_OK) {
 		t->status = rc;
@@ -1353,7 +1322,7 @@ int kd_body_error_code(int16_t api_key, int16_t version, int is_request, const u
 			continue;
 		if (f->type == KD_T_INT16 && !strcmp(f->name, "ErrorCode"))
 			return kd_cur_i16(&cur, code) == KD_OK ? KD_OK : KD_ESHORT;
-		size_t w = fixed_width(f->type);
+		size_t w = kd_type_width(f->type);
 		if (!w)
 			return KD_EUNSUPPORTED; /* variable width before any ErrorCode */
 		if (kd_cur_skip(&cur, w) != KD_OK)

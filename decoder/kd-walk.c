@@ -30,39 +30,6 @@ enum {
 
 #define TOK_VARINT 0xff
 
-static int field_compact(const struct kd_field *f, int16_t v, int flex)
-{
-	return f->has_flex ? kd_vers_has(f->flexible, v) : flex;
-}
-
-static int field_tagged(const struct kd_field *f, int16_t v)
-{
-	return f->tag >= 0 && kd_vers_has(f->tagged, v);
-}
-
-/* Width of a fixed-size type, 0 for the others. */
-static unsigned fixed_width(unsigned type)
-{
-	switch (type) {
-	case KD_T_BOOL:
-	case KD_T_INT8:
-		return 1;
-	case KD_T_INT16:
-	case KD_T_UINT16:
-		return 2;
-	case KD_T_INT32:
-	case KD_T_UINT32:
-		return 4;
-	case KD_T_INT64:
-	case KD_T_FLOAT64:
-		return 8;
-	case KD_T_UUID:
-		return 16;
-	default:
-		return 0;
-	}
-}
-
 /* The values a value callback gets: topic names and topic ids. */
 static int wanted(const struct kd_walk *w, const struct kd_field *f, unsigned type)
 {
@@ -101,10 +68,10 @@ static int push(struct kd_walk *w, const struct kd_struct *st, const struct kd_f
 /* Sets up the value of field f (of type type: f->elem for an element). */
 static int begin_value(struct kd_walk *w, const struct kd_field *f, unsigned type, int elem)
 {
-	int compact = field_compact(f, w->version, w->flex);
+	int compact = kd_field_compact(f, w->version, w->flex);
 	w->f = f;
 	w->elem = (uint8_t)elem;
-	unsigned width = fixed_width(type);
+	unsigned width = kd_type_width(type);
 	if (width) {
 		if (width > left(w))
 			return KD_ESHORT;
@@ -267,7 +234,7 @@ static int step(struct kd_walk *w)
 	const struct kd_struct *st = top->st;
 	while (st && top->i < st->nfields) {
 		const struct kd_field *f = &st->fields[top->i];
-		if (!kd_vers_has(f->versions, w->version) || field_tagged(f, w->version)) {
+		if (!kd_vers_has(f->versions, w->version) || kd_field_tagged(f, w->version)) {
 			top->i++;
 			continue;
 		}
@@ -307,7 +274,7 @@ static const struct kd_field *top_field(const struct kd_struct *st, int16_t v, c
 {
 	for (unsigned i = 0; i < st->nfields; i++) {
 		const struct kd_field *f = &st->fields[i];
-		if (!strcmp(f->name, name) && kd_vers_has(f->versions, v) && !field_tagged(f, v))
+		if (!strcmp(f->name, name) && kd_vers_has(f->versions, v) && !kd_field_tagged(f, v))
 			return f;
 	}
 	return NULL;
@@ -410,8 +377,8 @@ static void defaults_struct(const struct kd_struct *st, int16_t v, int flex, uns
 static void default_value(const struct kd_field *f, int16_t v, int flex, struct kd_wbuf *w,
                           unsigned depth)
 {
-	int compact = field_compact(f, v, flex);
-	unsigned width = fixed_width(f->type);
+	int compact = kd_field_compact(f, v, flex);
+	unsigned width = kd_type_width(f->type);
 	if (width) {
 		static const uint8_t zero[16];
 		kd_w_raw(w, zero, width);
@@ -443,7 +410,7 @@ static void defaults_struct(const struct kd_struct *st, int16_t v, int flex, uns
 {
 	for (unsigned i = from; i < to && i < st->nfields; i++) {
 		const struct kd_field *f = &st->fields[i];
-		if (kd_vers_has(f->versions, v) && !field_tagged(f, v))
+		if (kd_vers_has(f->versions, v) && !kd_field_tagged(f, v))
 			default_value(f, v, flex, w, depth);
 	}
 	if (tags && flex)
