@@ -82,7 +82,7 @@ def port_base(n):
 
 def start_capture(path, ports):
     flt = " or ".join(f"tcp port {p}" for p in sorted(ports))
-    cap = subprocess.Popen([DUMPCAP, "-q", "-i", "lo", "-B", "16", "-f", flt, "-w", path],
+    cap = subprocess.Popen([DUMPCAP, "-q", "-i", "lo", "-B", "64", "-f", flt, "-w", path],
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
