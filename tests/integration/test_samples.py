@@ -69,6 +69,14 @@ for c in confs:
                            text=True, timeout=30)
         if p.returncode != 0 or "upstream:\n  - " not in p.stdout:
             fail("%s has no upstream: %s" % (os.path.relpath(c, SRC), p.stderr.strip()))
+    # A config naming a rules file names one that samples/rules provides.
+    with open(c) as fh:
+        m = re.search(r"^rules:\s*(\S+)", fh.read(), re.M)
+    if m and "packaging" not in c:
+        want = os.path.join(SAMPLES, "rules", "kwire-" + os.path.basename(m.group(1)))
+        if not os.path.exists(want):
+            fail("%s names rules %s, but samples/rules has no %s" %
+                 (os.path.relpath(c, SRC), m.group(1), os.path.relpath(want, SRC)))
 print("%d sample configs load" % len(confs))
 for r in sorted(glob.glob(os.path.join(SAMPLES, "rules", "*.yaml"))):
     p = subprocess.run([KWIRE, "rules", "check", r], capture_output=True, text=True, timeout=30)
