@@ -29,7 +29,8 @@ enum kd_ev_flag {
 	KD_EVF_HDR_GUESS = 1 << 5,   /* header version assumed (unknown key, unpaired response) */
 	KD_EVF_OVERFLOW = 1 << 6,    /* in-flight FIFO was full: its oldest entry was dropped */
 	KD_EVF_GAP = 1 << 7,         /* the frame lost bytes to a capture gap: no body */
-	KD_EVF_SASL_END = 1 << 8,    /* this request ended SASL opaque mode */
+	KD_EVF_SASL_END = 1 << 8,    /* this frame ended the SASL v0 exchange: the client's
+	                              * next frame is a Kafka request */
 	KD_EVF_LOCAL = 1 << 9,       /* set by the caller before commit: a request the caller
 	                              * answers itself (the peer never sees it), so no
 	                              * response is awaited (rules: kwire's own answers) */
@@ -55,6 +56,7 @@ struct kd_req_info {
 	uint64_t user;  /* kd_frame_info.user of the request, for the caller */
 	uint8_t opaque; /* a SASL token, not a Kafka request */
 	uint8_t hdr_version;
+	uint8_t sasl_mech; /* SaslHandshake: the mechanism named (enum kd_sasl_mech) */
 };
 
 /* One frame as kd_stream_frame_begin() parsed it. Views point into the
@@ -74,6 +76,10 @@ struct kd_frame_info {
 	int32_t match;               /* FIFO index of the matched request, -1: none */
 	int16_t acks;                /* Produce requests: Acks, or -2 when unknown */
 	int16_t error_code;          /* SaslHandshake responses: ErrorCode, else 0 */
+	uint8_t sasl_mech;           /* SaslHandshake requests: the mechanism named; opaque
+	                              * frames: the exchange's (enum kd_sasl_mech, kd-sasl.h) */
+	uint8_t sasl_step;           /* S2C opaque frames: what the token does to the
+	                              * exchange (kd-stream.c); for commit only */
 	uint64_t ts_us;              /* first byte's timestamp (0: use commit's) */
 	uint64_t user;               /* caller's value, stored with a request in the FIFO */
 };
@@ -97,6 +103,9 @@ struct kd_event {
 	int64_t latency_us;
 	uint32_t popped; /* KD_EVF_CID_SKIP: requests popped unanswered */
 	int16_t acks;    /* Produce requests: Acks, -2 unknown */
+	/* SaslHandshake requests: the mechanism named; KD_EV_OPAQUE: the
+	 * mechanism of the SASL v0 exchange (enum kd_sasl_mech, kd-sasl.h). */
+	uint8_t sasl_mech;
 	/* With KD_EVF_BODY: frame is the whole frame from its INT32 size on,
 	 * body the bytes after the header (the whole payload for opaque
 	 * frames). Contiguous, valid during the callback only. */

@@ -12,27 +12,43 @@
  * kd_stream_feed() is built on frame_begin()/commit_frame(), the same
  * functions behind kd_stream_frame_begin()/kd_stream_frame_commit().
  *
- * SASL opaque mode (WIRE-NOTES.md section 1; docs/protocol.html "SASL
- * Authentication Sequence"): after a SaslHandshake v0 response with
- * ErrorCode 0, client frames are bare SASL tokens and each server frame
- * that follows a pending token is the server's token. The wire has no
- * end-of-SASL marker, so the rule is: the client side leaves opaque mode at
- * the first client frame that is a plausible Kafka request
- * (kd_req_plausible) whose client id equals the SaslHandshake request's.
- * Real first tokens cannot pass that test (PLAIN starts with a NUL and the
- * user name, SCRAM with "n,", GSSAPI with the ASN.1 byte 0x60), and a
- * client sends no Kafka request before authentication ends. Tokens still
- * unanswered at that point are dropped from the in-flight FIFO without
- * counting them as lost: SaslServerAuthenticator sends no frame when
- * evaluateResponse() returns null (GSSAPI's last step). The server side
- * needs no mode: a server frame is a token exactly when the oldest
- * in-flight entry is a client token. */
+ * SASL v0 (KIP-43; docs/protocol.html "SASL Authentication Sequence"):
+ * after a SaslHandshake v0 response with ErrorCode 0, client frames are
+ * bare SASL tokens and each server frame that follows a pending token is
+ * the server's token. The wire has no end-of-SASL marker, so the stream
+ * follows the exchange of the mechanism the handshake named, and the
+ * server's replies say when it ends (struct sasl_track):
+ *
+ *   PLAIN (RFC 4616)        client token; server reply (empty): done
+ *   SCRAM-SHA-256/512       client-first, server-first, client-final,
+ *   (RFC 5802)              server-final: done
+ *   OAUTHBEARER (RFC 7628)  client token; server reply: empty is success,
+ *                           done; else an error JSON, the client answers
+ *                           one kvsep byte (the last token: no reply)
+ *   GSSAPI (RFC 4752)       Kerberos context tokens until the server sends
+ *                           a Wrap token (the security layer offer, RFC
+ *                           4752 3.1); the client's answer is the last token
+ *                           and gets no frame back (SaslServerAuthenticator
+ *                           sends nothing when evaluateResponse() is null)
+ *
+ * A failed exchange ends with the broker closing the connection. After the
+ * end, framing is normal whatever the client id. Where the end cannot be
+ * known (a mechanism kwire does not know, a GSSAPI reply it cannot
+ * classify), the client side falls back to header plausibility: the first
+ * client frame that passes kd_req_plausible ends the exchange. Real tokens
+ * cannot pass it (PLAIN starts with a NUL or the authzid, SCRAM with "n,",
+ * GSSAPI with the ASN.1 byte 0x60), and a client sends no Kafka request
+ * before authentication ends. Tokens still unanswered then are dropped from
+ * the in-flight FIFO without counting them as lost. The server side needs
+ * no mode: a server frame is a token exactly when the oldest in-flight
+ * entry is a client token. */
 #include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "kd-stream.h"
+#include "kd-sasl.h"
 #include "kd-schema.h"
 
 enum {
@@ -76,6 +92,22 @@ struct intern {
 	uint32_t len;
 };
 
+/* The SASL v0 exchange being followed (see the top of this file). */
+struct sasl_track {
+	uint8_t mech;     /* enum kd_sasl_mech */
+	uint8_t stok;     /* server tokens so far */
+	uint8_t last;     /* the next client token is the last one (no reply) */
+	uint8_t fallback; /* end unknown: a plausible request ends the exchange */
+};
+
+/* What a server token does to the exchange (kd_frame_info.sasl_step). */
+enum {
+	SASL_GO_ON = 0,
+	SASL_DONE,     /* the exchange is over */
+	SASL_LAST,     /* the client's next token is its last */
+	SASL_FALLBACK, /* the end cannot be known: plausibility decides */
+};
+
 struct kd_stream {
 	struct kd_stream_cfg cfg;
 	struct dirst d[2];
@@ -88,7 +120,7 @@ struct kd_stream {
 	size_t id_bytes;
 	unsigned id_last;
 	uint8_t c2s_opaque;
-	struct kd_view sasl_client_id; /* interned; null when unknown */
+	struct sasl_track sasl;
 	struct kd_view last_client_id; /* interned; last seen request's */
 	struct kd_stream_stats st;
 	char msg[192];
@@ -330,6 +362,38 @@ short_:
 	return KD_NEED_MORE;
 }
 
+/* Reads the Mechanism of a SaslHandshake request (its first field, a
+ * STRING in every version: MSG/SaslHandshakeRequest.json) into
+ * fi->sasl_mech. Names longer than KD_SASL_MECH_NAME_MAX, or a body too
+ * short for its name, give KD_SASL_MECH_OTHER. */
+static int handshake_mech(struct kd_frame_info *fi, const uint8_t *p, size_t avail, size_t total)
+{
+	size_t lim = min_sz(avail, total);
+	size_t pos = 4 + fi->req_hdr.len;
+	int16_t n;
+
+	fi->sasl_mech = KD_SASL_MECH_OTHER;
+	if (pos + 2 > lim) {
+		if (lim >= total) {
+			fi->need = (uint32_t)total;
+			return KD_OK;
+		}
+		fi->need = (uint32_t)(pos + 2);
+		return KD_NEED_MORE;
+	}
+	n = (int16_t)kd_load_be(p + pos, 2);
+	fi->need = (uint32_t)(pos + 2);
+	if (n < 0 || n > KD_SASL_MECH_NAME_MAX || pos + 2 + (size_t)n > total)
+		return KD_OK;
+	if (pos + 2 + (size_t)n > avail) {
+		fi->need = (uint32_t)(pos + 2 + (size_t)n);
+		return KD_NEED_MORE;
+	}
+	fi->sasl_mech = (uint8_t)kd_sasl_mech_parse(p + pos + 2, (size_t)n);
+	fi->need = (uint32_t)(pos + 2 + (size_t)n);
+	return KD_OK;
+}
+
 static int begin_request(struct kd_stream *s, const uint8_t *p, size_t avail,
                          struct kd_frame_info *fi)
 {
@@ -365,6 +429,8 @@ static int begin_request(struct kd_stream *s, const uint8_t *p, size_t avail,
 	fi->req_hdr.client_id = intern(s, fi->req_hdr.client_id);
 	if (fi->req_hdr.api_key == KD_API_PRODUCE)
 		return produce_acks(fi, p, avail, total);
+	if (fi->req_hdr.api_key == KD_API_SASL_HANDSHAKE && !(fi->flags & KD_EVF_UNKNOWN_API))
+		return handshake_mech(fi, p, avail, total);
 	return KD_OK;
 }
 
@@ -436,38 +502,30 @@ static int begin_response(struct kd_stream *s, const uint8_t *p, size_t avail,
 	return KD_OK;
 }
 
-/* Client frame in opaque mode: a token, or the Kafka request that ends
- * SASL (see the rule at the top of this file). */
+/* Client frame in opaque mode: a token (the last one when the exchange
+ * says so), or, when the end of the exchange cannot be known, the Kafka
+ * request that ends it (see the top of this file). */
 static int begin_c2s_opaque(struct kd_stream *s, const uint8_t *p, size_t avail,
                             struct kd_frame_info *fi)
 {
 	size_t total = 4 + (size_t)fi->size;
-	size_t need = 0;
-	int r = kd_req_plausible_n(p, min_sz(avail, total), s->cfg.max_frame, &need);
+	size_t need = 4;
 
-	if (r == KD_NEED_MORE) {
-		if (avail >= total) {
-			r = 0;
-			need = total;
-		} else {
-			fi->need = (uint32_t)min_sz(need > avail ? need : avail + 1, total);
-			return KD_NEED_MORE;
-		}
-	}
-	if (r == 1) {
-		struct kd_req_hdr h;
-		int rc = kd_req_hdr_parse(p + 4, min_sz(avail, total) - 4, &h);
-		const struct kd_view *want = &s->sasl_client_id;
+	if (s->sasl.fallback) {
+		int r = kd_req_plausible_n(p, min_sz(avail, total), s->cfg.max_frame, &need);
 
-		if (rc == KD_NEED_MORE && avail < total) {
-			fi->need = (uint32_t)min_sz(avail < 12 ? 12 : avail + 1, total);
-			return KD_NEED_MORE;
+		if (r == KD_NEED_MORE) {
+			if (avail >= total) {
+				r = 0;
+				need = total;
+			} else {
+				fi->need = (uint32_t)min_sz(need > avail ? need : avail + 1, total);
+				return KD_NEED_MORE;
+			}
 		}
-		if (rc > 0 && need < 4 + (size_t)rc)
-			need = 4 + (size_t)rc; /* the decision below looked at these */
-		if (rc > 0 && (want->null || (!h.client_id.null && h.client_id.len == want->len &&
-		                              memcmp(h.client_id.p, want->p, want->len) == 0))) {
-			rc = begin_request(s, p, avail, fi);
+		if (r == 1) {
+			int rc = begin_request(s, p, avail, fi);
+
 			fi->flags |= KD_EVF_SASL_END;
 			return rc;
 		}
@@ -475,7 +533,71 @@ static int begin_c2s_opaque(struct kd_stream *s, const uint8_t *p, size_t avail,
 	/* need: the bytes the decision looked at; re-parsing just those
 	 * reaches the same decision. */
 	fi->kind = KD_EV_OPAQUE;
+	fi->sasl_mech = s->sasl.mech;
 	fi->need = (uint32_t)min_sz(need > 4 ? need : 4, min_sz(avail, total));
+	if (s->sasl.last)
+		fi->flags |= KD_EVF_NO_RESPONSE | KD_EVF_SASL_END;
+	return KD_OK;
+}
+
+/* Server frame answering a client token: what it does to the exchange
+ * (fi->sasl_step). GSSAPI looks at the token's first bytes. */
+static int begin_s2c_opaque(struct kd_stream *s, const uint8_t *p, size_t avail,
+                            struct kd_frame_info *fi)
+{
+	size_t total = 4 + (size_t)fi->size;
+	const struct sasl_track *t = &s->sasl;
+	int step = SASL_GO_ON;
+
+	fi->kind = KD_EV_OPAQUE;
+	fi->match = 0;
+	fi->req = *fifo_at(s, 0);
+	fi->sasl_mech = t->mech;
+	fi->need = 4;
+	if (t->fallback)
+		goto out;
+	switch (t->mech) {
+	case KD_SASL_MECH_PLAIN:
+		step = SASL_DONE;
+		break;
+	case KD_SASL_MECH_SCRAM_SHA_256:
+	case KD_SASL_MECH_SCRAM_SHA_512:
+		step = t->stok >= 1 ? SASL_DONE : SASL_GO_ON;
+		break;
+	case KD_SASL_MECH_OAUTHBEARER:
+		step = fi->size == 0 ? SASL_DONE : SASL_LAST;
+		break;
+	case KD_SASL_MECH_GSSAPI: {
+		size_t look = min_sz(total, 4 + KD_GSS_CLASSIFY_BYTES);
+
+		if (avail < look) {
+			fi->need = (uint32_t)look;
+			return KD_NEED_MORE;
+		}
+		fi->need = (uint32_t)look;
+		switch (kd_gss_classify(p + 4, look - 4, fi->size)) {
+		case KD_GSS_EMPTY:
+		case KD_GSS_AP_REP:
+		case KD_GSS_ERROR:
+			step = SASL_GO_ON;
+			break;
+		case KD_GSS_WRAP:
+			step = SASL_LAST;
+			break;
+		default:
+			step = SASL_FALLBACK;
+			break;
+		}
+		break;
+	}
+	default:
+		step = SASL_FALLBACK;
+		break;
+	}
+out:
+	fi->sasl_step = (uint8_t)step;
+	if (step == SASL_DONE)
+		fi->flags |= KD_EVF_SASL_END;
 	return KD_OK;
 }
 
@@ -516,13 +638,8 @@ static int frame_begin(struct kd_stream *s, enum kd_dir dir, const uint8_t *p, s
 		}
 		return begin_request(s, p, avail, fi);
 	}
-	if (s->fcount && fifo_at(s, 0)->opaque) {
-		fi->kind = KD_EV_OPAQUE;
-		fi->match = 0;
-		fi->req = *fifo_at(s, 0);
-		fi->need = 4;
-		return KD_OK;
-	}
+	if (s->fcount && fifo_at(s, 0)->opaque)
+		return begin_s2c_opaque(s, p, avail, fi);
 	return begin_response(s, p, avail, fi);
 }
 
@@ -540,6 +657,31 @@ int kd_stream_frame_begin(struct kd_stream *s, enum kd_dir dir, const uint8_t *p
 }
 
 /* ---- commit ---- */
+
+/* A SaslHandshake v0 succeeded: the client's frames are tokens of mech. */
+static void sasl_begin(struct kd_stream *s, int mech)
+{
+	memset(&s->sasl, 0, sizeof(s->sasl));
+	s->sasl.mech = (uint8_t)mech;
+	switch (mech) {
+	case KD_SASL_MECH_PLAIN:
+	case KD_SASL_MECH_SCRAM_SHA_256:
+	case KD_SASL_MECH_SCRAM_SHA_512:
+	case KD_SASL_MECH_OAUTHBEARER:
+	case KD_SASL_MECH_GSSAPI:
+		break;
+	default:
+		s->sasl.fallback = 1;
+	}
+	s->c2s_opaque = 1;
+}
+
+/* The exchange is over: normal framing, and no token stays in flight. */
+static void sasl_end(struct kd_stream *s)
+{
+	s->c2s_opaque = 0;
+	fifo_drop_tokens(s);
+}
 
 static int commit_frame(struct kd_stream *s, enum kd_dir dir, struct kd_frame_info *fi,
                         const uint8_t *frame, uint64_t ts_first, uint64_t ts_end, uint64_t off)
@@ -572,13 +714,10 @@ static int commit_frame(struct kd_stream *s, enum kd_dir dir, struct kd_frame_in
 
 	switch (fi->kind) {
 	case KD_EV_REQUEST:
-		if (fi->flags & KD_EVF_SASL_END) {
-			s->c2s_opaque = 0;
-			fifo_drop_tokens(s);
-		}
+		if (fi->flags & KD_EVF_SASL_END)
+			sasl_end(s);
 		s->last_client_id = fi->req_hdr.client_id;
-		if (fi->req_hdr.api_key == KD_API_SASL_HANDSHAKE && fi->req_hdr.api_version == 0)
-			s->sasl_client_id = fi->req_hdr.client_id;
+		ev.sasl_mech = fi->sasl_mech;
 		s->st.requests++;
 		if ((fi->req_hdr.api_key == KD_API_PRODUCE && fi->acks == 0) ||
 		    (fi->flags & KD_EVF_LOCAL)) {
@@ -593,6 +732,7 @@ static int commit_frame(struct kd_stream *s, enum kd_dir dir, struct kd_frame_in
 		info.ts_us = ts_first;
 		info.user = fi->user;
 		info.hdr_version = fi->req_hdr.hdr_version;
+		info.sasl_mech = fi->sasl_mech;
 		goto push;
 	case KD_EV_RESPONSE:
 		/* Re-find: the client side may have changed the FIFO since begin. */
@@ -615,11 +755,16 @@ static int commit_frame(struct kd_stream *s, enum kd_dir dir, struct kd_frame_in
 		fifo_pop(s, (uint32_t)fi->match + 1);
 		if (ev.req.api_key == KD_API_SASL_HANDSHAKE && ev.req.api_version == 0 &&
 		    fi->error_code == 0 && s->cfg.sasl != KD_SASL_OFF)
-			s->c2s_opaque = 1;
+			sasl_begin(s, ev.req.sasl_mech);
 		break;
 	case KD_EV_OPAQUE:
 		s->st.opaque++;
+		ev.sasl_mech = fi->sasl_mech;
 		if (dir == KD_C2S) {
+			if (fi->flags & KD_EVF_SASL_END)
+				sasl_end(s);
+			if (fi->flags & KD_EVF_NO_RESPONSE)
+				break; /* the last token: nothing answers it */
 			info.api_key = -1;
 			info.api_version = -1;
 			info.correlation_id = -1;
@@ -635,6 +780,19 @@ static int commit_frame(struct kd_stream *s, enum kd_dir dir, struct kd_frame_in
 			fifo_pop(s, 1);
 		} else {
 			ev.flags |= KD_EVF_UNPAIRED;
+		}
+		if (s->sasl.stok < UINT8_MAX)
+			s->sasl.stok++;
+		switch (fi->sasl_step) {
+		case SASL_DONE:
+			sasl_end(s);
+			break;
+		case SASL_LAST:
+			s->sasl.last = 1;
+			break;
+		case SASL_FALLBACK:
+			s->sasl.fallback = 1;
+			break;
 		}
 		break;
 	default:
@@ -1098,8 +1256,9 @@ static void init_state(struct kd_stream *s)
 {
 	for (int dir = 0; dir < 2; dir++)
 		s->d[dir].state = s->cfg.midstream ? ST_RESYNC : ST_HEAD;
-	s->c2s_opaque = s->cfg.sasl == KD_SASL_LEGACY;
-	s->sasl_client_id.null = 1;
+	/* Kafka 0.9 clients start GSSAPI with no SaslHandshake. */
+	if (s->cfg.sasl == KD_SASL_LEGACY)
+		sasl_begin(s, KD_SASL_MECH_GSSAPI);
 	s->last_client_id.null = 1;
 }
 

@@ -310,8 +310,8 @@ static void check_conversation(const struct rec *r, int n, int collect)
 	    {KD_EV_REQUEST, 0, 2, -1, 0},
 	    {KD_EV_RESPONSE, 1, 2, 17, 0},
 	    {KD_EV_OPAQUE, 0, 0, -1, 0},
-	    {KD_EV_OPAQUE, 1, 0, -1, 0},
-	    {KD_EV_REQUEST, 0, 3, -1, KD_EVF_SASL_END},
+	    {KD_EV_OPAQUE, 1, 0, -1, KD_EVF_SASL_END},
+	    {KD_EV_REQUEST, 0, 3, -1, 0},
 	    {KD_EV_REQUEST, 0, 4, -1, 0},
 	    {KD_EV_RESPONSE, 1, 3, 3, 0},
 	    {KD_EV_RESPONSE, 1, 4, 3, 0},
@@ -922,6 +922,190 @@ static void test_sasl_modes(void **state)
 	free(mr.p);
 }
 
+/* ---- SASL v0 exchanges, followed by mechanism ---- */
+
+/* A Kerberos context token (RFC 2743 3.1): 60 len 06 09 <krb5 OID> TOK_ID ... */
+static struct frame gss_token(uint8_t id0, uint8_t id1, size_t pad)
+{
+	static const uint8_t oid[] = {0x06, 0x09, 0x2a, 0x86, 0x48, 0x86,
+	                              0xf7, 0x12, 0x01, 0x02, 0x02};
+	uint8_t b[300];
+	size_t inner = sizeof(oid) + 2 + pad, n = 0;
+
+	assert_true(inner < 128 && pad < 200);
+	b[n++] = 0x60;
+	b[n++] = (uint8_t)inner;
+	memcpy(b + n, oid, sizeof(oid));
+	n += sizeof(oid);
+	b[n++] = id0;
+	b[n++] = id1;
+	memset(b + n, 0xa5, pad);
+	n += pad;
+	return raw(b, n);
+}
+
+struct sasl_case {
+	const char *mech;
+	int ntok; /* tokens of the exchange, both sides, in order */
+	struct frame tok[8];
+	int dir[8];
+	int last_no_reply; /* the exchange ends with a client token */
+};
+
+static struct frame str_raw(const char *s, size_t n)
+{
+	return raw((const uint8_t *)s, n);
+}
+
+/* Handshake v0 with client id "auth-id", the exchange, then Metadata and
+ * Produce Acks=1 under another client id: both are requests, paired with
+ * their responses, whatever the split. */
+static void run_sasl_case(struct sasl_case *c)
+{
+	uint8_t hs_req[64], hs_resp[64];
+	size_t ml = strlen(c->mech), n = 0;
+	struct script sc = {0};
+	static struct rec ref[1024];
+	int nref = 0;
+
+	hs_req[0] = 0;
+	hs_req[1] = (uint8_t)ml;
+	memcpy(hs_req + 2, c->mech, ml);
+	memcpy(hs_resp, "\0\0\0\0\0\1\0", 7);
+	n = 7;
+	hs_resp[n++] = (uint8_t)ml;
+	memcpy(hs_resp + n, c->mech, ml);
+	n += ml;
+	add(&sc, KD_C2S, req(17, 0, 1, "auth-id", hs_req, 2 + ml));
+	add(&sc, KD_S2C, resp(1, 0, hs_resp, n));
+	for (int i = 0; i < c->ntok; i++)
+		add(&sc, c->dir[i], c->tok[i]);
+	add(&sc, KD_C2S, req(3, 1, 2, "another-client", filler, 4));
+	add(&sc, KD_S2C, resp(2, 0, filler, 8));
+	add(&sc, KD_C2S, produce(3, 3, NULL, 1, 10));
+	add(&sc, KD_S2C, resp(3, 0, filler, 8));
+	for (int mode = SPLIT_WHOLE; mode <= SPLIT_RUNS; mode++) {
+		for (int collect = 0; collect <= 1; collect++) {
+			struct kd_stream *s = new_stream(collect);
+			int k = 2 + c->ntok;
+
+			feed_script(s, &sc, mode, 7);
+			if (nrecs != k + 4)
+				fail_msg("%s: %d events, want %d", c->mech, nrecs, k + 4);
+			for (int i = 2; i < k; i++) {
+				assert_int_equal(recs[i].type, KD_EV_OPAQUE);
+				assert_int_equal(recs[i].dir, c->dir[i - 2]);
+				assert_int_equal(!!(recs[i].flags & KD_EVF_SASL_END), i == k - 1);
+			}
+			assert_int_equal(!!(recs[k - 1].flags & KD_EVF_NO_RESPONSE),
+			                 c->last_no_reply);
+			assert_int_equal(recs[k].type, KD_EV_REQUEST);
+			assert_string_equal(recs[k].client, "another-client");
+			assert_int_equal(recs[k + 1].type, KD_EV_RESPONSE);
+			assert_int_equal(recs[k + 1].req_key, 3);
+			assert_int_equal(recs[k + 2].type, KD_EV_REQUEST);
+			assert_int_equal(recs[k + 3].type, KD_EV_RESPONSE);
+			assert_int_equal(recs[k + 3].req_key, 0);
+			for (int i = k; i < k + 4; i++)
+				assert_int_equal(
+				    recs[i].flags & (KD_EVF_UNPAIRED | KD_EVF_CID_SKIP), 0);
+			assert_false(kd_stream_in_sasl(s));
+			assert_int_equal(kd_stream_stats(s)->inflight, 0);
+			if (mode == SPLIT_WHOLE && collect == 0) {
+				nref = nrecs;
+				memcpy(ref, recs, sizeof(recs[0]) * (size_t)nrecs);
+			} else if (collect == 0) {
+				cmp_recs(ref, nref, recs, nrecs, 0);
+			}
+			kd_stream_free(s);
+		}
+	}
+	script_free(&sc);
+}
+
+static void test_sasl_v0_mechanisms(void **state)
+{
+	static const char plain[] = "\0alice\0alice-secret";
+	static const char c1[] = "n,,n=alice,r=fyko+d2lbbFgONRv9qkxdawL";
+	static const char s1[] = "r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,s=QSXCR+Q6sek8bf92,"
+	                         "i=4096";
+	static const char c2[] = "c=biws,r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,"
+	                         "p=v0X8v3Bz2T0CJGbJQyF0X+HI4Ts=";
+	static const char s2[] = "v=rmF9pqV8S7suAoZWja4dJRkFsKQ=";
+	static const char oauth[] =
+	    "n,,\1auth=Bearer eyJhbGciOiJub25lIn0.eyJzdWIiOiJhbGljZSJ9.\1\1";
+	static const char oerr[] = "{\"status\":\"invalid_token\"}";
+	static const uint8_t wrap[] = {0x05, 0x04, 0x01, 0xff, 0, 12, 0, 0, 0, 0, 0,  0,  0,
+	                               1,    1,    2,    3,    4, 5,  6, 7, 8, 9, 10, 11, 12};
+	static const char other[] = "some-token";
+	struct sasl_case cases[] = {
+	    {"PLAIN", 2, {str_raw(plain, sizeof(plain) - 1), raw(NULL, 0)}, {0, 1}, 0},
+	    {"SCRAM-SHA-256",
+	     4,
+	     {str_raw(c1, sizeof(c1) - 1), str_raw(s1, sizeof(s1) - 1), str_raw(c2, sizeof(c2) - 1),
+	      str_raw(s2, sizeof(s2) - 1)},
+	     {0, 1, 0, 1},
+	     0},
+	    {"SCRAM-SHA-512",
+	     4,
+	     {str_raw(c1, sizeof(c1) - 1), str_raw(s1, sizeof(s1) - 1), str_raw(c2, sizeof(c2) - 1),
+	      str_raw(s2, sizeof(s2) - 1)},
+	     {0, 1, 0, 1},
+	     0},
+	    {"OAUTHBEARER", 2, {str_raw(oauth, sizeof(oauth) - 1), raw(NULL, 0)}, {0, 1}, 0},
+	    /* A rejected token: the error JSON, then the client's kvsep byte,
+	     * which nothing answers. */
+	    {"OAUTHBEARER",
+	     3,
+	     {str_raw(oauth, sizeof(oauth) - 1), str_raw(oerr, sizeof(oerr) - 1), str_raw("\1", 1)},
+	     {0, 1, 0},
+	     1},
+	    /* Mutual authentication: AP-REQ, AP-REP, the client's empty
+	     * token, the server's Wrap (security layer offer), the client's
+	     * Wrap, which nothing answers. */
+	    {"GSSAPI",
+	     5,
+	     {gss_token(1, 0, 60), gss_token(2, 0, 30), raw(NULL, 0), raw(wrap, sizeof(wrap)),
+	      raw(wrap, sizeof(wrap))},
+	     {0, 1, 0, 1, 0},
+	     1},
+	    /* A mechanism kwire does not know: header plausibility ends it. */
+	    {"X-CUSTOM", 2, {str_raw(other, sizeof(other) - 1), str_raw(other, 4)}, {0, 1}, 0},
+	};
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		/* The fallback ends at the request itself, not at a token. */
+		if (!strcmp(cases[i].mech, "X-CUSTOM")) {
+			struct sasl_case *c = &cases[i];
+			struct script sc = {0};
+			static const uint8_t hs_req[] = {0,   8,   'X', '-', 'C',
+			                                 'U', 'S', 'T', 'O', 'M'};
+			static const uint8_t hs_resp[] = {0, 0, 0, 0, 0, 0};
+			struct kd_stream *s = new_stream(1);
+
+			add(&sc, KD_C2S, req(17, 0, 1, "auth-id", hs_req, sizeof(hs_req)));
+			add(&sc, KD_S2C, resp(1, 0, hs_resp, sizeof(hs_resp)));
+			add(&sc, KD_C2S, c->tok[0]);
+			add(&sc, KD_S2C, c->tok[1]);
+			add(&sc, KD_C2S, req(3, 1, 2, "another-client", filler, 4));
+			add(&sc, KD_S2C, resp(2, 0, filler, 8));
+			feed_script(s, &sc, SPLIT_BYTE, 0);
+			assert_int_equal(nrecs, 6);
+			assert_int_equal(recs[2].type, KD_EV_OPAQUE);
+			assert_int_equal(recs[3].type, KD_EV_OPAQUE);
+			assert_int_equal(recs[4].type, KD_EV_REQUEST);
+			assert_true(recs[4].flags & KD_EVF_SASL_END);
+			assert_int_equal(recs[5].type, KD_EV_RESPONSE);
+			assert_int_equal(recs[5].req_key, 3);
+			kd_stream_free(s);
+			script_free(&sc);
+			continue;
+		}
+		run_sasl_case(&cases[i]);
+	}
+}
+
 /* want_body decides per frame from the header. */
 static int want_produce(void *arg, const struct kd_frame_info *fi)
 {
@@ -965,6 +1149,7 @@ int main(void)
 	    cmocka_unit_test(test_midstream),
 	    cmocka_unit_test(test_overflow),
 	    cmocka_unit_test(test_sasl_modes),
+	    cmocka_unit_test(test_sasl_v0_mechanisms),
 	    cmocka_unit_test(test_want_body),
 	};
 
