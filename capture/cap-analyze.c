@@ -16,6 +16,7 @@
 #include "cap.h"
 #include "kd-hdr.h"
 #include "kd-render.h"
+#include "kd-sasl.h"
 #include "kd-schema.h"
 #include "kd-stream.h"
 #include "kd-topics.h"
@@ -572,6 +573,44 @@ static void msg_out(struct cap_an *an, const struct an_flow *fl, int64_t ts, int
 		kd_arena_reset(&an->arena);
 }
 
+/* A SASL v0 token and its reply (json, verbose): the mechanism and the
+ * user, never the token (docs/decoder.md "Secrets"). */
+static void token_out(struct cap_an *an, const struct an_flow *fl, int64_t ts, int is_req,
+                      const struct kd_summary *sum, uint32_t len, int64_t latency)
+{
+	const char *mech = kd_sasl_mech_name(sum->sasl_mech);
+	struct kd_view user = kd_sum_view(sum, sum->sasl_user);
+
+	if (an->opts.format == CAP_AN_JSON) {
+		msg_head_json(an, fl, ts, is_req, sum, latency);
+		kd_w_cstr(&an->ob, ",\"sasl_v0_token\":true,\"mechanism\":");
+		if (mech)
+			kd_json_cstr(&an->ob, mech);
+		else
+			kd_w_cstr(&an->ob, "null");
+		if (is_req && !user.null) {
+			kd_w_cstr(&an->ob, ",\"user\":");
+			kd_json_view(&an->ob, &user);
+		}
+		kd_w_fmt(&an->ob, ",\"bytes\":%u,\"body\":\"[redacted]\"}\n", len);
+		return;
+	}
+	char tsb[40];
+	kd_sum_fmt_ts(ts, tsb, sizeof(tsb));
+	kd_w_fmt(&an->ob, "%s %s %s %s SASL v0 token (%s) %s", tsb, an_flow_client(fl),
+	         is_req ? "->" : "<-", an_flow_broker(fl), mech ? mech : "mechanism unknown",
+	         is_req ? "request" : "response");
+	if (!is_req && latency >= 0)
+		kd_w_fmt(&an->ob, " %lld.%03lldms", (long long)(latency / 1000),
+		         (long long)(latency % 1000));
+	kd_w_fmt(&an->ob, "\n  token: [redacted] <%u bytes>", len);
+	if (is_req && !user.null) {
+		kd_w_cstr(&an->ob, " user=");
+		kd_json_view(&an->ob, &user);
+	}
+	kd_w_cstr(&an->ob, "\n\n");
+}
+
 /* ---- pairs ---- */
 
 static int format_keeps_body(const struct cap_an *an, int16_t api_key)
@@ -622,6 +661,14 @@ static void pair_emit(struct cap_an *an, struct an_flow *fl, struct an_pend *pen
 		break;
 	case CAP_AN_JSON:
 	case CAP_AN_VERBOSE:
+		if (sum->flags & KD_SUM_SASL_TOKEN) {
+			token_out(an, fl, pend ? pend->ts_us : sum->ts_us, 1, sum, sum->req_bytes,
+			          -1);
+			if (sum->flags & KD_SUM_RESP)
+				token_out(an, fl, resp_ts, 0, sum, sum->resp_bytes,
+				          sum->latency_us);
+			break;
+		}
 		if (pend)
 			msg_out(an, fl, pend->ts_us, 1, sum, pend->body, pend->blen, -1);
 		if (resp_body)
@@ -810,6 +857,60 @@ static void on_response(struct cap_an *an, struct an_flow *fl, const struct kd_e
 	free(own);
 }
 
+/* A SASL v0 token (KD_EV_OPAQUE): the client's waits in the pending list
+ * as a pair summarised by kd_sum_sasl_token (mechanism and user, never
+ * the token), the server's reply completes it. */
+static void on_opaque(struct cap_an *an, struct an_flow *fl, const struct kd_event *ev)
+{
+	int has_body = (ev->flags & KD_EVF_BODY) && !(ev->flags & KD_EVF_GAP);
+	struct an_pend *pend;
+
+	if (ev->dir == KD_S2C) {
+		pend = fl->ph;
+		if (!pend || !(pend->sum.flags & KD_SUM_SASL_TOKEN))
+			return; /* a reply to a token kept no more (FIFO cap) */
+		fl->ph = pend->next;
+		if (!fl->ph)
+			fl->pt = NULL;
+		fl->npend--;
+		pend->sum.flags |= KD_SUM_RESP;
+		pend->sum.resp_bytes = ev->frame_len;
+		pend->sum.latency_us = ev->latency_us;
+		pair_emit(an, fl, pend, &pend->sum, NULL, 0, (int64_t)ev->ts_us);
+		pend_free(pend);
+		return;
+	}
+	pend = malloc(sizeof(*pend));
+	if (!pend) {
+		an_problem(an, fl, "out of memory");
+		return;
+	}
+	pend->next = NULL;
+	pend->ts_us = (int64_t)ev->ts_us;
+	pend->body = NULL;
+	pend->blen = 0;
+	kd_sum_init(&pend->sum);
+	pend->sum.ts_us = (int64_t)ev->ts_us;
+	pend->sum.correlation_id = -1;
+	kd_sum_sasl_token(&pend->sum, ev->sasl_mech, has_body ? ev->body.p : NULL,
+	                  has_body ? ev->body.len : 0);
+	pend->sum.req_bytes = ev->frame_len;
+	if (ev->flags & KD_EVF_NO_RESPONSE) {
+		pend->sum.flags |= KD_SUM_NO_RESP; /* the exchange's last token */
+		pair_emit(an, fl, pend, &pend->sum, NULL, 0, 0);
+		pend_free(pend);
+		return;
+	}
+	if (fl->pt)
+		fl->pt->next = pend;
+	else
+		fl->ph = pend;
+	fl->pt = pend;
+	fl->npend++;
+	while (fl->npend > PEND_MAX)
+		pend_pop_unanswered(an, fl);
+}
+
 static void on_event(void *arg, const struct kd_event *ev)
 {
 	struct an_flow *fl = arg;
@@ -822,6 +923,7 @@ static void on_event(void *arg, const struct kd_event *ev)
 		on_response(an, fl, ev);
 		break;
 	case KD_EV_OPAQUE:
+		on_opaque(an, fl, ev);
 		break;
 	case KD_EV_ERROR:
 		an_problem(an, fl, "%s stream broken at byte %llu: %s",

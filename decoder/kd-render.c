@@ -6,9 +6,15 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "kd-api-keys-gen.h"
 #include "kd-records.h"
+#include "kd-sasl.h"
 #include "kd-schema.h"
 #include "kd.h"
+
+/* Internal flag: the tree is a SaslAuthenticate request, whose AuthBytes
+ * is a client token that may name its user (kd-sasl.h). */
+#define RENDER_SASL_CLIENT (1u << 16)
 
 /* ---- writer helpers ---- */
 
@@ -217,6 +223,28 @@ static void json_f64(struct kd_wbuf *out, double d)
 		kd_w_cstr(out, d > 0 ? "\"Infinity\"" : "\"-Infinity\"");
 	else
 		kd_w_fmt(out, "%.17g", d);
+}
+
+/* ---- secrets (docs/decoder.md "Secrets") ----
+ *
+ * A field marked sensitive in the schema tables is never written: the
+ * JSON form is "[redacted]" with sibling keys <Name>_mechanism and
+ * <Name>_user when a SaslAuthenticate client token shows them; the text
+ * form is "[redacted] <N bytes> mechanism=M user=\"U\"". */
+
+static const char redacted[] = "[redacted]";
+
+/* The mechanism and user of a sensitive field, when it is a client token. */
+static const char *sensitive_info(const struct kd_node *k, unsigned flags, char *user, size_t cap)
+{
+	int mech;
+
+	user[0] = 0;
+	if (!(flags & RENDER_SASL_CLIENT) || k->null || k->type != KD_T_BYTES)
+		return NULL;
+	mech = kd_sasl_mech_sniff(k->val.v.p, k->val.v.len);
+	kd_sasl_principal(mech, k->val.v.p, k->val.v.len, user, cap);
+	return kd_sasl_mech_name(mech);
 }
 
 /* ---- JSON of a tree ---- */
@@ -432,6 +460,21 @@ static void json_struct(struct jctx *jc, const struct kd_node *n, unsigned depth
 			continue;
 		}
 		jkey(jc, k->field->name, &first, depth + 1);
+		if (k->field->sensitive && !k->null) {
+			char user[KD_SASL_USER_MAX + 1];
+			const char *mech = sensitive_info(k, jc->flags, user, sizeof(user));
+
+			kd_json_cstr(out, redacted);
+			if (mech) {
+				jkey_suffix(jc, k->field->name, "_mechanism", &first, depth + 1);
+				kd_json_cstr(out, mech);
+			}
+			if (user[0]) {
+				jkey_suffix(jc, k->field->name, "_user", &first, depth + 1);
+				kd_json_cstr(out, user);
+			}
+			continue;
+		}
 		if (k->type == KD_T_STRING && !k->null &&
 		    !kd_utf8_valid(k->val.v.p, k->val.v.len)) {
 			kd_json_bytes(out, k->val.v.p, k->val.v.len);
@@ -469,6 +512,10 @@ static void json_node(struct jctx *jc, const struct kd_node *n, unsigned depth)
 
 	if (n->null) {
 		kd_w_raw(out, "null", 4);
+		return;
+	}
+	if (n->field && n->field->sensitive) {
+		kd_json_cstr(out, redacted);
 		return;
 	}
 	switch (n->type) {
@@ -538,9 +585,18 @@ static const char *tree_api_name(const struct kd_tree *t)
 	return name;
 }
 
+/* Flags for a tree: RENDER_SASL_CLIENT for SaslAuthenticate requests. */
+static unsigned tree_flags(const struct kd_tree *t, unsigned flags)
+{
+	flags &= ~RENDER_SASL_CLIENT;
+	if (t->api_key == KD_API_SASL_AUTHENTICATE && t->is_request)
+		flags |= RENDER_SASL_CLIENT;
+	return flags;
+}
+
 int kd_render_json(const struct kd_tree *t, struct kd_wbuf *out, unsigned flags)
 {
-	struct jctx jc = {out, flags};
+	struct jctx jc = {out, tree_flags(t, flags)};
 	unsigned depth = 0;
 	int first = 1;
 
@@ -573,7 +629,10 @@ int kd_render_json(const struct kd_tree *t, struct kd_wbuf *out, unsigned flags)
 		jkey(&jc, "error", &f2, depth + 1);
 		kd_json_cstr(out, t->err_msg[0] ? t->err_msg : kd_strerror(t->status));
 		jkey(&jc, "raw", &f2, depth + 1);
-		kd_json_bytes(out, t->raw.p, t->raw.len);
+		if (kd_api_sensitive(t->api_key))
+			kd_json_cstr(out, redacted);
+		else
+			kd_json_bytes(out, t->raw.p, t->raw.len);
 		jbreak(&jc, depth);
 		kd_w_raw(out, "}", 1);
 	}
@@ -620,6 +679,10 @@ static void text_scalar(struct kd_wbuf *out, const struct kd_node *n)
 {
 	if (n->null) {
 		kd_w_cstr(out, "null");
+		return;
+	}
+	if (n->field && n->field->sensitive) {
+		kd_w_cstr(out, redacted);
 		return;
 	}
 	switch (n->type) {
@@ -753,7 +816,20 @@ static void text_field(struct kd_wbuf *out, const struct kd_node *k, unsigned de
 		return;
 	default:
 		kd_w_fmt(out, "%s: ", name);
-		text_scalar(out, k);
+		if (k->field->sensitive) {
+			char user[KD_SASL_USER_MAX + 1];
+			const char *mech = sensitive_info(k, flags, user, sizeof(user));
+
+			kd_w_fmt(out, "%s <%u bytes>", redacted, (unsigned)k->val.v.len);
+			if (mech)
+				kd_w_fmt(out, " mechanism=%s", mech);
+			if (user[0]) {
+				kd_w_cstr(out, " user=");
+				kd_json_cstr(out, user);
+			}
+		} else {
+			text_scalar(out, k);
+		}
 		kd_w_raw(out, "\n", 1);
 		return;
 	}
@@ -779,6 +855,8 @@ static void text_struct(struct kd_wbuf *out, const struct kd_node *n, unsigned d
 int kd_render_text(const struct kd_tree *t, struct kd_wbuf *out, unsigned flags)
 {
 	const char *name = tree_api_name(t);
+
+	flags = tree_flags(t, flags);
 	if (name)
 		kd_w_cstr(out, name);
 	else
@@ -793,7 +871,10 @@ int kd_render_text(const struct kd_tree *t, struct kd_wbuf *out, unsigned flags)
 		kd_w_cstr(out, "error: ");
 		kd_w_cstr(out, t->err_msg[0] ? t->err_msg : kd_strerror(t->status));
 		kd_w_fmt(out, "\nraw: <%u bytes> ", (unsigned)t->raw.len);
-		kd_base64(out, t->raw.p, t->raw.len, 0);
+		if (kd_api_sensitive(t->api_key))
+			kd_w_cstr(out, redacted);
+		else
+			kd_base64(out, t->raw.p, t->raw.len, 0);
 		kd_w_raw(out, "\n", 1);
 	} else {
 		text_struct(out, t->root, 1, flags);

@@ -26,6 +26,8 @@ int kd_sasl_mech_parse(const uint8_t *p, size_t len)
 
 const char *kd_sasl_mech_name(int mech)
 {
+	if (mech == KD_SASL_MECH_SCRAM)
+		return "SCRAM";
 	for (size_t i = 0; i < sizeof(mechs) / sizeof(mechs[0]); i++)
 		if (mechs[i].mech == mech)
 			return mechs[i].name;
@@ -133,7 +135,7 @@ int kd_sasl_mech_sniff(const uint8_t *p, size_t len)
 	if (off && off < len && p[off] == 0x01)
 		return KD_SASL_MECH_OAUTHBEARER;
 	if (off && len - off >= 2 && (p[off] == 'n' || p[off] == 'm') && p[off + 1] == '=')
-		return KD_SASL_MECH_SCRAM_SHA_256;
+		return KD_SASL_MECH_SCRAM;
 	/* PLAIN: [authzid] NUL authcid NUL passwd */
 	{
 		const uint8_t *n1 = memchr(p, 0, len);
@@ -400,6 +402,7 @@ size_t kd_sasl_principal(int mech, const uint8_t *tok, size_t len, char *out, si
 	switch (mech) {
 	case KD_SASL_MECH_PLAIN:
 		return plain_user(tok, len, &o);
+	case KD_SASL_MECH_SCRAM:
 	case KD_SASL_MECH_SCRAM_SHA_256:
 	case KD_SASL_MECH_SCRAM_SHA_512:
 		return scram_user(tok, len, &o);

@@ -25,6 +25,7 @@ enum kd_sasl_mech {
 	KD_SASL_MECH_SCRAM_SHA_512,
 	KD_SASL_MECH_GSSAPI,
 	KD_SASL_MECH_OAUTHBEARER,
+	KD_SASL_MECH_SCRAM, /* SCRAM by the token's shape; the hash is not visible */
 };
 
 /* Longest mechanism name read from a SaslHandshake request; longer names
@@ -41,7 +42,7 @@ const char *kd_sasl_mech_name(int mech);
  * named it (SaslAuthenticate carries no mechanism): PLAIN (NUL-separated
  * fields), SCRAM (a GS2 header then "n="), OAUTHBEARER (a GS2 header then
  * 0x01), GSSAPI (an RFC 2743 InitialContextToken, 0x60). SCRAM comes back
- * as KD_SASL_MECH_SCRAM_SHA_256: the hash is not visible in the token.
+ * as KD_SASL_MECH_SCRAM ("SCRAM"): the hash is not visible in the token.
  * KD_SASL_MECH_NONE when the token says nothing. */
 int kd_sasl_mech_sniff(const uint8_t *p, size_t len);
 

@@ -2996,7 +2996,7 @@ static const struct kd_struct DescribeLogDirsResponse__body = {
 
 static const struct kd_field SaslAuthenticateRequest__body_fields[] = {
 	{ .name = "AuthBytes", .type = KD_T_BYTES, .tag = -1,
-	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .sensitive = 1, .flexible = KV_NONE },
 };
 static const struct kd_struct SaslAuthenticateRequest__body = {
 	.name = "SaslAuthenticateRequest",
@@ -3012,7 +3012,7 @@ static const struct kd_field SaslAuthenticateResponse__body_fields[] = {
 	{ .name = "ErrorMessage", .type = KD_T_STRING, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_FROM(0), .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "AuthBytes", .type = KD_T_BYTES, .tag = -1,
-	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .sensitive = 1, .flexible = KV_NONE },
 	{ .name = "SessionLifetimeMs", .type = KD_T_INT64, .tag = -1,
 	  .versions = KV_FROM(1), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 };
@@ -3142,7 +3142,7 @@ static const struct kd_field CreateDelegationTokenResponse__body_fields[] = {
 	{ .name = "TokenId", .type = KD_T_STRING, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "Hmac", .type = KD_T_BYTES, .tag = -1,
-	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .sensitive = 1, .flexible = KV_NONE },
 	{ .name = "ThrottleTimeMs", .type = KD_T_INT32, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 };
@@ -3156,7 +3156,7 @@ static const struct kd_struct CreateDelegationTokenResponse__body = {
 
 static const struct kd_field RenewDelegationTokenRequest__body_fields[] = {
 	{ .name = "Hmac", .type = KD_T_BYTES, .tag = -1,
-	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .sensitive = 1, .flexible = KV_NONE },
 	{ .name = "RenewPeriodMs", .type = KD_T_INT64, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 };
@@ -3186,7 +3186,7 @@ static const struct kd_struct RenewDelegationTokenResponse__body = {
 
 static const struct kd_field ExpireDelegationTokenRequest__body_fields[] = {
 	{ .name = "Hmac", .type = KD_T_BYTES, .tag = -1,
-	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .sensitive = 1, .flexible = KV_NONE },
 	{ .name = "ExpiryTimePeriodMs", .type = KD_T_INT64, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 };
@@ -3268,7 +3268,7 @@ static const struct kd_field DescribeDelegationTokenResponse__DescribedDelegatio
 	{ .name = "TokenId", .type = KD_T_STRING, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "Hmac", .type = KD_T_BYTES, .tag = -1,
-	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .sensitive = 1, .flexible = KV_NONE },
 	{ .name = "Renewers", .type = KD_T_ARRAY, .elem = KD_T_STRUCT, .tag = -1, .sub = &DescribeDelegationTokenResponse__DescribedDelegationTokenRenewer,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 };
@@ -3966,9 +3966,9 @@ static const struct kd_field AlterUserScramCredentialsRequest__ScramCredentialUp
 	{ .name = "Iterations", .type = KD_T_INT32, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "Salt", .type = KD_T_BYTES, .tag = -1,
-	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .sensitive = 1, .flexible = KV_NONE },
 	{ .name = "SaltedPassword", .type = KD_T_BYTES, .tag = -1,
-	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .sensitive = 1, .flexible = KV_NONE },
 };
 static const struct kd_struct AlterUserScramCredentialsRequest__ScramCredentialUpsertion = {
 	.name = "ScramCredentialUpsertion",
@@ -4688,7 +4688,7 @@ static const struct kd_struct UpdateFeaturesResponse__body = {
 
 static const struct kd_field EnvelopeRequest__body_fields[] = {
 	{ .name = "RequestData", .type = KD_T_BYTES, .tag = -1,
-	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
+	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .sensitive = 1, .flexible = KV_NONE },
 	{ .name = "RequestPrincipal", .type = KD_T_BYTES, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_FROM(0), .tagged = KV_NONE, .flexible = KV_NONE },
 	{ .name = "ClientHostAddress", .type = KD_T_BYTES, .tag = -1,
@@ -4704,7 +4704,7 @@ static const struct kd_struct EnvelopeRequest__body = {
 
 static const struct kd_field EnvelopeResponse__body_fields[] = {
 	{ .name = "ResponseData", .type = KD_T_BYTES, .tag = -1,
-	  .versions = KV_FROM(0), .nullable = KV_FROM(0), .tagged = KV_NONE, .dflt_null = 1, .flexible = KV_NONE },
+	  .versions = KV_FROM(0), .nullable = KV_FROM(0), .tagged = KV_NONE, .dflt_null = 1, .sensitive = 1, .flexible = KV_NONE },
 	{ .name = "ErrorCode", .type = KD_T_INT16, .tag = -1,
 	  .versions = KV_FROM(0), .nullable = KV_NONE, .tagged = KV_NONE, .flexible = KV_NONE },
 };

@@ -59,6 +59,7 @@ struct kd_field {
 	uint8_t elem;            /* KD_T_ARRAY: element type (KD_T_STRUCT for structs) */
 	uint8_t entity;          /* enum kd_entity */
 	uint8_t has_flex;        /* 1: .flexible overrides the message's flexibleVersions */
+	uint8_t sensitive;       /* 1: holds a secret; never rendered (kwire-gen.py SENSITIVE) */
 	int32_t tag;             /* tagged-field tag, or -1 */
 	struct kd_vers versions; /* on the wire in these versions */
 	struct kd_vers nullable; /* may be null in these versions */

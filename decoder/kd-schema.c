@@ -71,3 +71,25 @@ const struct kd_msgdef *kd_datadef_get(const char *name)
 	}
 	return NULL;
 }
+
+static int struct_sensitive(const struct kd_struct *st, unsigned depth)
+{
+	if (!st || depth > 16)
+		return 0;
+	for (uint16_t i = 0; i < st->nfields; i++) {
+		const struct kd_field *f = &st->fields[i];
+		if (f->sensitive || struct_sensitive(f->sub, depth + 1))
+			return 1;
+	}
+	return 0;
+}
+
+int kd_api_sensitive(int16_t key)
+{
+	const struct kd_api *api;
+
+	if (key < 0)
+		return 1;
+	api = kd_api_get(key);
+	return api && (struct_sensitive(api->req.body, 0) || struct_sensitive(api->resp.body, 0));
+}

@@ -31,6 +31,11 @@ const struct kd_msgdef *kd_msgdef_get(int16_t key, int16_t version, int is_reque
  * for a code the table does not know. */
 const char *kd_error_name(int16_t code);
 
+/* 1 when a request or response of this API can hold a secret (a field
+ * marked sensitive, kd-schema-t.h), or when key < 0 (a SASL v0 token): its
+ * bytes are never shown, not even in a hex dump. */
+int kd_api_sensitive(int16_t key);
+
 /* A data or header schema by name ("LeaderChangeMessage"), or NULL. */
 const struct kd_msgdef *kd_datadef_get(const char *name);
 

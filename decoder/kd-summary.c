@@ -15,6 +15,7 @@
 #include "kd-arena.h"
 #include "kd-records.h"
 #include "kd-render.h"
+#include "kd-sasl.h"
 #include "kd-schema.h"
 #include "kd-summary.h"
 #include "kd-topics.h"
@@ -71,6 +72,34 @@ void kd_sum_init(struct kd_summary *sum)
 	sum->client_id.off = KD_SUM_NOSTR;
 	sum->txn_id.off = KD_SUM_NOSTR;
 	sum->member_id.off = KD_SUM_NOSTR;
+	sum->sasl_user.off = KD_SUM_NOSTR;
+}
+
+/* A SASL client token: the user it names; the token itself is never kept. */
+static void sum_sasl_client(struct kd_summary *sum, int mech, const uint8_t *tok, size_t len)
+{
+	char user[KD_SASL_USER_MAX + 1];
+	size_t n;
+
+	sum->flags |= KD_SUM_SECRET;
+	if (mech == KD_SASL_MECH_NONE)
+		mech = kd_sasl_mech_sniff(tok, len);
+	if (!sum->sasl_mech)
+		sum->sasl_mech = (uint8_t)mech;
+	n = kd_sasl_principal(mech, tok, len, user, sizeof(user));
+	if (n && sum->sasl_user.off == KD_SUM_NOSTR)
+		sum->sasl_user = sum_keep(sum, (const uint8_t *)user, n, 0);
+}
+
+void kd_sum_sasl_token(struct kd_summary *sum, int mech, const uint8_t *tok, size_t len)
+{
+	sum->flags |= KD_SUM_REQ | KD_SUM_SASL_TOKEN;
+	sum->req_bytes = len > UINT32_MAX ? UINT32_MAX : (uint32_t)len;
+	sum->sasl_mech = (uint8_t)mech;
+	if (tok && len)
+		sum_sasl_client(sum, mech, tok, len);
+	else
+		sum->flags |= KD_SUM_SECRET;
 }
 
 /* ---- topic-partition entries ---- */
@@ -492,6 +521,17 @@ static int sum_node(struct sumwalk *sw, const struct kd_node *n, const struct kd
 	case KD_T_STRING:
 		if (!n->null)
 			sum_string(sum, fr, n, elem);
+		if (!n->null && !sw->resp && fr->level == 0 &&
+		    sum->api_key == KD_API_SASL_HANDSHAKE)
+			sum->sasl_mech = (uint8_t)kd_sasl_mech_parse(n->val.v.p, n->val.v.len);
+		return 0;
+	case KD_T_BYTES:
+		/* Only what kd-sasl.h may read of a secret is kept. */
+		if (n->field->sensitive) {
+			sum->flags |= KD_SUM_SECRET;
+			if (!n->null && !sw->resp && sum->api_key == KD_API_SASL_AUTHENTICATE)
+				sum_sasl_client(sum, KD_SASL_MECH_NONE, n->val.v.p, n->val.v.len);
+		}
 		return 0;
 	case KD_T_RECORDS:
 		if (!n->null)
@@ -776,7 +816,9 @@ void kd_sum_text(const struct kd_summary *sum, struct kd_wbuf *w)
 		text_str(w, cid);
 		put_lit(w, "\"");
 	}
-	if (!(sum->flags & KD_SUM_REQ)) {
+	if (sum->flags & KD_SUM_SASL_TOKEN) {
+		put_lit(w, " SASL v0 token");
+	} else if (!(sum->flags & KD_SUM_REQ)) {
 		if (sum->api_key >= 0)
 			kd_w_fmt(w, " %s v%d response #%d", api_name(sum, nb, sizeof(nb)),
 			         sum->api_version, sum->correlation_id);
@@ -794,6 +836,17 @@ void kd_sum_text(const struct kd_summary *sum, struct kd_wbuf *w)
 		put_lit(w, " acks=");
 		wint(w, sum->acks);
 	}
+	if (sum->sasl_mech) {
+		put_lit(w, " mechanism=");
+		put_cstr(w, kd_sasl_mech_name(sum->sasl_mech));
+	}
+	struct kd_view user = kd_sum_view(sum, sum->sasl_user);
+	if (!user.null) {
+		put_lit(w, " user=");
+		text_str(w, user);
+	}
+	if (sum->flags & KD_SUM_SECRET)
+		put_lit(w, " auth=[redacted]");
 	struct kd_view txn = kd_sum_view(sum, sum->txn_id);
 	if (!txn.null) {
 		put_lit(w, " txn=");
@@ -894,7 +947,20 @@ void kd_sum_json(const struct kd_summary *sum, struct kd_wbuf *w)
 	}
 	if (sum->api_key == KD_API_PRODUCE && (sum->flags & KD_SUM_REQ))
 		kd_w_fmt(w, ",\"acks\":%d", sum->acks);
-	struct kd_view v = kd_sum_view(sum, sum->txn_id);
+	if (sum->flags & KD_SUM_SASL_TOKEN)
+		put_lit(w, ",\"sasl_v0_token\":true");
+	if (sum->sasl_mech) {
+		json_key(w, "sasl_mechanism");
+		kd_json_cstr(w, kd_sasl_mech_name(sum->sasl_mech));
+	}
+	struct kd_view v = kd_sum_view(sum, sum->sasl_user);
+	if (!v.null) {
+		json_key(w, "sasl_user");
+		json_view(w, v);
+	}
+	if (sum->flags & KD_SUM_SECRET)
+		put_lit(w, ",\"auth\":\"[redacted]\"");
+	v = kd_sum_view(sum, sum->txn_id);
 	if (!v.null) {
 		json_key(w, "transactional_id");
 		json_view(w, v);

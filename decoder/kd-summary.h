@@ -90,6 +90,8 @@ enum {
 	 * after the complete body, req_trailing / resp_trailing). */
 	KD_SUM_REQ_WARN = 128,
 	KD_SUM_RESP_WARN = 256,
+	KD_SUM_SASL_TOKEN = 512, /* a SASL v0 token and its reply (no Kafka header) */
+	KD_SUM_SECRET = 1024,    /* the pair carried a secret, not kept ("[redacted]") */
 };
 
 struct kd_summary {
@@ -125,6 +127,8 @@ struct kd_summary {
 	                              * at any level, else 0 */
 	uint32_t req_trailing;       /* bytes after the complete body (warnings) */
 	uint32_t resp_trailing;
+	uint8_t sasl_mech;           /* SaslHandshake's Mechanism, or a v0 token's (kd-sasl.h) */
+	struct kd_sum_str sasl_user; /* the user a SASL client token names (kd_sasl_principal) */
 
 	struct kd_sum_tp tp[KD_SUM_MAX_TP];
 	unsigned ntp;
@@ -176,6 +180,12 @@ int kd_sum_request(struct kd_summary *sum, int16_t api_key, int16_t api_version,
  * convention as kd_sum_request. */
 int kd_sum_response(struct kd_summary *sum, const uint8_t *body, size_t len);
 
+/* Summarises a SASL v0 token frame (KD_EV_OPAQUE from the client) of
+ * mechanism mech (enum kd_sasl_mech) as the request of a pair: the
+ * mechanism and the user it names are kept, never the token. Its reply is
+ * merged with kd_sum_response (api_key stays -1). */
+void kd_sum_sasl_token(struct kd_summary *sum, int mech, const uint8_t *tok, size_t len);
+
 /* A kept string as a view into sum (NULL p when absent). */
 struct kd_view kd_sum_view(const struct kd_summary *sum, struct kd_sum_str s);
 
@@ -212,8 +222,10 @@ void kd_sum_text(const struct kd_summary *sum, struct kd_wbuf *w);
  * "unanswered", "unmatched"),
  * partitions [{topic, topic_id, partition, records, bytes, error,
  * base_offset, high_watermark}], groups, errors {NAME: count}, and when
- * present transactional_id, member_id, producer_id, acks; "problems"
- * (decode errors) and "warnings" (decode warnings) when there are any. */
+ * present transactional_id, member_id, producer_id, acks, sasl_mechanism,
+ * sasl_user, sasl_v0_token, auth ("[redacted]": a secret was carried);
+ * "problems" (decode errors) and "warnings" (decode warnings) when there
+ * are any. */
 void kd_sum_json(const struct kd_summary *sum, struct kd_wbuf *w);
 
 /* kd_json_str() (kd-render.h) under its older name, for existing callers:

@@ -99,6 +99,7 @@ struct px_req {
 	int32_t corr;
 	int16_t key; /* -1: a SASL opaque token */
 	int16_t ver;
+	uint8_t sasl_mech;        /* key -1: the exchange's mechanism (kd-sasl.h) */
 	struct kd_view client_id; /* kd_stream's stable copy */
 	uint64_t t_mono, t_wall;
 	uint32_t size;
@@ -282,6 +283,7 @@ static void emit_pair(struct px_conn *conn, const struct px_req *req, uint32_t r
 	pair.resp_size = resp_size;
 	pair.no_response = (uint8_t)no_resp;
 	pair.rewritten = (uint8_t)rewritten;
+	pair.sasl_mech = req->sasl_mech;
 	pair.req_frame = req->copy;
 	pair.req_frame_len = req->copy_len;
 	pair.req_trunc = req->trunc;
@@ -1070,15 +1072,18 @@ static int c2s(struct px_conn *conn)
 		} else {
 			req.key = -1; /* SASL v0 token: answered in order, no header */
 			req.corr = -1;
+			req.sasl_mech = fi.sasl_mech;
 		}
 		if (act != PX_J_FORWARD) {
 			if (rules_act(conn, in, &req, &fi, total, act) < 0)
 				return -1;
 			continue;
 		}
-		if (fi.kind == KD_EV_REQUEST && (fi.flags & KD_EVF_NO_RESPONSE)) {
-			acks0_note(conn, req.corr);
-			emit_pair(conn, &req, 0, NULL, 0, 0, 1, 0); /* Produce acks=0 */
+		if (fi.flags & KD_EVF_NO_RESPONSE) {
+			/* Produce acks=0, or the last token of a SASL v0 exchange */
+			if (fi.kind == KD_EV_REQUEST)
+				acks0_note(conn, req.corr);
+			emit_pair(conn, &req, 0, NULL, 0, 0, 1, 0);
 			req_release(&req);
 		} else if (ring_push(conn, &req)) {
 			req_release(&req);
@@ -1123,12 +1128,13 @@ static void flush_local(struct px_conn *conn)
 	}
 }
 
-/* Logs the first bytes of an undecodable frame (debug level). */
-static void log_hex(const struct px *px, const uint8_t *p, size_t len)
+/* Logs the first bytes of an undecodable frame of API key (debug level);
+ * never those of an API that can carry a secret, nor a SASL token. */
+static void log_hex(const struct px *px, int16_t key, const uint8_t *p, size_t len)
 {
 	char hex[3 * 64 + 1];
 	size_t n = len < 64 ? len : 64;
-	if (px->conf.log_level < 3)
+	if (px->conf.log_level < 3 || kd_api_sensitive(key))
 		return;
 	for (size_t i = 0; i < n; i++)
 		snprintf(hex + 3 * i, 4, "%02x ", p[i]);
@@ -1195,7 +1201,7 @@ static int s2c_edit(struct px_conn *conn, struct kd_frame_info *fi, struct px_re
 			px_count_api(px, req->key, req->ver, PX_CNT_ERR);
 		px_log(px, 0, "%s: %s v%d response from %s not decodable (%s), closing",
 		       conn->client_addr, api_name(key), ver, conn->up_addr, kd_strerror(rc));
-		log_hex(px, p, total);
+		log_hex(px, key, p, total);
 		close_upstream(conn);
 		conn_close_soft(conn);
 		return -1;

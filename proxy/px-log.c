@@ -496,6 +496,19 @@ void px_pair_summarise(const struct px_pair *pair, struct kd_summary *sum)
 
 	struct kd_req_hdr rh;
 	int rc = -1;
+	if (pair->api_key < 0) {
+		/* A SASL v0 token: no Kafka header; the mechanism and the user,
+		 * never the token (kd_sum_sasl_token). */
+		int whole = pair->req_frame && !pair->req_trunc && pair->req_frame_len >= 4;
+		kd_sum_sasl_token(sum, pair->sasl_mech, whole ? pair->req_frame + 4 : NULL,
+		                  whole ? pair->req_frame_len - 4 : 0);
+		sum->req_bytes = pair->req_size;
+		if (!pair->no_response) {
+			sum->flags |= KD_SUM_RESP;
+			sum->resp_bytes = pair->resp_size;
+		}
+		return;
+	}
 	if (pair->req_frame && pair->req_frame_len > 4)
 		rc = kd_req_hdr_parse(pair->req_frame + 4, pair->req_frame_len - 4, &rh);
 	if (rc > 0) {

@@ -128,6 +128,7 @@ struct px_pair {
 	uint32_t resp_size;        /* 0 when no response (acks=0, or lost) */
 	uint8_t no_response;       /* 1: acks=0 Produce, or connection lost */
 	uint8_t rewritten;         /* 1: the response was rewritten by kwire */
+	uint8_t sasl_mech;         /* api_key -1: the SASL v0 exchange's mechanism (kd-sasl.h) */
 	/* Raw frames (4-byte size prefix included) when px_hooks.want_frames
 	 * asked for them; truncated to frame_copy_max (then *_trunc = 1), and
 	 * request copies to 4 KiB while more than 8 requests are in flight on

@@ -56,6 +56,23 @@ ENTITY = {
     "transactionalId": "KD_ENT_TRANSACTIONAL_ID",
 }
 
+# Fields that hold secrets (docs/decoder.md "Secrets"): never shown by any
+# output, only "[redacted]" and what kd-sasl.h may read of them. Kafka's
+# schemas have no such attribute, so the list is kwire's: (message, field).
+# Each must exist in the spec; a rename there is an error here.
+SENSITIVE = {
+    ("SaslAuthenticateRequest", "AuthBytes"),       # PLAIN password, SCRAM proof, tokens
+    ("SaslAuthenticateResponse", "AuthBytes"),      # SCRAM salt and nonce, server signature
+    ("AlterUserScramCredentialsRequest", "Salt"),
+    ("AlterUserScramCredentialsRequest", "SaltedPassword"),
+    ("CreateDelegationTokenResponse", "Hmac"),      # the token's password
+    ("DescribeDelegationTokenResponse", "Hmac"),
+    ("RenewDelegationTokenRequest", "Hmac"),
+    ("ExpireDelegationTokenRequest", "Hmac"),
+    ("EnvelopeRequest", "RequestData"),             # a forwarded request, any of the above
+    ("EnvelopeResponse", "ResponseData"),
+}
+
 LISTENER = {
     "zkBroker": "KD_LSN_ZKBROKER",
     "broker": "KD_LSN_BROKER",
@@ -269,7 +286,10 @@ class MessageFile:
                 "has_flex": 0,
                 "flexible": NONE_V,
                 "sub": sub,
+                "sensitive": (st.msg, fname) in SENSITIVE,
             }
+            if rec["sensitive"]:
+                SENSITIVE_SEEN.add((st.msg, fname))
             if "entityType" in f:
                 ent = f["entityType"]
                 if ent not in ENTITY:
@@ -356,6 +376,8 @@ def emit_struct(st, lines):
                 tail.append(".dflt_null = 1")
             if r["has_flex"]:
                 tail.append(".has_flex = 1")
+            if r["sensitive"]:
+                tail.append(".sensitive = 1")
             tail.append(f".flexible = {vers_c(r['flexible'])}")
             lines.append("\t{ " + ", ".join(head) + ",")
             lines.append("\t  " + ", ".join(tail) + " },")
@@ -403,8 +425,12 @@ def load_errors(path):
     return sorted(rows.items())
 
 
+SENSITIVE_SEEN = set()
+
+
 def generate(spec_dir):
     """{file name: full text} of kd-schema-gen.c and kd-api-keys-gen.h for the spec in spec_dir."""
+    SENSITIVE_SEEN.clear()
     msg_dir = os.path.join(spec_dir, "message")
     if not os.path.isdir(msg_dir):
         raise GenError(f"{msg_dir}: no such folder")
@@ -444,6 +470,9 @@ def generate(spec_dir):
     for key in reqs:
         if reqs[key].name[:-len("Request")] != resps[key].name[:-len("Response")]:
             raise GenError(f"apiKey {key}: {reqs[key].name} and {resps[key].name} do not pair")
+    missing = SENSITIVE - SENSITIVE_SEEN
+    if missing:
+        raise GenError(f"sensitive fields not in the spec: {sorted(missing)}")
     errors = load_errors(os.path.join(spec_dir, "ERRORS.tsv"))
 
     ordered_all = [x for k in sorted(reqs) for x in (reqs[k], resps[k])]

@@ -67,7 +67,8 @@ static void test_scram(void **state)
 	user_is(KD_SASL_MECH_SCRAM_SHA_256, final, sizeof(final) - 1, "");
 	user_is(KD_SASL_MECH_SCRAM_SHA_256, badeq, sizeof(badeq) - 1, "");
 	assert_int_equal(kd_sasl_mech_sniff((const uint8_t *)first, sizeof(first) - 1),
-	                 KD_SASL_MECH_SCRAM_SHA_256);
+	                 KD_SASL_MECH_SCRAM);
+	assert_string_equal(kd_sasl_mech_name(KD_SASL_MECH_SCRAM), "SCRAM");
 }
 
 static void test_oauthbearer(void **state)
