@@ -9,7 +9,10 @@ ifdef CI
 CMAKE_FLAGS += -DKWIRE_WERROR=ON
 endif
 
-.PHONY: all deps build demo test test-unit test-sanitize regen fuzz bench clean format package
+# Seconds each fuzz target runs in `make test` (a smoke run; `make fuzz` is the long one).
+FUZZ_SMOKE_SECS ?= 4
+
+.PHONY: all deps build demo test test-unit test-sanitize test-fuzz-smoke regen fuzz bench clean format package
 
 all: build
 
@@ -34,14 +37,25 @@ test-sanitize: deps
 	cd $(BUILD_SAN) && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
 		ctest --output-on-failure -j $(JOBS)
 
-test: test-unit test-sanitize
+# Every libFuzzer target runs briefly from its seeds when clang is present
+# (tools/install-deps.sh installs it; in CI its absence is an error).
+test-fuzz-smoke: deps
+	@if ! command -v clang >/dev/null; then \
+		if [ -n "$$CI" ]; then echo "clang missing: the fuzz smoke run cannot run" >&2; exit 1; fi; \
+		echo "SKIP: fuzz smoke run (needs: clang)"; exit 0; \
+	fi; \
+	CC=clang cmake -S . -B $(BUILD_FUZZ) -DKWIRE_FUZZ=ON $(CMAKE_FLAGS) >/dev/null && \
+	cmake --build $(BUILD_FUZZ) -j $(JOBS) --target fuzz_all && \
+	KWIRE_FUZZ_WORK=$(abspath $(BUILD_FUZZ))/smoke-work tools/run-fuzz.sh $(BUILD_FUZZ)/fuzz $(FUZZ_SMOKE_SECS)
+
+test: test-unit test-sanitize test-fuzz-smoke
 
 regen:
 	python3 tools/kwire-gen.py $(SHARED)/kafka-protocol decoder
 
 fuzz: deps
 	CC=clang cmake -S . -B $(BUILD_FUZZ) -DKWIRE_FUZZ=ON $(CMAKE_FLAGS) >/dev/null
-	cmake --build $(BUILD_FUZZ) -j $(JOBS)
+	cmake --build $(BUILD_FUZZ) -j $(JOBS) --target fuzz_all
 	tools/run-fuzz.sh $(BUILD_FUZZ)/fuzz 60
 
 # The Debian package (packaging/CMakeLists.txt, docs/packaging.md).

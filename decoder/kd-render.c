@@ -143,7 +143,8 @@ int kd_json_str(struct kd_wbuf *out, const uint8_t *p, size_t len)
 		i += n;
 		run = i;
 	}
-	kd_w_raw(out, p + run, len - run);
+	if (len > run) /* p may be NULL for an empty string */
+		kd_w_raw(out, p + run, len - run);
 	kd_w_raw(out, "\"", 1);
 	return lossy;
 }
