@@ -28,14 +28,20 @@ build: deps $(BUILD)/CMakeCache.txt
 demo: build
 	$(BUILD)/kwire demo
 
+# ctest's result, then tools/check-skips.py: the skipped tests and why; in
+# CI (CI set) a skip is a failure unless its prerequisite is optional.
+CHECK_SKIPS = /usr/bin/python3 $(CURDIR)/tools/check-skips.py
+
 test-unit: build
-	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+	cd $(BUILD) && { ctest --output-on-failure -j $(JOBS) --output-junit ctest.xml; rc=$$?; \
+		$(CHECK_SKIPS) ctest.xml || rc=1; exit $$rc; }
 
 test-sanitize: deps
 	cmake -S . -B $(BUILD_SAN) -DKWIRE_SANITIZE=ON -DKWIRE_SHARED=$(SHARED) $(CMAKE_FLAGS) >/dev/null
 	cmake --build $(BUILD_SAN) -j $(JOBS)
-	cd $(BUILD_SAN) && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
-		ctest --output-on-failure -j $(JOBS)
+	cd $(BUILD_SAN) && { ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+		ctest --output-on-failure -j $(JOBS) --output-junit ctest.xml; rc=$$?; \
+		$(CHECK_SKIPS) ctest.xml || rc=1; exit $$rc; }
 
 # Every libFuzzer target runs briefly from its seeds when clang is present
 # (tools/install-deps.sh installs it; in CI its absence is an error).

@@ -48,7 +48,7 @@ DUMPCAP = shutil.which("dumpcap")
 
 
 def skip(why):
-    print(f"skipped: {why}", file=sys.stderr)
+    print(f"SKIP: {why}", file=sys.stderr)  # tools/check-skips.py lists it
     sys.exit(SKIP)
 
 

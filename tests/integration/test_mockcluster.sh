@@ -8,7 +8,7 @@ set -euo pipefail
 # the peer's librdkafka through ctest's LD_LIBRARY_PATH.
 MC=${KWIRE_MOCKCLUSTER:-${KWIRE_BUILD:?}/kwire-mockcluster}
 [ -x "$MC" ] || { echo "no $MC (tools/install-deps.sh builds the 2.12 peer)"; exit 1; }
-command -v kcat >/dev/null || { echo "kcat missing: skipped"; exit 77; }
+command -v kcat >/dev/null || { echo "SKIP: kcat missing (needs: kcat, tools/install-deps.sh)"; exit 77; }
 kcat -V | grep "librdkafka ${KWIRE_PEER:-2.0.2}" >/dev/null ||
 	{ echo "kcat does not run on librdkafka ${KWIRE_PEER:-2.0.2}: $(kcat -V | grep -o 'librdkafka [0-9.]*')"; exit 1; }
 

@@ -16,7 +16,8 @@ from proxy_harness import SKIP, Cluster, check  # noqa: E402
 try:
     from confluent_kafka import Consumer, Producer, TopicPartition
 except ImportError:
-    print("confluent_kafka not installed", file=sys.stderr)
+    print("SKIP: confluent_kafka not installed (needs: python3-confluent-kafka, "
+          "tools/install-deps.sh)", file=sys.stderr)
     sys.exit(SKIP)
 
 T = "bad"

@@ -8,7 +8,7 @@ set -euo pipefail
 BIN=${KWIRE_BIN:?KWIRE_BIN not set}
 # The peer's cluster and clients (KWIRE_PEER 2.0.2 or 2.12, docs/peers.md).
 MC=${KWIRE_MOCKCLUSTER:-${KWIRE_BUILD:?KWIRE_BUILD not set}/kwire-mockcluster}
-command -v kcat >/dev/null || { echo "kcat not installed: skipped"; exit 77; }
+command -v kcat >/dev/null || { echo "SKIP: kcat not installed (needs: kcat, tools/install-deps.sh)"; exit 77; }
 [ -x "$MC" ] || { echo "no $MC (tools/install-deps.sh builds the 2.12 peer)"; exit 1; }
 kcat -V | grep "librdkafka ${KWIRE_PEER:-2.0.2}" >/dev/null ||
 	{ echo "kcat does not run on librdkafka ${KWIRE_PEER:-2.0.2}"; exit 1; }

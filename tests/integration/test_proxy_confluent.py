@@ -19,7 +19,8 @@ from proxy_harness import SKIP, Cluster, check, modern, produced_by_partition  #
 try:
     from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 except ImportError:
-    print("confluent_kafka not installed", file=sys.stderr)
+    print("SKIP: confluent_kafka not installed (needs: python3-confluent-kafka, "
+          "tools/install-deps.sh)", file=sys.stderr)
     sys.exit(SKIP)
 
 T = "cf"        # 6 partitions, leaders 1,2,3,1,2,3

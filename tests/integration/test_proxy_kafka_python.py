@@ -14,7 +14,8 @@ try:
     import kafka
     from kafka import KafkaConsumer, KafkaProducer
 except ImportError:
-    print("kafka-python not installed", file=sys.stderr)
+    print("SKIP: kafka-python not installed (needs: python3-kafka, tools/install-deps.sh)",
+          file=sys.stderr)
     sys.exit(SKIP)
 
 N = 200

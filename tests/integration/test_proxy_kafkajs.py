@@ -32,7 +32,7 @@ SCRIPT = os.path.join(os.environ.get("KWIRE_SRC", "."), "tools", "clients", "kaf
 
 def main():
     if not NODE or not os.path.isdir(os.path.join(MODULES, "node_modules", "kafkajs")):
-        client_run.skip("kafkajs not installed (tools/install-clients.sh)")
+        client_run.skip("kafkajs not installed (needs: kafkajs, tools/install-clients.sh)")
     os.environ["KWIRE_NODE_CLIENTS"] = MODULES  # where kafkajs-client.js finds its modules
     client_run.run("kafkajs", lambda b, exp: [NODE, SCRIPT, "--topic", "kjs", "--n", "20",
                                               "--group", "kjs-grp", b, exp], topic="kjs")

@@ -11,7 +11,7 @@ from proxy_harness import SKIP, Cluster, check, produced_by_partition  # noqa: E
 
 KCAT = shutil.which("kcat") or shutil.which("kafkacat")
 if not KCAT:
-    print("kcat not installed", file=sys.stderr)
+    print("SKIP: kcat not installed (needs: kcat, tools/install-deps.sh)", file=sys.stderr)
     sys.exit(SKIP)
 
 TOPIC = "kc"

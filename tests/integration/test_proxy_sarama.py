@@ -29,7 +29,7 @@ BIN = os.environ.get("KWIRE_SARAMA_CLIENT",
 
 def main():
     if not os.access(BIN, os.X_OK):
-        client_run.skip(f"{BIN} not built (tools/install-clients.sh)")
+        client_run.skip(f"{BIN} not built (needs: sarama client, tools/install-clients.sh)")
     client_run.run("sarama", lambda b, exp: [BIN, "-topic", "srm", "-n", "20",
                                              "-group", "srm-grp", b, exp], topic="srm")
     print("ok")

@@ -42,7 +42,7 @@ PARTS = 3
 
 
 def skip(why):
-    print(f"skipped: {why}", file=sys.stderr)
+    print(f"SKIP: {why}", file=sys.stderr)
     sys.exit(SKIP)
 
 
@@ -59,13 +59,14 @@ def start_capture(path, c):
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         if cap.poll() is not None:
-            skip("dumpcap could not capture on lo: " + cap.stderr.read().decode().strip())
+            skip("dumpcap could not capture on lo: " + cap.stderr.read().decode().strip() +
+                 " (needs: root, dumpcap)")
         if os.path.exists(path) and os.path.getsize(path) > 0:
             time.sleep(0.5)  # the file header is written just before capturing starts
             return cap
         time.sleep(0.1)
     cap.kill()
-    skip("dumpcap did not start")
+    skip("dumpcap did not start (needs: dumpcap)")
 
 
 def stop_capture(cap):
@@ -233,9 +234,9 @@ def check_raw(c, pcap, kwire_ports):
 
 def main():
     if os.geteuid() != 0:
-        skip("needs root for dumpcap on lo")
+        skip("dumpcap on lo needs root (needs: root)")
     if not (KCAT and DUMPCAP and TSHARK):
-        skip("needs kcat, dumpcap and tshark")
+        skip("kcat, dumpcap or tshark missing (needs: kcat, tshark, tools/install-deps.sh)")
     tmp = tempfile.mkdtemp(prefix="kwire-wire-")
     pcap = os.path.join(tmp, "client-side.pcapng")
     try:

@@ -11,7 +11,7 @@ gen=$src/tools/kwire-gen.py
 py=${PYTHON:-python3}
 
 if [ -z "${KWIRE_SHARED:-}" ] || [ ! -d "$spec/message" ] || [ ! -f "$spec/ERRORS.tsv" ]; then
-	echo "test_regen: no Kafka spec at '$spec' (KWIRE_SHARED): skipped"
+	echo "SKIP: no Kafka spec at '$spec' (needs: KWIRE_SHARED, ../shared/kafka-protocol)"
 	exit 77
 fi
 

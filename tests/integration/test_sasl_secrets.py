@@ -170,7 +170,7 @@ def check_proxy(kwire, tmp):
 def main():
     kwire = env("KWIRE_BIN")
     if subprocess.run(["which", "kcat"], capture_output=True).returncode != 0:
-        print("kcat not installed (tools/install-deps.sh installs it)", file=sys.stderr)
+        print("SKIP: kcat not installed (needs: kcat, tools/install-deps.sh)", file=sys.stderr)
         sys.exit(SKIP)
     tmp = tempfile.mkdtemp(prefix="kwire-sasl-")
     conns = []

@@ -281,6 +281,7 @@ static void test_lz4_old_hc(void **state)
 	kd_wbuf_free(&out);
 	free(d);
 #else
+	print_message("SKIP: codec not built in (needs: its library, install-deps.sh)\n");
 	skip();
 #endif
 }
@@ -334,6 +335,7 @@ static void test_snappy_forms(void **state)
 	kd_wbuf_free(&out);
 	free(d);
 #else
+	print_message("SKIP: codec not built in (needs: its library, install-deps.sh)\n");
 	skip();
 #endif
 }
@@ -467,6 +469,7 @@ static void test_snappy_bomb(void **state)
 	kd_wbuf_free(&out);
 	free(zeros);
 #else
+	print_message("SKIP: codec not built in (needs: its library, install-deps.sh)\n");
 	skip();
 #endif
 }

@@ -326,6 +326,7 @@ static void test_flags_override_file(void **state)
 {
 	(void)state;
 	if (!getenv("KWIRE_BIN")) {
+		print_message("SKIP: KWIRE_BIN not set (needs: ctest's environment)\n");
 		skip();
 		return;
 	}

@@ -1103,13 +1103,16 @@ static void test_pcapng_vs_libpcap(void **state)
 	char dir[1024];
 	int n = 0;
 	if (!shared) {
+		print_message("SKIP: KWIRE_SHARED not set (needs: ctest's environment)\n");
 		skip();
 		return;
 	}
 	snprintf(dir, sizeof(dir), "%s/pcaps/public", shared);
 	walk_ng(dir, &n);
-	if (!n)
+	if (!n) {
+		print_message("SKIP: no pcapng in %s (needs: ../shared/pcaps/public)\n", dir);
 		skip();
+	}
 }
 
 /* Every public capture: read without error, TCP flows found, nothing
@@ -1178,12 +1181,14 @@ static void test_public_pcaps(void **state)
 	const char *shared = getenv("KWIRE_SHARED");
 	char dir[1024];
 	if (!shared) {
+		print_message("SKIP: KWIRE_SHARED not set (needs: ctest's environment)\n");
 		skip();
 		return;
 	}
 	snprintf(dir, sizeof(dir), "%s/pcaps/public", shared);
 	struct stat st;
 	if (stat(dir, &st) < 0) {
+		print_message("SKIP: no %s (needs: ../shared/pcaps/public)\n", dir);
 		skip();
 		return;
 	}
@@ -1329,12 +1334,14 @@ static void test_vs_tshark_follow(void **state)
 	char dir[1024];
 	int checked = 0, bad = 0;
 	if (!shared || system("tshark -v >/dev/null 2>&1") != 0) {
+		print_message("SKIP: no tshark or KWIRE_SHARED (needs: tshark, tools/install-deps.sh)\n");
 		skip();
 		return;
 	}
 	snprintf(dir, sizeof(dir), "%s/pcaps/public", shared);
 	DIR *d = opendir(dir);
 	if (!d) {
+		print_message("SKIP: no %s (needs: ../shared/pcaps/public)\n", dir);
 		skip();
 		return;
 	}
@@ -1355,6 +1362,7 @@ static void test_vs_tshark_follow(void **state)
 			if (rc < 0) {
 				closedir(d2);
 				closedir(d);
+				print_message("SKIP: tshark failed on %s (needs: a working tshark)\n", path);
 				skip();
 				return;
 			}
@@ -1384,13 +1392,15 @@ static void test_live_lo(void **state)
 {
 	(void)state;
 	if (geteuid() != 0) {
-		skip(); /* needs root or CAP_NET_RAW; the error case is tested below */
+		/* the error case is tested below */
+		print_message("SKIP: live capture on lo (needs: root or CAP_NET_RAW)\n");
+		skip();
 		return;
 	}
 	struct cap_source *src;
 	char err[512], filter[64];
 	if (cap_source_open_live(&src, "lo", 0, err, sizeof(err)) < 0) {
-		print_message("live capture on lo unavailable: %s\n", err);
+		print_message("SKIP: live capture on lo unavailable: %s (needs: root, libpcap)\n", err);
 		skip();
 		return;
 	}
@@ -1459,6 +1469,8 @@ static void test_live_no_permission(void **state)
 	waitpid(pid, &st, 0);
 	assert_true(WIFEXITED(st));
 	if (WEXITSTATUS(st) == 2 || WEXITSTATUS(st) == 3) {
+		print_message("SKIP: no unprivileged user to try a live capture as "
+		              "(optional: a user without CAP_NET_RAW)\n");
 		skip();
 		return;
 	}

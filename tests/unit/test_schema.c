@@ -379,13 +379,14 @@ static void test_index_tsv(void **state)
 	FILE *f;
 
 	if (!shared || !*shared) {
-		print_message("KWIRE_SHARED unset: INDEX.tsv cross-check skipped\n");
+		print_message("SKIP: KWIRE_SHARED unset: INDEX.tsv cross-check (needs: ctest's "
+		              "environment)\n");
 		skip();
 	}
 	snprintf(path, sizeof(path), "%s/kafka-protocol/INDEX.tsv", shared);
 	f = fopen(path, "r");
 	if (!f) {
-		print_message("%s absent: INDEX.tsv cross-check skipped\n", path);
+		print_message("SKIP: %s absent: INDEX.tsv cross-check (needs: ../shared)\n", path);
 		skip();
 	}
 	assert_non_null(fgets(line, sizeof(line), f)); /* header */
