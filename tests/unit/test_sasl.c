@@ -4,10 +4,15 @@
 #include <stddef.h>
 #include <setjmp.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
 
+#include "kd-arena.h"
+#include "kd-render.h"
 #include "kd-sasl.h"
+#include "kd-summary.h"
+#include "kd-tree.h"
 
 static void user_is(int mech, const char *tok, size_t len, const char *want)
 {
@@ -114,12 +119,98 @@ static void test_gssapi(void **state)
 	assert_int_equal(kd_sasl_mech_sniff(t, 15), KD_SASL_MECH_GSSAPI);
 }
 
+/* Renders a tree both ways into one NUL-terminated string. */
+static char *render_both(struct kd_tree *t)
+{
+	struct kd_wbuf w = {0};
+
+	kd_render_json(t, &w, 0);
+	kd_w_raw(&w, "\n", 1);
+	kd_render_text(t, &w, 0);
+	kd_w_raw(&w, "", 1);
+	assert_int_equal(w.err, KD_OK);
+	return (char *)w.p;
+}
+
+/* The secret and the base64 of the token must appear nowhere. */
+static void no_secret(const char *out)
+{
+	assert_null(strstr(out, "secret-pw"));
+	assert_null(strstr(out, "AGFsaWNl")); /* base64 of "\0alice" */
+	assert_null(strstr(out, "c2VjcmV0")); /* base64 of "secret" */
+	assert_non_null(strstr(out, "[redacted]"));
+}
+
+static void test_render_redacts(void **state)
+{
+	static const uint8_t auth_v0[] = {0, 0,   0,   16,  0,   'a', 'l', 'i', 'c', 'e',
+	                                  0, 's', 'e', 'c', 'r', 'e', 't', '-', 'p', 'w'};
+	/* CreateDelegationToken response v0: ErrorCode, PrincipalType,
+	 * PrincipalName, three timestamps, TokenId, Hmac, ThrottleTimeMs. */
+	static const uint8_t token_v0[] = {
+	    0,   0, 0, 4, 'U', 's', 'e', 'r', 0,   1,   'a', 0,   0,   0,   0, 0, 0, 0, 1,
+	    0,   0, 0, 0, 0,   0,   0,   2,   0,   0,   0,   0,   0,   0,   0, 3, 0, 2, 'i',
+	    'd', 0, 0, 0, 9,   's', 'e', 'c', 'r', 'e', 't', '-', 'p', 'w', 0, 0, 0, 0};
+	struct kd_arena arena = {0};
+	struct kd_tree t;
+	struct kd_summary sum;
+	struct kd_wbuf w = {0};
+	char *out;
+
+	(void)state;
+	assert_int_equal(kd_tree_decode(&t, &arena, 36, 0, 1, auth_v0, sizeof(auth_v0)), KD_OK);
+	out = render_both(&t);
+	no_secret(out);
+	assert_non_null(strstr(out, "\"AuthBytes_user\":\"alice\""));
+	assert_non_null(strstr(out, "\"AuthBytes_mechanism\":\"PLAIN\""));
+	assert_non_null(
+	    strstr(out, "AuthBytes: [redacted] <16 bytes> mechanism=PLAIN user=\"alice\""));
+	free(out);
+	kd_arena_reset(&arena);
+
+	/* A body that does not decode is not dumped raw either. */
+	assert_true(kd_tree_decode(&t, &arena, 36, 0, 1, auth_v0, sizeof(auth_v0) - 3) < 0);
+	out = render_both(&t);
+	no_secret(out);
+	free(out);
+	kd_arena_reset(&arena);
+
+	assert_int_equal(kd_tree_decode(&t, &arena, 38, 0, 0, token_v0, sizeof(token_v0)), KD_OK);
+	out = render_both(&t);
+	no_secret(out);
+	assert_non_null(strstr(out, "\"Hmac\":\"[redacted]\""));
+	free(out);
+	kd_arena_free(&arena);
+
+	/* The summary (kwire decode's summary format, the access log). */
+	kd_sum_init(&sum);
+	kd_sum_request(&sum, 36, 0, 7, (struct kd_view){(const uint8_t *)"c", 1, 0}, auth_v0,
+	               sizeof(auth_v0));
+	kd_sum_text(&sum, &w);
+	kd_w_raw(&w, "\n", 1);
+	kd_sum_json(&sum, &w);
+	kd_w_raw(&w, "", 1);
+	no_secret((const char *)w.p);
+	assert_non_null(strstr((const char *)w.p, "mechanism=PLAIN user=alice auth=[redacted]"));
+	assert_non_null(strstr((const char *)w.p, "\"sasl_user\":\"alice\""));
+	kd_wbuf_free(&w);
+
+	/* A SASL v0 token (no Kafka header). */
+	kd_sum_init(&sum);
+	kd_sum_sasl_token(&sum, KD_SASL_MECH_PLAIN, auth_v0 + 4, sizeof(auth_v0) - 4);
+	kd_sum_text(&sum, &w);
+	kd_w_raw(&w, "", 1);
+	no_secret((const char *)w.p);
+	assert_non_null(strstr((const char *)w.p, "SASL v0 token mechanism=PLAIN user=alice"));
+	kd_wbuf_free(&w);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_mech_names), cmocka_unit_test(test_plain),
 	    cmocka_unit_test(test_scram),      cmocka_unit_test(test_oauthbearer),
-	    cmocka_unit_test(test_gssapi),
+	    cmocka_unit_test(test_gssapi),     cmocka_unit_test(test_render_redacts),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
