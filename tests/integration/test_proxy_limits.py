@@ -33,7 +33,8 @@ SKIP = 77
 def env(name):
     v = os.environ.get(name)
     if not v:
-        print(f"{name} not set (run through ctest)", file=sys.stderr)
+        print(f"SKIP: {name} not set, run through ctest (needs: ctest's environment)",
+              file=sys.stderr)
         sys.exit(SKIP)
     return v
 
