@@ -10,6 +10,7 @@
 #include "kd-api-keys-gen.h"
 #include "cap-analyze.h"
 #include "kd-render.h"
+#include "kd-sasl.h"
 #include "kd-schema.h"
 
 #define ST_KEYS 128 /* API keys tracked one by one; larger ones share the last slot */
@@ -187,6 +188,7 @@ struct an_stats {
 	char *warning[PROBLEMS_KEPT];
 	unsigned nwarning;
 	struct smap topics, client_ids, groups, clients;
+	struct smap sasl; /* mechanism -> authentications; members: the users */
 };
 
 struct an_stats *an_stats_new(void)
@@ -261,6 +263,22 @@ void an_stats_pair(struct an_stats *st, const struct kd_summary *sum)
 		cl->members = calloc(1, sizeof(struct smap));
 	if (cl->members && cl->members->n < 8)
 		smap_get(cl->members, kp, kn);
+
+	/* SASL: one authentication per first client token (the one naming
+	 * the user), or per SaslHandshake of a mechanism whose tokens name
+	 * nobody kwire can read (GSSAPI); never any secret. */
+	struct kd_view user = kd_sum_view(sum, sum->sasl_user);
+	const char *mech = kd_sasl_mech_name(sum->sasl_mech);
+	if (mech && (!user.null || (sum->api_key == KD_API_SASL_HANDSHAKE &&
+	                            (sum->sasl_mech == KD_SASL_MECH_GSSAPI ||
+	                             sum->sasl_mech == KD_SASL_MECH_OTHER)))) {
+		struct ment *sm = smap_get(&st->sasl, (const uint8_t *)mech, strlen(mech));
+		sm->v[V_REQ]++;
+		if (!user.null && !sm->members)
+			sm->members = calloc(1, sizeof(struct smap));
+		if (!user.null && sm->members)
+			smap_get(sm->members, user.p, user.len)->v[V_REQ]++;
+	}
 
 	for (unsigned i = 0; i < sum->ntp; i++) {
 		const struct kd_sum_tp *tp = &sum->tp[i];
@@ -438,6 +456,22 @@ static void report_text(struct an_stats *st, struct kd_wbuf *w, const struct cap
 		         (unsigned long long)v[i]->v[V_PREC], (unsigned long long)v[i]->v[V_PBYTES],
 		         (unsigned long long)v[i]->v[V_FREC],
 		         (unsigned long long)v[i]->v[V_FBYTES]);
+	free(v);
+
+	v = smap_sorted(&st->sasl, V_REQ, &n);
+	kd_w_cstr(w, "\n-- SASL authentications (mechanism: count, users)\n");
+	for (size_t i = 0; i < n; i++) {
+		kd_w_fmt(w, "%s: %llu", v[i]->key, (unsigned long long)v[i]->v[V_REQ]);
+		size_t nm = 0;
+		struct ment **m = v[i]->members ? smap_sorted(v[i]->members, V_REQ, &nm) : NULL;
+		for (size_t j = 0; j < nm; j++) {
+			kd_w_cstr(w, j ? ", " : ", users: ");
+			kd_json_cstr(w, m[j]->key);
+			kd_w_fmt(w, " %llu", (unsigned long long)m[j]->v[V_REQ]);
+		}
+		kd_w_cstr(w, "\n");
+		free(m);
+	}
 	free(v);
 
 	v = smap_sorted(&st->groups, V_REQ, &n);
@@ -620,6 +654,24 @@ static void report_json(struct an_stats *st, struct kd_wbuf *w, const struct cap
 		kd_w_cstr(w, "]}");
 	}
 	free(v);
+	v = smap_sorted(&st->sasl, V_REQ, &n);
+	kd_w_cstr(w, "},\"sasl\":{");
+	for (size_t i = 0; i < n; i++) {
+		kd_w_cstr(w, i ? "," : "");
+		kd_json_cstr(w, v[i]->key);
+		kd_w_fmt(w, ":{\"authentications\":%llu,\"users\":{",
+		         (unsigned long long)v[i]->v[V_REQ]);
+		size_t nm = 0;
+		struct ment **m = v[i]->members ? smap_sorted(v[i]->members, V_REQ, &nm) : NULL;
+		for (size_t j = 0; j < nm; j++) {
+			kd_w_cstr(w, j ? "," : "");
+			kd_json_cstr(w, m[j]->key);
+			kd_w_fmt(w, ":%llu", (unsigned long long)m[j]->v[V_REQ]);
+		}
+		free(m);
+		kd_w_cstr(w, "}}");
+	}
+	free(v);
 	v = smap_sorted(&st->clients, V_BYTES, &n);
 	kd_w_cstr(w, "},\"busiest_clients\":[");
 	for (size_t i = 0; i < n && i < TOP_N; i++) {
@@ -678,6 +730,7 @@ void an_stats_free(struct an_stats **pst)
 	smap_free(&st->client_ids);
 	smap_free(&st->groups);
 	smap_free(&st->clients);
+	smap_free(&st->sasl);
 	free(st);
 	*pst = NULL;
 }

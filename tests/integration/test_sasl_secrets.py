@@ -86,7 +86,7 @@ def check_analyzer(kwire, conns, tmp):
     sasl_broker.write_pcap(pcap, conns)
     sec = secrets(conns)
     outs = {}
-    for fmt in ("summary", "verbose", "json", "records", "stats"):
+    for fmt in ("summary", "verbose", "json", "records", "stats", "html"):
         r = subprocess.run([kwire, "decode", "--format", fmt, pcap], capture_output=True,
                            text=True, timeout=60)
         check(r.returncode == 0, f"kwire decode -f {fmt} failed: {r.stderr}")
@@ -103,6 +103,8 @@ def check_analyzer(kwire, conns, tmp):
     check(re.search(r'"other-client" Metadata v1 #2 ', s),
           "summary: the Metadata request sent after SASL v0 under another client id is missing:\n"
           + s)
+    check(re.search(r'PLAIN: \d+, users: "alice" \d+', outs["stats"]),
+          "stats: no SASL authentications section with the user:\n" + outs["stats"])
     check(re.search(r'token: \[redacted\] <\d+ bytes> user="alice"', outs["verbose"]),
           "verbose: the PLAIN token line is missing")
     recs = [json.loads(line) for line in outs["json"].splitlines() if line.strip()]
