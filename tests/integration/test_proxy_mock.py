@@ -36,7 +36,8 @@ API_NAMES = {0: "Produce", 1: "Fetch", 2: "ListOffsets", 3: "Metadata", 8: "Offs
 def env(name):
     v = os.environ.get(name)
     if not v:
-        print(f"{name} not set (run through ctest)", file=sys.stderr)
+        print(f"SKIP: {name} not set, run through ctest (needs: ctest's environment)",
+              file=sys.stderr)
         sys.exit(SKIP)
     return v
 
@@ -94,7 +95,7 @@ def kcat_meta(port, topic=None):
 def main():
     kwire = env("KWIRE_BIN")
     if subprocess.run(["which", "kcat"], capture_output=True).returncode:
-        print("kcat not installed: skipped")
+        print("SKIP: kcat not installed (needs: kcat, tools/install-deps.sh)")
         sys.exit(SKIP)
     tmp = tempfile.mkdtemp(prefix="kwire-mock-")
     errpath = os.path.join(tmp, "err")
