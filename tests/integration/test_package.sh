@@ -28,7 +28,7 @@ MC=$BUILD/kwire-mockcluster
 fail() { echo "FAIL: $*" >&2; exit 1; }
 # Nothing fails silently under set -e: name the command that did.
 trap 'echo "FAIL: line $LINENO: \"$BASH_COMMAND\" exited $?" >&2' ERR
-[ "$(id -u)" = 0 ] || { echo "not root: cannot dpkg -i; skipped"; exit 77; }
+[ "$(id -u)" = 0 ] || { echo "SKIP: not root, cannot dpkg -i (needs: root)"; exit 77; }
 for t in dpkg dpkg-deb cpack kcat setpriv unshare systemd-analyze logrotate; do
 	command -v "$t" >/dev/null || fail "$t not installed (tools/install-deps.sh)"
 done
