@@ -42,7 +42,8 @@ def check(cond, msg):
 def env(name):
     v = os.environ.get(name)
     if not v:
-        print(f"{name} not set (run through ctest)", file=sys.stderr)
+        print(f"SKIP: {name} not set, run through ctest (needs: ctest's environment)",
+              file=sys.stderr)
         sys.exit(SKIP)
     return v
 
