@@ -378,7 +378,8 @@ static int handshake_mech(struct kd_frame_info *fi, const uint8_t *p, size_t ava
 			fi->need = (uint32_t)total;
 			return KD_OK;
 		}
-		fi->need = (uint32_t)(pos + 2);
+		/* Never past the frame: the bytes after it are the next frame's. */
+		fi->need = (uint32_t)min_sz(pos + 2, total);
 		return KD_NEED_MORE;
 	}
 	n = (int16_t)kd_load_be(p + pos, 2);

@@ -1106,6 +1106,32 @@ static void test_sasl_v0_mechanisms(void **state)
 	}
 }
 
+/* A SaslHandshake request too short for its Mechanism's length: the
+ * header parse must not ask for bytes past the frame (they are the next
+ * frame's), whatever the split. Found by fuzz_stream. */
+static void test_sasl_handshake_short(void **state)
+{
+	static const uint8_t one = 0;
+	struct script sc = {0};
+
+	(void)state;
+	add(&sc, KD_C2S, req(17, 0, 1, "c", &one, 1));
+	add(&sc, KD_C2S, req(3, 1, 2, "c", filler, 4));
+	for (int mode = SPLIT_WHOLE; mode <= SPLIT_BYTE; mode++) {
+		struct kd_stream *s = new_stream(1);
+
+		feed_script(s, &sc, mode, 0);
+		assert_int_equal(nrecs, 2);
+		assert_int_equal(recs[0].key, 17);
+		assert_int_equal(recs[1].type, KD_EV_REQUEST);
+		assert_int_equal(recs[1].key, 3);
+		assert_int_equal(recs[1].cid, 2);
+		assert_int_equal(recs[1].frame_len, sc.st[1].f.len - 4);
+		kd_stream_free(s);
+	}
+	script_free(&sc);
+}
+
 /* want_body decides per frame from the header. */
 static int want_produce(void *arg, const struct kd_frame_info *fi)
 {
@@ -1150,6 +1176,7 @@ int main(void)
 	    cmocka_unit_test(test_overflow),
 	    cmocka_unit_test(test_sasl_modes),
 	    cmocka_unit_test(test_sasl_v0_mechanisms),
+	    cmocka_unit_test(test_sasl_handshake_short),
 	    cmocka_unit_test(test_want_body),
 	};
 
