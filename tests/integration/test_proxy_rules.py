@@ -28,7 +28,8 @@ from proxy_harness import SKIP, Cluster, check  # noqa: E402
 try:
     from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 except ImportError:
-    print("confluent_kafka not installed", file=sys.stderr)
+    print("SKIP: confluent_kafka not installed (needs: python3-confluent-kafka, "
+          "tools/install-deps.sh)", file=sys.stderr)
     sys.exit(SKIP)
 
 DENY = """access:
