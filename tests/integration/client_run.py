@@ -53,7 +53,8 @@ def skip(why):
 
 
 def port_base(n):
-    """A port B with B+1..B+n free on 127.0.0.1, for --broker-port-base.
+    """A port B with B-1..B+n free on 127.0.0.1, for --broker-port-base (and
+    B-1 for the listener).
     Below the kernel's ephemeral range: there the mock clusters and clients
     of tests running alongside take ports all the time."""
     lo = 32768
@@ -67,7 +68,7 @@ def port_base(n):
         base = random.randint(10000, top)
         socks = []
         try:
-            for p in range(base + 1, base + n + 1):
+            for p in range(base - 1, base + n + 1):
                 s = socket.socket()
                 socks.append(s)
                 s.bind(("127.0.0.1", p))
@@ -149,8 +150,11 @@ def run(name, argv_of, topic, n=20, cluster_args=None):
         base = port_base(3)
         kw = dict(cluster_args or {})
         kw.setdefault("topics", ((topic, len(CODECS)),))
+        # The listener goes just below the broker ports: kwire refuses a
+        # listen port inside its port rule's range (base + node id, ids 0..
+        # max_brokers-1 and 1001..), which a random one can fall into.
         kw["extra_proxy_args"] = list(kw.get("extra_proxy_args", ())) + [
-            "--broker-port-base", str(base)]
+            "--broker-port-base", str(base), "--listen", f"127.0.0.1:{base - 1}"]
         with Cluster(**kw) as c:
             # On the 2.12 peer LD_LIBRARY_PATH points at its librdkafka, for
             # librdkafka-based clients. Nothing started from here is one
