@@ -1111,7 +1111,12 @@ static void send_local(struct px_conn *conn, const struct px_req *req)
 	struct evbuffer *out = bufferevent_get_output(conn->cbev);
 	evbuffer_add(out, req->local, req->local_len);
 	PX_INC(conn->px, bytes_out_client, req->local_len);
-	resp_done(conn, req, (uint32_t)(req->local_len - 4), NULL, 0, 0, 0);
+	/* The access log reads the answer (its error) like a broker's. */
+	size_t copy = 0;
+	if (conn->px->hooks.want_frames & PX_WANT_RESP)
+		copy = copy_need(conn, (uint32_t)req->local_len, 0);
+	resp_done(conn, req, (uint32_t)(req->local_len - 4), copy ? req->local : NULL, copy,
+	          copy < req->local_len, 0);
 }
 
 /* Sends kwire's answers that have reached the head of the FIFO: answers go

@@ -105,6 +105,11 @@ def main():
         check(not ok and len(errs) == 5, f"audit.log: delivered {ok}, errors {errs}")
         check(all(e.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED for e in errs),
               f"audit.log errors: {[e.name() for e in errs]}")
+        # The access log shows the refusal kwire answered with.
+        denied = [e for e in c.log_entries() if e.get("api") == "Produce" and
+                  e.get("status") == "error" and "audit.log" in str(e)]
+        check(denied and all(e.get("error") == "TOPIC_AUTHORIZATION_FAILED" for e in denied),
+              f"access log: {denied[:2]}")
         # The same producer (same connections) keeps producing elsewhere.
         ok2, errs2 = [], []
         for i in range(5):
