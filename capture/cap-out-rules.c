@@ -29,11 +29,7 @@ struct rule_ctr {
 struct an_rules {
 	struct rule_set *rs;
 	struct rule_quotas *quotas;
-	struct rule_facts facts;
-	struct kd_arena arena;
-	struct kd_tree tree;
-	struct rule_topic_verdict *tv;
-	unsigned tvcap;
+	struct rule_judge rj;
 	struct rule_ctr *ctr; /* per rule */
 	uint64_t judged, refused, split, throttled, audited;
 };
@@ -54,7 +50,6 @@ struct an_rules *an_rules_new(const char *path, char *err, size_t errlen)
 		snprintf(err, errlen, "out of memory");
 		goto fail;
 	}
-	r->arena.limit = 256u << 20;
 	return r;
 fail:
 	an_rules_free(&r);
@@ -69,9 +64,7 @@ void an_rules_free(struct an_rules **pr)
 		return;
 	rule_set_unref(&r->rs);
 	rule_quotas_free(&r->quotas);
-	rule_facts_free(&r->facts);
-	kd_arena_free(&r->arena);
-	free(r->tv);
+	rule_judge_free(&r->rj);
 	free(r->ctr);
 	free(r);
 }
@@ -162,35 +155,16 @@ void an_rules_request(struct cap_an *an, const struct an_flow *fl, const struct 
 	const struct kd_req_hdr *h = &ev->req_hdr;
 	int has_body = (ev->flags & KD_EVF_BODY) && !(ev->flags & KD_EVF_GAP);
 	memset(rp, 0, sizeof(*rp));
-	kd_arena_reset(&r->arena);
-	r->tree.root = NULL;
-	r->tree.api_key = h->api_key;
-	r->tree.version = h->api_version;
-	if (has_body && rule_set_needs_body(r->rs, h->api_key))
-		kd_tree_decode(&r->tree, &r->arena, h->api_key, h->api_version, 1, ev->body.p,
-		               ev->body.len);
-	if (rule_facts_read(&r->facts, &r->tree, an->topics, rule_set_needs_records(r->rs),
-	                    &r->arena) != KD_OK) {
+	/* A capture does not say which listener: no broker matcher applies. */
+	struct rule_who who = {.broker_id = -2};
+	an_flow_client_addr(fl, &who.src_family, who.src_addr);
+	struct rule_verdict v;
+	if (rule_judge(&r->rj, r->rs, h, has_body ? ev->body.p : NULL, has_body ? ev->body.len : 0,
+	               an->topics, &who, &v) != KD_OK) {
 		an_problem(an, fl, "rules: out of memory");
 		return;
 	}
-	struct rule_req *req = &r->facts.req;
-	req->api_key = h->api_key;
-	req->api_version = h->api_version;
-	req->client_id = h->client_id;
-	an_flow_client_addr(fl, &req->src_family, req->src_addr);
-	req->broker_id = -2; /* a capture does not say which listener: no broker matcher applies */
-	if (req->ntopics > r->tvcap) {
-		struct rule_topic_verdict *tv = realloc(r->tv, req->ntopics * sizeof(*tv));
-		if (!tv) {
-			an_problem(an, fl, "rules: out of memory");
-			return;
-		}
-		r->tv = tv;
-		r->tvcap = req->ntopics;
-	}
-	struct rule_verdict v = {.topics = r->tv};
-	rule_eval(r->rs, req, &v);
+	struct rule_req *req = &r->rj.facts.req;
 	r->judged++;
 	int64_t ts = (int64_t)ev->ts_us;
 	int32_t corr = h->correlation_id;
@@ -206,16 +180,16 @@ void an_rules_request(struct cap_an *an, const struct an_flow *fl, const struct 
 	} else if (v.split) {
 		r->split++;
 		for (unsigned t = 0; t < req->ntopics; t++) {
-			if (!r->tv[t].error)
+			if (!r->rj.tv[t].error)
 				continue;
-			const struct rule *by = r->tv[t].rule;
+			const struct rule *by = r->rj.tv[t].rule;
 			if (by->section == RULE_ACCESS)
 				ctr(r, by)->denied++;
 			else
 				ctr(r, by)->refused++;
 			action(an, fl, ts, req, corr,
-			       by->section == RULE_ACCESS ? "deny" : "refuse", by, r->tv[t].error,
-			       (int)t, 0, NULL);
+			       by->section == RULE_ACCESS ? "deny" : "refuse", by,
+			       r->rj.tv[t].error, (int)t, 0, NULL);
 		}
 	}
 	for (unsigned i = 0; i < v.naudits; i++) {
@@ -234,7 +208,7 @@ void an_rules_request(struct cap_an *an, const struct an_flow *fl, const struct 
 		if (q->rule->produce_bps && req->api_key == KD_API_PRODUCE && !v.error) {
 			double bytes = 0;
 			for (unsigned t = 0; t < req->ntopics; t++)
-				if ((q->topic < 0 || q->topic == (int)t) && !r->tv[t].error &&
+				if ((q->topic < 0 || q->topic == (int)t) && !r->rj.tv[t].error &&
 				    req->topics[t].bytes > 0)
 					bytes += (double)req->topics[t].bytes;
 			if (bytes > 0)

@@ -913,11 +913,10 @@ static int judge(struct px_conn *conn, struct evbuffer *in, struct kd_frame_info
 	    .frame = frame,
 	    .len = frame ? total : 0,
 	    .fi = fi,
-	    .src_family = conn->src_family,
-	    .src_addr = conn->src_addr,
-	    .broker_id = conn->broker_id,
+	    .who = {.src_family = conn->src_family, .broker_id = conn->broker_id},
 	    .topics = px->topics,
 	};
+	memcpy(jin.who.src_addr, conn->src_addr, sizeof(jin.who.src_addr));
 	if (px_judge(&wk->judge, rs, &jin, &wk->judged) != KD_OK) {
 		px_log(px, 0, "%s: out of memory judging a request", conn->client_addr);
 		conn_free(conn);

@@ -92,7 +92,7 @@ struct px_worker {
 	/* Rules (px_conf.rules): this worker's view of the set in force, and
 	 * its scratch for judging requests (px-judge.h). */
 	struct px_rules_ref rules_ref;
-	struct px_judge judge;
+	struct rule_judge judge;
 	struct px_judged judged;
 };
 
@@ -155,10 +155,8 @@ struct px {
 	_Atomic uint64_t unpaired_responses, trailing_bytes;
 	_Atomic uint64_t inflight_max, client_out_max, edit_held_max;
 	_Atomic uint64_t pauses_inflight, pauses_client_buffer, pauses_upstream;
-	/* The rules in force (NULL without a rules file) and the quota rates
-	 * they keep across reloads. */
+	/* The rules in force (NULL without a rules file). */
 	struct px_rules *rules;
-	struct rule_quotas *quotas;
 	/* What the rules did: requests answered by kwire, split, dropped
 	 * (acks=0) or whose connection was closed (refused, undecodable). */
 	_Atomic uint64_t rules_answered, rules_split, rules_dropped, rules_closed;

@@ -2,7 +2,6 @@
  * (px-judge.h). The facts come from rules/ (rule_facts_read over the
  * decoded request), the verdict from rule_eval, the answers from the
  * decoder's builder (kd-build.h): nothing here knows an API. */
-#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,9 +13,6 @@
 #include "kd-tree.h"
 #include "px-judge.h"
 #include "rule.h"
-
-/* A decoded tree bigger than this is judged on its header alone. */
-#define PX_JUDGE_ARENA_LIMIT (256u * 1024 * 1024)
 
 int px_judge_needs_frame(const struct rule_set *rs, int16_t api_key)
 {
@@ -38,14 +34,6 @@ void px_judged_free(struct px_judged *out)
 	kd_split_free(&out->split);
 	kd_wbuf_free(&out->out);
 	memset(out, 0, sizeof(*out));
-}
-
-void px_judge_free(struct px_judge *j)
-{
-	rule_facts_free(&j->facts);
-	kd_arena_free(&j->arena);
-	free(j->tv);
-	memset(j, 0, sizeof(*j));
 }
 
 /* The topic an element of the request's topic array names, as the facts
@@ -85,44 +73,20 @@ static const char *refusal_msg(const struct rule *rule, char *buf, size_t cap)
 	return buf;
 }
 
-int px_judge(struct px_judge *j, const struct rule_set *rs, const struct px_judge_in *in,
+int px_judge(struct rule_judge *j, const struct rule_set *rs, const struct px_judge_in *in,
              struct px_judged *out)
 {
 	const struct kd_req_hdr *h = &in->fi->req_hdr;
 	px_judged_reset(out);
-	kd_arena_reset(&j->arena);
-	j->arena.limit = PX_JUDGE_ARENA_LIMIT;
-	memset(&j->tree, 0, sizeof(j->tree));
-	j->tree.api_key = h->api_key;
-	j->tree.version = h->api_version;
-	int body =
-	    px_judge_needs_frame(rs, h->api_key) && in->frame && in->len >= 4 + (size_t)h->len;
-	if (body)
-		kd_tree_decode(&j->tree, &j->arena, h->api_key, h->api_version, 1,
-		               in->frame + 4 + h->len, in->len - 4 - h->len);
+	/* The body is at hand when the data path gathered the whole frame. */
+	const uint8_t *body =
+	    in->frame && in->len >= 4 + (size_t)h->len ? in->frame + 4 + h->len : NULL;
+	struct rule_verdict v;
 	int rc =
-	    rule_facts_read(&j->facts, &j->tree, in->topics, rule_set_needs_records(rs), &j->arena);
+	    rule_judge(j, rs, h, body, body ? in->len - 4 - h->len : 0, in->topics, &in->who, &v);
 	if (rc != KD_OK)
 		return rc;
 	struct rule_req *req = &j->facts.req;
-	req->api_key = h->api_key;
-	req->api_version = h->api_version;
-	req->client_id = h->client_id;
-	req->principal = in->principal;
-	req->broker_id = in->broker_id;
-	if (in->src_family && in->src_addr) {
-		req->src_family = in->src_family;
-		memcpy(req->src_addr, in->src_addr, 16);
-	}
-	if (req->ntopics > j->tvcap) {
-		struct rule_topic_verdict *tv = realloc(j->tv, req->ntopics * sizeof(*tv));
-		if (!tv)
-			return KD_ENOMEM;
-		j->tv = tv;
-		j->tvcap = req->ntopics;
-	}
-	struct rule_verdict v = {.topics = j->tv};
-	rule_eval(rs, req, &v);
 	out->ntopics = req->ntopics;
 	out->nrefused = v.nrefused;
 
@@ -223,7 +187,7 @@ int px_judge(struct px_judge *j, const struct rule_set *rs, const struct px_judg
 	return KD_OK;
 }
 
-int px_judge_merge(struct px_judge *j, const struct kd_split *split, const uint8_t *frame,
+int px_judge_merge(struct rule_judge *j, const struct kd_split *split, const uint8_t *frame,
                    size_t len, struct kd_wbuf *out)
 {
 	struct kd_resp_hdr hdr;

@@ -15,12 +15,10 @@
  *                 closes on a request it cannot parse.
  *
  * Quota hits are returned with their keys so the caller can count bytes
- * and requests (rule_quota_record) and throttle. No I/O; one struct
- * px_judge per worker thread. */
+ * and requests (rule_quota_record) and throttle. No I/O; the scratch is a
+ * struct rule_judge (rule.h), one per worker thread. */
 #ifndef PX_JUDGE_H
 #define PX_JUDGE_H
-
-#include <sys/socket.h>
 
 #include "kd-arena.h"
 #include "kd-build.h"
@@ -54,24 +52,12 @@ struct px_judged {
 	unsigned naudits;
 };
 
-/* Scratch for judging, one per worker. All-zero is a valid initial state. */
-struct px_judge {
-	struct kd_arena arena;
-	struct kd_tree tree;
-	struct rule_facts facts;
-	struct rule_topic_verdict *tv;
-	unsigned tvcap;
-};
-
 /* What the data path knows of the request besides its bytes. */
 struct px_judge_in {
 	const uint8_t *frame; /* the whole frame (size prefix on), or NULL */
 	size_t len;
 	const struct kd_frame_info *fi; /* from kd_stream_frame_begin */
-	uint8_t src_family;             /* the client's address: 4 or 6, 0 unknown */
-	const uint8_t *src_addr;        /* 16 bytes (IPv4 in the first 4) */
-	int32_t broker_id;              /* -1: bootstrap listener */
-	struct kd_view principal;
+	struct rule_who who;            /* the client, its principal, the listener */
 	const struct kd_topics *topics; /* topic id -> name, or NULL */
 };
 
@@ -79,7 +65,7 @@ struct px_judge_in {
  * this API (rule_set_needs_body): then in->frame must hold the whole
  * frame. Fills out (its buffers are reused: call px_judged_reset between
  * requests). Returns KD_OK, or KD_ENOMEM. */
-int px_judge(struct px_judge *j, const struct rule_set *rs, const struct px_judge_in *in,
+int px_judge(struct rule_judge *j, const struct rule_set *rs, const struct px_judge_in *in,
              struct px_judged *out);
 
 /* Whether rs wants the whole frame of requests of api_key. */
@@ -88,11 +74,10 @@ int px_judge_needs_frame(const struct rule_set *rs, int16_t api_key);
 /* The broker's response frame to a split request, with the refused topics
  * merged back, written to out (a whole frame: size, header, body). Returns
  * KD_OK or a KD_E* when the response does not decode. */
-int px_judge_merge(struct px_judge *j, const struct kd_split *split, const uint8_t *frame,
+int px_judge_merge(struct rule_judge *j, const struct kd_split *split, const uint8_t *frame,
                    size_t len, struct kd_wbuf *out);
 
 void px_judged_reset(struct px_judged *out);
 void px_judged_free(struct px_judged *out);
-void px_judge_free(struct px_judge *j);
 
 #endif

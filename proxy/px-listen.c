@@ -185,28 +185,23 @@ struct px *px_new(const struct px_conf *conf, char *err, size_t errlen)
 	}
 	if (conf->rules) {
 		px->rules = px_rules_new(conf->rules, rules_log, px, err, errlen);
-		px->quotas = px->rules ? rule_quotas_new(PX_QUOTA_KEYS) : NULL;
-		if (px->rules) {
-			struct px_rules_state st;
-			struct rule_set *rs = px_rules_state(px->rules, &st);
-			if (rs->nsec[RULE_QUOTA] || rs->nsec[RULE_AUDIT])
-				px_log(px, 1,
-				       "rules: %s has quotas or audit rules, which this proxy "
-				       "does not apply yet (access and policies are applied; "
-				       "kwire decode --rules simulates all four)",
-				       conf->rules);
-			rule_set_unref(&rs);
-		}
-		if (!px->rules || !px->quotas) {
-			if (px->rules)
-				kd_errf(err, errlen, "out of memory");
-			px_rules_free(&px->rules);
+		if (!px->rules) {
 			kd_topics_free(&px->topics);
 			free(px->brokers);
 			px_conf_free(&px->conf);
 			free(px);
 			return NULL;
 		}
+		struct px_rules_state st;
+		struct rule_set *rs = px_rules_state(px->rules, &st);
+		if (rs->nsec[RULE_QUOTA] || rs->nsec[RULE_AUDIT])
+			px_log(
+			    px, 1,
+			    "rules: %s has quotas or audit rules, which this proxy does not apply "
+			    "yet (access and policies are applied; kwire decode --rules simulates "
+			    "all four)",
+			    conf->rules);
+		rule_set_unref(&rs);
 	}
 	px->tp = &px_transport_tcp;
 	if (conf->advertise[0])
@@ -1014,7 +1009,7 @@ void px_free(struct px **pxp)
 		}
 		px_conn_close_all(wk);
 		px_rules_ref_drop(&wk->rules_ref);
-		px_judge_free(&wk->judge);
+		rule_judge_free(&wk->judge);
 		px_judged_free(&wk->judged);
 		for (struct px_handoff *ho = wk->queue, *next; ho; ho = next) {
 			next = ho->next;
@@ -1055,7 +1050,6 @@ void px_free(struct px **pxp)
 	free(px->brokers);
 	kd_topics_free(&px->topics);
 	px_rules_free(&px->rules);
-	rule_quotas_free(&px->quotas);
 	px_conf_free(&px->conf);
 	free(px);
 	*pxp = NULL;

@@ -24,7 +24,6 @@
 #define PX_VER_MAX 32  /* ... and versions 0..PX_VER_MAX-1 */
 #define PX_UPSTREAM_MAX 64
 #define PX_BROKER_MAX 1024 /* brokers (node ids) a proxy can map */
-#define PX_QUOTA_KEYS 100000 /* (quota rule, key) rates kept (rules/rule-quota.c) */
 
 struct px;      /* the proxy: opaque, see px.h */
 struct px_conn; /* one client connection and its upstream: private to px-conn.c */

@@ -13,7 +13,9 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+#include "kd-arena.h"
 #include "kd-records-t.h"
+#include "kd-tree-t.h"
 #include "kd-t.h"
 
 #define RULE_MAX_RULES 100000 /* rules in one file */
@@ -305,6 +307,26 @@ struct rule_facts {
 	const struct kd_topics *map;
 	struct kd_rec_iter it; /* reused: its decompression buffer */
 	uint8_t it_ok;
+};
+
+/* What rule_judge() needs besides the request: who sent it and through
+ * which listener. */
+struct rule_who {
+	struct kd_view principal; /* empty: none */
+	uint8_t src_family;       /* 4 or 6; 0: unknown */
+	uint8_t src_addr[16];
+	int32_t broker_id; /* -1: bootstrap listener; -2: unknown (no broker matcher applies) */
+};
+
+/* Scratch for judging requests one after another (rule_judge), one per
+ * thread: the decoded body, its facts and the per-topic verdicts. All-zero
+ * is a valid initial state; rule_judge_free() releases it. */
+struct rule_judge {
+	struct kd_arena arena;
+	struct kd_tree tree;
+	struct rule_facts facts;
+	struct rule_topic_verdict *tv;
+	unsigned tvcap;
 };
 
 #endif

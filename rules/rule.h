@@ -76,6 +76,20 @@ int16_t rule_deny_error(const struct rule *rule, int16_t api_key);
 size_t rule_quota_key(const struct rule_hit *hit, const struct rule_req *req, char *buf,
                       size_t cap);
 
+/* Judges one request, the way the proxy and the analyzer both do: decodes
+ * body (the bytes after the request header h, or NULL when they are not
+ * at hand) when some rule needs it for this API, reads the facts (topic ids
+ * resolved through map, which may be NULL), adds the header facts (h and
+ * who), and evaluates into v, whose per-topic verdicts are j->tv. The
+ * request's facts (j->facts.req) and decoded body (j->tree, root NULL when
+ * not decoded) stay valid until the next call. Returns KD_OK or
+ * KD_ENOMEM. */
+struct kd_req_hdr;
+int rule_judge(struct rule_judge *j, const struct rule_set *rs, const struct kd_req_hdr *h,
+               const uint8_t *body, size_t len, const struct kd_topics *map,
+               const struct rule_who *who, struct rule_verdict *v);
+void rule_judge_free(struct rule_judge *j);
+
 /* ---- text (kwire rules check / explain, /rules) ---- */
 
 /* Writes the compiled set, one rule per block, in the file's own

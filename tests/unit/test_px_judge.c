@@ -72,7 +72,7 @@ struct fx {
 	struct kd_wbuf frame, resp;
 	struct kd_stream *ks;
 	struct kd_frame_info fi;
-	struct px_judge j;
+	struct rule_judge j;
 	struct px_judged out;
 	uint8_t src[16]; /* 10.1.2.3 */
 };
@@ -93,7 +93,7 @@ static int teardown(void **state)
 	struct fx *fx = *state;
 	kd_stream_free(fx->ks);
 	px_judged_free(&fx->out);
-	px_judge_free(&fx->j);
+	rule_judge_free(&fx->j);
 	kd_wbuf_free(&fx->frame);
 	kd_wbuf_free(&fx->resp);
 	kd_arena_free(&fx->a);
@@ -117,9 +117,8 @@ static int judge(struct fx *fx, const struct rule_set *rs)
 	struct px_judge_in in = {.frame = fx->frame.p,
 	                         .len = fx->frame.len,
 	                         .fi = &fx->fi,
-	                         .src_family = 4,
-	                         .src_addr = fx->src,
-	                         .broker_id = 2};
+	                         .who = {.src_family = 4, .broker_id = 2}};
+	memcpy(in.who.src_addr, fx->src, 16);
 	assert_int_equal(px_judge(&fx->j, rs, &in, &fx->out), KD_OK);
 	return fx->out.act;
 }
