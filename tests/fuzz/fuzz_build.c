@@ -2,7 +2,7 @@
  * requests. Input: API key (2 bytes), version (1 byte), then the request
  * body. A body that decodes is answered; the answer must decode with the
  * tree decoder, carry the error in every ErrorCode, and name every topic
- * of the request when its response has a top-level topic array. */
+ * of the request's topic array when its response has one. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -39,17 +39,18 @@ static int find_name(void *arg, struct kd_node *n, const struct kd_walk_ctx *wc)
 	           : 0;
 }
 
+/* The topic name of an element of the request's topic array (its own
+ * field, depth 1 under it) must be in the answer. */
 static int echo(void *arg, struct kd_node *n, const struct kd_walk_ctx *wc)
 {
 	struct walk *w = arg;
-	/* Top-level topic arrays only (depth 2: root -> array -> element). */
-	if (wc->depth == 3 && n->type == KD_T_STRING && !n->null && wc->parent &&
-	    (wc->parent->flags & KD_NF_ELEM)) {
+	if (wc->depth == 1 && n->type == KD_T_STRING && !n->null && n->field &&
+	    n->field->entity == KD_ENT_TOPIC_NAME) {
 		struct kd_view v = n->val.v;
 		if (!kd_tree_walk_entity(w->other, KD_ENT_TOPIC_NAME, find_name, &v))
 			w->missing++;
 	}
-	return 0;
+	return wc->depth >= 1 ? KD_WALK_SKIP : 0;
 }
 
 static int has_top_topic_array(const struct kd_tree *t)
@@ -96,8 +97,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		kd_tree_walk(&resp, check_err, &wk);
 		if (wk.bad)
 			abort();
-		if (has_top_topic_array(&resp) && has_top_topic_array(&req)) {
-			kd_tree_walk_entity(&req, KD_ENT_TOPIC_NAME, echo, &wk);
+		/* The answer mirrors the request's topic array (kd-build.h: its
+		 * first one, e.g. Fetch's Topics, not ForgottenTopicsData). */
+		struct kd_node *arr = kd_build_topic_array(&req);
+		if (has_top_topic_array(&resp) && arr) {
+			for (uint32_t i = 0; i < arr->nkids; i++)
+				kd_node_walk(&arr->kids[i], echo, &wk);
 			if (wk.missing)
 				abort();
 		}
