@@ -816,6 +816,11 @@ void kd_sum_text(const struct kd_summary *sum, struct kd_wbuf *w)
 		text_str(w, cid);
 		put_lit(w, "\"");
 	}
+	if (sum->principal[0]) {
+		put_lit(w, " principal=");
+		text_str(w, (struct kd_view){(const uint8_t *)sum->principal,
+		                             (uint32_t)strlen(sum->principal), 0});
+	}
 	if (sum->flags & KD_SUM_SASL_TOKEN) {
 		put_lit(w, " SASL v0 token");
 	} else if (!(sum->flags & KD_SUM_REQ)) {
@@ -928,6 +933,10 @@ void kd_sum_json(const struct kd_summary *sum, struct kd_wbuf *w)
 	kd_json_cstr(w, sum->broker);
 	json_key(w, "client_id");
 	json_view(w, kd_sum_view(sum, sum->client_id));
+	if (sum->principal[0]) {
+		json_key(w, "principal");
+		kd_json_cstr(w, sum->principal);
+	}
 	if (sum->api_key >= 0) {
 		kd_w_fmt(w, ",\"api_key\":%d,\"api\":", sum->api_key);
 		kd_json_cstr(w, api_name(sum, nb, sizeof(nb)));

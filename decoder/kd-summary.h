@@ -40,11 +40,12 @@
 
 struct kd_arena;
 
-#define KD_SUM_MAX_TP 64    /* topic-partition entries kept */
-#define KD_SUM_MAX_GROUPS 4 /* distinct group ids kept */
-#define KD_SUM_MAX_ERRS 8   /* distinct error codes kept */
-#define KD_SUM_STRBUF 4096  /* bytes for all copied strings */
-#define KD_SUM_ADDR 64      /* "[ipv6]:port" fits */
+#define KD_SUM_MAX_TP 64     /* topic-partition entries kept */
+#define KD_SUM_MAX_GROUPS 4  /* distinct group ids kept */
+#define KD_SUM_MAX_ERRS 8    /* distinct error codes kept */
+#define KD_SUM_STRBUF 4096   /* bytes for all copied strings */
+#define KD_SUM_ADDR 64       /* "[ipv6]:port" fits */
+#define KD_SUM_PRINCIPAL 256 /* "User:alice", from mTLS or SASL (px_pair.principal) */
 
 /* A string copied into kd_summary.strbuf: off/len into it. len == 0 and
  * off == KD_SUM_NOSTR is "absent or null". */
@@ -100,6 +101,9 @@ struct kd_summary {
 	int64_t latency_us;       /* response ts - request ts, -1 unknown */
 	char client[KD_SUM_ADDR]; /* "ip:port" of the client, "" unknown */
 	char broker[KD_SUM_ADDR]; /* "ip:port" of the broker */
+	/* The connection's authenticated principal ("User:alice"), "" none.
+	 * Printed as principal= (text) and "principal" (JSON) when set. */
+	char principal[KD_SUM_PRINCIPAL];
 	/* Scratch for the bodies' trees, or NULL (an arena per call). Reset by
 	 * kd_sum_request/kd_sum_response before they return: it must hold
 	 * nothing the caller still needs, and must not be used by another

@@ -160,6 +160,8 @@ struct px_conn {
 	unsigned rhead, rcount, rcap;
 	size_t wm; /* watermark: max(buffer_bytes, PX_MIN_WATERMARK) */
 	char client_addr[64];
+	/* Who the client is (px_conn_set_principal: mTLS, SASL), "" none. */
+	char principal[PX_PRINCIPAL_MAX];
 	char up_addr[PX_HOST_MAX + 8];
 	char up_host[PX_HOST_MAX];
 	uint16_t up_port;
@@ -259,6 +261,19 @@ const struct px_transport px_transport_tcp = {
     .write_now = tcp_write_now,
 };
 
+void px_conn_set_principal(struct px_conn *conn, const char *principal, size_t len)
+{
+	if (len >= sizeof(conn->principal))
+		len = sizeof(conn->principal) - 1;
+	memcpy(conn->principal, principal, len);
+	conn->principal[len] = '\0';
+}
+
+const char *px_conn_principal(const struct px_conn *conn)
+{
+	return conn->principal;
+}
+
 /* ---- pairs ---- */
 
 static void emit_pair(struct px_conn *conn, const struct px_req *req, uint32_t resp_size,
@@ -277,6 +292,7 @@ static void emit_pair(struct px_conn *conn, const struct px_req *req, uint32_t r
 	pair.broker_id = conn->broker_id;
 	pair.client_addr = conn->client_addr;
 	pair.upstream_addr = conn->up_addr;
+	pair.principal = conn->principal[0] ? conn->principal : NULL;
 	pair.t_req_us = req->t_wall;
 	pair.latency_us = px_now_us() - req->t_mono;
 	pair.req_size = req->size;
@@ -917,6 +933,8 @@ static int judge(struct px_conn *conn, struct evbuffer *in, struct kd_frame_info
 	    .topics = px->topics,
 	};
 	memcpy(jin.who.src_addr, conn->src_addr, sizeof(jin.who.src_addr));
+	jin.who.principal = (struct kd_view){(const uint8_t *)conn->principal,
+	                                     (uint32_t)strlen(conn->principal), 0};
 	if (px_judge(&wk->judge, rs, &jin, &wk->judged) != KD_OK) {
 		px_log(px, 0, "%s: out of memory judging a request", conn->client_addr);
 		conn_free(conn);

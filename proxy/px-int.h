@@ -198,6 +198,13 @@ void px_worker_conn_gone(struct px_worker *wk);
 /* px-conn.c */
 /* Takes over a handed-off socket on worker wk (its thread). */
 void px_conn_new(struct px_worker *wk, const struct px_handoff *ho);
+/* Sets the connection's principal ("User:alice"; from its TLS client
+ * certificate or its SASL exchange), cut to PX_PRINCIPAL_MAX - 1 bytes.
+ * It then shows in the access log (px_pair.principal) and is what the
+ * rules' principal matcher sees (rule_who). On conn's worker thread. */
+void px_conn_set_principal(struct px_conn *conn, const char *principal, size_t len);
+/* The connection's principal, "" when none. */
+const char *px_conn_principal(const struct px_conn *conn);
 /* Drain: stop reading requests; connections close once idle. */
 void px_conn_drain_all(struct px_worker *wk);
 /* Closes every connection of wk now. */

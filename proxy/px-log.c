@@ -493,6 +493,8 @@ void px_pair_summarise(const struct px_pair *pair, struct kd_summary *sum)
 	         pair->client_addr ? pair->client_addr : "");
 	snprintf(sum->broker, sizeof(sum->broker), "%s",
 	         pair->upstream_addr ? pair->upstream_addr : "");
+	snprintf(sum->principal, sizeof(sum->principal), "%s",
+	         pair->principal ? pair->principal : "");
 
 	struct kd_req_hdr rh;
 	int rc = -1;

@@ -23,7 +23,8 @@
 #define PX_API_MAX 128 /* counters cover API keys 0..PX_API_MAX-1 */
 #define PX_VER_MAX 32  /* ... and versions 0..PX_VER_MAX-1 */
 #define PX_UPSTREAM_MAX 64
-#define PX_BROKER_MAX 1024 /* brokers (node ids) a proxy can map */
+#define PX_BROKER_MAX 1024   /* brokers (node ids) a proxy can map */
+#define PX_PRINCIPAL_MAX 256 /* a connection's principal, NUL included */
 
 struct px;      /* the proxy: opaque, see px.h */
 struct px_conn; /* one client connection and its upstream: private to px-conn.c */
@@ -121,6 +122,7 @@ struct px_pair {
 	int32_t broker_id;         /* upstream node id, -1 on a bootstrap link */
 	const char *client_addr;   /* "ip:port" of the client */
 	const char *upstream_addr; /* "host:port" of the broker */
+	const char *principal;     /* "User:alice" (mTLS or SASL), NULL: none yet */
 	uint64_t t_req_us;         /* wall clock (us since epoch) of the request */
 	uint64_t latency_us;       /* request read -> response fully read */
 	uint32_t req_size;         /* frame sizes, without the 4-byte prefix */
