@@ -10,7 +10,7 @@ PKGS=(
   zlib1g-dev liblz4-dev libzstd-dev libsnappy-dev
   libcmocka-dev librdkafka-dev
   kcat tshark python3 python3-kafka python3-confluent-kafka
-  python3-lz4 python3-snappy python3-zstandard iproute2
+  python3-lz4 python3-snappy python3-zstandard iproute2 haproxy openssl
   logrotate chromium binutils
 )
 
