@@ -14,25 +14,16 @@
 
 #include "kd-schema.h"
 #include "kd.h"
+#include "rule-names.h"
+#include "rule-yaml.h"
 #include "rule.h"
 
 /* A rules file larger than this is refused before it is parsed. */
 #define RULE_FILE_MAX (16u * 1024 * 1024)
 #define RULE_LIST_MAX 4096 /* items in one matcher list */
 
-struct yl {
-	yaml_document_t *doc;
-	const char *name;
-	char *err;
-	size_t errlen;
-	struct rule_set *rs;
-};
-
-static int yerr(struct yl *y, const yaml_node_t *node, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
 /* "FILE:LINE:COL: message", 1-based; returns -1. */
-static int yerr(struct yl *y, const yaml_node_t *node, const char *fmt, ...)
+int yerr(struct yl *y, const yaml_node_t *node, const char *fmt, ...)
 {
 	char msg[384];
 	va_list ap;
@@ -44,14 +35,14 @@ static int yerr(struct yl *y, const yaml_node_t *node, const char *fmt, ...)
 	return -1;
 }
 
-static yaml_node_t *ynode(struct yl *y, int id)
+yaml_node_t *ynode(struct yl *y, int id)
 {
 	return yaml_document_get_node(y->doc, id);
 }
 
 /* A scalar's text as a NUL-terminated copy in buf; -1 (with error) when
  * node is not a scalar or does not fit. */
-static int y_str(struct yl *y, const yaml_node_t *node, const char *key, char *buf, size_t cap)
+int y_str(struct yl *y, const yaml_node_t *node, const char *key, char *buf, size_t cap)
 {
 	if (node->type != YAML_SCALAR_NODE)
 		return yerr(y, node, "'%s' must be a string, not %s", key,
@@ -66,7 +57,7 @@ static int y_str(struct yl *y, const yaml_node_t *node, const char *key, char *b
 	return 0;
 }
 
-static int y_dup(struct yl *y, const yaml_node_t *node, const char *key, char **out)
+int y_dup(struct yl *y, const yaml_node_t *node, const char *key, char **out)
 {
 	char buf[4096];
 	if (y_str(y, node, key, buf, sizeof(buf)))
@@ -78,7 +69,7 @@ static int y_dup(struct yl *y, const yaml_node_t *node, const char *key, char **
 	return 0;
 }
 
-static int y_bool(struct yl *y, const yaml_node_t *node, const char *key, int *out)
+int y_bool(struct yl *y, const yaml_node_t *node, const char *key, int *out)
 {
 	char buf[8];
 	if (node->type == YAML_SCALAR_NODE && node->data.scalar.length < sizeof(buf)) {
@@ -98,8 +89,8 @@ static int y_bool(struct yl *y, const yaml_node_t *node, const char *key, int *o
 }
 
 /* An integer (or size, with units) in [lo, hi]. */
-static int y_size(struct yl *y, const yaml_node_t *node, const char *key, int64_t lo, int64_t hi,
-                  int64_t *out)
+int y_size(struct yl *y, const yaml_node_t *node, const char *key, int64_t lo, int64_t hi,
+           int64_t *out)
 {
 	char buf[64];
 	if (y_str(y, node, key, buf, sizeof(buf)))
@@ -130,8 +121,7 @@ static int y_number(struct yl *y, const yaml_node_t *node, const char *key, doub
 
 /* Calls fn for node when it is a scalar, or for each item of a list of
  * scalars. */
-typedef int y_item_fn(struct yl *y, const yaml_node_t *item, const char *key, void *ctx);
-static int y_each(struct yl *y, const yaml_node_t *node, const char *key, y_item_fn *fn, void *ctx)
+int y_each(struct yl *y, const yaml_node_t *node, const char *key, y_item_fn *fn, void *ctx)
 {
 	if (node->type == YAML_SCALAR_NODE)
 		return fn(y, node, key, ctx);
@@ -155,9 +145,7 @@ static int y_each(struct yl *y, const yaml_node_t *node, const char *key, y_item
 
 /* Iterates over a mapping's pairs, refusing duplicate keys. Returns -1
  * on error. */
-typedef int y_pair_fn(struct yl *y, const char *key, const yaml_node_t *knode,
-                      const yaml_node_t *val, void *ctx);
-static int y_map(struct yl *y, const yaml_node_t *node, const char *what, y_pair_fn *fn, void *ctx)
+int y_map(struct yl *y, const yaml_node_t *node, const char *what, y_pair_fn *fn, void *ctx)
 {
 	if (node->type != YAML_MAPPING_NODE)
 		return yerr(y, node, "%s must be a mapping", what);
@@ -649,6 +637,12 @@ static int rule_pair(struct yl *y, const char *key, const yaml_node_t *knode,
 		if (!strcmp(key, "require"))
 			return y_map(y, val, "'require'", require_pair, &rule->require);
 		break;
+	case RULE_REWRITE: {
+		int r = rule_names_pair(y, key, knode, val, rule);
+		if (r <= 0)
+			return r;
+		break;
+	}
 	case RULE_AUDIT:
 		if (!strcmp(key, "log")) {
 			char buf[16];
@@ -687,6 +681,7 @@ static int rule_pair(struct yl *y, const char *key, const yaml_node_t *knode,
 	     "samples, sample_ms"),
 	    "name, match, require",
 	    "name, match, log, redact, max_value_bytes, to",
+	    "name, match, prefix, topics, groups, transactional_ids",
 	};
 	return yerr(y, knode, "unknown key '%s' (a rule under '%s' takes: %s)", key,
 	            rule_section_name(rule->section), keys[rule->section]);
@@ -735,6 +730,15 @@ static int rule_finish(struct yl *y, struct rule_ctx *rc)
 			return yerr(y, rc->node, "audit '%s': 'bootstrap' goes with 'kafka: TOPIC'",
 			            rule->name);
 		break;
+	case RULE_REWRITE:
+		if (!rule->names)
+			return yerr(y, rc->node,
+			            "rewrite '%s' needs names to map (prefix, topics, groups, "
+			            "transactional_ids)",
+			            rule->name);
+		if (rule_names_finish(y, rc->node, rule))
+			return -1;
+		break;
 	}
 	return 0;
 }
@@ -777,9 +781,10 @@ static int top_pair(struct yl *y, const char *key, const yaml_node_t *knode, con
 	for (int s = 0; s < RULE_NSECTIONS; s++)
 		if (!strcmp(key, rule_section_name(s)))
 			return load_section(y, s, val);
-	if (!strcmp(key, "rewrite") || !strcmp(key, "mirror") || !strcmp(key, "tap"))
+	if (!strcmp(key, "mirror") || !strcmp(key, "tap"))
 		return yerr(y, knode, "'%s' rules are not supported by this version of kwire", key);
-	return yerr(y, knode, "unknown section '%s' (access, quotas, policies, audit)", key);
+	return yerr(y, knode, "unknown section '%s' (access, quotas, policies, audit, rewrite)",
+	            key);
 }
 
 /* ---- the set ---- */
@@ -817,6 +822,7 @@ static void rule_free(struct rule *rule)
 	free(rule->sink.file);
 	free(rule->sink.kafka);
 	free(rule->sink.bootstrap);
+	rule_names_free(&rule->names);
 }
 
 static void set_free(struct rule_set *rs)

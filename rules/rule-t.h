@@ -28,6 +28,7 @@ enum rule_section {
 	RULE_QUOTA,      /* every match applies */
 	RULE_POLICY,     /* every match is checked; the first violation refuses */
 	RULE_AUDIT,      /* every match records */
+	RULE_REWRITE,    /* names (rule-names.h): the first match maps a client's names */
 	RULE_NSECTIONS,
 };
 
@@ -130,6 +131,8 @@ struct rule_match {
 
 /* ---- actions ---- */
 
+struct rule_names;
+
 /* quota `per:` */
 enum rule_per {
 	RULE_PER_CLIENT_ID = 0,
@@ -199,6 +202,8 @@ struct rule {
 	unsigned nredact;
 	uint32_t max_value_bytes; /* of keys and values recorded; default 1024 */
 	struct rule_sink sink;
+	/* rewrite: the names a client sees -> the cluster's (rule-names.h) */
+	struct rule_names *names;
 	/* counters */
 	_Atomic uint64_t hits;
 };

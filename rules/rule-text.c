@@ -9,11 +9,13 @@
 #include <strings.h>
 
 #include "kd-schema.h"
+#include "rule-names.h"
 #include "rule.h"
 
 const char *rule_section_name(int section)
 {
-	static const char *const names[RULE_NSECTIONS] = {"access", "quotas", "policies", "audit"};
+	static const char *const names[RULE_NSECTIONS] = {"access", "quotas", "policies", "audit",
+	                                                  "rewrite"};
 	return section >= 0 && section < RULE_NSECTIONS ? names[section] : "?";
 }
 
@@ -301,6 +303,10 @@ static void dump_action(const struct rule *rule, FILE *f)
 			fprintf(f, ", to topic %s%s%s", rule->sink.kafka,
 			        rule->sink.bootstrap ? " at " : "",
 			        rule->sink.bootstrap ? rule->sink.bootstrap : "");
+		break;
+	case RULE_REWRITE:
+		if (rule->names)
+			rule_names_dump(rule->names, f);
 		break;
 	}
 }

@@ -1,0 +1,45 @@
+/* rule-yaml.h: the YAML readers of the rules loader (rule-load.c), shared
+ * with the files that parse a section's own keys (rule-names.c for the
+ * names part of `rewrite:`, and the other rewrite and mirror parts).
+ * Private to rules/. Every reader reports FILE:LINE:COL of the node at
+ * fault in y->err and returns -1. */
+#ifndef RULE_YAML_H
+#define RULE_YAML_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <yaml.h>
+
+#include "rule-t.h"
+
+struct yl {
+	yaml_document_t *doc;
+	const char *name;
+	char *err;
+	size_t errlen;
+	struct rule_set *rs;
+};
+
+/* "FILE:LINE:COL: message", 1-based; returns -1. */
+int yerr(struct yl *y, const yaml_node_t *node, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+yaml_node_t *ynode(struct yl *y, int id);
+/* A scalar as a NUL-terminated copy in buf (cap bytes with the NUL). */
+int y_str(struct yl *y, const yaml_node_t *node, const char *key, char *buf, size_t cap);
+/* A scalar as a malloc'd string in *out (freed first). */
+int y_dup(struct yl *y, const yaml_node_t *node, const char *key, char **out);
+int y_bool(struct yl *y, const yaml_node_t *node, const char *key, int *out);
+/* An integer (or size, with units) in [lo, hi]. */
+int y_size(struct yl *y, const yaml_node_t *node, const char *key, int64_t lo, int64_t hi,
+           int64_t *out);
+/* fn for node when it is a scalar, or for each item of a list of scalars. */
+typedef int y_item_fn(struct yl *y, const yaml_node_t *item, const char *key, void *ctx);
+int y_each(struct yl *y, const yaml_node_t *node, const char *key, y_item_fn *fn, void *ctx);
+/* fn for each pair of a mapping (keys: plain words of < 64 bytes, no
+ * duplicates). */
+typedef int y_pair_fn(struct yl *y, const char *key, const yaml_node_t *knode,
+                      const yaml_node_t *val, void *ctx);
+int y_map(struct yl *y, const yaml_node_t *node, const char *what, y_pair_fn *fn, void *ctx);
+
+#endif
