@@ -43,6 +43,9 @@ enum {
 	OPT_NO_LOG,
 	OPT_ADMIN,
 	OPT_RULES,
+	OPT_TAP,
+	OPT_TAP_MAX_BYTES,
+	OPT_TAP_FILES,
 	OPT_PRINT_CONFIG,
 	OPT_HELP_CONFIG,
 };
@@ -74,6 +77,9 @@ static const struct option proxy_opts[] = {
     {"access-log-format", required_argument, NULL, OPT_ACCESS_LOG_FORMAT},
     {"admin", required_argument, NULL, OPT_ADMIN},
     {"rules", required_argument, NULL, OPT_RULES},
+    {"tap", required_argument, NULL, OPT_TAP},
+    {"tap-max-bytes", required_argument, NULL, OPT_TAP_MAX_BYTES},
+    {"tap-files", required_argument, NULL, OPT_TAP_FILES},
     {"print-config", no_argument, NULL, OPT_PRINT_CONFIG},
     {"verbose", no_argument, NULL, 'v'},
     {"quiet", no_argument, NULL, 'q'},
@@ -336,6 +342,24 @@ static int apply_flag(struct px_conf *conf, int c, const char *arg, int *print_c
 		conf->rules = s;
 		return 0;
 	}
+	case OPT_TAP: {
+		char *s = strdup(arg);
+		if (!s)
+			return -1;
+		free(conf->tap);
+		conf->tap = s;
+		return 0;
+	}
+	case OPT_TAP_MAX_BYTES:
+		if (parse_num("tap-max-bytes", arg, 0, 1ULL << 50, &v))
+			return -1;
+		conf->tap_max_bytes = v;
+		return 0;
+	case OPT_TAP_FILES:
+		if (parse_num("tap-files", arg, 1, 1000, &v))
+			return -1;
+		conf->tap_files = (unsigned)v;
+		return 0;
 	case OPT_ADMIN:
 		snprintf(conf->admin.host, sizeof(conf->admin.host), "127.0.0.1");
 		if (px_hostport_parse(arg, 0, &conf->admin, err, sizeof(err)))

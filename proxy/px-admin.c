@@ -26,6 +26,7 @@
 #include "kd-summary.h"
 #include "px-log.h"
 #include "px-rules.h"
+#include "px-tap.h"
 #include "px.h"
 #include "rule.h"
 
@@ -438,6 +439,7 @@ void px_admin_metrics(struct px_admin *adm, struct kd_wbuf *w)
 	            "on that listener for 100 ms.",
 	            st.accept_errors, "counter");
 	adm_rules_metrics(adm, w, &st);
+	px_tap_metrics(px_tap_of(adm->px), w);
 	adm_counter(w, "kwire_responses_rewritten_total",
 	            "Responses whose broker addresses kwire rewrote.", st.responses_rewritten,
 	            "counter");

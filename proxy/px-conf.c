@@ -33,6 +33,9 @@ void px_conf_init(struct px_conf *conf)
 	conf->rewrite = 1;
 	conf->access_log_format = PX_LOGF_TEXT;
 	conf->log_level = 2;
+	conf->tap_max_bytes = 100ull << 20; /* px-tap.h defaults */
+	conf->tap_files = 10;
+	conf->tap_buffer_bytes = 16u << 20;
 }
 
 void px_conf_free(struct px_conf *conf)
@@ -40,6 +43,7 @@ void px_conf_free(struct px_conf *conf)
 	free(conf->broker_ports);
 	free(conf->access_log);
 	free(conf->rules);
+	free(conf->tap);
 	px_conf_init(conf);
 }
 
@@ -49,6 +53,9 @@ int px_conf_copy(struct px_conf *dst, const struct px_conf *src)
 	dst->broker_ports = NULL;
 	dst->access_log = NULL;
 	dst->rules = NULL;
+	dst->tap = NULL;
+	if (src->tap && !(dst->tap = strdup(src->tap)))
+		goto fail;
 	if (src->nbroker_ports) {
 		dst->broker_ports = calloc(src->nbroker_ports, sizeof(*dst->broker_ports));
 		if (!dst->broker_ports)
@@ -73,6 +80,8 @@ fail:
 	dst->nbroker_ports = 0;
 	free(dst->access_log);
 	dst->access_log = NULL;
+	free(dst->tap);
+	dst->tap = NULL;
 	return -1;
 }
 
@@ -710,6 +719,10 @@ static const struct ykey ykeys[] = {
     {"access_log", YK_SPECIAL, 0, 0, 0, 0},
     {"access_log_format", YK_SPECIAL, 0, 0, 0, 0},
     {"rules", YK_SPECIAL, 0, 0, 0, 0},
+    {"tap", YK_SPECIAL, 0, 0, 0, 0},
+    YU(tap_max_bytes, tap_max_bytes, 0, 1LL << 50),
+    YU(tap_files, tap_files, 1, 1000),
+    YU(tap_buffer_bytes, tap_buffer_bytes, 65536, 1LL << 34),
     {"admin", YK_SPECIAL, 0, 0, 0, 0},
     YU(log_level, log_level, 0, 3),
 };
@@ -760,14 +773,16 @@ static int y_special(struct yctx *y, struct px_conf *conf, const char *key, cons
 		conf->admin = hp;
 		return 0;
 	}
-	if (!strcmp(key, "access_log") || !strcmp(key, "rules")) {
+	if (!strcmp(key, "access_log") || !strcmp(key, "rules") || !strcmp(key, "tap")) {
 		char buf[4096];
 		if (y_str(y, node, key, buf, sizeof(buf)))
 			return -1;
 		char *s = strdup(buf);
 		if (!s)
 			return yerr(y, node, "out of memory");
-		char **dst = !strcmp(key, "rules") ? &conf->rules : &conf->access_log;
+		char **dst = !strcmp(key, "rules") ? &conf->rules
+		             : !strcmp(key, "tap") ? &conf->tap
+		                                   : &conf->access_log;
 		free(*dst);
 		*dst = s;
 		return 0;
@@ -964,6 +979,11 @@ void px_conf_dump(const struct px_conf *conf, FILE *f)
 		fprintf(f, "access_log: \"%s\"\n", conf->access_log);
 	if (conf->rules)
 		fprintf(f, "rules: \"%s\"\n", conf->rules);
+	if (conf->tap)
+		fprintf(f, "tap: \"%s\"\n", conf->tap);
+	fprintf(f, "tap_max_bytes: %" PRIu64 "\n", conf->tap_max_bytes);
+	fprintf(f, "tap_files: %u\n", conf->tap_files);
+	fprintf(f, "tap_buffer_bytes: %zu\n", conf->tap_buffer_bytes);
 
 	fprintf(f, "access_log_format: %s\n",
 	        conf->access_log_format == PX_LOGF_JSON ? "json" : "text");

@@ -46,6 +46,7 @@
 #include "kd-walk.h"
 #include "kd.h"
 #include "px-int.h"
+#include "px-tap.h"
 
 /* Request and response headers are small; a client id can reach 32 KiB. */
 #define PX_HDR_PULL0 64
@@ -113,6 +114,7 @@ struct px_req {
 	uint8_t *local;
 	size_t local_len;
 	struct kd_split *split;
+	uint8_t tap; /* the request and its answer go to the tap (px-tap.h) */
 };
 
 struct px_conn {
@@ -165,6 +167,11 @@ struct px_conn {
 	char up_addr[PX_HOST_MAX + 8];
 	char up_host[PX_HOST_MAX];
 	uint16_t up_port;
+	/* Tap (px-tap.h): this connection's flow in the tap, made at the first
+	 * tapped frame; req_tap: the request being streamed is tapped. */
+	struct px_tap_flow *tapf;
+	uint8_t tap_failed;
+	uint8_t req_tap;
 };
 
 static void conn_free(struct px_conn *conn);
@@ -175,6 +182,41 @@ static const char *api_name(int16_t key)
 {
 	const char *name = kd_api_name(key);
 	return name ? name : "?";
+}
+
+/* ---- tap (px-tap.h) ---- */
+
+/* The connection's flow in the tap, made at the first tapped frame
+ * between the client's and the broker's real addresses; NULL when there
+ * is none. */
+static struct px_tap_flow *tap_flow(struct px_conn *conn)
+{
+	if (conn->tapf || conn->tap_failed || !conn->px->tap || !conn->ubev)
+		return conn->tapf;
+	struct sockaddr_storage cs, us;
+	socklen_t cl = sizeof(cs), ul = sizeof(us);
+	evutil_socket_t cfd = bufferevent_getfd(conn->cbev), ufd = bufferevent_getfd(conn->ubev);
+	if (cfd < 0 || ufd < 0 || getpeername(cfd, (struct sockaddr *)&cs, &cl) ||
+	    getpeername(ufd, (struct sockaddr *)&us, &ul) ||
+	    !(conn->tapf =
+	          px_tap_flow_new(conn->px->tap, (struct sockaddr *)&cs, (struct sockaddr *)&us)))
+		conn->tap_failed = 1;
+	return conn->tapf;
+}
+
+/* The next frame of dir, of req's API, is tapped. */
+static void tap_frame(struct px_conn *conn, const struct px_req *req, int dir)
+{
+	struct px_tap_flow *f = req->tap ? tap_flow(conn) : NULL;
+	if (f)
+		px_tap_flow_frame(f, dir, req->key, req->ver);
+}
+
+/* n bytes of src from off went in dir (a tapped frame's). */
+static void tap_buf(struct px_conn *conn, int dir, struct evbuffer *src, size_t off, size_t n)
+{
+	if (conn->tapf && n)
+		px_tap_flow_buf(conn->tapf, dir, src, off, n);
 }
 
 /* ---- plain TCP transport ---- */
@@ -453,6 +495,7 @@ static void conn_free(struct px_conn *conn)
 	free(conn->reqs);
 	free(conn->acks0);
 	free(conn->se);
+	px_tap_flow_end(&conn->tapf);
 	close_upstream(conn);
 	if (conn->cbev)
 		bufferevent_free(conn->cbev);
@@ -963,6 +1006,8 @@ static int rules_act(struct px_conn *conn, struct evbuffer *in, struct px_req *r
 		conn_free(conn);
 		return -1;
 	}
+	if (req->tap)
+		tap_buf(conn, PX_TAP_C2S, in, 0, total);
 	evbuffer_drain(in, total);
 	PX_INC(px, bytes_in_client, total);
 	if (act == PX_J_DROP) {
@@ -1022,6 +1067,11 @@ static int c2s(struct px_conn *conn)
 	struct evbuffer *out = bufferevent_get_output(conn->ubev);
 	for (;;) {
 		if (conn->req_left) {
+			if (conn->req_tap)
+				tap_buf(conn, PX_TAP_C2S, in, 0,
+				        evbuffer_get_length(in) < conn->req_left
+				            ? evbuffer_get_length(in)
+				            : conn->req_left);
 			size_t n = forward(conn, in, conn->ubev, conn->req_left);
 			if (!n)
 				return 0;
@@ -1091,6 +1141,8 @@ static int c2s(struct px_conn *conn)
 			req.corr = -1;
 			req.sasl_mech = fi.sasl_mech;
 		}
+		req.tap = px->tap != NULL;
+		tap_frame(conn, &req, PX_TAP_C2S);
 		if (act != PX_J_FORWARD) {
 			if (rules_act(conn, in, &req, &fi, total, act) < 0)
 				return -1;
@@ -1111,6 +1163,7 @@ static int c2s(struct px_conn *conn)
 			PX_MAX(px, inflight_max, conn->rcount);
 		}
 		conn->req_left = total;
+		conn->req_tap = req.tap && conn->tapf;
 	}
 }
 
@@ -1127,6 +1180,9 @@ static void send_local(struct px_conn *conn, const struct px_req *req)
 {
 	struct evbuffer *out = bufferevent_get_output(conn->cbev);
 	evbuffer_add(out, req->local, req->local_len);
+	tap_frame(conn, req, PX_TAP_S2C);
+	if (req->tap && conn->tapf)
+		px_tap_flow_mem(conn->tapf, PX_TAP_S2C, req->local, req->local_len);
 	PX_INC(conn->px, bytes_out_client, req->local_len);
 	/* The access log reads the answer (its error) like a broker's. */
 	size_t copy = 0;
@@ -1236,6 +1292,7 @@ static int s2c_edit(struct px_conn *conn, struct kd_frame_info *fi, struct px_re
 	if (kd_stream_frame_commit(conn->ks, KD_S2C, fi, p, px_wall_us()) != KD_OK) {
 		/* the pairing state is the stream's concern; forwarding goes on */
 	}
+	size_t out0 = evbuffer_get_length(out);
 	if (rc == 1) {
 		evbuffer_drain(in, total);
 		evbuffer_add(out, wb.p, wb.len);
@@ -1243,6 +1300,10 @@ static int s2c_edit(struct px_conn *conn, struct kd_frame_info *fi, struct px_re
 	} else {
 		evbuffer_remove_buffer(in, out, total);
 		PX_INC(px, bytes_out_client, total);
+	}
+	if (matched && req->tap) {
+		tap_frame(conn, req, PX_TAP_S2C);
+		tap_buf(conn, PX_TAP_S2C, out, out0, evbuffer_get_length(out) - out0);
 	}
 	PX_INC(px, bytes_in_upstream, total);
 	kd_wbuf_free(&wb);
@@ -1541,10 +1602,14 @@ static int s2c_stream_edit(struct px_conn *conn, struct kd_frame_info *fi, int m
 	conn->cur_copy_len = copy_len;
 	conn->cur_trunc = trunc;
 	conn->resp_left = total;
+	tap_frame(conn, &conn->cur, PX_TAP_S2C);
+	size_t out0 = evbuffer_get_length(out);
 	if (rc == 1 && mode == PX_SE_PREFIX) {
 		/* The new prefix (its size fixed) replaces the old one. */
 		evbuffer_drain(in, se->stop);
 		evbuffer_add(out, wb.p, wb.len);
+		if (conn->cur.tap)
+			tap_buf(conn, PX_TAP_S2C, out, out0, wb.len);
 		PX_INC(px, bytes_in_upstream, se->stop);
 		PX_INC(px, bytes_out_client, wb.len);
 		conn->resp_left = total - se->stop;
@@ -1562,6 +1627,8 @@ static int s2c_stream_edit(struct px_conn *conn, struct kd_frame_info *fi, int m
 		evbuffer_drain(in, tlen);
 		evbuffer_add(out, wb.p, wb.len);
 		evbuffer_remove_buffer(in, out, total - se->end);
+		if (conn->cur.tap)
+			tap_buf(conn, PX_TAP_S2C, out, out0, evbuffer_get_length(out) - out0);
 		PX_INC(px, bytes_in_upstream, total);
 		PX_INC(px, bytes_out_client, nsize + 4);
 		conn->resp_left = 0;
@@ -1613,6 +1680,8 @@ static int s2c(struct px_conn *conn)
 				n = conn->resp_left;
 			if (conn->se && conn->se->mode)
 				se_pass(conn, in, n);
+			if (conn->cur_valid && conn->cur.tap)
+				tap_buf(conn, PX_TAP_S2C, in, 0, n);
 			n = forward(conn, in, conn->cbev, n);
 			if (!n)
 				return 0;
@@ -1736,6 +1805,7 @@ static int s2c(struct px_conn *conn)
 		conn->cur_rewritten = 0;
 		conn->cur_size = fi.size;
 		conn->resp_left = total;
+		tap_frame(conn, &conn->cur, PX_TAP_S2C);
 		if (fi.kind == KD_EV_RESPONSE &&
 		    kd_topics_wants(fi.req.api_key, fi.req.api_version) &&
 		    (conn->se || (conn->se = calloc(1, sizeof(*conn->se)))) &&

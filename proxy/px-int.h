@@ -157,6 +157,8 @@ struct px {
 	_Atomic uint64_t pauses_inflight, pauses_client_buffer, pauses_upstream;
 	/* The rules in force (NULL without a rules file). */
 	struct px_rules *rules;
+	/* The tap (px_conf.tap, px-tap.h), or NULL. */
+	struct px_tap *tap;
 	/* What the rules did: requests answered by kwire, split, dropped
 	 * (acks=0) or whose connection was closed (refused, undecodable). */
 	_Atomic uint64_t rules_answered, rules_split, rules_dropped, rules_closed;

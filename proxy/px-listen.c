@@ -35,6 +35,7 @@
 
 #include "kd.h"
 #include "px-int.h"
+#include "px-tap.h"
 #include "rule.h"
 
 #define PX_BACKLOG 512
@@ -202,6 +203,19 @@ struct px *px_new(const struct px_conf *conf, char *err, size_t errlen)
 			    "all four)",
 			    conf->rules);
 		rule_set_unref(&rs);
+	}
+	if (conf->tap) {
+		struct px_tap_opts to = {conf->tap_max_bytes, conf->tap_files,
+		                         conf->tap_buffer_bytes};
+		px->tap = px_tap_open(conf->tap, &to, rules_log, px, err, errlen);
+		if (!px->tap) {
+			px_rules_free(&px->rules);
+			kd_topics_free(&px->topics);
+			free(px->brokers);
+			px_conf_free(&px->conf);
+			free(px);
+			return NULL;
+		}
 	}
 	px->tp = &px_transport_tcp;
 	if (conf->advertise[0])
@@ -988,6 +1002,11 @@ struct px_rules *px_rules_of(const struct px *px)
 	return px->rules;
 }
 
+struct px_tap *px_tap_of(const struct px *px)
+{
+	return px->tap;
+}
+
 void px_free(struct px **pxp)
 {
 	struct px *px = *pxp;
@@ -1050,6 +1069,7 @@ void px_free(struct px **pxp)
 	free(px->brokers);
 	kd_topics_free(&px->topics);
 	px_rules_free(&px->rules);
+	px_tap_close(&px->tap); /* after every connection ended its flow */
 	px_conf_free(&px->conf);
 	free(px);
 	*pxp = NULL;

@@ -104,6 +104,13 @@ struct px_conf {
 	/* rules: the rules file (docs/rules.md), NULL = none. Reloaded on
 	 * SIGHUP and when it changes. */
 	char *rules;
+	/* tap: a pcapng file of what kwire forwards (px-tap.h), NULL = off;
+	 * rotated once it would exceed tap_max_bytes (0 = never), keeping
+	 * tap_files files; tap_buffer_bytes bounds what waits for the disk. */
+	char *tap;
+	uint64_t tap_max_bytes;
+	unsigned tap_files;
+	size_t tap_buffer_bytes;
 	struct px_hostport admin;
 	/* log_level: 0 errors, 1 warnings, 2 info (default), 3 debug. */
 	int log_level;

@@ -91,6 +91,9 @@ void px_free(struct px **px);
  * (SIGHUP) reloads them too. */
 struct px_rules;
 struct px_rules *px_rules_of(const struct px *px);
+/* The tap (px_conf.tap, px-tap.h), or NULL. */
+struct px_tap;
+struct px_tap *px_tap_of(const struct px *px);
 
 /* The bound bootstrap port (useful with listen port 0). */
 uint16_t px_listen_port(const struct px *px);
