@@ -26,8 +26,9 @@
 /* Detection buffers at most this many bytes per direction before it
  * decides with what it has. */
 #define DET_MAX (64u * 1024)
-/* In-flight requests kept per flow, and bytes of request bodies kept for
- * the json/verbose/records outputs, before the oldest goes out unanswered. */
+/* In-flight requests kept per flow (the stream's FIFO bound: the oldest
+ * then goes out unanswered), and bytes of request bodies kept for the
+ * json/verbose/records outputs (a request past it keeps no body). */
 #define PEND_MAX 4096u
 #define PEND_BYTES_MAX (256u << 20)
 /* Problems printed before they are only counted. */
@@ -62,8 +63,10 @@ struct an_det {
 	size_t nlog, caplog;
 };
 
+/* A request waiting for its response: the user value of its entry in the
+ * stream's in-flight FIFO (kd-stream.h), handed back with the response or
+ * in a KD_EV_POPPED event. */
 struct an_pend {
-	struct an_pend *next;
 	int64_t ts_us;
 	uint8_t *body; /* copy of the request body for json/verbose/records, or NULL */
 	size_t blen;
@@ -81,9 +84,8 @@ struct an_flow {
 	uint8_t midstream;  /* the stream must resync before its first frame */
 	struct kd_stream *stream;
 	struct an_det *det;
-	struct an_pend *ph, *pt;
-	unsigned npend;
-	size_t pend_bytes;
+	unsigned npend;    /* requests in the stream's FIFO with an an_pend */
+	size_t pend_bytes; /* their bodies */
 	uint64_t gaps, lost;
 	/* FL_PARKED: in cap_an's parked list; once a direction's detection
 	 * buffer is full, every later byte is only counted (skipping) */
@@ -692,15 +694,40 @@ static void pend_free(struct an_pend *pend)
 	free(pend);
 }
 
-/* Pops the oldest pending request and emits it unanswered. */
-static void pend_pop_unanswered(struct cap_an *an, struct an_flow *fl)
+static struct an_pend *pend_of(const struct kd_req_info *info)
 {
-	struct an_pend *pend = fl->ph;
-	fl->ph = pend->next;
-	if (!fl->ph)
-		fl->pt = NULL;
-	fl->npend--;
-	fl->pend_bytes -= pend->blen;
+	return (struct an_pend *)(uintptr_t)info->user;
+}
+
+/* The stream hands back a request's an_pend: it leaves the flow's count. */
+static struct an_pend *pend_take(struct an_flow *fl, const struct kd_req_info *info)
+{
+	struct an_pend *pend = pend_of(info);
+	if (pend) {
+		fl->npend--;
+		fl->pend_bytes -= pend->blen;
+	}
+	return pend;
+}
+
+/* Puts pend behind the request (or token) the stream just took in. */
+static void pend_keep(struct an_flow *fl, struct an_pend *pend)
+{
+	if (kd_stream_set_user(fl->stream, (uintptr_t)pend) != 0) {
+		pend_free(pend); /* cannot happen: a request awaiting an answer */
+		return;
+	}
+	fl->npend++;
+	fl->pend_bytes += pend->blen;
+}
+
+/* A request the stream popped without a response (a later one was
+ * answered, the FIFO was full, or the flow ended): emitted unanswered. */
+static void on_popped(struct cap_an *an, struct an_flow *fl, const struct kd_event *ev)
+{
+	struct an_pend *pend = pend_take(fl, &ev->req);
+	if (!pend)
+		return;
 	pair_emit(an, fl, pend, &pend->sum, NULL, 0, 0);
 	pend_free(pend);
 }
@@ -713,7 +740,6 @@ static void on_request(struct cap_an *an, struct an_flow *fl, const struct kd_ev
 		an_problem(an, fl, "out of memory");
 		return;
 	}
-	pend->next = NULL;
 	pend->ts_us = (int64_t)ev->ts_us;
 	pend->body = NULL;
 	pend->blen = 0;
@@ -757,15 +783,7 @@ static void on_request(struct cap_an *an, struct an_flow *fl, const struct kd_ev
 		pend_free(pend);
 		return;
 	}
-	if (fl->pt)
-		fl->pt->next = pend;
-	else
-		fl->ph = pend;
-	fl->pt = pend;
-	fl->npend++;
-	fl->pend_bytes += pend->blen;
-	while (fl->npend > PEND_MAX || fl->pend_bytes > PEND_BYTES_MAX)
-		pend_pop_unanswered(an, fl);
+	pend_keep(fl, pend);
 }
 
 static void on_response(struct cap_an *an, struct an_flow *fl, const struct kd_event *ev)
@@ -778,27 +796,10 @@ static void on_response(struct cap_an *an, struct an_flow *fl, const struct kd_e
 	struct kd_summary *sum;
 	struct kd_summary *own = NULL;
 
-	if (!(ev->flags & KD_EVF_UNPAIRED)) {
-		/* Older requests the stream popped unanswered go out first. */
-		while (fl->ph && fl->ph->sum.correlation_id != ev->req.correlation_id) {
-			struct an_pend *p = fl->ph;
-			int later = 0;
-			for (struct an_pend *q = p->next; q; q = q->next)
-				if (q->sum.correlation_id == ev->req.correlation_id)
-					later = 1;
-			if (!later)
-				break;
-			pend_pop_unanswered(an, fl);
-		}
-		if (fl->ph && fl->ph->sum.correlation_id == ev->req.correlation_id) {
-			pend = fl->ph;
-			fl->ph = pend->next;
-			if (!fl->ph)
-				fl->pt = NULL;
-			fl->npend--;
-			fl->pend_bytes -= pend->blen;
-		}
-	}
+	/* Older requests the stream popped unanswered went out first
+	 * (on_popped). */
+	if (!(ev->flags & KD_EVF_UNPAIRED))
+		pend = pend_take(fl, &ev->req);
 	if (pend) {
 		sum = &pend->sum;
 	} else {
@@ -811,7 +812,7 @@ static void on_response(struct cap_an *an, struct an_flow *fl, const struct kd_e
 		own->arena = &an->arena;
 		sum = own;
 		if (!(ev->flags & KD_EVF_UNPAIRED)) {
-			/* The stream knew the request, we did not keep it (FIFO cap). */
+			/* The stream knew the request; we could not keep it (memory). */
 			sum->flags |= KD_SUM_REQ;
 			sum->api_key = ev->req.api_key;
 			sum->api_version = ev->req.api_version;
@@ -866,13 +867,9 @@ static void on_opaque(struct cap_an *an, struct an_flow *fl, const struct kd_eve
 	struct an_pend *pend;
 
 	if (ev->dir == KD_S2C) {
-		pend = fl->ph;
-		if (!pend || !(pend->sum.flags & KD_SUM_SASL_TOKEN))
-			return; /* a reply to a token kept no more (FIFO cap) */
-		fl->ph = pend->next;
-		if (!fl->ph)
-			fl->pt = NULL;
-		fl->npend--;
+		pend = (ev->flags & KD_EVF_UNPAIRED) ? NULL : pend_take(fl, &ev->req);
+		if (!pend)
+			return; /* a reply to a token not kept (memory) */
 		pend->sum.flags |= KD_SUM_RESP;
 		pend->sum.resp_bytes = ev->frame_len;
 		pend->sum.latency_us = ev->latency_us;
@@ -885,7 +882,6 @@ static void on_opaque(struct cap_an *an, struct an_flow *fl, const struct kd_eve
 		an_problem(an, fl, "out of memory");
 		return;
 	}
-	pend->next = NULL;
 	pend->ts_us = (int64_t)ev->ts_us;
 	pend->body = NULL;
 	pend->blen = 0;
@@ -901,14 +897,7 @@ static void on_opaque(struct cap_an *an, struct an_flow *fl, const struct kd_eve
 		pend_free(pend);
 		return;
 	}
-	if (fl->pt)
-		fl->pt->next = pend;
-	else
-		fl->ph = pend;
-	fl->pt = pend;
-	fl->npend++;
-	while (fl->npend > PEND_MAX)
-		pend_pop_unanswered(an, fl);
+	pend_keep(fl, pend);
 }
 
 static void on_event(void *arg, const struct kd_event *ev)
@@ -924,6 +913,9 @@ static void on_event(void *arg, const struct kd_event *ev)
 		break;
 	case KD_EV_OPAQUE:
 		on_opaque(an, fl, ev);
+		break;
+	case KD_EV_POPPED:
+		on_popped(an, fl, ev);
 		break;
 	case KD_EV_ERROR:
 		an_problem(an, fl, "%s stream broken at byte %llu: %s",
@@ -957,6 +949,7 @@ static int an_start_stream(struct cap_an *an, struct an_flow *fl)
 {
 	struct kd_stream_cfg cfg = {0};
 	cfg.collect_bodies = 1;
+	cfg.max_inflight = PEND_MAX;
 	cfg.midstream = fl->midstream;
 	cfg.on_event = on_event;
 	cfg.arg = fl;
@@ -1526,8 +1519,8 @@ static void flow_end(struct cap_an *an, struct an_flow *fl)
 		det_conclude(an, fl, 1);
 	if (fl->state == FL_PARKED)
 		park_remove(an, fl); /* not decoded */
-	while (fl->ph)
-		pend_pop_unanswered(an, fl);
+	if (fl->stream)
+		kd_stream_drain(fl->stream); /* what is pending goes out unanswered */
 	if (fl->stream) {
 		const struct kd_stream_stats *ss = kd_stream_stats(fl->stream);
 		if (an->stats)

@@ -17,6 +17,8 @@ enum kd_ev_type {
 	KD_EV_OPAQUE, /* a SASL v0 raw token frame (no Kafka header) */
 	KD_EV_ERROR,  /* garbage: the direction is broken from now on */
 	KD_EV_SKIP,   /* bytes skipped while resyncing */
+	KD_EV_POPPED, /* a request left the in-flight FIFO without a response (ev.req): see
+	               * "Who owns a request's user value" in kd-stream.h */
 };
 
 enum kd_ev_flag {
@@ -32,8 +34,11 @@ enum kd_ev_flag {
 	KD_EVF_SASL_END = 1 << 8,    /* this frame ended the SASL v0 exchange: the client's
 	                              * next frame is a Kafka request */
 	KD_EVF_LOCAL = 1 << 9,       /* set by the caller before commit: a request the caller
-	                              * answers itself (the peer never sees it), so no
-	                              * response is awaited (rules: kwire's own answers) */
+	                              * answers itself (the peer never sees it). It keeps its
+	                              * place in the FIFO, so that its answer goes out in
+	                              * order, but no response is paired with it
+	                              * (kd_stream_pop_local; rules: kwire's own answers).
+	                              * KD_EV_POPPED: the entry was such a request */
 };
 
 /* Whether a stream may meet SASL v0 opaque token frames. */
@@ -55,6 +60,7 @@ struct kd_req_info {
 	uint64_t ts_us; /* timestamp of the request's first byte */
 	uint64_t user;  /* kd_frame_info.user of the request, for the caller */
 	uint8_t opaque; /* a SASL token, not a Kafka request */
+	uint8_t local;  /* committed with KD_EVF_LOCAL: the caller answers it */
 	uint8_t hdr_version;
 	uint8_t sasl_mech; /* SaslHandshake: the mechanism named (enum kd_sasl_mech) */
 };
@@ -98,10 +104,13 @@ struct kd_event {
 	struct kd_resp_hdr resp_hdr; /* KD_EV_RESPONSE */
 	/* KD_EV_RESPONSE and S2C KD_EV_OPAQUE: the request it answers (valid
 	 * unless KD_EVF_UNPAIRED), its timestamp, and the latency from the
-	 * request's first byte to the response's last byte. */
+	 * request's first byte to the response's last byte. KD_EV_POPPED: the
+	 * request that left the FIFO (flags: KD_EVF_LOCAL, KD_EVF_CID_SKIP,
+	 * KD_EVF_OVERFLOW or KD_EVF_SASL_END say why; none: kd_stream_drain). */
 	struct kd_req_info req;
 	int64_t latency_us;
-	uint32_t popped; /* KD_EVF_CID_SKIP: requests popped unanswered */
+	uint32_t popped; /* KD_EVF_CID_SKIP: requests popped unanswered (each had its
+	                  * KD_EV_POPPED event first) */
 	int16_t acks;    /* Produce requests: Acks, -2 unknown */
 	/* SaslHandshake requests: the mechanism named; KD_EV_OPAQUE: the
 	 * mechanism of the SASL v0 exchange (enum kd_sasl_mech, kd-sasl.h). */

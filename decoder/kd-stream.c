@@ -120,6 +120,7 @@ struct kd_stream {
 	size_t id_bytes;
 	unsigned id_last;
 	uint8_t c2s_opaque;
+	uint8_t pushed_now; /* the event being delivered pushed the newest entry */
 	struct sasl_track sasl;
 	struct kd_view last_client_id; /* interned; last seen request's */
 	struct kd_stream_stats st;
@@ -194,14 +195,46 @@ static void fifo_pop(struct kd_stream *s, uint32_t n)
 	s->st.inflight = s->fcount;
 }
 
+static void emit(struct kd_stream *s, struct kd_event *ev);
+
+/* Tells the caller that entry e leaves the FIFO without a response
+ * (KD_EV_POPPED, why: KD_EVF_* reason). A local entry is not counted as
+ * unanswered: its answer is the caller's. */
+static void popped(struct kd_stream *s, const struct kd_req_info *e, uint16_t why)
+{
+	struct kd_event ev = {0};
+
+	ev.type = KD_EV_POPPED;
+	ev.dir = KD_C2S;
+	ev.flags = (uint16_t)(why | (e->local ? KD_EVF_LOCAL : 0));
+	ev.req = *e;
+	ev.ts_us = e->ts_us;
+	ev.ts_end_us = e->ts_us;
+	if (!e->local)
+		s->st.unanswered++;
+	emit(s, &ev);
+}
+
+/* Pops the n oldest entries, each announced as popped for why. */
+static void fifo_pop_announce(struct kd_stream *s, uint32_t n, uint16_t why)
+{
+	while (n--) {
+		struct kd_req_info e = *fifo_at(s, 0);
+
+		fifo_pop(s, 1);
+		popped(s, &e, why);
+	}
+}
+
 /* Appends an entry; when the FIFO is at max_inflight the oldest entry is
- * dropped and 1 is returned. KD_ENOMEM when growing fails. */
+ * dropped (and announced) and 1 is returned. KD_ENOMEM when growing
+ * fails. */
 static int fifo_push(struct kd_stream *s, const struct kd_req_info *info)
 {
 	int dropped = 0;
 
 	if (s->fcount >= s->cfg.max_inflight) {
-		fifo_pop(s, 1);
+		fifo_pop_announce(s, 1, KD_EVF_OVERFLOW);
 		s->st.overflow++;
 		dropped = 1;
 	}
@@ -227,32 +260,61 @@ static int fifo_push(struct kd_stream *s, const struct kd_req_info *info)
 	return dropped;
 }
 
-/* Index of the oldest in-flight Kafka request (not a token) with this
- * correlation id at or after index from, or -1. */
+/* Index of the oldest in-flight Kafka request (not a token, not one the
+ * caller answers) with this correlation id at or after index from, or
+ * -1. */
 static int32_t fifo_find(struct kd_stream *s, int32_t cid, uint32_t from)
 {
 	for (uint32_t i = from; i < s->fcount; i++) {
 		struct kd_req_info *e = fifo_at(s, i);
 
-		if (!e->opaque && e->correlation_id == cid)
+		if (!e->opaque && !e->local && e->correlation_id == cid)
 			return (int32_t)i;
 	}
 	return -1;
 }
 
-/* Removes every SASL token entry, keeping the order of the rest. */
+/* Index of the oldest entry a peer's frame can answer (not a local
+ * one), or -1. */
+static int32_t fifo_first_remote(struct kd_stream *s)
+{
+	for (uint32_t i = 0; i < s->fcount; i++)
+		if (!fifo_at(s, i)->local)
+			return (int32_t)i;
+	return -1;
+}
+
+/* Whether the peer's next frame answers a SASL token. */
+static int token_in_flight(struct kd_stream *s)
+{
+	int32_t i = fifo_first_remote(s);
+
+	return i >= 0 && fifo_at(s, (uint32_t)i)->opaque;
+}
+
+/* Removes every SASL token entry, keeping the order of the rest; each
+ * removed one is announced once the FIFO is consistent again. A client
+ * has one token in flight at a time, so gone[] is a bound no exchange
+ * reaches; should one, the rest are removed unannounced (their user
+ * values are the caller's to forget). */
 static void fifo_drop_tokens(struct kd_stream *s)
 {
-	uint32_t w = 0;
+	uint32_t w = 0, n = s->fcount;
+	struct kd_req_info gone[8];
+	unsigned ngone = 0;
 
-	for (uint32_t i = 0; i < s->fcount; i++) {
+	for (uint32_t i = 0; i < n; i++) {
 		struct kd_req_info e = *fifo_at(s, i);
 
 		if (!e.opaque)
 			*fifo_at(s, w++) = e;
+		else if (ngone < sizeof(gone) / sizeof(gone[0]))
+			gone[ngone++] = e;
 	}
 	s->fcount = w;
 	s->st.inflight = w;
+	for (unsigned i = 0; i < ngone; i++)
+		popped(s, &gone[i], KD_EVF_SASL_END);
 }
 
 static void emit(struct kd_stream *s, struct kd_event *ev)
@@ -460,8 +522,9 @@ static int begin_response(struct kd_stream *s, const uint8_t *p, size_t avail,
 		fi->req = *fifo_at(s, (uint32_t)fi->match);
 		key = fi->req.api_key;
 		ver = fi->req.api_version;
-		if (fi->match > 0)
-			fi->flags |= KD_EVF_CID_SKIP;
+		for (uint32_t i = 0; i < (uint32_t)fi->match; i++)
+			if (!fifo_at(s, i)->local)
+				fi->flags |= KD_EVF_CID_SKIP;
 	} else {
 		fi->flags |= KD_EVF_UNPAIRED | KD_EVF_HDR_GUESS;
 	}
@@ -551,8 +614,8 @@ static int begin_s2c_opaque(struct kd_stream *s, const uint8_t *p, size_t avail,
 	int step = SASL_GO_ON;
 
 	fi->kind = KD_EV_OPAQUE;
-	fi->match = 0;
-	fi->req = *fifo_at(s, 0);
+	fi->match = fifo_first_remote(s);
+	fi->req = *fifo_at(s, (uint32_t)fi->match);
 	fi->sasl_mech = t->mech;
 	fi->need = 4;
 	if (t->fallback)
@@ -639,7 +702,7 @@ static int frame_begin(struct kd_stream *s, enum kd_dir dir, const uint8_t *p, s
 		}
 		return begin_request(s, p, avail, fi);
 	}
-	if (s->fcount && fifo_at(s, 0)->opaque)
+	if (token_in_flight(s))
 		return begin_s2c_opaque(s, p, avail, fi);
 	return begin_response(s, p, avail, fi);
 }
@@ -720,11 +783,14 @@ static int commit_frame(struct kd_stream *s, enum kd_dir dir, struct kd_frame_in
 		s->last_client_id = fi->req_hdr.client_id;
 		ev.sasl_mech = fi->sasl_mech;
 		s->st.requests++;
-		if ((fi->req_hdr.api_key == KD_API_PRODUCE && fi->acks == 0) ||
-		    (fi->flags & KD_EVF_LOCAL)) {
+		if (fi->req_hdr.api_key == KD_API_PRODUCE && fi->acks == 0) {
 			ev.flags |= KD_EVF_NO_RESPONSE;
 			s->st.no_response++;
 			break;
+		}
+		if (fi->flags & KD_EVF_LOCAL) {
+			s->st.no_response++; /* from the peer */
+			info.local = 1;
 		}
 		info.api_key = fi->req_hdr.api_key;
 		info.api_version = fi->req_hdr.api_version;
@@ -749,11 +815,21 @@ static int commit_frame(struct kd_stream *s, enum kd_dir dir, struct kd_frame_in
 		ev.req = *fifo_at(s, (uint32_t)fi->match);
 		ev.latency_us = (int64_t)(ts_end - ev.req.ts_us);
 		if (fi->match > 0) {
-			ev.flags |= KD_EVF_CID_SKIP;
-			ev.popped = (uint32_t)fi->match;
-			s->st.unanswered += (uint32_t)fi->match;
+			/* Older entries leave first: the caller's answers to local
+			 * ones, then the unanswered (each announced). */
+			uint64_t before = s->st.unanswered;
+
+			fifo_pop_announce(s, (uint32_t)fi->match, KD_EVF_CID_SKIP);
+			if (s->st.unanswered > before) {
+				ev.flags |= KD_EVF_CID_SKIP;
+				ev.popped = (uint32_t)(s->st.unanswered - before);
+			} else {
+				ev.flags &= (uint16_t)~KD_EVF_CID_SKIP;
+			}
+		} else {
+			ev.flags &= (uint16_t)~KD_EVF_CID_SKIP;
 		}
-		fifo_pop(s, (uint32_t)fi->match + 1);
+		fifo_pop(s, 1);
 		if (ev.req.api_key == KD_API_SASL_HANDSHAKE && ev.req.api_version == 0 &&
 		    fi->error_code == 0 && s->cfg.sasl != KD_SASL_OFF)
 			sasl_begin(s, ev.req.sasl_mech);
@@ -775,9 +851,12 @@ static int commit_frame(struct kd_stream *s, enum kd_dir dir, struct kd_frame_in
 			info.opaque = 1;
 			goto push;
 		}
-		if (s->fcount && fifo_at(s, 0)->opaque) {
-			ev.req = *fifo_at(s, 0);
+		if (token_in_flight(s)) {
+			uint32_t k = (uint32_t)fifo_first_remote(s);
+
+			ev.req = *fifo_at(s, k);
 			ev.latency_us = (int64_t)(ts_end - ev.req.ts_us);
+			fifo_pop_announce(s, k, 0); /* local answers before it */
 			fifo_pop(s, 1);
 		} else {
 			ev.flags |= KD_EVF_UNPAIRED;
@@ -809,11 +888,13 @@ push:
 	}
 	if (rc == 1)
 		ev.flags |= KD_EVF_OVERFLOW;
+	s->pushed_now = 1;
 deliver:
 	/* The caller of kd_stream_frame_commit reads what commit learned. */
 	fi->flags = (uint16_t)(ev.flags & ~KD_EVF_BODY);
 	s->st.frames[dir]++;
 	emit(s, &ev);
+	s->pushed_now = 0;
 	return KD_OK;
 }
 
@@ -1310,6 +1391,33 @@ void kd_stream_reset(struct kd_stream *s)
 	init_state(s);
 }
 
+int kd_stream_pop_local(struct kd_stream *s, struct kd_req_info *out)
+{
+	if (!s->fcount || !fifo_at(s, 0)->local)
+		return 0;
+	*out = *fifo_at(s, 0);
+	fifo_pop(s, 1);
+	return 1;
+}
+
+int kd_stream_set_user(struct kd_stream *s, uint64_t user)
+{
+	if (!s->pushed_now || !s->fcount)
+		return -1;
+	fifo_at(s, s->fcount - 1)->user = user;
+	return 0;
+}
+
+void kd_stream_drain(struct kd_stream *s)
+{
+	fifo_pop_announce(s, s->fcount, 0);
+}
+
+uint32_t kd_stream_inflight(const struct kd_stream *s)
+{
+	return s->fcount;
+}
+
 const struct kd_stream_stats *kd_stream_stats(const struct kd_stream *s)
 {
 	return &s->st;
@@ -1344,6 +1452,8 @@ const char *kd_ev_type_name(int type)
 		return "error";
 	case KD_EV_SKIP:
 		return "skip";
+	case KD_EV_POPPED:
+		return "popped";
 	}
 	return "?";
 }

@@ -13,7 +13,7 @@
  *   the bytes (evbuffers) and asks the decoder about one frame at a time.
  *
  * Events go to cfg.on_event synchronously; a callback must not feed the
- * same stream. */
+ * same stream (nor call it, except kd_stream_set_user). */
 #ifndef KD_STREAM_H
 #define KD_STREAM_H
 
@@ -56,6 +56,37 @@ int kd_stream_frame_begin(struct kd_stream *s, enum kd_dir dir, const uint8_t *p
  * of its first, unless fi->ts_us is set). Returns KD_OK or KD_EBROKEN. */
 int kd_stream_frame_commit(struct kd_stream *s, enum kd_dir dir, struct kd_frame_info *fi,
                            const uint8_t *frame, uint64_t ts_us);
+
+/* Who owns a request's user value. A request that awaits an answer enters
+ * the in-flight FIFO with a caller's value (kd_frame_info.user before
+ * commit, or kd_stream_set_user from its KD_EV_REQUEST callback), and
+ * leaves it exactly once, handing the value back:
+ * - with the KD_EV_RESPONSE (or server KD_EV_OPAQUE) that answers it, in
+ *   ev.req.user;
+ * - in a KD_EV_POPPED event, without an answer: an older request skipped
+ *   by a response to a later one (KD_EVF_CID_SKIP, delivered before that
+ *   response), pushed out of a full FIFO (KD_EVF_OVERFLOW), a SASL token
+ *   still in flight when the exchange ended (KD_EVF_SASL_END), a local
+ *   request reached by a response behind it (KD_EVF_LOCAL: its answer is
+ *   due now), or kd_stream_drain();
+ * - through kd_stream_pop_local(), for a local request at the head.
+ * kd_stream_free() and kd_stream_reset() forget what is left: a caller
+ * whose values own memory calls kd_stream_drain() first. This FIFO is the
+ * only list of in-flight requests: the proxy and the analyzer keep their
+ * per-request state behind the user value. */
+
+/* During the KD_EV_REQUEST (or client KD_EV_OPAQUE) callback of a request
+ * that entered the FIFO: sets its user value. -1 when the event pushed
+ * nothing (Produce Acks=0, the last SASL token). */
+int kd_stream_set_user(struct kd_stream *s, uint64_t user);
+/* When the oldest in-flight request is a local one (KD_EVF_LOCAL), pops it
+ * into *out and returns 1; else 0. Not from a callback. */
+int kd_stream_pop_local(struct kd_stream *s, struct kd_req_info *out);
+/* Pops every in-flight request, each announced by a KD_EV_POPPED event
+ * (flags 0, or KD_EVF_LOCAL). Not from a callback. */
+void kd_stream_drain(struct kd_stream *s);
+/* Requests in flight (local ones included). */
+uint32_t kd_stream_inflight(const struct kd_stream *s);
 
 /* Counters; valid until the next call on s. */
 const struct kd_stream_stats *kd_stream_stats(const struct kd_stream *s);

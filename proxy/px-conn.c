@@ -95,7 +95,8 @@ struct px_sedit {
 	uint8_t name[KD_WALK_CAP];
 };
 
-/* What the proxy remembers of one in-flight request. */
+/* What the proxy remembers of one in-flight request: the user value of
+ * its kd_stream FIFO entry (req_of). */
 struct px_req {
 	int32_t corr;
 	int16_t key; /* -1: a SASL opaque token */
@@ -144,8 +145,7 @@ struct px_conn {
 	struct px_sedit *se;
 	uint8_t warned_trailing; /* bytes after a body: warned once */
 	/* The response being streamed: emitted to on_pair at its last byte. */
-	struct px_req cur;
-	uint8_t cur_valid;
+	struct px_req *cur;
 	uint8_t cur_rewritten;
 	uint32_t cur_size;
 	uint8_t *cur_copy;
@@ -157,10 +157,12 @@ struct px_conn {
 	int32_t *acks0;
 	unsigned acks0_next;
 	uint32_t drop_left; /* bytes of a dropped response still to drain */
-	/* In-flight FIFO (ring). */
-	struct px_req *reqs;
-	unsigned rhead, rcount, rcap;
-	size_t wm; /* watermark: max(buffer_bytes, PX_MIN_WATERMARK) */
+	/* The in-flight FIFO is the stream's (kd_stream_inflight): each entry's
+	 * user value is its struct px_req, owned by the proxy from commit until
+	 * the entry leaves the FIFO (kd-stream.h "Who owns a request's user
+	 * value"). */
+	uint8_t freeing; /* conn_free drains the FIFO: nothing is sent */
+	size_t wm;       /* watermark: max(buffer_bytes, PX_MIN_WATERMARK) */
 	char client_addr[64];
 	/* Who the client is (px_conn_set_principal: mTLS, SASL), "" none. */
 	char principal[PX_PRINCIPAL_MAX];
@@ -364,68 +366,27 @@ static void req_release(struct px_req *req)
 	}
 }
 
-static int ring_push(struct px_conn *conn, const struct px_req *req)
+static void req_free(struct px_req *req)
 {
-	if (conn->rcount == conn->rcap) {
-		unsigned ncap = conn->rcap ? conn->rcap * 2 : 8;
-		struct px_req *n = malloc(ncap * sizeof(*n));
-		if (!n)
-			return -1;
-		for (unsigned i = 0; i < conn->rcount; i++)
-			n[i] = conn->reqs[(conn->rhead + i) % conn->rcap];
-		free(conn->reqs);
-		conn->reqs = n;
-		conn->rcap = ncap;
-		conn->rhead = 0;
+	if (req) {
+		req_release(req);
+		free(req);
 	}
-	conn->reqs[(conn->rhead + conn->rcount) % conn->rcap] = *req;
-	conn->rcount++;
-	return 0;
 }
 
-/* The FIFO index of the request a response answers, or -1 when none
- * does (an unsolicited response). A SASL token answers the head. */
+/* The struct px_req of a FIFO entry (NULL: none was attached). */
+static struct px_req *req_of(const struct kd_req_info *info)
+{
+	return (struct px_req *)(uintptr_t)info->user;
+}
+
+static uint32_t inflight(const struct px_conn *conn)
+{
+	return kd_stream_inflight(conn->ks);
+}
+
 static void send_local(struct px_conn *conn, const struct px_req *req);
 static void flush_local(struct px_conn *conn);
-
-static int ring_find(const struct px_conn *conn, int32_t corr, int opaque)
-{
-	if (opaque)
-		return conn->rcount ? 0 : -1;
-	for (unsigned i = 0; i < conn->rcount; i++) {
-		const struct px_req *r = &conn->reqs[(conn->rhead + i) % conn->rcap];
-		if (r->corr == corr && !r->local) /* kwire answers those itself */
-			return (int)i;
-	}
-	return -1;
-}
-
-/* Pops the request a response answers into *out. Requests before it
- * (their responses never came: a broker bug) are counted as errors.
- * Returns 0, or -1 when nothing matches. A SASL token (corr < 0 here)
- * matches the head. */
-static int ring_pop(struct px_conn *conn, int32_t corr, int opaque, struct px_req *out)
-{
-	int skip = ring_find(conn, corr, opaque);
-	if (skip < 0)
-		return -1;
-	for (int i = 0; i < skip; i++) {
-		struct px_req *r = &conn->reqs[conn->rhead];
-		if (r->local) {
-			send_local(conn, r);
-		} else {
-			px_count_api(conn->px, r->key, r->ver, PX_CNT_ERR);
-			emit_pair(conn, r, 0, NULL, 0, 0, 1, 0);
-		}
-		req_release(r);
-		conn->rhead = (conn->rhead + 1) % conn->rcap;
-		conn->rcount--;
-	}
-	*out = conn->reqs[conn->rhead];
-	conn->rhead = (conn->rhead + 1) % conn->rcap;
-	conn->rcount--;
-	return 0;
-}
 
 /* Produce with acks=0 gets no response (ProduceRequest.json), but
  * librdkafka's mock cluster answers it all the same; clients ignore such
@@ -466,6 +427,19 @@ static void on_stream_event(void *arg, const struct kd_event *ev)
 	if (ev->type == KD_EV_ERROR)
 		px_log(conn->px, 1, "%s: %s: %s", conn->client_addr,
 		       ev->dir == KD_C2S ? "client" : "broker", ev->msg ? ev->msg : "bad frame");
+	if (ev->type != KD_EV_POPPED || !req_of(&ev->req))
+		return;
+	/* A request left the FIFO without the broker's answer: kwire's own
+	 * answer, due now (a response to a later request came), or a request
+	 * never answered (the broker skipped it, or the connection ends). */
+	struct px_req *r = req_of(&ev->req);
+	if ((ev->flags & KD_EVF_LOCAL) && !conn->freeing) {
+		send_local(conn, r);
+	} else {
+		px_count_api(conn->px, r->key, r->ver, PX_CNT_ERR);
+		emit_pair(conn, r, 0, NULL, 0, 0, 1, 0);
+	}
+	req_free(r);
 }
 
 static void close_upstream(struct px_conn *conn)
@@ -480,19 +454,12 @@ static void conn_free(struct px_conn *conn)
 {
 	struct px_worker *wk = conn->wk;
 	struct px *px = conn->px;
-	/* Requests that will never be answered. */
-	while (conn->rcount) {
-		struct px_req *r = &conn->reqs[conn->rhead];
-		px_count_api(px, r->key, r->ver, PX_CNT_ERR);
-		emit_pair(conn, r, 0, NULL, 0, 0, 1, 0);
-		req_release(r);
-		conn->rhead = (conn->rhead + 1) % conn->rcap;
-		conn->rcount--;
-	}
-	if (conn->cur_valid)
-		req_release(&conn->cur);
+	/* Requests that will never be answered (on_stream_event). */
+	conn->freeing = 1;
+	if (conn->ks)
+		kd_stream_drain(conn->ks);
+	req_free(conn->cur);
 	free(conn->cur_copy);
-	free(conn->reqs);
 	free(conn->acks0);
 	free(conn->se);
 	px_tap_flow_end(&conn->tapf);
@@ -570,7 +537,7 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
 	}
 	/* The client left and its last requests were not answered in time. */
 	px_log(conn->px, 2, "%s: %u request(s) unanswered after the client left", conn->client_addr,
-	       conn->rcount);
+	       inflight(conn));
 	conn_free(conn);
 }
 
@@ -754,7 +721,7 @@ static void cl_event_cb(struct bufferevent *bev, short what, void *arg)
 	struct px_conn *conn = arg;
 	(void)bev;
 	if (what & BEV_EVENT_TIMEOUT) {
-		if ((conn->rcount && !conn->req_left) || conn->closing) {
+		if ((inflight(conn) && !conn->req_left) || conn->closing) {
 			/* Waiting for responses is not idleness; a client silent
 			 * in the middle of a request is. */
 			pump(conn);
@@ -814,8 +781,8 @@ void px_conn_new(struct px_worker *wk, const struct px_handoff *ho)
 	struct kd_stream_cfg cfg;
 	memset(&cfg, 0, sizeof(cfg));
 	cfg.max_frame = px->conf.max_frame;
-	/* Our own FIFO bounds in-flight requests; the stream's must never be
-	 * the one that overflows. */
+	/* max_inflight pauses the client before the stream's FIFO (the
+	 * proxy's only one) could overflow. */
 	cfg.max_inflight = px->conf.max_inflight + 16;
 	cfg.sasl = KD_SASL_AUTO;
 	cfg.on_event = on_stream_event;
@@ -891,7 +858,7 @@ static int frame_begin(struct px_conn *conn, struct evbuffer *in, enum kd_dir di
 static size_t copy_need(const struct px_conn *conn, uint32_t total, int is_req)
 {
 	size_t limit = conn->px->hooks.frame_copy_max;
-	if (is_req && conn->rcount >= PX_COPY_FULL && limit > PX_COPY_SMALL)
+	if (is_req && inflight(conn) >= PX_COPY_FULL && limit > PX_COPY_SMALL)
 		limit = PX_COPY_SMALL;
 	return total < limit ? total : limit;
 }
@@ -987,8 +954,9 @@ static int judge(struct px_conn *conn, struct evbuffer *in, struct kd_frame_info
 }
 
 /* Does what the rules decided for a request that is not forwarded as it
- * is (act != PX_J_FORWARD); req was committed to the stream. Returns -1
- * when conn was freed, else 0. */
+ * is (act != PX_J_FORWARD); req was committed to the stream, and is in its
+ * FIFO (which owns it) unless fi says no response is due (then it is
+ * freed here). Returns -1 when conn was freed, else 0. */
 static int rules_act(struct px_conn *conn, struct evbuffer *in, struct px_req *req,
                      const struct kd_frame_info *fi, uint32_t total, int act)
 {
@@ -1002,7 +970,8 @@ static int rules_act(struct px_conn *conn, struct evbuffer *in, struct px_req *r
 		       "%s: %s v%d #%d refused by rule '%s', but its body does not decode: "
 		       "closing",
 		       conn->client_addr, api, req->ver, req->corr, rule);
-		req_release(req);
+		if (fi->flags & KD_EVF_NO_RESPONSE)
+			req_free(req);
 		conn_free(conn);
 		return -1;
 	}
@@ -1015,7 +984,7 @@ static int rules_act(struct px_conn *conn, struct evbuffer *in, struct px_req *r
 		px_log(px, 3, "%s: %s (acks=0) #%d refused by rule '%s' (%s): dropped",
 		       conn->client_addr, api, req->corr, rule, kd_error_name(jd->error));
 		emit_pair(conn, req, 0, NULL, 0, 0, 1, 0);
-		req_release(req);
+		req_free(req); /* acks=0: never in the FIFO */
 		return 0;
 	}
 	if (act == PX_J_SPLIT) {
@@ -1030,7 +999,7 @@ static int rules_act(struct px_conn *conn, struct evbuffer *in, struct px_req *r
 		if (fi->flags & KD_EVF_NO_RESPONSE) {
 			acks0_note(conn, req->corr);
 			emit_pair(conn, req, 0, NULL, 0, 0, 1, 0);
-			req_release(req);
+			req_free(req);
 			return 0;
 		}
 		req->split = malloc(sizeof(*req->split));
@@ -1048,13 +1017,12 @@ static int rules_act(struct px_conn *conn, struct evbuffer *in, struct px_req *r
 			req->local_len = jd->out.len;
 		}
 	}
-	if ((act == PX_J_SPLIT ? !req->split : !req->local) || ring_push(conn, req)) {
-		req_release(req);
+	if (act == PX_J_SPLIT ? !req->split : !req->local) {
 		px_log(px, 0, "%s: out of memory", conn->client_addr);
-		conn_free(conn);
+		conn_free(conn); /* which drains req */
 		return -1;
 	}
-	PX_MAX(px, inflight_max, conn->rcount);
+	PX_MAX(px, inflight_max, inflight(conn));
 	flush_local(conn);
 	return 0;
 }
@@ -1082,7 +1050,7 @@ static int c2s(struct px_conn *conn)
 		}
 		if (!evbuffer_get_length(in) || conn->draining)
 			return 0;
-		if (conn->rcount >= px->conf.max_inflight || evbuffer_get_length(out) >= conn->wm)
+		if (inflight(conn) >= px->conf.max_inflight || evbuffer_get_length(out) >= conn->wm)
 			return 0; /* flow() pauses the client */
 		struct kd_frame_info fi;
 		int rc = frame_begin(conn, in, KD_C2S, &fi);
@@ -1112,55 +1080,59 @@ static int c2s(struct px_conn *conn)
 			if (act == PX_J_ANSWER || act == PX_J_DROP || act == PX_J_CLOSE)
 				fi.flags |= KD_EVF_LOCAL;
 		}
-		struct px_req req;
-		memset(&req, 0, sizeof(req));
-		if (px->hooks.want_frames & PX_WANT_REQ) {
-			if (evbuffer_get_length(in) < copy_need(conn, total, 1))
-				return 0;
-			req.copy = copy_frame(conn, in, total, 1, &req.copy_len, &req.trunc);
+		if ((px->hooks.want_frames & PX_WANT_REQ) &&
+		    evbuffer_get_length(in) < copy_need(conn, total, 1))
+			return 0;
+		/* From the commit on, the stream's FIFO holds req (its user
+		 * value) when a response is due. */
+		struct px_req *req = calloc(1, sizeof(*req));
+		if (!req) {
+			px_log(px, 0, "%s: out of memory", conn->client_addr);
+			conn_free(conn);
+			return -1;
 		}
-		req.t_mono = px_now_us();
-		req.t_wall = px_wall_us();
-		req.size = fi.size;
-		fi.ts_us = req.t_wall;
-		if (kd_stream_frame_commit(conn->ks, KD_C2S, &fi, NULL, req.t_wall) != KD_OK) {
-			req_release(&req);
+		if (px->hooks.want_frames & PX_WANT_REQ)
+			req->copy = copy_frame(conn, in, total, 1, &req->copy_len, &req->trunc);
+		req->t_mono = px_now_us();
+		req->t_wall = px_wall_us();
+		req->size = fi.size;
+		if (fi.kind == KD_EV_REQUEST) {
+			req->key = fi.req_hdr.api_key;
+			req->ver = fi.req_hdr.api_version;
+			req->corr = fi.req_hdr.correlation_id;
+		} else {
+			req->key = -1; /* SASL v0 token: answered in order, no header */
+			req->corr = -1;
+			req->sasl_mech = fi.sasl_mech;
+		}
+		fi.ts_us = req->t_wall;
+		fi.user = (uintptr_t)req;
+		if (kd_stream_frame_commit(conn->ks, KD_C2S, &fi, NULL, req->t_wall) != KD_OK) {
+			req_free(req);
 			PX_INC(px, decode_errors, 1);
 			px_log(px, 1, "%s: request stream broken, closing", conn->client_addr);
 			conn_free(conn);
 			return -1;
 		}
 		if (fi.kind == KD_EV_REQUEST) {
-			req.key = fi.req_hdr.api_key;
-			req.ver = fi.req_hdr.api_version;
-			req.corr = fi.req_hdr.correlation_id;
-			req.client_id = fi.req_hdr.client_id;
-			px_count_api(px, req.key, req.ver, PX_CNT_REQ);
-		} else {
-			req.key = -1; /* SASL v0 token: answered in order, no header */
-			req.corr = -1;
-			req.sasl_mech = fi.sasl_mech;
+			req->client_id = fi.req_hdr.client_id; /* the stream's stable copy */
+			px_count_api(px, req->key, req->ver, PX_CNT_REQ);
 		}
 		req.tap = px->tap != NULL;
 		tap_frame(conn, &req, PX_TAP_C2S);
 		if (act != PX_J_FORWARD) {
-			if (rules_act(conn, in, &req, &fi, total, act) < 0)
+			if (rules_act(conn, in, req, &fi, total, act) < 0)
 				return -1;
 			continue;
 		}
 		if (fi.flags & KD_EVF_NO_RESPONSE) {
 			/* Produce acks=0, or the last token of a SASL v0 exchange */
 			if (fi.kind == KD_EV_REQUEST)
-				acks0_note(conn, req.corr);
-			emit_pair(conn, &req, 0, NULL, 0, 0, 1, 0);
-			req_release(&req);
-		} else if (ring_push(conn, &req)) {
-			req_release(&req);
-			px_log(px, 0, "%s: out of memory", conn->client_addr);
-			conn_free(conn);
-			return -1;
+				acks0_note(conn, req->corr);
+			emit_pair(conn, req, 0, NULL, 0, 0, 1, 0);
+			req_free(req);
 		} else {
-			PX_MAX(px, inflight_max, conn->rcount);
+			PX_MAX(px, inflight_max, inflight(conn));
 		}
 		conn->req_left = total;
 		conn->req_tap = req.tap && conn->tapf;
@@ -1197,12 +1169,12 @@ static void send_local(struct px_conn *conn, const struct px_req *req)
  * the requests before it. */
 static void flush_local(struct px_conn *conn)
 {
-	while (conn->rcount && conn->reqs[conn->rhead].local) {
-		struct px_req *r = &conn->reqs[conn->rhead];
-		send_local(conn, r);
-		req_release(r);
-		conn->rhead = (conn->rhead + 1) % conn->rcap;
-		conn->rcount--;
+	struct kd_req_info info;
+	while (kd_stream_pop_local(conn->ks, &info)) {
+		struct px_req *r = req_of(&info);
+		if (r)
+			send_local(conn, r);
+		req_free(r);
 	}
 }
 
@@ -1225,7 +1197,7 @@ static void note_trailing(struct px_conn *conn, int16_t key, int16_t ver, uint64
 
 /* A response kwire edits, whole in the upstream input. Returns -1 when
  * conn was freed or is closing, else 0. */
-static int s2c_edit(struct px_conn *conn, struct kd_frame_info *fi, struct px_req *req, int matched)
+static int s2c_edit(struct px_conn *conn, struct kd_frame_info *fi, struct px_req *req)
 {
 	struct px *px = conn->px;
 	struct evbuffer *in = bufferevent_get_input(conn->ubev);
@@ -1275,8 +1247,7 @@ static int s2c_edit(struct px_conn *conn, struct kd_frame_info *fi, struct px_re
 		 * beyond kwire's tables). */
 		kd_wbuf_free(&wb);
 		PX_INC(px, decode_errors, 1);
-		if (matched)
-			px_count_api(px, req->key, req->ver, PX_CNT_ERR);
+		/* req stays in the FIFO: conn_free reports it unanswered. */
 		px_log(px, 0, "%s: %s v%d response from %s not decodable (%s), closing",
 		       conn->client_addr, api_name(key), ver, conn->up_addr, kd_strerror(rc));
 		log_hex(px, key, p, total);
@@ -1307,10 +1278,9 @@ static int s2c_edit(struct px_conn *conn, struct kd_frame_info *fi, struct px_re
 	}
 	PX_INC(px, bytes_in_upstream, total);
 	kd_wbuf_free(&wb);
-	if (matched) {
+	if (req)
 		resp_done(conn, req, fi->size, copy, copy_len, trunc, rc == 1);
-		req_release(req);
-	}
+	req_free(req); /* popped by the commit above */
 	free(copy);
 	return 0;
 }
@@ -1502,13 +1472,13 @@ static void se_pass(struct px_conn *conn, struct evbuffer *in, size_t n)
 		return;
 	int rc = se_walk(se, in, se->front + (uint32_t)n);
 	if (rc == KD_WALK_END && se->end < se->front + conn->resp_left)
-		note_trailing(conn, conn->cur.key, conn->cur.ver,
+		note_trailing(conn, conn->cur->key, conn->cur->ver,
 		              se->front + conn->resp_left - se->end);
 	else if (rc < 0 && rc != KD_NEED_MORE)
 		px_log(conn->px, 3,
 		       "%s: %s v%d response from %s: the part after the addresses "
 		       "does not walk (%s); forwarded",
-		       conn->client_addr, api_name(conn->cur.key), conn->cur.ver, conn->up_addr,
+		       conn->client_addr, api_name(conn->cur->key), conn->cur->ver, conn->up_addr,
 		       kd_strerror(rc));
 }
 
@@ -1554,10 +1524,8 @@ static int s2c_stream_edit(struct px_conn *conn, struct kd_frame_info *fi, int m
 		read_high(conn, conn->wm);
 	PX_MAX(px, edit_held_max, avail < total ? avail : total);
 
-	struct px_req req;
-	int matched = ring_pop(conn, fi->resp_hdr.correlation_id, 0, &req) == 0;
-	assert(matched); /* s2c checked ring_find */
-	(void)matched;
+	/* s2c checked the response is paired: the commit below pops req. */
+	struct px_req *req = req_of(&fi->req);
 	uint8_t *copy = NULL;
 	size_t copy_len = 0;
 	uint8_t trunc = 0;
@@ -1588,14 +1556,14 @@ static int s2c_stream_edit(struct px_conn *conn, struct kd_frame_info *fi, int m
 	if (rc < 0) {
 		kd_wbuf_free(&wb);
 		free(copy);
-		px_count_api(px, req.key, req.ver, PX_CNT_ERR);
-		req_release(&req);
+		if (req)
+			px_count_api(px, req->key, req->ver, PX_CNT_ERR);
+		req_free(req);
 		goto fail;
 	}
 	if (rc == 1)
 		PX_INC(px, responses_rewritten, 1);
 	conn->cur = req;
-	conn->cur_valid = 1;
 	conn->cur_rewritten = rc == 1;
 	conn->cur_size = fi->size;
 	conn->cur_copy = copy;
@@ -1633,9 +1601,10 @@ static int s2c_stream_edit(struct px_conn *conn, struct kd_frame_info *fi, int m
 		PX_INC(px, bytes_out_client, nsize + 4);
 		conn->resp_left = 0;
 		se->mode = PX_SE_NONE;
-		resp_done(conn, &conn->cur, conn->cur_size, copy, copy_len, trunc, 1);
-		req_release(&conn->cur);
-		conn->cur_valid = 0;
+		if (conn->cur)
+			resp_done(conn, conn->cur, conn->cur_size, copy, copy_len, trunc, 1);
+		req_free(conn->cur);
+		conn->cur = NULL;
 		free(conn->cur_copy);
 		conn->cur_copy = NULL;
 	} else if (mode == PX_SE_TAIL) {
@@ -1693,11 +1662,11 @@ static int s2c(struct px_conn *conn)
 				if (!conn->resp_left)
 					conn->se->mode = PX_SE_NONE;
 			}
-			if (!conn->resp_left && conn->cur_valid) {
-				resp_done(conn, &conn->cur, conn->cur_size, conn->cur_copy,
+			if (!conn->resp_left && conn->cur) {
+				resp_done(conn, conn->cur, conn->cur_size, conn->cur_copy,
 				          conn->cur_copy_len, conn->cur_trunc, conn->cur_rewritten);
-				req_release(&conn->cur);
-				conn->cur_valid = 0;
+				req_free(conn->cur);
+				conn->cur = NULL;
 				free(conn->cur_copy);
 				conn->cur_copy = NULL;
 			}
@@ -1722,8 +1691,6 @@ static int s2c(struct px_conn *conn)
 		}
 		uint32_t total = 4 + fi.size;
 		int opaque = fi.kind == KD_EV_OPAQUE;
-		struct px_req req;
-		int matched = 0;
 		if (fi.kind == KD_EV_RESPONSE && (fi.flags & KD_EVF_UNPAIRED) &&
 		    acks0_take(conn, fi.resp_hdr.correlation_id)) {
 			px_log(px, 3, "%s: dropped %s's answer to a Produce with acks=0 (#%d)",
@@ -1732,8 +1699,7 @@ static int s2c(struct px_conn *conn)
 			conn->drop_left = total;
 			continue;
 		}
-		if ((fi.flags & KD_EVF_UNPAIRED) ||
-		    ring_find(conn, fi.resp_hdr.correlation_id, opaque) < 0) {
+		if (fi.flags & KD_EVF_UNPAIRED) {
 			/* A broker answers requests, once each, in order: a response
 			 * to nothing in flight is a protocol violation. It is not
 			 * forwarded, for it was never paired with the API and
@@ -1758,12 +1724,9 @@ static int s2c(struct px_conn *conn)
 		/* The answer to a request forwarded without its refused topics:
 		 * their answers are merged in first (whole), then the merged frame
 		 * takes the normal path. */
-		struct px_req *pending =
-		    &conn->reqs[(conn->rhead +
-		                 (unsigned)ring_find(conn, fi.resp_hdr.correlation_id, opaque)) %
-		                conn->rcap];
-		if (!opaque && pending->split) {
-			int mrc = merge_split(conn, in, pending, total);
+		struct px_req *req = req_of(&fi.req);
+		if (!opaque && req && req->split) {
+			int mrc = merge_split(conn, in, req, total);
 			if (mrc <= 0)
 				return mrc;
 			continue;
@@ -1786,22 +1749,17 @@ static int s2c(struct px_conn *conn)
 		if (!edit && (px->hooks.want_frames & PX_WANT_RESP) &&
 		    evbuffer_get_length(in) < copy_need(conn, total, 0))
 			return 0;
-		matched = ring_pop(conn, fi.resp_hdr.correlation_id, opaque, &req) == 0;
 		if (edit) {
-			if (s2c_edit(conn, &fi, &req, matched) < 0) {
-				if (matched)
-					req_release(&req);
+			if (s2c_edit(conn, &fi, req) < 0)
 				return -1;
-			}
 			continue;
 		}
 		if (px->hooks.want_frames & PX_WANT_RESP)
 			conn->cur_copy =
 			    copy_frame(conn, in, total, 0, &conn->cur_copy_len, &conn->cur_trunc);
+		/* Pops req (and, first, what the broker skipped: on_stream_event). */
 		kd_stream_frame_commit(conn->ks, KD_S2C, &fi, NULL, px_wall_us());
-		assert(matched); /* ring_find above */
 		conn->cur = req;
-		conn->cur_valid = 1;
 		conn->cur_rewritten = 0;
 		conn->cur_size = fi.size;
 		conn->resp_left = total;
@@ -1849,7 +1807,7 @@ static void flow(struct px_conn *conn)
 	uint8_t c_why = 0, u_why = 0;
 	if (uout >= conn->wm)
 		c_why |= PX_PAUSE_OUT;
-	if (!conn->req_left && conn->rcount >= px->conf.max_inflight)
+	if (!conn->req_left && inflight(conn) >= px->conf.max_inflight)
 		c_why |= PX_PAUSE_INFLIGHT;
 	if (cout >= conn->wm)
 		u_why |= PX_PAUSE_OUT;
@@ -1878,7 +1836,7 @@ static int pump(struct px_conn *conn)
 		if (s2c(conn) < 0 || c2s(conn) < 0)
 			return -1;
 	}
-	if (conn->draining && !conn->rcount && !conn->req_left && !conn->resp_left &&
+	if (conn->draining && !inflight(conn) && !conn->req_left && !conn->resp_left &&
 	    !conn->drop_left) {
 		conn_close_soft(conn);
 		return -1;

@@ -180,12 +180,27 @@ struct rec {
 
 static struct rec recs[1024];
 static int nrecs;
+/* KD_EV_POPPED events, apart: the requests that left the FIFO unanswered
+ * (correlation id, flags, user value), in order. */
+static struct pop {
+	int cid, flags;
+	uint64_t user;
+} pops[64];
+static int npops;
 
 static void on_event(void *arg, const struct kd_event *ev)
 {
 	struct rec *r;
 
 	(void)arg;
+	if (ev->type == KD_EV_POPPED) {
+		assert_true(npops < 64);
+		pops[npops].cid = ev->req.correlation_id;
+		pops[npops].flags = ev->flags;
+		pops[npops].user = ev->req.user;
+		npops++;
+		return;
+	}
 	assert_true(nrecs < 1024);
 	r = &recs[nrecs++];
 	memset(r, 0, sizeof(*r));
@@ -239,6 +254,7 @@ static struct kd_stream *new_stream(int collect)
 	s = kd_stream_new(&cfg);
 	assert_non_null(s);
 	nrecs = 0;
+	npops = 0;
 	return s;
 }
 
@@ -381,16 +397,19 @@ static void test_conversation_splits(void **state)
 
 		kd_stream_reset(s);
 		nrecs = 0;
+		npops = 0;
 		feed_script(s, &sc, SPLIT_BYTE, 0);
 		cmp_recs(ref, nref, recs, nrecs, 1);
 		for (unsigned seed = 1; seed <= 50; seed++) {
 			kd_stream_reset(s);
 			nrecs = 0;
+			npops = 0;
 			feed_script(s, &sc, SPLIT_RANDOM, seed);
 			cmp_recs(ref, nref, recs, nrecs, 0);
 		}
 		kd_stream_reset(s);
 		nrecs = 0;
+		npops = 0;
 		feed_script(s, &sc, SPLIT_RUNS, 0);
 		cmp_recs(ref, nref, recs, nrecs, 0);
 		assert_int_equal(kd_stream_stats(s)->buffered, 0);
@@ -490,6 +509,7 @@ static void expect_garbage(const uint8_t *p, size_t n, uint32_t max, int dir, in
 	cfg.max_frame = max;
 	s = kd_stream_new(&cfg);
 	nrecs = 0;
+	npops = 0;
 	assert_int_equal(kd_stream_feed(s, (enum kd_dir)dir, p, n, 1), KD_EBROKEN);
 	assert_int_equal(nrecs, 1);
 	assert_int_equal(recs[0].type, KD_EV_ERROR);
@@ -720,18 +740,20 @@ static void test_gap_random(void **state)
 					 * drop those inside [gpos, gpos + glen). */
 					if (gpos + glen > pos && gpos < pos + f->len) {
 						size_t g0 = gpos > pos ? gpos - pos : 0;
-						size_t g1 = gpos + glen - pos < f->len ? gpos + glen - pos
-											 : f->len;
+						size_t g1 = gpos + glen - pos < f->len
+						                ? gpos + glen - pos
+						                : f->len;
 
 						if (g0 > a)
-							kd_stream_feed(s, (enum kd_dir)d, f->p, g0, 1);
+							kd_stream_feed(s, (enum kd_dir)d, f->p, g0,
+							               1);
 						kd_stream_gap(s, (enum kd_dir)d, g1 - g0);
 						a = g1;
 					}
 					if (a < b)
 						assert_int_equal(kd_stream_feed(s, (enum kd_dir)d,
-										f->p + a, b - a, 1),
-								 KD_OK);
+						                                f->p + a, b - a, 1),
+						                 KD_OK);
 					pos += f->len;
 				}
 			}
@@ -750,8 +772,9 @@ static void test_gap_random(void **state)
 			memcpy(ref[collect], recs, sizeof(recs[0]) * (size_t)nrecs);
 		} else {
 			if (acc != dtotal)
-				fail_msg("trial %d: dir %d gap %zu+%zu: %llu of %zu bytes accounted",
-					 trial, gdir, gpos, glen, (unsigned long long)acc, dtotal);
+				fail_msg(
+				    "trial %d: dir %d gap %zu+%zu: %llu of %zu bytes accounted",
+				    trial, gdir, gpos, glen, (unsigned long long)acc, dtotal);
 			assert_int_equal(kd_stream_stats(s)->inflight, 0);
 			/* The last 3 rounds: 24 events identical to the reference. */
 			assert_true(nrecs >= 24);
@@ -785,8 +808,140 @@ static void test_cid_mismatch(void **state)
 	assert_int_equal(recs[4].req_cid, 3);
 	assert_int_equal(recs[5].req_cid, 4);
 	assert_int_equal(recs[5].flags & (KD_EVF_CID_SKIP | KD_EVF_UNPAIRED), 0);
+	/* The two skipped requests were handed back, oldest first. */
+	assert_int_equal(npops, 2);
+	assert_int_equal(pops[0].cid, 1);
+	assert_int_equal(pops[1].cid, 2);
+	assert_true(pops[0].flags & KD_EVF_CID_SKIP);
+	assert_true(pops[1].flags & KD_EVF_CID_SKIP);
 	kd_stream_free(s);
 	for (int i = 0; i < 4; i++) {
+		free(rq[i].p);
+		free(rs[i].p);
+	}
+}
+
+/* The correlation id of a request frame. */
+static int rq_cid(const struct frame *f)
+{
+	return (int)(int32_t)kd_load_be(f->p + 8, 4);
+}
+
+/* Drives one frame through begin/commit, as the proxy does. */
+static void step(struct kd_stream *s, enum kd_dir dir, const struct frame *f, uint16_t flags,
+                 uint64_t user)
+{
+	struct kd_frame_info fi;
+
+	assert_int_equal(kd_stream_frame_begin(s, dir, f->p, f->len, &fi), KD_OK);
+	fi.flags |= flags;
+	fi.user = user;
+	assert_int_equal(kd_stream_frame_commit(s, dir, &fi, NULL, 1), KD_OK);
+}
+
+/* Requests the caller answers itself (KD_EVF_LOCAL) keep their place in
+ * the one FIFO: a response never pairs with them, and each leaves once,
+ * handing its user value back (kd_stream_pop_local, or KD_EV_POPPED
+ * when a response behind it comes first, or kd_stream_drain). */
+static void test_local_and_user(void **state)
+{
+	struct frame rq[6], rs[6];
+	struct kd_stream_cfg cfg = {0};
+	struct kd_stream *s;
+	struct kd_req_info info;
+
+	(void)state;
+	simple_pairs(rq, rs, 6, 8);
+	cfg.on_event = on_event;
+	s = kd_stream_new(&cfg);
+	nrecs = 0;
+	npops = 0;
+	/* 1 forwarded, 2 local, 3 forwarded, 4 local. */
+	step(s, KD_C2S, &rq[0], 0, 101);
+	step(s, KD_C2S, &rq[1], KD_EVF_LOCAL, 102);
+	step(s, KD_C2S, &rq[2], 0, 103);
+	step(s, KD_C2S, &rq[3], KD_EVF_LOCAL, 104);
+	assert_int_equal(kd_stream_inflight(s), 4);
+	assert_int_equal(kd_stream_pop_local(s, &info), 0); /* 1 is at the head */
+	/* The broker answers 1: 2 is then at the head. */
+	step(s, KD_S2C, &rs[0], 0, 0);
+	assert_int_equal(recs[nrecs - 1].req_cid, rq_cid(&rq[0]));
+	assert_int_equal(npops, 0);
+	assert_int_equal(kd_stream_pop_local(s, &info), 1);
+	assert_int_equal(info.user, 102);
+	assert_true(info.local);
+	assert_int_equal(kd_stream_pop_local(s, &info), 0);
+	/* A response with 2's correlation id pairs with nothing local. */
+	struct kd_frame_info fi;
+	assert_int_equal(kd_stream_frame_begin(s, KD_S2C, rs[1].p, rs[1].len, &fi), KD_OK);
+	assert_true(fi.flags & KD_EVF_UNPAIRED);
+	/* 5 forwarded behind local 4; the broker answers 3 then 5: 4 is
+	 * handed back as local (its answer is due) before 5's response, which
+	 * skipped no broker request. */
+	step(s, KD_C2S, &rq[4], 0, 105);
+	step(s, KD_S2C, &rs[2], 0, 0);
+	assert_int_equal(npops, 0);
+	step(s, KD_S2C, &rs[4], 0, 0);
+	assert_int_equal(npops, 1);
+	assert_int_equal(pops[0].user, 104);
+	assert_true(pops[0].flags & KD_EVF_LOCAL);
+	assert_int_equal(recs[nrecs - 1].req_cid, rq_cid(&rq[4]));
+	assert_false(recs[nrecs - 1].flags & KD_EVF_CID_SKIP);
+	assert_int_equal(kd_stream_stats(s)->unanswered, 0);
+	/* kd_stream_drain hands back what is left. */
+	step(s, KD_C2S, &rq[5], 0, 106);
+	kd_stream_drain(s);
+	assert_int_equal(npops, 2);
+	assert_int_equal(pops[1].user, 106);
+	assert_int_equal(pops[1].flags & (KD_EVF_LOCAL | KD_EVF_CID_SKIP), 0);
+	assert_int_equal(kd_stream_inflight(s), 0);
+	kd_stream_free(s);
+	for (int i = 0; i < 6; i++) {
+		free(rq[i].p);
+		free(rs[i].p);
+	}
+}
+
+/* kd_stream_set_user: the feeding caller attaches its state from the
+ * request's event, and gets it back with the response. */
+static uint64_t set_user_next;
+static void on_event_set_user(void *arg, const struct kd_event *ev)
+{
+	struct kd_stream *s = *(struct kd_stream **)arg;
+
+	if (ev->type == KD_EV_REQUEST)
+		assert_int_equal(kd_stream_set_user(s, set_user_next++), 0);
+	on_event(NULL, ev);
+	if (ev->type == KD_EV_RESPONSE)
+		recs[nrecs - 1].body_sum = (uint32_t)ev->req.user;
+}
+
+static void test_set_user(void **state)
+{
+	struct frame rq[3], rs[3];
+	struct kd_stream_cfg cfg = {0};
+	struct kd_stream *s = NULL;
+
+	(void)state;
+	simple_pairs(rq, rs, 3, 8);
+	cfg.on_event = on_event_set_user;
+	cfg.arg = &s;
+	s = kd_stream_new(&cfg);
+	nrecs = 0;
+	npops = 0;
+	set_user_next = 7;
+	for (int i = 0; i < 3; i++)
+		kd_stream_feed(s, KD_C2S, rq[i].p, rq[i].len, 1);
+	assert_int_equal(kd_stream_set_user(s, 1), -1); /* outside a request's event */
+	kd_stream_feed(s, KD_S2C, rs[1].p, rs[1].len, 2);
+	/* 1 skipped (handed back with its value), then 2's response. */
+	assert_int_equal(npops, 1);
+	assert_int_equal(pops[0].user, 7);
+	assert_int_equal(recs[nrecs - 1].body_sum, 8);
+	kd_stream_feed(s, KD_S2C, rs[2].p, rs[2].len, 3);
+	assert_int_equal(recs[nrecs - 1].body_sum, 9);
+	kd_stream_free(s);
+	for (int i = 0; i < 3; i++) {
 		free(rq[i].p);
 		free(rs[i].p);
 	}
@@ -806,6 +961,7 @@ static void test_midstream(void **state)
 	cfg.collect_bodies = 1;
 	s = kd_stream_new(&cfg);
 	nrecs = 0;
+	npops = 0;
 	/* Capture starts inside request 1 and inside response 1. */
 	tail = rq[0].len - 9;
 	kd_stream_feed(s, KD_C2S, rq[0].p + 9, tail, 1);
@@ -850,12 +1006,18 @@ static void test_overflow(void **state)
 	cfg.max_inflight = 4;
 	s = kd_stream_new(&cfg);
 	nrecs = 0;
+	npops = 0;
 	for (int i = 0; i < 6; i++)
 		kd_stream_feed(s, KD_C2S, rq[i].p, rq[i].len, 1);
 	assert_int_equal(kd_stream_stats(s)->inflight, 4);
 	assert_int_equal(kd_stream_stats(s)->overflow, 2);
 	for (int i = 0; i < 6; i++)
 		assert_int_equal(!!(recs[i].flags & KD_EVF_OVERFLOW), i >= 4);
+	/* The two pushed out were handed back as they went. */
+	assert_int_equal(npops, 2);
+	assert_int_equal(pops[0].cid, rq_cid(&rq[0]));
+	assert_int_equal(pops[1].cid, rq_cid(&rq[1]));
+	assert_true(pops[0].flags & KD_EVF_OVERFLOW);
 	for (int i = 0; i < 6; i++)
 		kd_stream_feed(s, KD_S2C, rs[i].p, rs[i].len, 2);
 	for (int i = 0; i < 6; i++) {
@@ -897,6 +1059,7 @@ static void test_sasl_modes(void **state)
 	cfg.sasl = KD_SASL_LEGACY;
 	s = kd_stream_new(&cfg);
 	nrecs = 0;
+	npops = 0;
 	assert_true(kd_stream_in_sasl(s));
 	kd_stream_feed(s, KD_C2S, t.p, t.len, 1);
 	kd_stream_feed(s, KD_S2C, t.p, t.len, 2);
@@ -1152,6 +1315,7 @@ static void test_want_body(void **state)
 	cfg.want_body = want_produce;
 	s = kd_stream_new(&cfg);
 	nrecs = 0;
+	npops = 0;
 	feed_script(s, &sc, SPLIT_BYTE, 0);
 	assert_int_equal(nrecs, 17);
 	for (int i = 0; i < nrecs; i++)
@@ -1173,6 +1337,8 @@ int main(void)
 	    cmocka_unit_test(test_gap_random),
 	    cmocka_unit_test(test_cid_mismatch),
 	    cmocka_unit_test(test_midstream),
+	    cmocka_unit_test(test_local_and_user),
+	    cmocka_unit_test(test_set_user),
 	    cmocka_unit_test(test_overflow),
 	    cmocka_unit_test(test_sasl_modes),
 	    cmocka_unit_test(test_sasl_v0_mechanisms),
