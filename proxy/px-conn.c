@@ -1118,8 +1118,9 @@ static int c2s(struct px_conn *conn)
 			req->client_id = fi.req_hdr.client_id; /* the stream's stable copy */
 			px_count_api(px, req->key, req->ver, PX_CNT_REQ);
 		}
-		req.tap = px->tap != NULL;
-		tap_frame(conn, &req, PX_TAP_C2S);
+		req->tap = px->tap != NULL;
+		int tap = req->tap; /* req may be gone below (no response due) */
+		tap_frame(conn, req, PX_TAP_C2S);
 		if (act != PX_J_FORWARD) {
 			if (rules_act(conn, in, req, &fi, total, act) < 0)
 				return -1;
@@ -1135,7 +1136,7 @@ static int c2s(struct px_conn *conn)
 			PX_MAX(px, inflight_max, inflight(conn));
 		}
 		conn->req_left = total;
-		conn->req_tap = req.tap && conn->tapf;
+		conn->req_tap = tap && conn->tapf;
 	}
 }
 
@@ -1272,7 +1273,7 @@ static int s2c_edit(struct px_conn *conn, struct kd_frame_info *fi, struct px_re
 		evbuffer_remove_buffer(in, out, total);
 		PX_INC(px, bytes_out_client, total);
 	}
-	if (matched && req->tap) {
+	if (req && req->tap) {
 		tap_frame(conn, req, PX_TAP_S2C);
 		tap_buf(conn, PX_TAP_S2C, out, out0, evbuffer_get_length(out) - out0);
 	}
@@ -1570,13 +1571,14 @@ static int s2c_stream_edit(struct px_conn *conn, struct kd_frame_info *fi, int m
 	conn->cur_copy_len = copy_len;
 	conn->cur_trunc = trunc;
 	conn->resp_left = total;
-	tap_frame(conn, &conn->cur, PX_TAP_S2C);
+	if (conn->cur)
+		tap_frame(conn, conn->cur, PX_TAP_S2C);
 	size_t out0 = evbuffer_get_length(out);
 	if (rc == 1 && mode == PX_SE_PREFIX) {
 		/* The new prefix (its size fixed) replaces the old one. */
 		evbuffer_drain(in, se->stop);
 		evbuffer_add(out, wb.p, wb.len);
-		if (conn->cur.tap)
+		if (conn->cur && conn->cur->tap)
 			tap_buf(conn, PX_TAP_S2C, out, out0, wb.len);
 		PX_INC(px, bytes_in_upstream, se->stop);
 		PX_INC(px, bytes_out_client, wb.len);
@@ -1595,7 +1597,7 @@ static int s2c_stream_edit(struct px_conn *conn, struct kd_frame_info *fi, int m
 		evbuffer_drain(in, tlen);
 		evbuffer_add(out, wb.p, wb.len);
 		evbuffer_remove_buffer(in, out, total - se->end);
-		if (conn->cur.tap)
+		if (conn->cur && conn->cur->tap)
 			tap_buf(conn, PX_TAP_S2C, out, out0, evbuffer_get_length(out) - out0);
 		PX_INC(px, bytes_in_upstream, total);
 		PX_INC(px, bytes_out_client, nsize + 4);
@@ -1649,7 +1651,7 @@ static int s2c(struct px_conn *conn)
 				n = conn->resp_left;
 			if (conn->se && conn->se->mode)
 				se_pass(conn, in, n);
-			if (conn->cur_valid && conn->cur.tap)
+			if (conn->cur && conn->cur->tap)
 				tap_buf(conn, PX_TAP_S2C, in, 0, n);
 			n = forward(conn, in, conn->cbev, n);
 			if (!n)
@@ -1763,7 +1765,8 @@ static int s2c(struct px_conn *conn)
 		conn->cur_rewritten = 0;
 		conn->cur_size = fi.size;
 		conn->resp_left = total;
-		tap_frame(conn, &conn->cur, PX_TAP_S2C);
+		if (conn->cur)
+			tap_frame(conn, conn->cur, PX_TAP_S2C);
 		if (fi.kind == KD_EV_RESPONSE &&
 		    kd_topics_wants(fi.req.api_key, fi.req.api_version) &&
 		    (conn->se || (conn->se = calloc(1, sizeof(*conn->se)))) &&
