@@ -509,9 +509,40 @@ static int redact_pair(struct yl *y, const char *key, const yaml_node_t *knode,
                        const yaml_node_t *val, void *ctx)
 {
 	struct rule *rule = ctx;
+	int b;
 	if (!strcmp(key, "headers"))
 		return y_strlist(y, val, key, &rule->redact_headers, &rule->nredact);
-	return yerr(y, knode, "unknown redact key '%s' (headers)", key);
+	if (!strcmp(key, "key") || !strcmp(key, "value")) {
+		if (y_bool(y, val, key, &b))
+			return -1;
+		*(key[0] == 'k' ? &rule->redact_key : &rule->redact_value) = (uint8_t)b;
+		return 0;
+	}
+	return yerr(y, knode, "unknown redact key '%s' (headers, key, value)", key);
+}
+
+/* `properties:` of a Kafka sink: librdkafka property names to values. */
+static int prop_pair(struct yl *y, const char *key, const yaml_node_t *knode,
+                     const yaml_node_t *val, void *ctx)
+{
+	(void)knode;
+	struct rule_sink *s = ctx;
+	char *v = NULL;
+	if (y_dup(y, val, key, &v))
+		return -1;
+	char **n = realloc(s->props, (s->nprops + 2) * sizeof(*n));
+	char *k = strdup(key);
+	if (!n || !k) {
+		free(v);
+		free(k);
+		if (n)
+			s->props = n;
+		return yerr(y, val, "out of memory");
+	}
+	s->props = n;
+	n[s->nprops++] = k;
+	n[s->nprops++] = v;
+	return 0;
 }
 
 static int sink_pair(struct yl *y, const char *key, const yaml_node_t *knode,
@@ -524,7 +555,12 @@ static int sink_pair(struct yl *y, const char *key, const yaml_node_t *knode,
 		return y_dup(y, val, key, &s->kafka);
 	if (!strcmp(key, "bootstrap"))
 		return y_dup(y, val, key, &s->bootstrap);
-	return yerr(y, knode, "unknown 'to' key '%s' (file, kafka, bootstrap)", key);
+	if (!strcmp(key, "properties"))
+		return y_map(y, val, "'properties'", prop_pair, s);
+	if (!strcmp(key, "queue_bytes"))
+		return y_size(y, val, key, 4096, (int64_t)1 << 40, &s->queue_bytes);
+	return yerr(y, knode,
+	            "unknown 'to' key '%s' (file, kafka, bootstrap, properties, queue_bytes)", key);
 }
 
 struct rule_ctx {
@@ -668,6 +704,13 @@ static int rule_pair(struct yl *y, const char *key, const yaml_node_t *knode,
 			rule->max_value_bytes = (uint32_t)v;
 			return 0;
 		}
+		if (!strcmp(key, "max_bytes")) {
+			int64_t v;
+			if (y_size(y, val, key, 1024, 256 * 1024 * 1024, &v))
+				return -1;
+			rule->max_bytes = (uint32_t)v;
+			return 0;
+		}
 		if (!strcmp(key, "to")) {
 			if (val->type == YAML_SCALAR_NODE)
 				return y_dup(y, val, key, &rule->sink.file);
@@ -680,7 +723,7 @@ static int rule_pair(struct yl *y, const char *key, const yaml_node_t *knode,
 	    ("name, match, per, produce_bytes_per_sec, fetch_bytes_per_sec, requests_per_sec, "
 	     "samples, sample_ms"),
 	    "name, match, require",
-	    "name, match, log, redact, max_value_bytes, to",
+	    "name, match, log, redact, max_value_bytes, max_bytes, to",
 	    "name, match, prefix, topics, groups, transactional_ids",
 	};
 	return yerr(y, knode, "unknown key '%s' (a rule under '%s' takes: %s)", key,
@@ -726,8 +769,18 @@ static int rule_finish(struct yl *y, struct rule_ctx *rc)
 			            rule->name);
 		if (!rule->max_value_bytes)
 			rule->max_value_bytes = 1024;
-		if (rule->sink.bootstrap && !rule->sink.kafka)
-			return yerr(y, rc->node, "audit '%s': 'bootstrap' goes with 'kafka: TOPIC'",
+		if (!rule->max_bytes)
+			rule->max_bytes = 1024 * 1024;
+		if ((rule->sink.bootstrap || rule->sink.nprops || rule->sink.queue_bytes) &&
+		    !rule->sink.kafka)
+			return yerr(
+			    y, rc->node,
+			    "audit '%s': 'bootstrap', 'properties' and 'queue_bytes' go with "
+			    "'kafka: TOPIC'",
+			    rule->name);
+		if (rule->sink.file && rule->sink.kafka)
+			return yerr(y, rc->node,
+			            "audit '%s': 'to' is a file or a Kafka topic, not both",
 			            rule->name);
 		break;
 	case RULE_REWRITE:
@@ -823,6 +876,7 @@ static void rule_free(struct rule *rule)
 	free(rule->sink.kafka);
 	free(rule->sink.bootstrap);
 	rule_names_free(&rule->names);
+	strs_free(rule->sink.props, rule->sink.nprops);
 }
 
 static void set_free(struct rule_set *rs)
@@ -877,7 +931,7 @@ static int set_index(struct rule_set *rs)
 		int body = (rule->match.keys & RULE_M_BODY) || rule->section == RULE_POLICY ||
 		           (rule->section == RULE_ACCESS && rule->deny_set) ||
 		           (rule->section == RULE_QUOTA && rule->per == RULE_PER_TOPIC) ||
-		           (rule->section == RULE_AUDIT && rule->log == RULE_LOG_RECORDS);
+		           (rule->section == RULE_AUDIT && rule->log != RULE_LOG_NONE);
 		if (!body)
 			continue;
 		for (unsigned k = 0; k < rs->nslots; k++)

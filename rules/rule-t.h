@@ -171,11 +171,15 @@ enum rule_require_key {
 	RULE_REQ_REPLICATION = 1u << 5,
 };
 
-/* A Kafka sink of the audit: `to: {kafka: TOPIC, bootstrap: HOST:PORT}`. */
+/* Where an audit rule writes (`to:`): a JSON-lines file, or a Kafka topic
+ * (`{kafka: TOPIC, bootstrap: HOST:PORT, properties: {...}}`). */
 struct rule_sink {
-	char *file;      /* JSON-lines file, or NULL */
-	char *kafka;     /* topic, or NULL */
-	char *bootstrap; /* for kafka; NULL: the proxy's own upstream */
+	char *file;          /* JSON-lines file, or NULL */
+	char *kafka;         /* topic, or NULL */
+	char *bootstrap;     /* for kafka; NULL: the proxy's own upstream */
+	char **props;        /* kafka: librdkafka properties, pairs {key, value} */
+	unsigned nprops;     /* entries in props (2 per property) */
+	int64_t queue_bytes; /* kafka: byte budget of the producer; 0: default */
 };
 
 struct rule {
@@ -200,7 +204,9 @@ struct rule {
 	uint8_t log; /* enum rule_audit_log */
 	char **redact_headers;
 	unsigned nredact;
-	uint32_t max_value_bytes; /* of keys and values recorded; default 1024 */
+	uint8_t redact_key, redact_value; /* `redact: {key: true, value: true}` */
+	uint32_t max_value_bytes;         /* of keys and values recorded; default 1024 */
+	uint32_t max_bytes; /* of a response read for records or summary; default 1 MiB */
 	struct rule_sink sink;
 	/* rewrite: the names a client sees -> the cluster's (rule-names.h) */
 	struct rule_names *names;

@@ -291,18 +291,33 @@ static void dump_action(const struct rule *rule, FILE *f)
 			dump_range(f, "replication_factor", &r->replication_factor);
 		break;
 	case RULE_AUDIT:
-		fprintf(f, "log %s, values up to %u bytes", logs[rule->log], rule->max_value_bytes);
+		fprintf(f, "log %s, values up to %u bytes, responses read up to %u bytes",
+		        logs[rule->log], rule->max_value_bytes, rule->max_bytes);
 		if (rule->nredact) {
 			fprintf(f, ", redact headers ");
 			for (unsigned i = 0; i < rule->nredact; i++)
 				fprintf(f, "%s%s", i ? "," : "", rule->redact_headers[i]);
 		}
+		if (rule->redact_key)
+			fprintf(f, ", redact keys");
+		if (rule->redact_value)
+			fprintf(f, ", redact values");
 		if (rule->sink.file)
 			fprintf(f, ", to file %s", rule->sink.file);
 		if (rule->sink.kafka)
 			fprintf(f, ", to topic %s%s%s", rule->sink.kafka,
 			        rule->sink.bootstrap ? " at " : "",
 			        rule->sink.bootstrap ? rule->sink.bootstrap : "");
+		for (unsigned i = 0; i + 1 < rule->sink.nprops; i += 2)
+			fprintf(f, ", %s=%s", rule->sink.props[i],
+			        /* a property may hold a password: its name only */
+			        strstr(rule->sink.props[i], "password") ||
+			                strstr(rule->sink.props[i], "secret") ||
+			                strstr(rule->sink.props[i], "key")
+			            ? "[redacted]"
+			            : rule->sink.props[i + 1]);
+		if (!rule->sink.file && !rule->sink.kafka)
+			fprintf(f, ", to the proxy's audit_log");
 		break;
 	case RULE_REWRITE:
 		if (rule->names)
