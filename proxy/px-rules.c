@@ -21,6 +21,9 @@ struct px_rules {
 	struct px_rules_state st;
 	px_rules_log_fn *log;
 	void *log_arg;
+	px_rules_check_fn *check; /* see px_rules_set_check */
+	void *check_arg;
+	pthread_mutex_t reload_mu; /* one reload (and its check) at a time */
 	/* watcher */
 	pthread_t thread;
 	int watching;
@@ -63,6 +66,7 @@ struct px_rules *px_rules_new(const char *path, px_rules_log_fn *log, void *log_
 		return NULL;
 	}
 	pthread_mutex_init(&r->mu, NULL);
+	pthread_mutex_init(&r->reload_mu, NULL);
 	r->log = log;
 	r->log_arg = log_arg;
 	r->ifd = r->stop[0] = r->stop[1] = -1;
@@ -73,12 +77,27 @@ struct px_rules *px_rules_new(const char *path, px_rules_log_fn *log, void *log_
 	return r;
 }
 
+int px_rules_set_check(struct px_rules *r, px_rules_check_fn *fn, void *arg, char *err,
+                       size_t errlen)
+{
+	pthread_mutex_lock(&r->reload_mu);
+	r->check = fn;
+	r->check_arg = arg;
+	int rc = fn(arg, r->cur, err, errlen);
+	pthread_mutex_unlock(&r->reload_mu);
+	return rc;
+}
+
 int px_rules_reload(struct px_rules *r)
 {
 	char err[512];
+	pthread_mutex_lock(&r->reload_mu);
 	struct rule_set *rs = rule_set_load(r->st.path, err, sizeof(err));
+	if (rs && r->check && r->check(r->check_arg, rs, err, sizeof(err)))
+		rule_set_unref(&rs);
 	pthread_mutex_lock(&r->mu);
 	if (!rs) {
+		pthread_mutex_unlock(&r->reload_mu);
 		r->st.failures++;
 		snprintf(r->st.last_error, sizeof(r->st.last_error), "%s", err);
 		pthread_mutex_unlock(&r->mu);
@@ -94,6 +113,7 @@ int px_rules_reload(struct px_rules *r)
 	r->st.loaded_us = rs->loaded_us;
 	atomic_fetch_add_explicit(&r->gen, 1, memory_order_release);
 	pthread_mutex_unlock(&r->mu);
+	pthread_mutex_unlock(&r->reload_mu);
 	rule_set_unref(&old);
 	rlog(r, 2, "rules: %s loaded%s: %u rules, sha256 %.12s", r->st.path,
 	     same ? " (unchanged)" : "", rs->n, rs->sha256);
@@ -216,5 +236,6 @@ void px_rules_free(struct px_rules **pr)
 		close(r->stop[1]);
 	rule_set_unref(&r->cur);
 	pthread_mutex_destroy(&r->mu);
+	pthread_mutex_destroy(&r->reload_mu);
 	free(r);
 }

@@ -30,6 +30,15 @@ struct px_rules *px_rules_new(const char *path, px_rules_log_fn *log, void *log_
  * dropped. *r = NULL. */
 void px_rules_free(struct px_rules **r);
 
+/* A step every newly loaded set goes through before it is published
+ * (the audit opens its sinks there, px-audit.h): 0, or -1 with a message
+ * in err, which refuses the set like a file error (the running set
+ * stays). Called on the thread that reloads, never concurrently. */
+typedef int px_rules_check_fn(void *arg, struct rule_set *rs, char *err, size_t errlen);
+/* Installs fn and runs it on the set in force now; returns its result. */
+int px_rules_set_check(struct px_rules *r, px_rules_check_fn *fn, void *arg, char *err,
+                       size_t errlen);
+
 /* Loads the file again and publishes it. Returns 0, or -1 when the file
  * has errors (the running set stays, the error is logged and kept for
  * px_rules_state). Any thread; reloads are serialised. */
