@@ -46,6 +46,7 @@ enum {
 	OPT_TAP,
 	OPT_TAP_MAX_BYTES,
 	OPT_TAP_FILES,
+	OPT_AUDIT_LOG,
 	OPT_PRINT_CONFIG,
 	OPT_HELP_CONFIG,
 };
@@ -80,6 +81,7 @@ static const struct option proxy_opts[] = {
     {"tap", required_argument, NULL, OPT_TAP},
     {"tap-max-bytes", required_argument, NULL, OPT_TAP_MAX_BYTES},
     {"tap-files", required_argument, NULL, OPT_TAP_FILES},
+    {"audit-log", required_argument, NULL, OPT_AUDIT_LOG},
     {"print-config", no_argument, NULL, OPT_PRINT_CONFIG},
     {"verbose", no_argument, NULL, 'v'},
     {"quiet", no_argument, NULL, 'q'},
@@ -360,6 +362,14 @@ static int apply_flag(struct px_conf *conf, int c, const char *arg, int *print_c
 			return -1;
 		conf->tap_files = (unsigned)v;
 		return 0;
+	case OPT_AUDIT_LOG: {
+		char *s = strdup(arg);
+		if (!s)
+			return -1;
+		free(conf->audit_log);
+		conf->audit_log = s;
+		return 0;
+	}
 	case OPT_ADMIN:
 		snprintf(conf->admin.host, sizeof(conf->admin.host), "127.0.0.1");
 		if (px_hostport_parse(arg, 0, &conf->admin, err, sizeof(err)))

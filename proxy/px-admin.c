@@ -25,6 +25,7 @@
 #include "px-admin.h"
 #include "kd-summary.h"
 #include "px-log.h"
+#include "px-audit.h"
 #include "px-rules.h"
 #include "px-tap.h"
 #include "px.h"
@@ -440,6 +441,8 @@ void px_admin_metrics(struct px_admin *adm, struct kd_wbuf *w)
 	            st.accept_errors, "counter");
 	adm_rules_metrics(adm, w, &st);
 	px_tap_metrics(px_tap_of(adm->px), w);
+	if (px_audit_of(adm->px))
+		px_audit_metrics(px_audit_of(adm->px), w);
 	adm_counter(w, "kwire_responses_rewritten_total",
 	            "Responses whose broker addresses kwire rewrote.", st.responses_rewritten,
 	            "counter");

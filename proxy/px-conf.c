@@ -44,6 +44,7 @@ void px_conf_free(struct px_conf *conf)
 	free(conf->access_log);
 	free(conf->rules);
 	free(conf->tap);
+	free(conf->audit_log);
 	px_conf_init(conf);
 }
 
@@ -54,7 +55,10 @@ int px_conf_copy(struct px_conf *dst, const struct px_conf *src)
 	dst->access_log = NULL;
 	dst->rules = NULL;
 	dst->tap = NULL;
+	dst->audit_log = NULL;
 	if (src->tap && !(dst->tap = strdup(src->tap)))
+		goto fail;
+	if (src->audit_log && !(dst->audit_log = strdup(src->audit_log)))
 		goto fail;
 	if (src->nbroker_ports) {
 		dst->broker_ports = calloc(src->nbroker_ports, sizeof(*dst->broker_ports));
@@ -80,6 +84,10 @@ fail:
 	dst->nbroker_ports = 0;
 	free(dst->access_log);
 	dst->access_log = NULL;
+	free(dst->rules);
+	dst->rules = NULL;
+	free(dst->audit_log);
+	dst->audit_log = NULL;
 	free(dst->tap);
 	dst->tap = NULL;
 	return -1;
@@ -723,6 +731,7 @@ static const struct ykey ykeys[] = {
     YU(tap_max_bytes, tap_max_bytes, 0, 1LL << 50),
     YU(tap_files, tap_files, 1, 1000),
     YU(tap_buffer_bytes, tap_buffer_bytes, 65536, 1LL << 34),
+    {"audit_log", YK_SPECIAL, 0, 0, 0, 0},
     {"admin", YK_SPECIAL, 0, 0, 0, 0},
     YU(log_level, log_level, 0, 3),
 };
@@ -773,16 +782,18 @@ static int y_special(struct yctx *y, struct px_conf *conf, const char *key, cons
 		conf->admin = hp;
 		return 0;
 	}
-	if (!strcmp(key, "access_log") || !strcmp(key, "rules") || !strcmp(key, "tap")) {
+	if (!strcmp(key, "access_log") || !strcmp(key, "rules") || !strcmp(key, "tap") ||
+	    !strcmp(key, "audit_log")) {
 		char buf[4096];
 		if (y_str(y, node, key, buf, sizeof(buf)))
 			return -1;
 		char *s = strdup(buf);
 		if (!s)
 			return yerr(y, node, "out of memory");
-		char **dst = !strcmp(key, "rules") ? &conf->rules
-		             : !strcmp(key, "tap") ? &conf->tap
-		                                   : &conf->access_log;
+		char **dst = !strcmp(key, "rules")       ? &conf->rules
+		             : !strcmp(key, "tap")       ? &conf->tap
+		             : !strcmp(key, "audit_log") ? &conf->audit_log
+		                                         : &conf->access_log;
 		free(*dst);
 		*dst = s;
 		return 0;
@@ -984,6 +995,8 @@ void px_conf_dump(const struct px_conf *conf, FILE *f)
 	fprintf(f, "tap_max_bytes: %" PRIu64 "\n", conf->tap_max_bytes);
 	fprintf(f, "tap_files: %u\n", conf->tap_files);
 	fprintf(f, "tap_buffer_bytes: %zu\n", conf->tap_buffer_bytes);
+	if (conf->audit_log)
+		fprintf(f, "audit_log: \"%s\"\n", conf->audit_log);
 
 	fprintf(f, "access_log_format: %s\n",
 	        conf->access_log_format == PX_LOGF_JSON ? "json" : "text");

@@ -115,7 +115,8 @@ struct px_req {
 	uint8_t *local;
 	size_t local_len;
 	struct kd_split *split;
-	uint8_t tap; /* the request and its answer go to the tap (px-tap.h) */
+	uint8_t tap;                 /* the request and its answer go to the tap (px-tap.h) */
+	struct px_audit_pend *audit; /* what the audit records at the response */
 };
 
 struct px_conn {
@@ -325,7 +326,7 @@ static void emit_pair(struct px_conn *conn, const struct px_req *req, uint32_t r
                       int rewritten)
 {
 	struct px *px = conn->px;
-	if (!px->hooks.on_pair)
+	if (!px->hooks.on_pair && !req->audit)
 		return;
 	struct px_pair pair;
 	memset(&pair, 0, sizeof(pair));
@@ -350,11 +351,15 @@ static void emit_pair(struct px_conn *conn, const struct px_req *req, uint32_t r
 	pair.resp_frame = resp_copy;
 	pair.resp_frame_len = resp_copy_len;
 	pair.resp_trunc = (uint8_t)resp_trunc;
-	px->hooks.on_pair(px->hooks.arg, &pair);
+	if (req->audit)
+		px_audit_response(px->audit, req->audit, &pair, px->topics);
+	if (px->hooks.on_pair)
+		px->hooks.on_pair(px->hooks.arg, &pair);
 }
 
 static void req_release(struct px_req *req)
 {
+	px_audit_pend_free(&req->audit);
 	free(req->copy);
 	req->copy = NULL;
 	free(req->local);
@@ -863,11 +868,18 @@ static size_t copy_need(const struct px_conn *conn, uint32_t total, int is_req)
 	return total < limit ? total : limit;
 }
 
-/* Copies the first copy_need() bytes of a frame at the start of in. */
-static uint8_t *copy_frame(struct px_conn *conn, struct evbuffer *in, uint32_t total, int is_req,
-                           size_t *len, uint8_t *trunc)
+/* How many bytes of a response (total bytes) to req are copied: what the
+ * hook asks for, or what the audit reads of it (px-audit.h); 0: none. */
+static size_t resp_copy_need(const struct px_conn *conn, const struct px_req *req, uint32_t total)
 {
-	size_t n = copy_need(conn, total, is_req);
+	size_t n = (conn->px->hooks.want_frames & PX_WANT_RESP) ? copy_need(conn, total, 0) : 0;
+	size_t a = req && req->audit ? px_audit_copy_need(req->audit, total) : 0;
+	return a > n ? a : n;
+}
+
+/* Copies the first n bytes of a frame of total bytes at the start of in. */
+static uint8_t *copy_n(struct evbuffer *in, uint32_t total, size_t n, size_t *len, uint8_t *trunc)
+{
 	uint8_t *copy = malloc(n ? n : 1);
 	if (!copy)
 		return NULL;
@@ -875,6 +887,13 @@ static uint8_t *copy_frame(struct px_conn *conn, struct evbuffer *in, uint32_t t
 	*len = n;
 	*trunc = n < total;
 	return copy;
+}
+
+/* Copies the first copy_need() bytes of a frame at the start of in. */
+static uint8_t *copy_frame(struct px_conn *conn, struct evbuffer *in, uint32_t total, int is_req,
+                           size_t *len, uint8_t *trunc)
+{
+	return copy_n(in, total, copy_need(conn, total, is_req), len, trunc);
 }
 
 /* Moves up to max bytes from the front of in to dst: what dst's socket
@@ -951,6 +970,22 @@ static int judge(struct px_conn *conn, struct evbuffer *in, struct kd_frame_info
 		return -1;
 	}
 	return wk->judged.act;
+}
+
+/* The audit of the request fi just judged (px-audit.h): its refusal and
+ * Produce records are written now; what its response completes is
+ * returned, for the request's FIFO entry. */
+static struct px_audit_pend *audit_request(struct px_conn *conn, const struct kd_frame_info *fi)
+{
+	struct px_worker *wk = conn->wk;
+	struct rule_set *rs = wk->rules_ref.rs;
+	if (!rs || !rs->n || (!wk->judged.naudits && wk->judged.act == PX_J_FORWARD))
+		return NULL;
+	struct px_audit_who who = {conn->client_addr,         fi->req_hdr.client_id,
+	                           conn->principal,           conn->broker_id,
+	                           fi->req_hdr.api_key,       fi->req_hdr.api_version,
+	                           fi->req_hdr.correlation_id};
+	return px_audit_request(conn->px->audit, rs, &wk->judge, &wk->judged, &who);
 }
 
 /* Does what the rules decided for a request that is not forwarded as it
@@ -1093,6 +1128,8 @@ static int c2s(struct px_conn *conn)
 		}
 		if (px->hooks.want_frames & PX_WANT_REQ)
 			req->copy = copy_frame(conn, in, total, 1, &req->copy_len, &req->trunc);
+		if (px->audit && px->rules && fi.kind == KD_EV_REQUEST)
+			req->audit = audit_request(conn, &fi);
 		req->t_mono = px_now_us();
 		req->t_wall = px_wall_us();
 		req->size = fi.size;
@@ -1158,9 +1195,7 @@ static void send_local(struct px_conn *conn, const struct px_req *req)
 		px_tap_flow_mem(conn->tapf, PX_TAP_S2C, req->local, req->local_len);
 	PX_INC(conn->px, bytes_out_client, req->local_len);
 	/* The access log reads the answer (its error) like a broker's. */
-	size_t copy = 0;
-	if (conn->px->hooks.want_frames & PX_WANT_RESP)
-		copy = copy_need(conn, (uint32_t)req->local_len, 0);
+	size_t copy = resp_copy_need(conn, req, (uint32_t)req->local_len);
 	resp_done(conn, req, (uint32_t)(req->local_len - 4), copy ? req->local : NULL, copy,
 	          copy < req->local_len, 0);
 }
@@ -1259,8 +1294,9 @@ static int s2c_edit(struct px_conn *conn, struct kd_frame_info *fi, struct px_re
 	uint8_t *copy = NULL;
 	size_t copy_len = 0;
 	uint8_t trunc = 0;
-	if (px->hooks.want_frames & PX_WANT_RESP)
-		copy = copy_frame(conn, in, total, 0, &copy_len, &trunc);
+	size_t rneed = resp_copy_need(conn, req, total);
+	if (rneed)
+		copy = copy_n(in, total, rneed, &copy_len, &trunc);
 	if (kd_stream_frame_commit(conn->ks, KD_S2C, fi, p, px_wall_us()) != KD_OK) {
 		/* the pairing state is the stream's concern; forwarding goes on */
 	}
@@ -1511,14 +1547,14 @@ static int s2c_stream_edit(struct px_conn *conn, struct kd_frame_info *fi, int m
 	/* What must be in the input before deciding: the prefix (and the
 	 * bytes the access log copies), or the whole frame. */
 	size_t need = total;
-	if (mode == PX_SE_PREFIX) {
-		size_t copy =
-		    (px->hooks.want_frames & PX_WANT_RESP) ? copy_need(conn, total, 0) : 0;
-		need = se->stopped ? (se->stop > copy ? se->stop : copy) : total;
-	}
+	size_t rneed = resp_copy_need(conn, req_of(&fi->req), total);
+	if (mode == PX_SE_PREFIX)
+		need = se->stopped ? (se->stop > rneed ? se->stop : rneed) : total;
 	if (avail < need || (mode == PX_SE_TAIL && !se->ended)) {
-		/* PREFIX: walked bytes plus a watermark's worth; TAIL: all. */
-		read_high(conn, mode == PX_SE_PREFIX ? (size_t)se->fed + conn->wm : total);
+		/* PREFIX: walked bytes plus a watermark's worth (and what is
+		 * copied); TAIL: all. */
+		size_t high = (size_t)se->fed + conn->wm;
+		read_high(conn, mode == PX_SE_PREFIX ? (high > need ? high : need) : total);
 		return 0;
 	}
 	if (conn->resp_whole)
@@ -1530,8 +1566,8 @@ static int s2c_stream_edit(struct px_conn *conn, struct kd_frame_info *fi, int m
 	uint8_t *copy = NULL;
 	size_t copy_len = 0;
 	uint8_t trunc = 0;
-	if (px->hooks.want_frames & PX_WANT_RESP)
-		copy = copy_frame(conn, in, total, 0, &copy_len, &trunc);
+	if (rneed)
+		copy = copy_n(in, total, rneed, &copy_len, &trunc);
 	kd_stream_frame_commit(conn->ks, KD_S2C, fi, NULL, px_wall_us());
 
 	struct kd_wbuf wb = {0};
@@ -1748,17 +1784,21 @@ static int s2c(struct px_conn *conn)
 			read_high(conn, total);
 			return 0;
 		}
-		if (!edit && (px->hooks.want_frames & PX_WANT_RESP) &&
-		    evbuffer_get_length(in) < copy_need(conn, total, 0))
+		size_t rneed = edit ? 0 : resp_copy_need(conn, req, total);
+		if (rneed && evbuffer_get_length(in) < rneed) {
+			read_high(conn, rneed); /* a copy for the audit may exceed the watermark */
 			return 0;
+		}
+		if (!edit && conn->resp_whole)
+			read_high(conn, conn->wm);
 		if (edit) {
 			if (s2c_edit(conn, &fi, req) < 0)
 				return -1;
 			continue;
 		}
-		if (px->hooks.want_frames & PX_WANT_RESP)
+		if (rneed)
 			conn->cur_copy =
-			    copy_frame(conn, in, total, 0, &conn->cur_copy_len, &conn->cur_trunc);
+			    copy_n(in, total, rneed, &conn->cur_copy_len, &conn->cur_trunc);
 		/* Pops req (and, first, what the broker skipped: on_stream_event). */
 		kd_stream_frame_commit(conn->ks, KD_S2C, &fi, NULL, px_wall_us());
 		conn->cur = req;

@@ -13,6 +13,7 @@
 #include <event2/listener.h>
 
 #include "kd-topics.h"
+#include "px-audit.h"
 #include "px-judge.h"
 #include "px-rules.h"
 #include "px.h"
@@ -159,6 +160,8 @@ struct px {
 	struct px_rules *rules;
 	/* The tap (px_conf.tap, px-tap.h), or NULL. */
 	struct px_tap *tap;
+	/* The audit trail (px-audit.h): NULL without rules and audit_log. */
+	struct px_audit *audit;
 	/* What the rules did: requests answered by kwire, split, dropped
 	 * (acks=0) or whose connection was closed (refused, undecodable). */
 	_Atomic uint64_t rules_answered, rules_split, rules_dropped, rules_closed;

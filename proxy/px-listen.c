@@ -195,13 +195,12 @@ struct px *px_new(const struct px_conf *conf, char *err, size_t errlen)
 		}
 		struct px_rules_state st;
 		struct rule_set *rs = px_rules_state(px->rules, &st);
-		if (rs->nsec[RULE_QUOTA] || rs->nsec[RULE_AUDIT])
-			px_log(
-			    px, 1,
-			    "rules: %s has quotas or audit rules, which this proxy does not apply "
-			    "yet (access and policies are applied; kwire decode --rules simulates "
-			    "all four)",
-			    conf->rules);
+		if (rs->nsec[RULE_QUOTA])
+			px_log(px, 1,
+			       "rules: %s has quotas, which this proxy does not apply yet (access, "
+			       "policies and audit are applied; kwire decode --rules simulates all "
+			       "four)",
+			       conf->rules);
 		rule_set_unref(&rs);
 	}
 	if (conf->tap) {
@@ -209,6 +208,18 @@ struct px *px_new(const struct px_conf *conf, char *err, size_t errlen)
 		                         conf->tap_buffer_bytes};
 		px->tap = px_tap_open(conf->tap, &to, rules_log, px, err, errlen);
 		if (!px->tap) {
+			px_rules_free(&px->rules);
+			kd_topics_free(&px->topics);
+			free(px->brokers);
+			px_conf_free(&px->conf);
+			free(px);
+			return NULL;
+		}
+	}
+	if (conf->rules || conf->audit_log) {
+		px->audit = px_audit_for(conf, px->rules, rules_log, px, err, errlen);
+		if (!px->audit) {
+			px_tap_close(&px->tap);
 			px_rules_free(&px->rules);
 			kd_topics_free(&px->topics);
 			free(px->brokers);
@@ -993,8 +1004,15 @@ void px_reopen(struct px *px)
 {
 	if (px->hooks.on_reopen)
 		px->hooks.on_reopen(px->hooks.arg);
+	if (px->audit)
+		px_audit_reopen(px->audit);
 	if (px->rules)
 		px_rules_reload(px->rules);
+}
+
+struct px_audit *px_audit_of(const struct px *px)
+{
+	return px->audit;
 }
 
 struct px_rules *px_rules_of(const struct px *px)
@@ -1068,7 +1086,8 @@ void px_free(struct px **pxp)
 	pthread_cond_destroy(&px->scond);
 	free(px->brokers);
 	kd_topics_free(&px->topics);
-	px_rules_free(&px->rules);
+	px_rules_free(&px->rules); /* its watcher reloads into the audit: first */
+	px_audit_free(&px->audit);
 	px_tap_close(&px->tap); /* after every connection ended its flow */
 	px_conf_free(&px->conf);
 	free(px);

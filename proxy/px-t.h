@@ -111,6 +111,9 @@ struct px_conf {
 	uint64_t tap_max_bytes;
 	unsigned tap_files;
 	size_t tap_buffer_bytes;
+	/* audit_log: JSON-lines file of the audit's refusals and throttles,
+	 * and of audit rules without `to:` (px-audit.h); NULL = none. */
+	char *audit_log;
 	struct px_hostport admin;
 	/* log_level: 0 errors, 1 warnings, 2 info (default), 3 debug. */
 	int log_level;

@@ -94,6 +94,9 @@ struct px_rules *px_rules_of(const struct px *px);
 /* The tap (px_conf.tap, px-tap.h), or NULL. */
 struct px_tap;
 struct px_tap *px_tap_of(const struct px *px);
+/* The audit trail (px-audit.h), or NULL without rules and audit_log. */
+struct px_audit;
+struct px_audit *px_audit_of(const struct px *px);
 
 /* The bound bootstrap port (useful with listen port 0). */
 uint16_t px_listen_port(const struct px *px);

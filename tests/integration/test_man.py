@@ -111,7 +111,8 @@ for fname in sorted(set(src_for.values())):
 conf_help = run("proxy", "--help-config")
 help_keys = set(re.findall(r"^  ([a-z_]+): ", conf_help, re.M))
 dump = run("proxy", "-u", "127.0.0.1:1", "--admin", "127.0.0.1:1", "--log-file", "/dev/null",
-           "--rules", "/dev/null", "--tap", "/dev/null", "--print-config")
+           "--rules", "/dev/null", "--tap", "/dev/null", "--audit-log", "/dev/null",
+           "--print-config")
 dump_keys = set(re.findall(r"^([a-z_]+):", dump, re.M))
 if not dump_keys:
     fail("kwire proxy --print-config printed no keys")
