@@ -5,7 +5,8 @@ through kwire in front of the mock cluster (both peers).
   confluent-kafka produce, confluent-kafka consumes; the JSON-lines file has
   the produced records (key, value, headers) and the fetched ones (with
   their offsets), the header's value is "[redacted]", and the secret is
-  nowhere in the file.
+  nowhere in the file. The same with batches of every codec (gzip, snappy,
+  lz4, zstd), produced and fetched.
 - A `log: summary` rule writes the access log's summary of each pair.
 - A denied Produce and a policy refusal are in the audit (the default sink,
   --audit-log, and the matching rule's sink) with the rule's name and error.
@@ -214,6 +215,32 @@ def main():
         check(s[0]["rule"] == "orders-summary" and sm["api"] == "Produce" and
               sm["status"] == "ok" and sm["partitions"][0]["topic"] == "orders" and
               sm["partitions"][0]["records"] == 1, f"summary: {s[0]}")
+
+        # Every codec: the records are read from compressed batches, on the
+        # way in (Produce) and on the way out (Fetch).
+        codecs = ("gzip", "snappy", "lz4", "zstd")
+        for codec in codecs:
+            ok, errs = produce(c.bootstrap, "pii.users",
+                               [(f"{codec}-{i}".encode(), f"{codec} value {i}".encode() * 20,
+                                 [("authorization", SECRET.encode())]) for i in range(3)],
+                               **{"compression.type": codec, "linger.ms": 50})
+            check(len(ok) == 3 and not errs, f"{codec}: {ok} {errs}")
+        total = 4 + 3 * len(codecs)
+        check(len(consume(c.bootstrap, "pii.users", total)) == total, "consumed every codec")
+
+        def by_codec(api):
+            recs = records_of(lines(audit), api)
+            return {k: [r for r in recs if r["key"].startswith(k + "-")] for k in codecs}
+        for api in ("Produce", "Fetch"):
+            got = wait_for(f"compressed records in the audit ({api})",
+                           lambda: all(len(v) >= 3 for v in by_codec(api).values()) and
+                           by_codec(api))
+            for codec, recs in got.items():
+                check(all(r["value"] == f"{codec} value {r['key'][-1]}" * 20 and
+                          r["headers"] == [{"key": "authorization", "value": "[redacted]"}]
+                          for r in recs), f"{api} {codec} records: {recs[:1]}")
+        with open(audit) as f:
+            check(SECRET not in f.read(), "no secret after the compressed records either")
 
         check(c.metric("kwire_audit_records_written_total", sink=audit) >= 3,
               "written records counted for the pii sink")
