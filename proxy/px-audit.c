@@ -732,15 +732,47 @@ static void rec_bytes(struct kd_wbuf *w, const char *what, const struct kd_view 
 		kd_w_fmt(w, ",\"%s_truncated\":true", what);
 }
 
+/* A line of records goes out once it holds this much, and the request's
+ * further records follow in the next line ("part": 2, ...): a Produce of
+ * thousands of records stays whole in the audit, and a line stays well
+ * under a Kafka sink's message.max.bytes (1,000,000 by default). */
+#define PA_LINE_MAX (256u * 1024)
+
 struct rec_out {
 	struct kd_wbuf *w;
 	const struct rule *rule;
-	int fetch; /* offsets are the broker's (a Fetch response) */
-	unsigned n, more;
-	size_t limit; /* bytes of the line before further records are counted, not written */
+	const struct px_audit_who *who;
+	struct pa_sink *sink; /* held busy */
+	int fetch;            /* offsets are the broker's (a Fetch response) */
+	unsigned n;           /* records in the line */
+	unsigned part;        /* lines written before this one */
 	struct kd_rec_iter it;
 	int it_ok;
 };
+
+static void rec_line_start(struct rec_out *o)
+{
+	o->w->len = 0;
+	ev_head(o->w, "records", o->rule->name, o->who);
+	w_str(o->w, ",\"records\":[");
+	o->n = 0;
+}
+
+/* Closes the line (problem: why records are missing, or NULL) and hands
+ * it to the sink. */
+static void rec_line_end(struct rec_out *o, const char *problem)
+{
+	w_str(o->w, "]");
+	if (o->part || o->w->len > PA_LINE_MAX)
+		kd_w_fmt(o->w, ",\"part\":%u", ++o->part);
+	if (problem) {
+		w_str(o->w, ",\"problem\":");
+		kd_json_cstr(o->w, problem);
+	}
+	w_str(o->w, "}");
+	if (o->sink && !o->w->err)
+		sink_put(o->sink, o->w, o->rule->name);
+}
 
 /* Appends the records of one RECORDS blob of topic/partition. */
 static void rec_blob(struct rec_out *o, const struct kd_view *topic, int32_t part,
@@ -761,9 +793,9 @@ static void rec_blob(struct rec_out *o, const struct kd_view *topic, int32_t par
 		if (b->control)
 			continue; /* transaction markers carry no data */
 		while (kd_rec_next_record(&o->it, &rec) == 1) {
-			if (o->w->len > o->limit) {
-				o->more++;
-				continue;
+			if (o->w->len > PA_LINE_MAX) {
+				rec_line_end(o, NULL);
+				rec_line_start(o);
 			}
 			struct kd_wbuf *w = o->w;
 			w_str(w, o->n++ ? ",{\"topic\":" : "{\"topic\":");
@@ -869,23 +901,15 @@ static void audit_records(struct px_audit *a, const struct rule_set *rs, const s
                           const char *problem)
 {
 	struct kd_wbuf w = {0};
-	ev_head(&w, "records", rule->name, who);
-	w_str(&w, ",\"records\":[");
-	struct rec_out o = {.w = &w, .rule = rule, .fetch = fetch, .limit = rule->max_bytes};
+	struct rec_out o = {
+	    .w = &w, .rule = rule, .who = who, .sink = sink_get(a, rs, rule), .fetch = fetch};
+	rec_line_start(&o);
 	if (t && t->root)
 		rec_walk(&o, f, t->root, (struct kd_view){0}, -1, map, 0);
 	if (o.it_ok)
 		kd_rec_iter_free(&o.it);
-	w_str(&w, "]");
-	if (o.more)
-		kd_w_fmt(&w, ",\"records_more\":%u", o.more);
-	if (problem) {
-		w_str(&w, ",\"problem\":");
-		kd_json_cstr(&w, problem);
-	}
-	w_str(&w, "}");
-	struct pa_sink *s = sink_get(a, rs, rule);
-	put_all(&s, 1, &w, rule->name);
+	rec_line_end(&o, problem);
+	sink_done(o.sink);
 	kd_wbuf_free(&w);
 }
 

@@ -6,7 +6,8 @@ through kwire in front of the mock cluster (both peers).
   the produced records (key, value, headers) and the fetched ones (with
   their offsets), the header's value is "[redacted]", and the secret is
   nowhere in the file. The same with batches of every codec (gzip, snappy,
-  lz4, zstd), produced and fetched.
+  lz4, zstd), produced and fetched; and a Produce whose records take more
+  than one line (numbered parts, every record once).
 - A `log: summary` rule writes the access log's summary of each pair.
 - A denied Produce and a policy refusal are in the audit (the default sink,
   --audit-log, and the matching rule's sink) with the rule's name and error.
@@ -241,6 +242,25 @@ def main():
                           for r in recs), f"{api} {codec} records: {recs[:1]}")
         with open(audit) as f:
             check(SECRET not in f.read(), "no secret after the compressed records either")
+
+        # A Produce whose records take more than one line (256 KiB): every
+        # record is there once, over numbered parts.
+        big = 400
+        ok, errs = produce(c.bootstrap, "pii.users",
+                           [(b"big-%03d" % i, b"b" * 900, None) for i in range(big)],
+                           **{"linger.ms": 300, "batch.size": 4000000})
+        check(len(ok) == big and not errs, f"big produce: {len(ok)} {errs}")
+
+        def big_lines():
+            return [e for e in lines(audit) if e.get("event") == "records" and
+                    e["api"] == "Produce" and
+                    any(r["key"].startswith("big-") for r in e["records"])]
+        bl = wait_for("the big produce's lines",
+                      lambda: sum(len(e["records"]) for e in big_lines()) >= big and big_lines())
+        keys = sorted(r["key"] for e in bl for r in e["records"])
+        check(keys == [f"big-{i:03d}" for i in range(big)], f"big keys: {len(keys)}")
+        check(any(e.get("part", 0) >= 2 for e in bl), f"parts: {[e.get('part') for e in bl]}")
+        check(all(len(json.dumps(e)) < 400000 for e in bl), "each line under 400 KB")
 
         check(c.metric("kwire_audit_records_written_total", sink=audit) >= 3,
               "written records counted for the pii sink")
