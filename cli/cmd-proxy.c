@@ -49,6 +49,22 @@ enum {
 	OPT_AUDIT_LOG,
 	OPT_PRINT_CONFIG,
 	OPT_HELP_CONFIG,
+	OPT_TLS_CERT,
+	OPT_TLS_KEY,
+	OPT_TLS_CHAIN,
+	OPT_TLS_CLIENT_CA,
+	OPT_TLS_CLIENT_AUTH,
+	OPT_TLS_PRINCIPAL_RULES,
+	OPT_TLS_PRINCIPAL_SOURCE,
+	OPT_TLS_KTLS,
+	OPT_UPSTREAM_TLS,
+	OPT_UPSTREAM_TLS_CA,
+	OPT_UPSTREAM_TLS_CERT,
+	OPT_UPSTREAM_TLS_KEY,
+	OPT_UPSTREAM_TLS_NO_VERIFY,
+	OPT_UPSTREAM_TLS_SERVER_NAME,
+	OPT_SNI_HOSTS,
+	OPT_SNI_PORT,
 };
 
 static const struct option proxy_opts[] = {
@@ -87,6 +103,22 @@ static const struct option proxy_opts[] = {
     {"quiet", no_argument, NULL, 'q'},
     {"help", no_argument, NULL, 'h'},
     {"help-config", no_argument, NULL, OPT_HELP_CONFIG},
+    {"tls-cert", required_argument, NULL, OPT_TLS_CERT},
+    {"tls-key", required_argument, NULL, OPT_TLS_KEY},
+    {"tls-chain", required_argument, NULL, OPT_TLS_CHAIN},
+    {"tls-client-ca", required_argument, NULL, OPT_TLS_CLIENT_CA},
+    {"tls-client-auth", required_argument, NULL, OPT_TLS_CLIENT_AUTH},
+    {"tls-principal-rules", required_argument, NULL, OPT_TLS_PRINCIPAL_RULES},
+    {"tls-principal-source", required_argument, NULL, OPT_TLS_PRINCIPAL_SOURCE},
+    {"ktls", no_argument, NULL, OPT_TLS_KTLS},
+    {"upstream-tls", no_argument, NULL, OPT_UPSTREAM_TLS},
+    {"upstream-tls-ca", required_argument, NULL, OPT_UPSTREAM_TLS_CA},
+    {"upstream-tls-cert", required_argument, NULL, OPT_UPSTREAM_TLS_CERT},
+    {"upstream-tls-key", required_argument, NULL, OPT_UPSTREAM_TLS_KEY},
+    {"upstream-tls-no-verify", no_argument, NULL, OPT_UPSTREAM_TLS_NO_VERIFY},
+    {"upstream-tls-server-name", required_argument, NULL, OPT_UPSTREAM_TLS_SERVER_NAME},
+    {"sni-hosts", required_argument, NULL, OPT_SNI_HOSTS},
+    {"sni-port", required_argument, NULL, OPT_SNI_PORT},
     {NULL, 0, NULL, 0},
 };
 
@@ -202,6 +234,18 @@ fail:
 }
 /* --no-log: no access log at all (the default is stdout). */
 static int proxy_no_log;
+
+/* Replaces a heap string of conf with a copy of arg ("" = unset); -1
+ * out of memory. */
+static int set_str(char **dst, const char *arg)
+{
+	char *s = NULL;
+	if (arg[0] && !(s = strdup(arg)))
+		return -1;
+	free(*dst);
+	*dst = s;
+	return 0;
+}
 
 /* Applies one flag to conf; -1 on a bad value. */
 static int apply_flag(struct px_conf *conf, int c, const char *arg, int *print_config)
@@ -377,6 +421,68 @@ static int apply_flag(struct px_conf *conf, int c, const char *arg, int *print_c
 		return 0;
 	case OPT_PRINT_CONFIG:
 		*print_config = 1;
+		return 0;
+	case OPT_TLS_CERT:
+		return set_str(&conf->tls_cert, arg);
+	case OPT_TLS_KEY:
+		return set_str(&conf->tls_key, arg);
+	case OPT_TLS_CHAIN:
+		return set_str(&conf->tls_chain, arg);
+	case OPT_TLS_CLIENT_CA:
+		return set_str(&conf->tls_client_ca, arg);
+	case OPT_TLS_CLIENT_AUTH:
+		if (!strcmp(arg, "none"))
+			conf->tls_client_auth = PX_TLS_AUTH_NONE;
+		else if (!strcmp(arg, "requested"))
+			conf->tls_client_auth = PX_TLS_AUTH_REQUESTED;
+		else if (!strcmp(arg, "required"))
+			conf->tls_client_auth = PX_TLS_AUTH_REQUIRED;
+		else {
+			snprintf(err, sizeof(err),
+			         "--tls-client-auth '%s': none, requested or required", arg);
+			goto bad;
+		}
+		return 0;
+	case OPT_TLS_PRINCIPAL_RULES:
+		if (px_tls_rules_check(arg, err, sizeof(err)))
+			goto bad;
+		return set_str(&conf->tls_principal_rules, arg);
+	case OPT_TLS_PRINCIPAL_SOURCE:
+		if (strcmp(arg, "dn") && strcmp(arg, "san")) {
+			snprintf(err, sizeof(err), "--tls-principal-source '%s': dn or san", arg);
+			goto bad;
+		}
+		conf->tls_principal_source =
+		    !strcmp(arg, "san") ? PX_TLS_SOURCE_SAN : PX_TLS_SOURCE_DN;
+		return 0;
+	case OPT_TLS_KTLS:
+		conf->tls_ktls = 1;
+		return 0;
+	case OPT_UPSTREAM_TLS:
+		conf->upstream_tls = 1;
+		return 0;
+	case OPT_UPSTREAM_TLS_CA:
+		conf->upstream_tls = 1;
+		return set_str(&conf->upstream_tls_ca, arg);
+	case OPT_UPSTREAM_TLS_CERT:
+		conf->upstream_tls = 1;
+		return set_str(&conf->upstream_tls_cert, arg);
+	case OPT_UPSTREAM_TLS_KEY:
+		conf->upstream_tls = 1;
+		return set_str(&conf->upstream_tls_key, arg);
+	case OPT_UPSTREAM_TLS_NO_VERIFY:
+		conf->upstream_tls = 1;
+		conf->upstream_tls_verify = 0;
+		return 0;
+	case OPT_UPSTREAM_TLS_SERVER_NAME:
+		conf->upstream_tls = 1;
+		return set_str(&conf->upstream_tls_server_name, arg);
+	case OPT_SNI_HOSTS:
+		return set_str(&conf->sni_hosts, arg);
+	case OPT_SNI_PORT:
+		if (parse_num("sni-port", arg, 1, 65535, &v))
+			return -1;
+		conf->sni_port = (uint16_t)v;
 		return 0;
 	case 'v':
 		if (conf->log_level < 3)

@@ -37,7 +37,8 @@ static const uint64_t adm_bounds_us[] = {100,     250,     500,     1000,    250
                                          1000000, 2500000, 5000000, 10000000};
 #define ADM_NB (sizeof(adm_bounds_us) / sizeof(adm_bounds_us[0]))
 
-#define ADM_TOPICS 1024 /* distinct topics tracked; more go to "_other" */
+#define ADM_TOPICS 1024   /* distinct topics tracked; more go to "_other" */
+#define ADM_PRINCIPALS 64 /* distinct principals tracked; more go to "_other" */
 #define ADM_TOPIC_LEN 250
 
 struct adm_hist {
@@ -71,6 +72,15 @@ struct px_admin {
 	struct adm_topic *topics; /* open addressing, ADM_TOPICS slots */
 	unsigned ntopics;
 	struct adm_topic other;
+	/* Requests per principal (mTLS, SASL), under tmu: the first
+	 * ADM_PRINCIPALS seen get a series, later ones count as "_other"
+	 * (bounded cardinality, whatever the clients present). */
+	struct {
+		char name[PX_PRINCIPAL_MAX];
+		uint64_t requests;
+	} principals[ADM_PRINCIPALS];
+	unsigned nprincipals;
+	uint64_t principal_other;
 
 	/* Bodies decoded for the log and the metrics (per the summary): not
 	 * decodable (copies cut at frame_copy_max aside), and decoded with
@@ -110,6 +120,24 @@ static struct adm_topic *adm_topic_slot(struct px_admin *adm, const char *name, 
 	return &adm->other;
 }
 
+static void adm_principal_count(struct px_admin *adm, const char *principal)
+{
+	pthread_mutex_lock(&adm->tmu);
+	unsigned i = 0;
+	for (; i < adm->nprincipals; i++)
+		if (!strcmp(adm->principals[i].name, principal))
+			break;
+	if (i == adm->nprincipals && i < ADM_PRINCIPALS) {
+		snprintf(adm->principals[i].name, sizeof(adm->principals[i].name), "%s", principal);
+		adm->nprincipals++;
+	}
+	if (i < ADM_PRINCIPALS)
+		adm->principals[i].requests++;
+	else
+		adm->principal_other++;
+	pthread_mutex_unlock(&adm->tmu);
+}
+
 void px_admin_record(struct px_admin *adm, const struct px_pair *pair, const struct kd_summary *sum)
 {
 	if (pair->api_key >= 0 && pair->api_key < PX_API_MAX && !pair->no_response) {
@@ -121,6 +149,8 @@ void px_admin_record(struct px_admin *adm, const struct px_pair *pair, const str
 		atomic_fetch_add_explicit(&hs->sum_us, pair->latency_us, memory_order_relaxed);
 		atomic_fetch_add_explicit(&hs->count, 1, memory_order_relaxed);
 	}
+	if (pair->principal)
+		adm_principal_count(adm, pair->principal);
 	if (!sum)
 		return;
 	unsigned errs = (!pair->req_trunc && (sum->flags & KD_SUM_REQ_BAD)) +
@@ -287,6 +317,42 @@ static void adm_topic_line(struct kd_wbuf *w, const char *metric, const char *to
 	w_fmt(w, "%s{topic=\"", metric);
 	w_label(w, topic);
 	w_fmt(w, "\"} %" PRIu64 "\n", v);
+}
+
+/* TLS (docs/security.md): handshakes, refusals, clients on the wrong
+ * listener, certificate reloads. */
+static void adm_tls_metrics(struct px_admin *adm, struct kd_wbuf *w)
+{
+	struct px_tls_stats ts;
+	px_tls_stats_get(adm->px, &ts);
+	adm_counter(w, "kwire_tls_handshakes_total", "Client TLS handshakes completed.",
+	            ts.handshakes, "counter");
+	adm_counter(w, "kwire_tls_handshake_failures_total",
+	            "Client TLS handshakes that failed (no or untrusted certificate, ...).",
+	            ts.handshake_failures, "counter");
+	adm_counter(w, "kwire_upstream_tls_failures_total",
+	            "TLS handshakes with brokers that failed (certificate refused, ...).",
+	            ts.upstream_failures, "counter");
+	adm_counter(w, "kwire_tls_no_principal_total",
+	            "Clients refused: no principal mapping rule applied to their certificate.",
+	            ts.no_principal, "counter");
+	w_str(w, "# HELP kwire_tls_wrong_protocol_total Clients refused for speaking the other "
+	         "protocol than their listener.\n# TYPE kwire_tls_wrong_protocol_total counter\n");
+	w_fmt(w,
+	      "kwire_tls_wrong_protocol_total{listener=\"plaintext\",client=\"tls\"} %" PRIu64 "\n",
+	      ts.tls_on_plain);
+	w_fmt(w,
+	      "kwire_tls_wrong_protocol_total{listener=\"tls\",client=\"plaintext\"} %" PRIu64 "\n",
+	      ts.plain_on_tls);
+	w_fmt(w, "kwire_tls_wrong_protocol_total{listener=\"tls\",client=\"other\"} %" PRIu64 "\n",
+	      ts.not_tls);
+	adm_counter(w, "kwire_tls_reloads_total", "Certificate reloads (SIGHUP or a changed file).",
+	            ts.reloads, "counter");
+	adm_counter(w, "kwire_tls_reload_failures_total",
+	            "Certificate reloads that failed (the old certificates stayed).",
+	            ts.reload_failures, "counter");
+	adm_counter(w, "kwire_tls_ktls_tx_total", "TLS connections whose transmit is kernel TLS.",
+	            ts.ktls_tx, "counter");
 }
 
 /* The rules' counters: reloads, per-rule hits (one series per rule of the
@@ -493,7 +559,19 @@ void px_admin_metrics(struct px_admin *adm, struct kd_wbuf *w)
 	    {"kwire_topic_fetch_bytes_total", "Record batch bytes fetched, per topic.",
 	     offsetof(struct adm_topic, fetch_bytes)},
 	};
+	adm_tls_metrics(adm, w);
 	pthread_mutex_lock(&adm->tmu);
+	w_str(w, "# HELP kwire_principal_requests_total Requests per authenticated principal "
+	         "(the first 64 seen; later ones as _other).\n"
+	         "# TYPE kwire_principal_requests_total counter\n");
+	for (unsigned i = 0; i < adm->nprincipals; i++) {
+		w_str(w, "kwire_principal_requests_total{principal=\"");
+		w_label(w, adm->principals[i].name);
+		w_fmt(w, "\"} %" PRIu64 "\n", adm->principals[i].requests);
+	}
+	if (adm->principal_other)
+		w_fmt(w, "kwire_principal_requests_total{principal=\"_other\"} %" PRIu64 "\n",
+		      adm->principal_other);
 	adm_fold_ids(adm);
 	for (size_t m = 0; m < sizeof(tm) / sizeof(tm[0]); m++) {
 		w_fmt(w, "# HELP %s %s\n# TYPE %s counter\n", tm[m].name, tm[m].help, tm[m].name);

@@ -36,15 +36,35 @@ void px_conf_init(struct px_conf *conf)
 	conf->tap_max_bytes = 100ull << 20; /* px-tap.h defaults */
 	conf->tap_files = 10;
 	conf->tap_buffer_bytes = 16u << 20;
+	conf->tls_client_auth = PX_TLS_AUTH_DEFAULT;
+	conf->upstream_tls_verify = 1;
 }
+
+/* The heap strings of struct px_conf, for copy and free. */
+static const size_t conf_strs[] = {
+    offsetof(struct px_conf, access_log),
+    offsetof(struct px_conf, rules),
+    offsetof(struct px_conf, tls_cert),
+    offsetof(struct px_conf, tls_key),
+    offsetof(struct px_conf, tls_chain),
+    offsetof(struct px_conf, tls_client_ca),
+    offsetof(struct px_conf, tls_principal_rules),
+    offsetof(struct px_conf, upstream_tls_ca),
+    offsetof(struct px_conf, upstream_tls_cert),
+    offsetof(struct px_conf, upstream_tls_key),
+    offsetof(struct px_conf, upstream_tls_server_name),
+    offsetof(struct px_conf, sni_hosts),
+    offsetof(struct px_conf, tap),
+    offsetof(struct px_conf, audit_log),
+};
+#define CONF_STR(conf, i) ((char **)((char *)(conf) + conf_strs[i]))
+#define CONF_NSTRS (sizeof(conf_strs) / sizeof(conf_strs[0]))
 
 void px_conf_free(struct px_conf *conf)
 {
 	free(conf->broker_ports);
-	free(conf->access_log);
-	free(conf->rules);
-	free(conf->tap);
-	free(conf->audit_log);
+	for (size_t i = 0; i < CONF_NSTRS; i++)
+		free(*CONF_STR(conf, i));
 	px_conf_init(conf);
 }
 
@@ -52,14 +72,8 @@ int px_conf_copy(struct px_conf *dst, const struct px_conf *src)
 {
 	*dst = *src;
 	dst->broker_ports = NULL;
-	dst->access_log = NULL;
-	dst->rules = NULL;
-	dst->tap = NULL;
-	dst->audit_log = NULL;
-	if (src->tap && !(dst->tap = strdup(src->tap)))
-		goto fail;
-	if (src->audit_log && !(dst->audit_log = strdup(src->audit_log)))
-		goto fail;
+	for (size_t i = 0; i < CONF_NSTRS; i++)
+		*CONF_STR(dst, i) = NULL;
 	if (src->nbroker_ports) {
 		dst->broker_ports = calloc(src->nbroker_ports, sizeof(*dst->broker_ports));
 		if (!dst->broker_ports)
@@ -67,14 +81,9 @@ int px_conf_copy(struct px_conf *dst, const struct px_conf *src)
 		memcpy(dst->broker_ports, src->broker_ports,
 		       src->nbroker_ports * sizeof(*dst->broker_ports));
 	}
-	if (src->access_log) {
-		dst->access_log = strdup(src->access_log);
-		if (!dst->access_log)
-			goto fail;
-	}
-	if (src->rules) {
-		dst->rules = strdup(src->rules);
-		if (!dst->rules)
+	for (size_t i = 0; i < CONF_NSTRS; i++) {
+		const char *v = *CONF_STR(src, i);
+		if (v && !(*CONF_STR(dst, i) = strdup(v)))
 			goto fail;
 	}
 	return 0;
@@ -82,14 +91,10 @@ fail:
 	free(dst->broker_ports);
 	dst->broker_ports = NULL;
 	dst->nbroker_ports = 0;
-	free(dst->access_log);
-	dst->access_log = NULL;
-	free(dst->rules);
-	dst->rules = NULL;
-	free(dst->audit_log);
-	dst->audit_log = NULL;
-	free(dst->tap);
-	dst->tap = NULL;
+	for (size_t i = 0; i < CONF_NSTRS; i++) {
+		free(*CONF_STR(dst, i));
+		*CONF_STR(dst, i) = NULL;
+	}
 	return -1;
 }
 
@@ -284,6 +289,8 @@ int px_conf_check(const struct px_conf *conf, char *err, size_t errlen)
 				return -1;
 			}
 	}
+	if (px_tls_conf_check(conf, err, errlen))
+		return -1;
 	return check_ports(conf, err, errlen);
 }
 
@@ -691,7 +698,7 @@ static int y_broker_ports(struct yctx *y, struct px_conf *conf, const yaml_node_
 	return 0;
 }
 
-enum ykind { YK_UINT, YK_BOOL, YK_STR, YK_SPECIAL };
+enum ykind { YK_UINT, YK_BOOL, YK_STR, YK_SPECIAL, YK_PATH };
 
 /* Integer keys: where they go and their range. */
 struct ykey {
@@ -734,6 +741,27 @@ static const struct ykey ykeys[] = {
     {"audit_log", YK_SPECIAL, 0, 0, 0, 0},
     {"admin", YK_SPECIAL, 0, 0, 0, 0},
     YU(log_level, log_level, 0, 3),
+#define YP(name)                                                                                   \
+	{                                                                                          \
+#name, YK_PATH, offsetof(struct px_conf, name), 0, 0, 0                            \
+	}
+    YP(tls_cert),
+    YP(tls_key),
+    YP(tls_chain),
+    YP(tls_client_ca),
+    {"tls_client_auth", YK_SPECIAL, 0, 0, 0, 0},
+    {"tls_principal_rules", YK_SPECIAL, 0, 0, 0, 0},
+    {"tls_principal_source", YK_SPECIAL, 0, 0, 0, 0},
+    {"tls_ktls", YK_BOOL, offsetof(struct px_conf, tls_ktls), 0, 0, 0},
+    {"upstream_tls", YK_BOOL, offsetof(struct px_conf, upstream_tls), 0, 0, 0},
+    YP(upstream_tls_ca),
+    YP(upstream_tls_cert),
+    YP(upstream_tls_key),
+    {"upstream_tls_verify", YK_BOOL, offsetof(struct px_conf, upstream_tls_verify), 0, 0, 0},
+    YP(upstream_tls_server_name),
+    YP(sni_hosts),
+    YU(sni_port, sni_port, 0, 65535),
+#undef YP
 };
 
 static void store_uint(void *field, size_t size, long long v)
@@ -757,6 +785,67 @@ static void store_uint(void *field, size_t size, long long v)
 	default:
 		abort(); /* a ykeys row with an unhandled size */
 	}
+}
+
+/* tls_client_auth, tls_principal_source, tls_principal_rules (a list of
+ * rules, or one string in Kafka's comma-separated form). */
+static int y_tls(struct yctx *y, struct px_conf *conf, const char *key, const yaml_node_t *node,
+                 int index)
+{
+	char buf[4096], msg[256];
+	if (!strcmp(key, "tls_principal_rules")) {
+		struct kd_wbuf w = {0};
+		const yaml_mark_t *at = y->at;
+		if (node->type == YAML_SEQUENCE_NODE) {
+			for (yaml_node_item_t *it = node->data.sequence.items.start;
+			     it < node->data.sequence.items.top; it++) {
+				yaml_node_t *item = y_child(
+				    y, index, (size_t)(it - node->data.sequence.items.start), *it);
+				if (y_str(y, item, key, buf, sizeof(buf))) {
+					kd_wbuf_free(&w);
+					return -1;
+				}
+				/* One rule per line: a pattern may hold commas. */
+				if (w.len)
+					kd_w_raw(&w, "\n", 1);
+				kd_w_raw(&w, buf, strlen(buf));
+			}
+			y->at = at;
+		} else {
+			if (y_str(y, node, key, buf, sizeof(buf)))
+				return -1;
+			kd_w_raw(&w, buf, strlen(buf));
+		}
+		kd_w_raw(&w, "", 1);
+		if (w.err || px_tls_rules_check((const char *)w.p, msg, sizeof(msg))) {
+			int rc = yerr(y, node, "'%s': %s", key, w.err ? "out of memory" : msg);
+			kd_wbuf_free(&w);
+			return rc;
+		}
+		free(conf->tls_principal_rules);
+		conf->tls_principal_rules = (char *)w.p; /* NUL-terminated above */
+		return 0;
+	}
+	if (y_str(y, node, key, buf, sizeof(buf)))
+		return -1;
+	if (!strcmp(key, "tls_client_auth")) {
+		int v = !strcmp(buf, "none")        ? PX_TLS_AUTH_NONE
+		        : !strcmp(buf, "requested") ? PX_TLS_AUTH_REQUESTED
+		        : !strcmp(buf, "required")  ? PX_TLS_AUTH_REQUIRED
+		                                    : -2;
+		if (v == -2)
+			return yerr(y, node, "'%s' must be none, requested or required", key);
+		conf->tls_client_auth = v;
+		return 0;
+	}
+	/* tls_principal_source */
+	if (!strcmp(buf, "dn"))
+		conf->tls_principal_source = PX_TLS_SOURCE_DN;
+	else if (!strcmp(buf, "san"))
+		conf->tls_principal_source = PX_TLS_SOURCE_SAN;
+	else
+		return yerr(y, node, "'%s' must be dn or san", key);
+	return 0;
 }
 
 static int y_special(struct yctx *y, struct px_conf *conf, const char *key, const yaml_node_t *node,
@@ -798,6 +887,8 @@ static int y_special(struct yctx *y, struct px_conf *conf, const char *key, cons
 		*dst = s;
 		return 0;
 	}
+	if (!strncmp(key, "tls_", 4))
+		return y_tls(y, conf, key, node, index);
 	/* access_log_format */
 	char buf[16];
 	if (y_str(y, node, key, buf, sizeof(buf)))
@@ -863,6 +954,17 @@ static int y_top(struct yctx *y, struct px_conf *conf, const yaml_node_t *root)
 			if (y_special(y, conf, key, v, pr->value))
 				return -1;
 			break;
+		case YK_PATH: {
+			char buf[4096];
+			if (y_str(y, v, key, buf, sizeof(buf)))
+				return -1;
+			char *dup = NULL; /* "" is unset */
+			if (buf[0] && !(dup = strdup(buf)))
+				return yerr(y, v, "out of memory");
+			free(*(char **)field);
+			*(char **)field = dup;
+			break;
+		}
 		}
 	}
 	return 0;
@@ -1003,4 +1105,5 @@ void px_conf_dump(const struct px_conf *conf, FILE *f)
 	if (conf->admin.port)
 		fprintf(f, "admin: \"%s:%u\"\n", conf->admin.host, conf->admin.port);
 	fprintf(f, "log_level: %d\n", conf->log_level);
+	px_tls_conf_dump(conf, f);
 }

@@ -45,8 +45,10 @@
 #include "kd-topics.h"
 #include "kd-walk.h"
 #include "kd.h"
+#include "kd-tls.h"
 #include "px-int.h"
 #include "px-tap.h"
+#include "px-tls.h"
 
 /* Request and response headers are small; a client id can reach 32 KiB. */
 #define PX_HDR_PULL0 64
@@ -135,6 +137,7 @@ struct px_conn {
 	uint8_t resp_whole; /* waiting for a whole response to edit */
 	uint8_t client_eof; /* the client closed its side: never read again */
 	uint8_t req_whole;  /* waiting for a whole request for the rules */
+	uint8_t tls_up;     /* the client's TLS handshake is done */
 	uint8_t src_family; /* the client's address, for the rules' source */
 	uint8_t src_addr[16];
 	uint8_t c_why;      /* why the client is not read now (PX_PAUSE_*) */
@@ -298,12 +301,37 @@ static size_t tcp_write_now(void *ctx, struct bufferevent *bev, struct evbuffer 
 	return n > 0 ? (size_t)n : 0;
 }
 
+static const char *tcp_describe(void *ctx, struct bufferevent *bev, int connected, char *buf,
+                                size_t len)
+{
+	(void)ctx;
+	(void)bev;
+	(void)connected;
+	(void)buf;
+	(void)len;
+	return NULL;
+}
+
+static int tcp_peer_principal(void *ctx, struct bufferevent *bev, char *out, size_t cap, char *why,
+                              size_t whylen)
+{
+	(void)ctx;
+	(void)bev;
+	(void)out;
+	(void)cap;
+	(void)why;
+	(void)whylen;
+	return 0;
+}
+
 const struct px_transport px_transport_tcp = {
     .name = "tcp",
     .accepted = tcp_accepted,
     .connect = tcp_connect,
     .read_more = tcp_read_more,
     .write_now = tcp_write_now,
+    .describe = tcp_describe,
+    .peer_principal = tcp_peer_principal,
 };
 
 void px_conn_set_principal(struct px_conn *conn, const char *principal, size_t len)
@@ -629,9 +657,13 @@ static void up_event_cb(struct bufferevent *bev, short what, void *arg)
 	}
 	if (!conn->up_ok) {
 		int e = EVUTIL_SOCKET_ERROR();
+		char why[512];
+		const char *tw = px->tp->describe(px->tp->ctx, bev, 0, why, sizeof(why));
 		PX_INC(px, upstream_connect_failures, 1);
 		px_log(px, 1, "%s: connect to %s failed: %s", conn->client_addr, conn->up_addr,
-		       (what & BEV_EVENT_ERROR) && e ? evutil_socket_error_to_string(e) : "closed");
+		       tw                              ? tw
+		       : (what & BEV_EVENT_ERROR) && e ? evutil_socket_error_to_string(e)
+		                                       : "closed");
 		evtimer_del(conn->timer);
 		close_upstream(conn);
 		upstream_retry(conn);
@@ -724,7 +756,31 @@ static void client_gone(struct px_conn *conn)
 static void cl_event_cb(struct bufferevent *bev, short what, void *arg)
 {
 	struct px_conn *conn = arg;
-	(void)bev;
+	struct px *px = conn->px;
+	if (what & BEV_EVENT_CONNECTED) {
+		/* The client's TLS handshake is done: who it is. */
+		char who[PX_PRINCIPAL_MAX], why[384];
+		int n =
+		    px->tp->peer_principal(px->tp->ctx, bev, who, sizeof(who), why, sizeof(why));
+		if (n < 0) {
+			px_log(px, 1, "%s: client refused: %s", conn->client_addr, why);
+			conn_free(conn);
+			return;
+		}
+		conn->tls_up = 1;
+		if (n > 0) {
+			px_conn_set_principal(conn, who, (size_t)n);
+			px_log(px, 3, "%s: principal %s", conn->client_addr, conn->principal);
+		}
+		pump(conn);
+		return;
+	}
+	if (!(what & BEV_EVENT_TIMEOUT)) {
+		char why[512];
+		const char *tw = px->tp->describe(px->tp->ctx, bev, conn->tls_up, why, sizeof(why));
+		if (tw)
+			px_log(px, conn->tls_up ? 2 : 1, "%s: client %s", conn->client_addr, tw);
+	}
 	if (what & BEV_EVENT_TIMEOUT) {
 		if ((inflight(conn) && !conn->req_left) || conn->closing) {
 			/* Waiting for responses is not idleness; a client silent
@@ -1096,6 +1152,19 @@ static int c2s(struct px_conn *conn)
 				PX_INC(px, frames_too_large, 1);
 			else
 				PX_INC(px, decode_errors, 1);
+			const uint8_t *head = evbuffer_pullup(in, 3);
+			if (head && kd_tls_looks_like(head, 3)) {
+				/* A TLS record's header read as a frame size: ~369 MB. */
+				px_tls_count_tls_on_plain(px);
+				px_log(
+				    px, 1,
+				    "%s: TLS client on a plaintext listener (its first bytes are "
+				    "a TLS handshake record): closing; use security.protocol "
+				    "PLAINTEXT, or give this listener tls_cert and tls_key",
+				    conn->client_addr);
+				conn_free(conn);
+				return -1;
+			}
 			px_log(px, 1, "%s: bad request frame (%s), closing the connection",
 			       conn->client_addr,
 			       rc < 0 ? kd_strerror(rc) : "frame over max_frame_bytes");

@@ -45,6 +45,17 @@ struct px_transport {
 	 * the loop iteration and the two epoll_ctl calls per hop that going
 	 * through the output costs. A transport may always return 0. */
 	size_t (*write_now)(void *ctx, struct bufferevent *bev, struct evbuffer *src, size_t max);
+	/* After an error or EOF on bev: what the transport knows of why (a
+	 * TLS alert, a refused certificate), into buf; NULL when nothing.
+	 * connected: whether bev had finished connecting (its handshake). */
+	const char *(*describe)(void *ctx, struct bufferevent *bev, int connected, char *buf,
+	                        size_t len);
+	/* Once a client's connection is established (BEV_EVENT_CONNECTED: its
+	 * TLS handshake is done): the principal its credentials give, into out.
+	 * Returns its length, 0 when none, or -1 when the connection must be
+	 * refused (why says why). */
+	int (*peer_principal)(void *ctx, struct bufferevent *bev, char *out, size_t cap, char *why,
+	                      size_t whylen);
 	void *ctx;
 };
 
@@ -87,6 +98,7 @@ struct px_worker {
 	struct event *drain_ev; /* activated by px_stop */
 	struct event *kill_ev;  /* drain timeout: close everything */
 	struct px_conn *conns;  /* doubly linked through px_conn.next/prev */
+	void *peeks;            /* sockets in px_tls_peek (px-tls.c) */
 	unsigned nconns;
 	int draining;
 	_Atomic int done; /* read by the acceptor */
@@ -105,6 +117,7 @@ struct px {
 	struct px_conf conf;
 	struct px_hooks hooks;
 	const struct px_transport *tp;
+	struct px_tls *tls; /* px-tls.h; NULL: plain TCP on both sides */
 	char advertise[PX_HOST_MAX];
 
 	struct event_base *abase; /* acceptor base: every listener lives here */
@@ -149,6 +162,8 @@ struct px {
 	/* Frames decoded on the data path that had something tolerated (bytes
 	 * after the body): PX_INC(px, decode_warnings, 1) next to decode_errors. */
 	_Atomic uint64_t decode_warnings;
+	/* TLS ClientHellos met on a plaintext listener (px-tls.h). */
+	_Atomic uint64_t tls_on_plain;
 	/* Topic id -> name, one per proxy (= per cluster), shared by every
 	 * connection; lookups take no lock (kd-topics.h). px_topics(px). */
 	struct kd_topics *topics;

@@ -36,6 +36,7 @@
 #include "kd.h"
 #include "px-int.h"
 #include "px-tap.h"
+#include "px-tls.h"
 #include "rule.h"
 
 #define PX_BACKLOG 512
@@ -229,6 +230,16 @@ struct px *px_new(const struct px_conf *conf, char *err, size_t errlen)
 		}
 	}
 	px->tp = &px_transport_tcp;
+	if (px_tls_new(px, &px->tls, err, errlen)) {
+		px_rules_free(&px->rules);
+		kd_topics_free(&px->topics);
+		free(px->brokers);
+		px_conf_free(&px->conf);
+		free(px);
+		return NULL;
+	}
+	if (px->tls)
+		px->tp = px_tls_transport(px->tls);
 	if (conf->advertise[0])
 		snprintf(px->advertise, sizeof(px->advertise), "%s", conf->advertise);
 	else if (is_wildcard(conf->listen.host))
@@ -522,6 +533,15 @@ int px_addr_map(void *arg, int32_t node_id, const struct kd_view *host, int32_t 
 			       "to broker %d through kwire will fail",
 			       node_id, port, node_id);
 	}
+	if (px->conf.sni_hosts) {
+		/* One port for the whole cluster: the broker's name says which it
+		 * is (px_tls_peek routes by it). */
+		px_tls_sni_name(px, node_id, out_host);
+		b->proxy_port = px->conf.sni_port ? px->conf.sni_port : px->bound_port;
+		*out_port = b->proxy_port;
+		pthread_mutex_unlock(&px->bmu);
+		return 0;
+	}
 	/* b->failed only silences repeated log lines: a bind that failed (port
 	 * taken) is retried whenever a response names the broker again. */
 	if (!b->lsn && !px->lsn_closed) {
@@ -694,6 +714,9 @@ static void wake_cb(evutil_socket_t fd, short what, void *arg)
 			break;
 		if (wk->draining)
 			evutil_closesocket(ho->fd);
+		else if (px_tls_peeks(wk->px->tls))
+			px_tls_peek(wk,
+			            ho); /* TLS listener: px_conn_new once the ClientHello is in */
 		else
 			px_conn_new(wk, ho);
 		free(ho);
@@ -713,6 +736,7 @@ static void drain_cb(evutil_socket_t fd, short what, void *arg)
 	struct px_worker *wk = arg;
 	wake_cb(fd, what, arg); /* sockets already handed over are served, then drained */
 	wk->draining = 1;
+	px_tls_peek_close_all(wk);
 	px_conn_drain_all(wk);
 	worker_maybe_done(wk);
 }
@@ -723,6 +747,7 @@ static void kill_cb(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	wk->draining = 1;
+	px_tls_peek_close_all(wk);
 	px_conn_close_all(wk);
 	worker_maybe_done(wk);
 }
@@ -900,6 +925,10 @@ int px_start(struct px *px, char *err, size_t errlen)
 	px->resume_ev = evtimer_new(px->abase, resume_cb, px);
 	px->kill_now_ev = event_new(px->abase, -1, 0, kill_now_cb, px);
 	px->gc_ev = evtimer_new(px->abase, gc_cb, px);
+	if (px->tls && px_tls_watch(px->tls, px->abase)) {
+		kd_errf(err, errlen, "cannot watch the TLS certificate files");
+		return -1;
+	}
 	if (!px->stop_ev || !px->check_ev || !px->drain_timer || !px->resume_ev ||
 	    !px->kill_now_ev || !px->gc_ev) {
 		kd_errf(err, errlen, "event_new failed");
@@ -1008,6 +1037,7 @@ void px_reopen(struct px *px)
 		px_audit_reopen(px->audit);
 	if (px->rules)
 		px_rules_reload(px->rules);
+	px_tls_reload(px->tls);
 }
 
 struct px_audit *px_audit_of(const struct px *px)
@@ -1044,6 +1074,7 @@ void px_free(struct px **pxp)
 				event_base_loopexit(wk->base, NULL);
 			pthread_join(wk->thread, NULL);
 		}
+		px_tls_peek_close_all(wk);
 		px_conn_close_all(wk);
 		px_rules_ref_drop(&wk->rules_ref);
 		rule_judge_free(&wk->judge);
@@ -1089,6 +1120,7 @@ void px_free(struct px **pxp)
 	px_rules_free(&px->rules); /* its watcher reloads into the audit: first */
 	px_audit_free(&px->audit);
 	px_tap_close(&px->tap); /* after every connection ended its flow */
+	px_tls_free(&px->tls);
 	px_conf_free(&px->conf);
 	free(px);
 	*pxp = NULL;

@@ -117,6 +117,44 @@ struct px_conf {
 	struct px_hostport admin;
 	/* log_level: 0 errors, 1 warnings, 2 info (default), 3 debug. */
 	int log_level;
+	/* TLS (px-tls.c, docs/security.md). Heap strings, NULL = unset.
+	 * Listeners: tls_cert (PEM; may hold the chain), tls_key, tls_chain
+	 * (more intermediates), tls_client_ca (a CA bundle: client
+	 * certificates are verified against it), tls_client_auth (enum
+	 * px_tls_auth; PX_TLS_AUTH_DEFAULT: required when tls_client_ca is
+	 * set), tls_principal_rules (Kafka's ssl.principal.mapping.rules
+	 * syntax), tls_principal_source (enum px_tls_source). */
+	char *tls_cert, *tls_key, *tls_chain, *tls_client_ca, *tls_principal_rules;
+	int tls_client_auth;
+	int tls_principal_source;
+	/* tls_ktls: kernel TLS for transmit (SSL_OP_ENABLE_KTLS), both sides. */
+	int tls_ktls;
+	/* Towards the brokers: upstream_tls on/off, upstream_tls_ca (NULL: the
+	 * system's CAs), upstream_tls_cert/key (a client certificate),
+	 * upstream_tls_verify (certificate and host name; default on),
+	 * upstream_tls_server_name (the name sent as SNI and checked; NULL:
+	 * the host connected to). */
+	int upstream_tls;
+	char *upstream_tls_ca, *upstream_tls_cert, *upstream_tls_key, *upstream_tls_server_name;
+	int upstream_tls_verify;
+	/* sni_hosts: one port for the whole cluster: broker N is advertised
+	 * as this pattern with {id} replaced by N, on sni_port (default: the
+	 * listen port), and TLS clients are routed by the server name they
+	 * ask for. NULL: a port per broker. */
+	char *sni_hosts;
+	uint16_t sni_port;
+};
+
+enum px_tls_auth {
+	PX_TLS_AUTH_DEFAULT = -1,
+	PX_TLS_AUTH_NONE = 0,
+	PX_TLS_AUTH_REQUESTED = 1,
+	PX_TLS_AUTH_REQUIRED = 2,
+};
+
+enum px_tls_source {
+	PX_TLS_SOURCE_DN = 0,  /* the subject DN, RFC 2253 ("CN=alice,O=Example") */
+	PX_TLS_SOURCE_SAN = 1, /* the first DNS, URI or email subjectAltName */
 };
 
 /* ---- what the proxy tells the outside ---- */
@@ -215,6 +253,18 @@ struct px_stats {
 	 * (refused acks=0 Produce), and connections closed for a refused
 	 * request whose body does not decode. */
 	uint64_t rules_answered, rules_split, rules_dropped, rules_closed;
+};
+
+/* TLS counters (px_tls_stats_get): client handshakes done and failed,
+ * broker handshakes failed, clients on the wrong listener (TLS on a
+ * plaintext one, plaintext Kafka on a TLS one, neither), clients refused
+ * for want of a principal, certificate reloads and failed reloads,
+ * connections that handed transmit to kernel TLS. */
+struct px_tls_stats {
+	uint64_t handshakes, handshake_failures, upstream_failures;
+	uint64_t tls_on_plain, plain_on_tls, not_tls, no_principal;
+	uint64_t reloads, reload_failures;
+	uint64_t ktls_tx;
 };
 
 /* One row of the broker -> proxy port map (px_broker_map). */

@@ -56,6 +56,13 @@ int px_conf_check(const struct px_conf *conf, char *err, size_t errlen);
  * or bootstrap port 0, which means "ephemeral"). */
 uint16_t px_conf_broker_port(const struct px_conf *conf, uint16_t bound_listen_port,
                              int32_t node_id);
+/* TLS settings (px-tls.c): checks that they fit together (a key with
+ * the certificate, sni_hosts holding {id}, ...), and that the principal
+ * mapping rules parse (one rule per line, or Kafka's comma-separated
+ * string); writes them as YAML. */
+int px_tls_conf_check(const struct px_conf *conf, char *err, size_t errlen);
+int px_tls_rules_check(const char *rules, char *err, size_t errlen);
+void px_tls_conf_dump(const struct px_conf *conf, FILE *f);
 /* Writes the effective config as YAML (for --print-config and docs). */
 void px_conf_dump(const struct px_conf *conf, FILE *f);
 
@@ -111,6 +118,8 @@ void px_api_stats_get(const struct px *px, int16_t key, int16_t version, struct 
 /* Counts an error response for (key, version), e.g. from the access log
  * after it decoded a non-zero ErrorCode. Thread-safe. */
 void px_count_error(struct px *px, int16_t key, int16_t version);
+/* The TLS counters (zeros without TLS, but tls_on_plain). Thread-safe. */
+void px_tls_stats_get(const struct px *px, struct px_tls_stats *out);
 /* Fills up to max rows of the broker -> proxy port map; returns the number
  * of rows that exist (may exceed max). Thread-safe. */
 unsigned px_broker_map(const struct px *px, struct px_broker_ent *out, unsigned max);

@@ -103,9 +103,9 @@ function parseArgs(argv) {
   const o = { topic: 'kafkajs-codecs', n: 3, group: 'kafkajs-grp', rest: [] }
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]
-    if (a === '--topic' || a === '--n' || a === '--group') {
+    if (['--topic', '--n', '--group', '--ssl-ca', '--ssl-cert', '--ssl-key'].includes(a)) {
       if (i + 1 >= argv.length) die(`${a} needs a value`)
-      o[a.slice(2)] = argv[++i]
+      o[a.slice(2).replace('-', '_')] = argv[++i]
     } else if (a.startsWith('--')) {
       die(`unknown option ${a}`)
     } else {
@@ -115,7 +115,8 @@ function parseArgs(argv) {
   o.n = Number(o.n)
   if (o.rest.length !== 2 || !Number.isInteger(o.n) || o.n < 1) {
     process.stderr.write(
-      'usage: kafkajs-client.js [--topic T] [--n N] [--group G] BOOTSTRAP EXPECTED_FILE\n')
+      'usage: kafkajs-client.js [--topic T] [--n N] [--group G] ' +
+        '[--ssl-ca PEM [--ssl-cert PEM --ssl-key PEM]] BOOTSTRAP EXPECTED_FILE\n')
     process.exit(2)
   }
   return o
@@ -131,10 +132,19 @@ async function main() {
 
   const out = fs.openSync(expfile, 'w')
   const write = (s) => fs.writeSync(out, s)
+  // --ssl-ca: TLS (security.protocol SSL) trusting that CA; with
+  // --ssl-cert/--ssl-key, a client certificate too.
+  const ssl = o.ssl_ca
+    ? {
+        ca: [fs.readFileSync(o.ssl_ca)],
+        ...(o.ssl_cert ? { cert: fs.readFileSync(o.ssl_cert), key: fs.readFileSync(o.ssl_key) } : {}),
+      }
+    : undefined
   const kafka = (clientId) =>
     new Kafka({
       clientId,
       brokers: bootstrap.split(','),
+      ssl,
       logLevel: logLevel.ERROR,
       connectionTimeout: 10000,
       retry: { retries: 5 },
