@@ -669,13 +669,19 @@ static const char *tls_describe(void *arg, struct bufferevent *bev, int connecte
 		add_text(why, sizeof(why), &n, one);
 	} else if (v != X509_V_OK) {
 		char one[384];
-		const char *host = X509_VERIFY_PARAM_get0_host(SSL_get0_param(ssl), 0);
+		X509_VERIFY_PARAM *vp = SSL_get0_param(ssl);
+		const char *host = X509_VERIFY_PARAM_get0_host(vp, 0);
+		char *ip = host ? NULL : X509_VERIFY_PARAM_get1_ip_asc(vp);
 		int mismatch =
 		    v == X509_V_ERR_HOSTNAME_MISMATCH || v == X509_V_ERR_IP_ADDRESS_MISMATCH;
 		snprintf(one, sizeof(one), "broker certificate refused (%s%s%s%s)",
 		         X509_verify_cert_error_string(v), mismatch ? ": it is not for " : "",
-		         mismatch ? (host ? host : "the address connected to") : "",
+		         mismatch ? (host ? host
+		                     : ip ? ip
+		                          : "the address connected to")
+		                  : "",
 		         mismatch ? "" : "; upstream_tls_ca holds the CAs kwire trusts");
+		OPENSSL_free(ip);
 		add_text(why, sizeof(why), &n, one);
 	}
 	unsigned long e;

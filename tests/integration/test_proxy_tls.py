@@ -11,7 +11,8 @@ Certificates are made with openssl into a temporary folder (tls_certs.py).
    plaintext listener with "TLS client on a plaintext listener".
 3. mTLS (tls_client_ca): a client without a certificate, or with one from a
    CA kwire does not trust, is refused during the handshake (the client
-   sees a TLS error); alice's principal (mapped from her subject DN by a
+   sees a TLS error); a trusted one that no mapping rule maps is refused
+   after it; alice's principal (mapped from her subject DN by a
    Kafka-style rule) is in the access log and in /metrics; a rule denying
    Produce to principal User:bob refuses bob's records and not alice's.
 """
@@ -218,7 +219,7 @@ def part_mtls(certs, tmp):
                 "    deny: TOPIC_AUTHORIZATION_FAILED\n")
     args = ["--tls-cert", certs["server"], "--tls-key", certs["server_key"],
             "--tls-client-ca", certs["ca"],
-            "--tls-principal-rules", "RULE:^CN=(.*?),OU=ServiceUsers.*$/$1/L,DEFAULT",
+            "--tls-principal-rules", "RULE:^CN=(.*?),OU=ServiceUsers.*$/$1/L",
             "--rules", rules]
     with Cluster(topics=(("tm", 3),), extra_proxy_args=args) as c:
         # No certificate: refused in the handshake.
@@ -240,6 +241,12 @@ def part_mtls(certs, tmp):
         after = len(re.findall("client TLS handshake failed", c.proxy_stderr()))
         check(after > before, "no refused handshake logged for the untrusted certificate")
         print("mTLS: no certificate and an untrusted one refused in the handshake")
+        # A trusted certificate that no mapping rule maps (no DEFAULT): refused.
+        r = kcat(["-L", "-b", c.bootstrap, "-m", "3"] + ssl_kcat(certs, "carol"), timeout=20)
+        check(r.returncode != 0, "carol (no rule maps her DN) got metadata")
+        wait_log(c, r"client refused: no tls_principal_rules rule applies to "
+                 r"'CN=carol,OU=Contractors,O=Example,C=US'", "carol")
+        check(c.metric("kwire_tls_no_principal_total") >= 1, "kwire_tls_no_principal_total")
 
         errs, got = confluent_roundtrip(c, certs, "tm", "alice", n=12)
         check(not errs and len(got) == 12, f"alice: errors {errs[:2]}, consumed {len(got)}")

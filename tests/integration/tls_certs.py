@@ -49,7 +49,8 @@ def make_certs(d, sni_domain="kafka.test"):
     ca (trusted), rogue_ca (trusted by nobody), server (localhost,
     127.0.0.1, *.<sni_domain>), wrong_host (other.example only), rogue_server
     (localhost, by rogue_ca), alice and bob (clients of ca; alice's SAN is
-    alice.clients.test), mallory (a client of rogue_ca). Each name X has
+    alice.clients.test), carol (a client of ca in OU=Contractors), mallory
+    (a client of rogue_ca). Each name X has
     X (the PEM certificate) and X_key."""
     os.makedirs(d, exist_ok=True)
     _ca(d, "ca", "kwire test CA")
@@ -62,10 +63,11 @@ def make_certs(d, sni_domain="kafka.test"):
           "DNS:alice.clients.test", client=True)
     _leaf(d, "bob", "ca", "/C=US/O=Example/OU=ServiceUsers/CN=bob", "DNS:bob.clients.test",
           client=True)
+    _leaf(d, "carol", "ca", "/C=US/O=Example/OU=Contractors/CN=carol", client=True)
     _leaf(d, "mallory", "rogue_ca", "/O=Rogue/CN=mallory", client=True)
     out = {}
     for n in ("ca", "rogue_ca", "server", "wrong_host", "rogue_server", "alice", "bob",
-              "mallory"):
+              "carol", "mallory"):
         out[n] = os.path.join(d, f"{n}.pem")
         out[n + "_key"] = os.path.join(d, f"{n}.key")
     return out
