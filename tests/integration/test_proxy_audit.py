@@ -17,9 +17,12 @@ through kwire in front of the mock cluster (both peers).
   with a consumer; with that cluster killed, forwarding is unaffected and
   the drop counter rises.
 - /metrics counts records, writes and drops per sink.
+- Over mTLS, the lines carry the client's principal: alice's records and
+  bob's refusal each name who it was.
 """
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -127,6 +130,44 @@ def kcat_produce(bootstrap, topic, data, *args):
 def records_of(entries, api):
     return [r for e in entries if e.get("event") == "records" and e.get("api") == api
             for r in e["records"]]
+
+
+def part_mtls(tmp):
+    import tls_certs
+    certs = tls_certs.make_certs(os.path.join(tmp, "certs"))
+    rules = os.path.join(tmp, "mtls-rules.yaml")
+    audit = os.path.join(tmp, "mtls-audit.jsonl")
+    with open(rules, "w") as f:
+        f.write("access:\n"
+                "  - name: bob-is-read-only\n"
+                "    match: {api: Produce, principal: \"User:bob\"}\n"
+                "    deny: TOPIC_AUTHORIZATION_FAILED\n"
+                "audit:\n"
+                "  - name: pii-access\n"
+                "    match: {topic: \"pii.*\"}\n"
+                "    log: records\n"
+                "    to: mtls-audit.jsonl\n")
+    args = ["--tls-cert", certs["server"], "--tls-key", certs["server_key"],
+            "--tls-client-ca", certs["ca"],
+            "--tls-principal-rules", "RULE:^CN=(.*?),OU=ServiceUsers.*$/$1/L",
+            "--rules", rules]
+    with Cluster(topics=(("pii.mtls", 1),), extra_proxy_args=args) as c:
+        for who in ("alice", "bob"):
+            ok, errs = produce(c.bootstrap, "pii.mtls", [(who.encode(), b"v", None)],
+                               **{"security.protocol": "SSL", "ssl.ca.location": certs["ca"],
+                                  "ssl.certificate.location": certs[who],
+                                  "ssl.key.location": certs[who + "_key"]})
+            check((len(ok) == 1) == (who == "alice"), f"{who}: {ok} {errs}")
+        got = wait_for("alice's records and bob's refusal", lambda: (
+            lambda es: es if any(e["event"] == "deny" for e in es) and
+            records_of(es, "Produce") else None)(lines(audit)))
+        recs = [e for e in got if e["event"] == "records" and e["api"] == "Produce"]
+        check(recs and all(e["principal"] == "User:alice" for e in recs) and
+              recs[0]["records"][0]["key"] == "alice", f"alice's lines: {recs}")
+        deny = [e for e in got if e["event"] == "deny"]
+        check(deny[0]["principal"] == "User:bob" and deny[0]["rule"] == "bob-is-read-only" and
+              deny[0]["topics"] == ["pii.mtls"], f"bob's refusal: {deny[0]}")
+    print("mTLS: the audit names alice and bob")
 
 
 def main():
@@ -333,6 +374,8 @@ def main():
             if mc2.poll() is None:
                 mc2.kill()
                 mc2.wait()
+    part_mtls(tmp)
+    shutil.rmtree(tmp, ignore_errors=True)
     print("1 passed, 0 failed")
 
 
