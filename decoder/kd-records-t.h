@@ -157,6 +157,12 @@ struct kd_batch_spec {
 	int64_t producer_id;     /* v2: set -1 for none */
 	int16_t producer_epoch;
 	int32_t base_sequence;
+	/* v2, re-encoding a batch as it was (kd-recedit.h): baseTimestamp,
+	 * maxTimestamp and lastOffsetDelta are written as given, and each
+	 * record's timestamp delta is its timestamp - base_timestamp. */
+	uint8_t keep_header;
+	int64_t base_timestamp, max_timestamp;
+	int32_t last_offset_delta;
 };
 
 /* One record to write. */

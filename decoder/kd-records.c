@@ -791,6 +791,10 @@ static int v2_write(struct kd_wbuf *w, const struct kd_batch_spec *spec,
 	}
 	if (spec->timestamp_type == 1)
 		max_ts = spec->log_append_time;
+	if (spec->keep_header) {
+		base_ts = spec->base_timestamp;
+		max_ts = spec->max_timestamp;
+	}
 	int16_t attr = (int16_t)((spec->codec & 7) | (spec->timestamp_type ? 1 << 3 : 0) |
 	                         (spec->transactional ? 1 << 4 : 0) | (spec->control ? 1 << 5 : 0) |
 	                         (spec->delete_horizon ? 1 << 6 : 0));
@@ -800,7 +804,8 @@ static int v2_write(struct kd_wbuf *w, const struct kd_batch_spec *spec,
 	kd_w_i8(w, 2);
 	kd_w_u32(w, 0); /* crc, patched below */
 	kd_w_i16(w, attr);
-	kd_w_i32(w, n ? rec_delta(spec, recs, n - 1) : 0);
+	kd_w_i32(w, spec->keep_header ? spec->last_offset_delta
+	                              : n ? rec_delta(spec, recs, n - 1) : 0);
 	kd_w_i64(w, base_ts);
 	kd_w_i64(w, max_ts);
 	kd_w_i64(w, spec->producer_id);

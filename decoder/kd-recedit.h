@@ -1,0 +1,55 @@
+/* kd-recedit.h: re-encoding a RECORDS blob with some records changed (the
+ * record rewriter of `rewrite:` rules, docs/decoder.md "Record rewriting").
+ *
+ * Every v2 batch is decoded (decompressed), each of its records is handed
+ * to the caller's edit callback, and a batch in which some record changed
+ * is written again in its own codec (kd_batch_write) with everything else
+ * of its header kept: baseOffset, partitionLeaderEpoch, attributes,
+ * lastOffsetDelta, baseTimestamp, maxTimestamp, producerId, producerEpoch,
+ * baseSequence and the record count; each record keeps its offset and
+ * timestamp deltas and its key. batchLength and the CRC-32C are computed
+ * anew. A batch with no change, and every control batch, is copied byte for
+ * byte. A partial last batch (the end of a Fetch partition) is left out.
+ * Pure: no I/O. */
+#ifndef KD_RECEDIT_H
+#define KD_RECEDIT_H
+
+#include "kd-arena.h"
+#include "kd-records-t.h"
+
+/* What the callback sets for a record it changes. */
+struct kd_rec_edit {
+	struct kd_view value;            /* the new value (null kept when null) */
+	const struct kd_header *headers; /* the new headers, all of them */
+	uint32_t nheaders;
+};
+
+/* Called for each record of a v2 data batch. ed starts as the record's
+ * own value and headers (headers already split into an array); the
+ * callback changes what it wants, in memory that lives until the batch is
+ * written (a, reset after each batch, is there for that). Returns 1 when
+ * it changed something, 0 when not, or a negative KD_E* when the record
+ * cannot be rewritten (with a message in err): then the whole rewrite
+ * fails. */
+typedef int kd_rec_edit_fn(void *arg, const struct kd_batch *b, const struct kd_record *rec,
+                           struct kd_rec_edit *ed, struct kd_arena *a, char *err, size_t errlen);
+
+struct kd_recedit_stats {
+	uint32_t batches;     /* v2 data batches seen */
+	uint32_t rewritten;   /* of those, written anew */
+	uint32_t records;     /* records changed */
+	uint8_t tail_dropped; /* a partial last batch was left out */
+};
+
+/* Rewrites blob p[0..len) into out (appended). Returns KD_OK (out holds
+ * the new blob; st->rewritten says whether anything changed), or an error
+ * with a message in err and out back at its old length:
+ * KD_EUNSUPPORTED for a legacy entry (magic 0/1: no headers to edit; see
+ * docs/decoder.md) or a codec not built in, KD_ECRC / KD_EMALFORMED /
+ * KD_ECOMPRESS / KD_ELIMIT for a batch that does not decode (lim may be
+ * NULL), KD_ENOMEM, or the callback's error. */
+int kd_rec_rewrite(const uint8_t *p, size_t len, const struct kd_rec_limits *lim,
+                   kd_rec_edit_fn *fn, void *arg, struct kd_wbuf *out, struct kd_recedit_stats *st,
+                   char *err, size_t errlen);
+
+#endif
