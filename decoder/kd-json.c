@@ -470,7 +470,7 @@ int kd_json_valid(const uint8_t *p, size_t len)
 }
 
 int kd_json_mask(const uint8_t *p, size_t len, const struct kd_jmask *masks, unsigned n,
-                 kd_json_hash_fn *hash, void *arg, struct kd_wbuf *out)
+                 kd_json_hash_fn *hash, struct kd_wbuf *out)
 {
 	struct jctx c = {.p = p, .len = len, .masks = masks, .n = n};
 	size_t start = out->len;
@@ -502,7 +502,7 @@ int kd_json_mask(const uint8_t *p, size_t len, const struct kd_jmask *masks, uns
 			if (tmp.err)
 				rc = KD_ENOMEM;
 		}
-		if (rc == KD_OK && (!hash || hash(arg, in, inlen, out) < 0))
+		if (rc == KD_OK && (!hash || hash(m, in, inlen, out) < 0))
 			rc = KD_EMALFORMED;
 	}
 	kd_wbuf_free(&tmp);

@@ -65,21 +65,24 @@ struct kd_jmask {
 	uint8_t op;
 	const char *with; /* REPLACE: the JSON text written instead (a valid JSON value) */
 	size_t with_len;
+	const void *arg; /* HASH: for the callback (a key) */
 };
 
 /* HASH: writes to out the JSON text that replaces a value (a JSON string,
- * quotes included). in is the value's content: a string's unescaped bytes,
- * or the JSON text of any other value. Returns 0, or -1 (nothing written). */
-typedef int kd_json_hash_fn(void *arg, const uint8_t *in, size_t len, struct kd_wbuf *out);
+ * quotes included) for mask m. in is the value's content: a string's
+ * unescaped bytes, or the JSON text of any other value. Returns 0, or -1
+ * (nothing written). */
+typedef int kd_json_hash_fn(const struct kd_jmask *m, const uint8_t *in, size_t len,
+                            struct kd_wbuf *out);
 
 /* Masks JSON value p[0..len) into out (appended). Returns the number of
  * values masked (>= 0; out then holds the whole new value, equal to the
  * input when 0), KD_EMALFORMED when p is not one JSON value (leading and
- * trailing whitespace allowed), KD_ELIMIT when nesting is too deep or a
- * member name too long to match, KD_ENOMEM, or -1 from the hash callback
+ * trailing whitespace allowed), KD_ELIMIT when nesting is too deep,
+ * KD_ENOMEM, or -1 from the hash callback
  * as KD_EMALFORMED. On error out is back at its old length. */
 int kd_json_mask(const uint8_t *p, size_t len, const struct kd_jmask *masks, unsigned n,
-                 kd_json_hash_fn *hash, void *arg, struct kd_wbuf *out);
+                 kd_json_hash_fn *hash, struct kd_wbuf *out);
 
 /* Whether p[0..len) is exactly one JSON value (the parser above, no masks). */
 int kd_json_valid(const uint8_t *p, size_t len);

@@ -373,6 +373,22 @@ static void adm_rules_metrics(struct px_admin *adm, struct kd_wbuf *w, const str
 	            st->rules_answered, "counter");
 	adm_counter(w, "kwire_rules_split_total",
 	            "Requests forwarded without their refused topics.", st->rules_split, "counter");
+	adm_counter(w, "kwire_rewrite_requests_total",
+	            "Produce requests whose records rewrite rules changed.", st->rw_requests,
+	            "counter");
+	adm_counter(w, "kwire_rewrite_responses_total",
+	            "Fetch responses whose records rewrite rules changed.", st->rw_responses,
+	            "counter");
+	adm_counter(w, "kwire_rewrite_records_total", "Records changed by rewrite rules.",
+	            st->rw_records, "counter");
+	adm_counter(w, "kwire_rewrite_passed_total",
+	            "Records or partitions a rewrite rule could not rewrite, passed as they were "
+	            "(on_error: pass).",
+	            st->rw_passed, "counter");
+	adm_counter(w, "kwire_rewrite_refused_total",
+	            "Partitions refused with INVALID_RECORD because their records could not be "
+	            "rewritten (on_error: refuse).",
+	            st->rw_refused, "counter");
 	adm_counter(w, "kwire_rules_dropped_total",
 	            "Refused Produce requests with acks=0 (no answer is due).", st->rules_dropped,
 	            "counter");

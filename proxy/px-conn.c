@@ -49,6 +49,8 @@
 #include "px-int.h"
 #include "px-tap.h"
 #include "px-tls.h"
+#include "px-records.h"
+#include "rule.h"
 
 /* Request and response headers are small; a client id can reach 32 KiB. */
 #define PX_HDR_PULL0 64
@@ -119,6 +121,8 @@ struct px_req {
 	struct kd_split *split;
 	uint8_t tap;                 /* the request and its answer go to the tap (px-tap.h) */
 	struct px_audit_pend *audit; /* what the audit records at the response */
+	/* A Fetch whose response `rewrite:` rules may rewrite (px-records.h). */
+	uint8_t rw_fetch;
 };
 
 struct px_conn {
@@ -974,6 +978,17 @@ static size_t forward(struct px_conn *conn, struct evbuffer *in, struct bufferev
 	return done;
 }
 
+/* Who the client is, for the rules. */
+static void conn_who(const struct px_conn *conn, struct rule_who *who)
+{
+	memset(who, 0, sizeof(*who));
+	who->src_family = conn->src_family;
+	who->broker_id = conn->broker_id;
+	memcpy(who->src_addr, conn->src_addr, sizeof(who->src_addr));
+	who->principal = (struct kd_view){(const uint8_t *)conn->principal,
+	                                  (uint32_t)strlen(conn->principal), 0};
+}
+
 /* judge(): the whole request is not in yet. */
 #define PX_JUDGE_WAIT 100
 
@@ -1044,6 +1059,31 @@ static struct px_audit_pend *audit_request(struct px_conn *conn, const struct kd
 	return px_audit_request(conn->px->audit, rs, &wk->judge, &wk->judged, &who);
 }
 
+/* Counts and logs what `rewrite:` rules did to a request's records (jd)
+ * or a response's (res, when jd is NULL). */
+static void rw_note(struct px_conn *conn, const struct px_req *req, const struct px_judged *jd,
+                    const struct rule_rw_out *res)
+{
+	struct px *px = conn->px;
+	unsigned records = jd ? jd->rw_records : res->records;
+	unsigned passed = jd ? jd->rw_passed : res->passed;
+	unsigned refused = jd ? jd->rw_refused : res->refused;
+	const char *msg = jd ? jd->rw_msg : res->msg;
+	if (jd && jd->rewritten)
+		PX_INC(px, rw_requests, 1);
+	else if (!jd && res->changed)
+		PX_INC(px, rw_responses, 1);
+	PX_INC(px, rw_records, records);
+	PX_INC(px, rw_passed, passed);
+	PX_INC(px, rw_refused, refused);
+	if (passed || refused)
+		px_log(px, refused ? 1 : 3,
+		       "%s: %s v%d #%d: rewrite: %u partition(s) refused, %u passed "
+		       "unchanged: %s",
+		       conn->client_addr, api_name(req->key), req->ver, req->corr, refused, passed,
+		       msg);
+}
+
 /* Does what the rules decided for a request that is not forwarded as it
  * is (act != PX_J_FORWARD); req was committed to the stream, and is in its
  * FIFO (which owns it) unless fi says no response is due (then it is
@@ -1070,6 +1110,20 @@ static int rules_act(struct px_conn *conn, struct evbuffer *in, struct px_req *r
 		tap_buf(conn, PX_TAP_C2S, in, 0, total);
 	evbuffer_drain(in, total);
 	PX_INC(px, bytes_in_client, total);
+	rw_note(conn, req, jd, 0);
+	if (act == PX_J_REWRITE) {
+		/* The request with its records rewritten, in place of the frame. */
+		evbuffer_add(bufferevent_get_output(conn->ubev), jd->out.p, jd->out.len);
+		PX_INC(px, bytes_out_upstream, jd->out.len);
+		if (fi->flags & KD_EVF_NO_RESPONSE) {
+			acks0_note(conn, req->corr);
+			emit_pair(conn, req, 0, NULL, 0, 0, 1, 0);
+			req_free(req); /* acks=0: never in the FIFO */
+			return 0;
+		}
+		PX_MAX(px, inflight_max, inflight(conn));
+		return 0;
+	}
 	if (act == PX_J_DROP) {
 		PX_INC(px, rules_dropped, 1);
 		px_log(px, 3, "%s: %s (acks=0) #%d refused by rule '%s' (%s): dropped",
@@ -1116,6 +1170,18 @@ static int rules_act(struct px_conn *conn, struct evbuffer *in, struct px_req *r
 	PX_MAX(px, inflight_max, inflight(conn));
 	flush_local(conn);
 	return 0;
+}
+
+/* Whether the response to this Fetch is rewritten by `rewrite:` rules. */
+static int fetch_rw_wanted(struct px_conn *conn, const struct kd_frame_info *fi,
+                           struct kd_view client_id)
+{
+	struct rule_set *rs = px_rules_current(conn->px->rules, &conn->wk->rules_ref);
+	struct kd_req_hdr h = fi->req_hdr;
+	struct rule_who who;
+	conn_who(conn, &who);
+	h.client_id = client_id;
+	return px_records_fetch_wanted(rs, &h, &who);
 }
 
 /* Client to broker. Returns -1 when conn was freed. */
@@ -1232,6 +1298,10 @@ static int c2s(struct px_conn *conn)
 				return -1;
 			continue;
 		}
+		if (px->rules && req->key == KD_API_PRODUCE && conn->wk->judged.rw_passed)
+			rw_note(conn, req, &conn->wk->judged, NULL);
+		if (px->rules && fi.kind == KD_EV_REQUEST && req->key == KD_API_FETCH)
+			req->rw_fetch = (uint8_t)fetch_rw_wanted(conn, &fi, req->client_id);
 		if (fi.flags & KD_EVF_NO_RESPONSE) {
 			/* Produce acks=0, or the last token of a SASL v0 exchange */
 			if (fi.kind == KD_EV_REQUEST)
@@ -1446,6 +1516,56 @@ static int merge_split(struct px_conn *conn, struct evbuffer *in, struct px_req 
 	}
 	evbuffer_drain(in, total);
 	evbuffer_prepend(in, wb.p, wb.len);
+	kd_wbuf_free(&wb);
+	return 1;
+}
+
+/* Replaces the Fetch response at the front of in (total bytes) with the
+ * same response, its records rewritten by `rewrite:` rules (px-records.h),
+ * for req. Returns 1 (done: parse the frame again), 0 (wait for the whole
+ * response) or -1 (conn closing). */
+static int rewrite_fetch(struct px_conn *conn, struct evbuffer *in, struct px_req *req,
+                         const struct kd_frame_info *fi, uint32_t total)
+{
+	struct px *px = conn->px;
+	if (evbuffer_get_length(in) < total) {
+		read_high(conn, total);
+		return 0;
+	}
+	read_high(conn, conn->wm);
+	req->rw_fetch = 0;
+	struct rule_set *rs = px_rules_current(px->rules, &conn->wk->rules_ref);
+	if (!rs || !rule_set_rewrites(rs, RULE_RW_FETCH))
+		return 1; /* rules reloaded meanwhile: nothing to do */
+	PX_MAX(px, edit_held_max, total);
+	const uint8_t *p = evbuffer_pullup(in, total);
+	struct kd_wbuf wb = {0};
+	struct rule_rw_out res;
+	struct rule_who who;
+	conn_who(conn, &who);
+	int rc = p ? px_records_fetch(&conn->wk->judge, rs, fi->req.api_version, p, total,
+	                              req->client_id, &who, px->topics, &wb, &res)
+	           : KD_ENOMEM;
+	if (rc >= 0)
+		rw_note(conn, req, NULL, &res);
+	if (rc == 1 && wb.len - 4 > px->conf.max_frame)
+		rc = KD_ELIMIT;
+	if (rc < 0) {
+		/* The records a rule masks must never pass unrewritten. */
+		kd_wbuf_free(&wb);
+		PX_INC(px, decode_errors, 1);
+		px_log(px, 0,
+		       "%s: Fetch v%d response from %s could not be rewritten (%s%s), closing",
+		       conn->client_addr, req->ver, conn->up_addr, kd_strerror(rc),
+		       rc == KD_ELIMIT ? ": rewritten, it is over max_frame_bytes" : "");
+		close_upstream(conn);
+		conn_close_soft(conn);
+		return -1;
+	}
+	if (rc == 1) {
+		evbuffer_drain(in, total);
+		evbuffer_prepend(in, wb.p, wb.len);
+	}
 	kd_wbuf_free(&wb);
 	return 1;
 }
@@ -1836,6 +1956,14 @@ static int s2c(struct px_conn *conn)
 			int mrc = merge_split(conn, in, req, total);
 			if (mrc <= 0)
 				return mrc;
+			continue;
+		}
+		/* A Fetch response `rewrite:` rules rewrite: gathered whole,
+		 * rewritten, then the new frame takes the normal path. */
+		if (!opaque && req && req->rw_fetch) {
+			int frc = rewrite_fetch(conn, in, req, &fi, total);
+			if (frc <= 0)
+				return frc;
 			continue;
 		}
 		/* Peek at the FIFO without popping until the frame is handled: an

@@ -180,6 +180,10 @@ struct px {
 	/* What the rules did: requests answered by kwire, split, dropped
 	 * (acks=0) or whose connection was closed (refused, undecodable). */
 	_Atomic uint64_t rules_answered, rules_split, rules_dropped, rules_closed;
+	/* `rewrite:` on records (px-records.h): Produce requests and Fetch
+	 * responses rewritten, records changed, records or partitions passed
+	 * unchanged (on_error: pass) and partitions refused. */
+	_Atomic uint64_t rw_requests, rw_responses, rw_records, rw_passed, rw_refused;
 	struct px_api_ctr api[PX_API_MAX][PX_VER_MAX];
 };
 

@@ -12,6 +12,7 @@
 #include "kd-topics.h"
 #include "kd-tree.h"
 #include "px-judge.h"
+#include "px-records.h"
 #include "rule.h"
 
 int px_judge_needs_frame(const struct rule_set *rs, int16_t api_key)
@@ -69,7 +70,10 @@ static const char *refusal_msg(const struct rule *rule, char *buf, size_t cap)
 {
 	snprintf(buf, cap, "%s by kwire %s rule '%s'",
 	         rule->section == RULE_ACCESS ? "denied" : "refused",
-	         rule->section == RULE_ACCESS ? "access" : "policy", rule->name);
+	         rule->section == RULE_ACCESS    ? "access"
+	         : rule->section == RULE_REWRITE ? "rewrite"
+	                                         : "policy",
+	         rule->name);
 	return buf;
 }
 
@@ -88,6 +92,9 @@ int px_judge(struct rule_judge *j, const struct rule_set *rs, const struct px_ju
 		return rc;
 	struct rule_req *req = &j->facts.req;
 	out->ntopics = req->ntopics;
+	/* Records rewritten (Produce): refusals join the verdict. */
+	if (!v.error && (rc = px_records_produce(j, rs, in, &v, out)) != KD_OK)
+		return rc;
 	out->nrefused = v.nrefused;
 
 	/* Quotas and audits, with their keys (the request's views go away). */
@@ -114,8 +121,19 @@ int px_judge(struct rule_judge *j, const struct rule_set *rs, const struct px_ju
 		const struct kd_view *n = &req->topics[first_topic].name;
 		snprintf(out->topic, sizeof(out->topic), "%.*s", (int)n->len, (const char *)n->p);
 	}
-	if (!v.error && !v.split)
+	if (!v.error && !v.split) {
+		if (!out->rewritten)
+			return KD_OK;
+		size_t start = out->out.len;
+		kd_w_i32(&out->out, 0);
+		kd_w_raw(&out->out, in->frame + 4, h->len);
+		rc = kd_tree_encode(&j->tree, &out->out);
+		if (rc != KD_OK || out->out.err)
+			return rc != KD_OK ? rc : out->out.err;
+		kd_w_patch_be(&out->out, start, 4, out->out.len - start - 4);
+		out->act = PX_J_REWRITE;
 		return KD_OK;
+	}
 	out->error = v.error ? v.error : j->tv[first_topic].error;
 	out->rule = first;
 	char msg[RULE_NAME_MAX + 64];

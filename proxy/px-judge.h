@@ -12,7 +12,9 @@
  *                 response (px_judge_merge);
  *   PX_J_CLOSE    a request to refuse whose body does not decode (so no
  *                 answer can mirror it): close the connection, as a broker
- *                 closes on a request it cannot parse.
+ *                 closes on a request it cannot parse;
+ *   PX_J_REWRITE  forward out (the request with its records rewritten by
+ *                 `rewrite:` rules) instead of the frame.
  *
  * Quota hits are returned with their keys so the caller can count bytes
  * and requests (rule_quota_record) and throttle. No I/O; the scratch is a
@@ -32,6 +34,7 @@ enum px_judge_act {
 	PX_J_DROP,
 	PX_J_SPLIT,
 	PX_J_CLOSE, /* refuse a request whose body does not decode: close, as a broker does */
+	PX_J_REWRITE, /* forward out: the request with its records rewritten (px-records.h) */
 };
 
 #define PX_JUDGE_KEY 128
@@ -50,6 +53,11 @@ struct px_judged {
 	int64_t produce_bytes; /* record bytes forwarded (Produce quotas) */
 	struct rule_hit audits[RULE_MAX_HITS];
 	unsigned naudits;
+	/* Records rewritten by `rewrite:` rules (px-records.h); with
+	 * PX_J_SPLIT, out carries the rewritten records too. */
+	uint8_t rewritten;
+	unsigned rw_records, rw_passed, rw_refused;
+	char rw_msg[320];
 };
 
 /* What the data path knows of the request besides its bytes. */

@@ -253,6 +253,9 @@ struct px_stats {
 	 * (refused acks=0 Produce), and connections closed for a refused
 	 * request whose body does not decode. */
 	uint64_t rules_answered, rules_split, rules_dropped, rules_closed;
+	/* `rewrite:` on records: requests and responses rewritten, records
+	 * changed, passed unchanged (on_error: pass), partitions refused. */
+	uint64_t rw_requests, rw_responses, rw_records, rw_passed, rw_refused;
 };
 
 /* TLS counters (px_tls_stats_get): client handshakes done and failed,

@@ -462,7 +462,7 @@ static int y_strlist_add(struct yl *y, const yaml_node_t *item, const char *key,
 	return 0;
 }
 
-static int y_strlist(struct yl *y, const yaml_node_t *node, const char *key, char ***v, unsigned *n)
+int y_strlist(struct yl *y, const yaml_node_t *node, const char *key, char ***v, unsigned *n)
 {
 	struct {
 		char ***v;
@@ -674,7 +674,12 @@ static int rule_pair(struct yl *y, const char *key, const yaml_node_t *knode,
 			return y_map(y, val, "'require'", require_pair, &rule->require);
 		break;
 	case RULE_REWRITE: {
+		/* A rewrite rule's keys: its names part (rule-names.c), then its
+		 * records part (rule-rewrite.c); 1 from both is an unknown key. */
 		int r = rule_names_pair(y, key, knode, val, rule);
+		if (r <= 0)
+			return r;
+		r = rule_rewrite_pair(y, key, knode, val, rule);
 		if (r <= 0)
 			return r;
 		break;
@@ -724,7 +729,7 @@ static int rule_pair(struct yl *y, const char *key, const yaml_node_t *knode,
 	     "samples, sample_ms"),
 	    "name, match, require",
 	    "name, match, log, redact, max_value_bytes, max_bytes, to",
-	    "name, match, prefix, topics, groups, transactional_ids",
+	    "name, match, prefix, topics, groups, transactional_ids, " RULE_REWRITE_KEYS,
 	};
 	return yerr(y, knode, "unknown key '%s' (a rule under '%s' takes: %s)", key,
 	            rule_section_name(rule->section), keys[rule->section]);
@@ -784,12 +789,12 @@ static int rule_finish(struct yl *y, struct rule_ctx *rc)
 			            rule->name);
 		break;
 	case RULE_REWRITE:
-		if (!rule->names)
+		if (!rule->names && !rule->records)
 			return yerr(y, rc->node,
 			            "rewrite '%s' needs names to map (prefix, topics, groups, "
-			            "transactional_ids)",
+			            "transactional_ids) or records to rewrite (headers, mask)",
 			            rule->name);
-		if (rule_names_finish(y, rc->node, rule))
+		if (rule_names_finish(y, rc->node, rule) || rule_rewrite_finish(y, rc->node, rule))
 			return -1;
 		break;
 	}
@@ -877,6 +882,7 @@ static void rule_free(struct rule *rule)
 	free(rule->sink.bootstrap);
 	rule_names_free(&rule->names);
 	strs_free(rule->sink.props, rule->sink.nprops);
+	rule_rewrite_free(rule);
 }
 
 static void set_free(struct rule_set *rs)
@@ -931,7 +937,8 @@ static int set_index(struct rule_set *rs)
 		int body = (rule->match.keys & RULE_M_BODY) || rule->section == RULE_POLICY ||
 		           (rule->section == RULE_ACCESS && rule->deny_set) ||
 		           (rule->section == RULE_QUOTA && rule->per == RULE_PER_TOPIC) ||
-		           (rule->section == RULE_AUDIT && rule->log != RULE_LOG_NONE);
+		           (rule->section == RULE_AUDIT && rule->log != RULE_LOG_NONE) ||
+		           rule_rewrite_needs_body(rule);
 		if (!body)
 			continue;
 		for (unsigned k = 0; k < rs->nslots; k++)

@@ -28,7 +28,8 @@ enum rule_section {
 	RULE_QUOTA,      /* every match applies */
 	RULE_POLICY,     /* every match is checked; the first violation refuses */
 	RULE_AUDIT,      /* every match records */
-	RULE_REWRITE,    /* names (rule-names.h): the first match maps a client's names */
+	RULE_REWRITE,    /* names: the first match (rule-names.h); records: every match, in file
+	                  * order (rule-rewrite.c) */
 	RULE_NSECTIONS,
 };
 
@@ -210,11 +211,54 @@ struct rule {
 	struct rule_sink sink;
 	/* rewrite: the names a client sees -> the cluster's (rule-names.h) */
 	struct rule_names *names;
+	/* rewrite: records (headers, masks; rule-rewrite.c), or NULL */
+	struct rule_records *records;
 	/* counters */
 	_Atomic uint64_t hits;
 };
 
 #define RULE_DENY_AUTO ((int16_t)-32768)
+
+/* ---- rewrite: records (rule-rewrite.c) ---- */
+
+#define RULE_ERR_INVALID_RECORD 87 /* what a refused record rewrite answers */
+
+/* Directions of a records rewrite: the API its match names. */
+enum rule_rw_dir {
+	RULE_RW_PRODUCE = 1, /* Produce requests, before the broker */
+	RULE_RW_FETCH = 2,   /* Fetch responses, before the client */
+};
+
+/* `on_error:` of a records rewrite. */
+enum rule_rw_on_error {
+	RULE_RW_PASS = 0, /* the record that cannot be rewritten goes as it is */
+	RULE_RW_REFUSE,   /* its partition is refused (INVALID_RECORD) */
+};
+
+/* What header templates expand from (one request). */
+struct rule_rw_ctx {
+	struct kd_view client_id;
+	struct kd_view principal;
+	uint8_t src_family; /* 4 or 6; 0: unknown */
+	uint8_t src_addr[16];
+	const char *instance; /* kwire's instance name */
+	int64_t now_ms;       /* wall clock */
+};
+
+/* What rule_rewrite_tree did. The arrays (one entry per element of the
+ * tree's topic array) live in the tree's arena. */
+struct rule_rw_out {
+	uint32_t nelems;
+	int16_t *err;              /* Produce: 0, or INVALID_RECORD (refuse this topic) */
+	const struct rule **rule;  /* ... the rule that refused it */
+	struct kd_view *names;     /* the element's topic */
+	unsigned changed;          /* partitions whose records were replaced */
+	unsigned records;          /* records changed */
+	unsigned passed;           /* records or partitions passed unchanged (on_error: pass) */
+	unsigned refused;          /* partitions refused (on_error: refuse) */
+	char msg[320];             /* the first failure, for the log */
+};
+
 
 struct rule_set {
 	struct rule *rules;
@@ -338,6 +382,7 @@ struct rule_judge {
 	struct rule_facts facts;
 	struct rule_topic_verdict *tv;
 	unsigned tvcap;
+	struct kd_wbuf rw; /* records rewrite scratch (rule_rewrite_tree) */
 };
 
 #endif

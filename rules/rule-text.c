@@ -322,6 +322,9 @@ static void dump_action(const struct rule *rule, FILE *f)
 	case RULE_REWRITE:
 		if (rule->names)
 			rule_names_dump(rule->names, f);
+		if (rule->names && rule->records)
+			fprintf(f, "; ");
+		rule_rewrite_dump(rule, f);
 		break;
 	}
 }
@@ -331,6 +334,8 @@ void rule_set_dump(const struct rule_set *rs, FILE *f)
 	fprintf(f, "%s: %u rules (access %u, quotas %u, policies %u, audit %u), sha256 %s\n",
 	        rs->path, rs->n, rs->nsec[RULE_ACCESS], rs->nsec[RULE_QUOTA], rs->nsec[RULE_POLICY],
 	        rs->nsec[RULE_AUDIT], rs->sha256);
+	if (rs->nsec[RULE_REWRITE])
+		fprintf(f, "  and %u rewrite rules\n", rs->nsec[RULE_REWRITE]);
 	for (int s = 0; s < RULE_NSECTIONS; s++) {
 		if (!rs->nsec[s])
 			continue;

@@ -42,4 +42,19 @@ typedef int y_pair_fn(struct yl *y, const char *key, const yaml_node_t *knode,
                       const yaml_node_t *val, void *ctx);
 int y_map(struct yl *y, const yaml_node_t *node, const char *what, y_pair_fn *fn, void *ctx);
 
+/* ---- rewrite rules, records part (rule-rewrite.c) ---- */
+
+/* The keys of a rewrite rule's records part, for "unknown key" messages. */
+#define RULE_REWRITE_KEYS "headers, mask, hash_key_file, on_error"
+/* One key of a rewrite rule: 0 (read), -1 (error, in y->err) or 1 (not a
+ * records key). */
+int rule_rewrite_pair(struct yl *y, const char *key, const yaml_node_t *knode,
+                      const yaml_node_t *val, struct rule *rule);
+/* Checks a rewrite rule's records part once all its keys are read (and
+ * reads the hash key); 0 when it has none. */
+int rule_rewrite_finish(struct yl *y, const yaml_node_t *node, struct rule *rule);
+void rule_rewrite_free(struct rule *rule);
+/* Whether the rule reads request bodies (it rewrites Produce records). */
+int rule_rewrite_needs_body(const struct rule *rule);
+
 #endif

@@ -90,6 +90,34 @@ int rule_judge(struct rule_judge *j, const struct rule_set *rs, const struct kd_
                const struct rule_who *who, struct rule_verdict *v);
 void rule_judge_free(struct rule_judge *j);
 
+/* ---- rewrite: records (rule-rewrite.c) ---- */
+
+/* Whether some records rewrite rule of rs rewrites direction dir
+ * (enum rule_rw_dir). */
+int rule_set_rewrites(const struct rule_set *rs, int dir);
+/* Whether a records rewrite rule of dir may match a request with these
+ * header facts (req without topics): all its request-level matchers match
+ * (its topic matchers are judged per topic, later). */
+int rule_rewrite_may_apply(const struct rule_set *rs, int dir, const struct rule_req *req);
+/* The rule's directions (enum rule_rw_dir bits), 0 for other rules. */
+int rule_rewrite_dirs(const struct rule *rule);
+
+/* Rewrites, in place, the records of tree t (scratch: a buffer reused
+ * from call to call, e.g. rule_judge.rw): a decoded Produce request
+ * (dir RULE_RW_PRODUCE) or Fetch response (RULE_RW_FETCH). Each element of
+ * its topic array is judged with req's request-level facts and its own
+ * topic (a TopicId named through map); the rewrite rules of dir that match
+ * apply in file order: headers (remove, set, add), then masks of JSON
+ * values. A partition whose records cannot be rewritten follows on_error:
+ * pass leaves it (or the record) as it is; refuse marks the Produce topic
+ * in out->err, or answers the Fetch partition INVALID_RECORD without
+ * records. Returns KD_OK or KD_ENOMEM. */
+int rule_rewrite_tree(struct kd_wbuf *scratch, const struct rule_set *rs, int dir,
+                      struct kd_tree *t, const struct rule_req *req, const struct kd_topics *map,
+                      const struct rule_rw_ctx *ctx, struct rule_rw_out *out);
+/* The rule's records action, for `kwire rules check`. */
+void rule_rewrite_dump(const struct rule *rule, FILE *f);
+
 /* ---- text (kwire rules check / explain, /rules) ---- */
 
 /* Writes the compiled set, one rule per block, in the file's own

@@ -19,9 +19,9 @@
 #define V(s) ((struct kd_view){(const uint8_t *)(s), (uint32_t)strlen(s), 0})
 
 /* Hash stub for the tests: "H(" content ")" as a JSON string. */
-static int test_hash(void *arg, const uint8_t *in, size_t len, struct kd_wbuf *out)
+static int test_hash(const struct kd_jmask *m, const uint8_t *in, size_t len, struct kd_wbuf *out)
 {
-	(void)arg;
+	(void)m;
 	struct kd_wbuf t = {0};
 	kd_w_raw(&t, "H(", 2);
 	kd_w_raw(&t, in, len);
@@ -42,7 +42,7 @@ static const char *mask1(const char *in, const char *path, int op, const char *w
 	struct kd_jmask m = {
 	    .path = &jp, .op = (uint8_t)op, .with = with, .with_len = with ? strlen(with) : 0};
 	struct kd_wbuf out = {0};
-	int rc = kd_json_mask((const uint8_t *)in, strlen(in), &m, 1, test_hash, NULL, &out);
+	int rc = kd_json_mask((const uint8_t *)in, strlen(in), &m, 1, test_hash, &out);
 	if (n)
 		*n = rc;
 	if (rc < 0) {
@@ -150,7 +150,7 @@ static void test_json_invalid(void **state)
 	assert_int_equal(kd_jpath_parse(&jp, "a", 1, err, sizeof(err)), 0);
 	struct kd_jmask m = {.path = &jp, .op = KD_JMASK_DROP};
 	struct kd_wbuf out = {0};
-	n = kd_json_mask((const uint8_t *)deep, sizeof(deep), &m, 1, NULL, NULL, &out);
+	n = kd_json_mask((const uint8_t *)deep, sizeof(deep), &m, 1, NULL, &out);
 	assert_int_equal(n, KD_ELIMIT);
 	assert_int_equal(out.len, 0);
 	kd_wbuf_free(&out);
@@ -198,7 +198,7 @@ static int edit(void *arg, const struct kd_batch *b, const struct kd_record *rec
 		struct kd_jmask m = {
 		    .path = &jp, .op = KD_JMASK_REPLACE, .with = "\"***\"", .with_len = 5};
 		struct kd_wbuf w = {0};
-		int rc = kd_json_mask(rec->value.p, rec->value.len, &m, 1, NULL, NULL, &w);
+		int rc = kd_json_mask(rec->value.p, rec->value.len, &m, 1, NULL, &w);
 		if (rc < 0 && ea->fail_non_json) {
 			kd_wbuf_free(&w);
 			kd_errf(err, errlen, "not JSON");

@@ -167,6 +167,32 @@ static void test_errors_have_positions(void **state)
 	expect_error("mirror:\n  - x: 1\n", "r.yaml:1:1:", "not supported by this version");
 	expect_error("rewrite:\n  - x: 1\n", "r.yaml:2:5:",
 	             "unknown key 'x' (a rule under 'rewrite' takes");
+	expect_error("rewrite:\n  - match: {topic: t}\n    headers: {add: {a: b}}\n", "r.yaml:2:5:",
+	             "its match needs api: Produce");
+	expect_error("rewrite:\n  - match: {api: [Fetch, Metadata]}\n    headers: {add: {a: b}}\n",
+	             "r.yaml:2:5:", "and no other API");
+	expect_error("rewrite:\n  - match: {api: Fetch}\n", "r.yaml:2:5:",
+	             "or records to rewrite (headers, mask)");
+	expect_error("rewrite:\n  - match: {api: Fetch}\n    headers: {add: {a: \"${when}\"}}\n",
+	             "r.yaml:3:24:", "unknown template field");
+	expect_error("rewrite:\n  - match: {api: Fetch}\n    headers: {add: {a: \"5$\"}}\n",
+	             "r.yaml:3:24:", "a lone '$'");
+	expect_error("rewrite:\n  - match: {api: Fetch}\n    headers: {put: {a: b}}\n",
+	             "r.yaml:3:15:", "unknown key 'put' under 'headers'");
+	expect_error("rewrite:\n  - match: {api: Produce}\n    mask: [{path: \"a..b\", drop: true}]\n",
+	             "r.yaml:3:19:", "empty step");
+	expect_error("rewrite:\n  - match: {api: Produce}\n    mask: [{path: a, drop: true, hash: true}]\n",
+	             "r.yaml:3:34:", "one of replace, hash and drop");
+	expect_error("rewrite:\n  - match: {api: Produce}\n    mask: [{path: a}]\n", "r.yaml:3:12:",
+	             "needs one of replace");
+	expect_error("rewrite:\n  - match: {api: Produce}\n    mask: [{path: a, hash: true}]\n",
+	             "r.yaml:2:5:", "needs 'hash_key_file'");
+	expect_error("rewrite:\n  - match: {api: Produce}\n    mask: [{path: a, hash: true}]\n"
+	             "    hash_key_file: /nonexistent/key\n",
+	             "r.yaml:2:5:", "/nonexistent/key: No such file");
+	expect_error("rewrite:\n  - match: {api: Produce}\n    mask: [{path: a, drop: true}]\n"
+	             "    on_error: ignore\n",
+	             "r.yaml:4:15:", "not pass or refuse");
 	expect_error("acces:\n  - deny: true\n", "r.yaml:1:1:", "unknown section 'acces'");
 	expect_error("access:\n  - deny: true\n    bogus: 1\n",
 	             "r.yaml:3:5:", "unknown key 'bogus' (a rule under 'access' takes");
