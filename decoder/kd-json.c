@@ -38,11 +38,13 @@ struct jctx {
 	unsigned n;
 	struct jframe stk[KD_JSON_DEPTH + 1];
 	unsigned depth;
-	struct jedit *ed;
+	struct jedit *ed; /* ed_in until it outgrows it */
 	size_t ned, edcap;
-	struct jmem *mem;
+	struct jmem *mem; /* mem_in until it outgrows it */
 	size_t nmem, memcap;
 	int err;
+	struct jedit ed_in[16];
+	struct jmem mem_in[64];
 };
 
 static void ws(struct jctx *c)
@@ -80,44 +82,66 @@ static int hex4(const uint8_t *s, uint32_t *v)
 
 /* Reads a string at c->pos (the opening quote); sets *s, *n to its
  * content and *esc when it holds escapes. 0 or -1. */
+/* Whether p[0..n) holds a byte below 0x20, eight bytes at a time. */
+static int has_ctl(const uint8_t *p, size_t n)
+{
+	const uint64_t ones = 0x0101010101010101u, high = 0x8080808080808080u;
+	size_t k = 0;
+	for (; k + 8 <= n; k += 8) {
+		uint64_t x;
+		memcpy(&x, p + k, 8);
+		/* A byte below 0x20 borrows in x - 0x20..20 with its top bit clear. */
+		if ((x - 0x20 * ones) & ~x & high)
+			return 1;
+	}
+	for (; k < n; k++)
+		if (p[k] < 0x20)
+			return 1;
+	return 0;
+}
+
 static int str(struct jctx *c, const uint8_t **s, uint32_t *n, uint8_t *esc)
 {
 	if (c->pos >= c->len || c->p[c->pos] != '"')
 		return -1;
 	size_t i = c->pos + 1;
 	*esc = 0;
-	while (i < c->len) {
-		uint8_t b = c->p[i];
-		if (b == '"') {
-			if (i - c->pos - 1 > UINT32_MAX)
+	for (;;) {
+		/* The next quote, and the first backslash before it: the run
+		 * between needs only the control character check (values are
+		 * mostly long plain strings). */
+		const uint8_t *q = memchr(c->p + i, '"', c->len - i);
+		if (!q)
+			return -1;
+		size_t qi = (size_t)(q - c->p);
+		const uint8_t *bs = memchr(c->p + i, '\\', qi - i);
+		size_t end = bs ? (size_t)(bs - c->p) : qi;
+		if (has_ctl(c->p + i, end - i))
+			return -1;
+		if (!bs) {
+			if (qi - c->pos - 1 > UINT32_MAX)
 				return -1;
 			*s = c->p + c->pos + 1;
-			*n = (uint32_t)(i - c->pos - 1);
-			c->pos = i + 1;
+			*n = (uint32_t)(qi - c->pos - 1);
+			c->pos = qi + 1;
 			return 0;
 		}
-		if (b < 0x20)
+		i = end;
+		*esc = 1;
+		if (i + 1 >= c->len)
 			return -1;
-		if (b == '\\') {
-			*esc = 1;
-			if (i + 1 >= c->len)
+		uint8_t e = c->p[i + 1];
+		if (e == 'u') {
+			uint32_t v;
+			if (i + 6 > c->len || hex4(c->p + i + 2, &v))
 				return -1;
-			uint8_t e = c->p[i + 1];
-			if (e == 'u') {
-				uint32_t v;
-				if (i + 6 > c->len || hex4(c->p + i + 2, &v))
-					return -1;
-				i += 6;
-				continue;
-			}
-			if (!strchr("\"\\/bfnrt", e) || !e)
-				return -1;
+			i += 6;
+		} else if (e && strchr("\"\\/bfnrt", e)) {
 			i += 2;
-			continue;
+		} else {
+			return -1;
 		}
-		i++;
 	}
-	return -1;
 }
 
 static void w_utf8(struct kd_wbuf *w, uint32_t cp)
@@ -288,12 +312,14 @@ static int mask_for(const struct jctx *c)
 static int add_edit(struct jctx *c, size_t start, size_t end, int mask)
 {
 	if (c->ned == c->edcap) {
-		size_t cap = c->edcap ? c->edcap * 2 : 16;
-		struct jedit *v = realloc(c->ed, cap * sizeof(*v));
+		size_t cap = c->edcap * 2;
+		struct jedit *v = realloc(c->ed == c->ed_in ? NULL : c->ed, cap * sizeof(*v));
 		if (!v) {
 			c->err = KD_ENOMEM;
 			return -1;
 		}
+		if (c->ed == c->ed_in)
+			memcpy(v, c->ed_in, sizeof(c->ed_in));
 		c->ed = v;
 		c->edcap = cap;
 	}
@@ -304,12 +330,14 @@ static int add_edit(struct jctx *c, size_t start, size_t end, int mask)
 static int push_mem(struct jctx *c, size_t start)
 {
 	if (c->nmem == c->memcap) {
-		size_t cap = c->memcap ? c->memcap * 2 : 32;
-		struct jmem *v = realloc(c->mem, cap * sizeof(*v));
+		size_t cap = c->memcap * 2;
+		struct jmem *v = realloc(c->mem == c->mem_in ? NULL : c->mem, cap * sizeof(*v));
 		if (!v) {
 			c->err = KD_ENOMEM;
 			return -1;
 		}
+		if (c->mem == c->mem_in)
+			memcpy(v, c->mem_in, sizeof(c->mem_in));
 		c->mem = v;
 		c->memcap = cap;
 	}
@@ -460,19 +488,46 @@ static int parse(struct jctx *c)
 	return c->pos == c->len ? KD_OK : KD_EMALFORMED;
 }
 
+static void ctx_init(struct jctx *c, const uint8_t *p, size_t len, const struct kd_jmask *masks,
+                     unsigned n)
+{
+	c->p = p;
+	c->len = len;
+	c->pos = 0;
+	c->masks = masks;
+	c->n = n;
+	c->depth = 0;
+	c->err = 0;
+	c->ed = c->ed_in;
+	c->ned = 0;
+	c->edcap = sizeof(c->ed_in) / sizeof(c->ed_in[0]);
+	c->mem = c->mem_in;
+	c->nmem = 0;
+	c->memcap = sizeof(c->mem_in) / sizeof(c->mem_in[0]);
+}
+
+static void ctx_free(struct jctx *c)
+{
+	if (c->ed != c->ed_in)
+		free(c->ed);
+	if (c->mem != c->mem_in)
+		free(c->mem);
+}
+
 int kd_json_valid(const uint8_t *p, size_t len)
 {
-	struct jctx c = {.p = p, .len = len};
+	struct jctx c;
+	ctx_init(&c, p, len, NULL, 0);
 	int rc = parse(&c);
-	free(c.ed);
-	free(c.mem);
+	ctx_free(&c);
 	return rc == KD_OK;
 }
 
 int kd_json_mask(const uint8_t *p, size_t len, const struct kd_jmask *masks, unsigned n,
                  kd_json_hash_fn *hash, struct kd_wbuf *out)
 {
-	struct jctx c = {.p = p, .len = len, .masks = masks, .n = n};
+	struct jctx c;
+	ctx_init(&c, p, len, masks, n);
 	size_t start = out->len;
 	int rc = parse(&c);
 	if (rc != KD_OK)
@@ -516,8 +571,7 @@ out:
 		if (rc == KD_ENOMEM)
 			out->err = KD_OK;
 	}
-	free(c.ed);
-	free(c.mem);
+	ctx_free(&c);
 	return rc == KD_OK ? (int)(c.ned > INT32_MAX ? INT32_MAX : c.ned) : rc;
 }
 

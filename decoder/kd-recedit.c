@@ -10,12 +10,7 @@
 /* The xerial framing Kafka's Java client writes around snappy. */
 static const uint8_t xerial_magic[8] = {0x82, 'S', 'N', 'A', 'P', 'P', 'Y', 0};
 
-struct rw_scratch {
-	struct kd_wrecord *recs;
-	uint32_t cap;
-};
-
-static int grow(struct rw_scratch *s, uint32_t n)
+static int grow(struct kd_recedit *s, uint32_t n)
 {
 	if (n <= s->cap)
 		return 0;
@@ -52,10 +47,11 @@ static int split_headers(const struct kd_record *rec, struct kd_arena *a, struct
 
 /* One v2 data batch b (records decoded by it): rewritten into out, or
  * copied when nothing changed. */
-static int rw_batch(struct kd_rec_iter *it, const struct kd_batch *b, kd_rec_edit_fn *fn, void *arg,
-                    struct rw_scratch *s, struct kd_arena *a, struct kd_wbuf *out,
-                    struct kd_recedit_stats *st, char *err, size_t errlen)
+static int rw_batch(struct kd_recedit *s, const struct kd_batch *b, kd_rec_edit_fn *fn, void *arg,
+                    struct kd_wbuf *out, struct kd_recedit_stats *st, char *err, size_t errlen)
 {
+	struct kd_rec_iter *it = &s->it;
+	struct kd_arena *a = &s->arena;
 	struct kd_record rec;
 	uint32_t n = 0, changed = 0;
 	int rc;
@@ -117,6 +113,7 @@ static int rw_batch(struct kd_rec_iter *it, const struct kd_batch *b, kd_rec_edi
 	    .base_timestamp = b->base_timestamp,
 	    .max_timestamp = b->max_timestamp,
 	    .last_offset_delta = b->last_offset_delta,
+	    .scratch = &s->tmp,
 	};
 	rc = kd_batch_write(out, &spec, s->recs, n);
 	if (rc != KD_OK) {
@@ -129,26 +126,43 @@ static int rw_batch(struct kd_rec_iter *it, const struct kd_batch *b, kd_rec_edi
 	return KD_OK;
 }
 
-int kd_rec_rewrite(const uint8_t *p, size_t len, const struct kd_rec_limits *lim,
-                   kd_rec_edit_fn *fn, void *arg, struct kd_wbuf *out, struct kd_recedit_stats *st,
-                   char *err, size_t errlen)
+void kd_recedit_free(struct kd_recedit *rw)
 {
-	struct kd_rec_iter it;
+	if (rw->it_ok)
+		kd_rec_iter_free(&rw->it);
+	free(rw->recs);
+	kd_arena_free(&rw->arena);
+	kd_wbuf_free(&rw->tmp);
+	memset(rw, 0, sizeof(*rw));
+}
+
+int kd_rec_rewrite(struct kd_recedit *rw, const uint8_t *p, size_t len,
+                   const struct kd_rec_limits *lim, kd_rec_edit_fn *fn, void *arg,
+                   struct kd_wbuf *out, struct kd_recedit_stats *st, char *err, size_t errlen)
+{
+	struct kd_rec_iter *it = &rw->it;
 	struct kd_batch *b;
-	struct rw_scratch s = {0};
-	struct kd_arena a = {0};
 	size_t start = out->len;
 	int rc;
 	memset(st, 0, sizeof(*st));
-	kd_rec_iter_init(&it, p, len, lim);
-	while ((rc = kd_rec_next_batch(&it, &b)) != 0) {
+	if (rw->it_ok) {
+		/* Keep the decompression buffer; take this call's limits. */
+		struct kd_wbuf dbuf = it->dbuf;
+		kd_rec_iter_init(it, p, len, lim);
+		it->dbuf = dbuf;
+		it->dbuf.len = 0;
+	} else {
+		kd_rec_iter_init(it, p, len, lim);
+		rw->it_ok = 1;
+	}
+	while ((rc = kd_rec_next_batch(it, &b)) != 0) {
 		if (rc == KD_REC_TRUNCATED) {
 			st->tail_dropped = 1;
 			rc = KD_OK;
 			break;
 		}
 		if (rc < 0) {
-			kd_errf(err, errlen, "batch at byte %zu: %s", b->pos, it.err);
+			kd_errf(err, errlen, "batch at byte %zu: %s", b->pos, it->err);
 			break;
 		}
 		if (b->magic != 2) {
@@ -170,7 +184,7 @@ int kd_rec_rewrite(const uint8_t *p, size_t len, const struct kd_rec_limits *lim
 			rc = KD_EUNSUPPORTED;
 			break;
 		}
-		rc = rw_batch(&it, b, fn, arg, &s, &a, out, st, err, errlen);
+		rc = rw_batch(rw, b, fn, arg, out, st, err, errlen);
 		if (rc != KD_OK)
 			break;
 	}
@@ -182,8 +196,5 @@ int kd_rec_rewrite(const uint8_t *p, size_t len, const struct kd_rec_limits *lim
 		if (rc == KD_ENOMEM && err && !err[0])
 			kd_errf(err, errlen, "out of memory");
 	}
-	kd_rec_iter_free(&it);
-	kd_arena_free(&a);
-	free(s.recs);
 	return rc;
 }

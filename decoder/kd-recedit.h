@@ -41,15 +41,30 @@ struct kd_recedit_stats {
 	uint8_t tail_dropped; /* a partial last batch was left out */
 };
 
-/* Rewrites blob p[0..len) into out (appended). Returns KD_OK (out holds
+/* Buffers reused from call to call (the iterator's decompression buffer,
+ * the records of a batch, the callback's arena, the uncompressed records
+ * of a batch being written): all-zero is valid; kd_recedit_free()
+ * releases them. One per thread. */
+struct kd_recedit {
+	struct kd_rec_iter it;
+	uint8_t it_ok;
+	struct kd_wrecord *recs;
+	uint32_t cap;
+	struct kd_arena arena;
+	struct kd_wbuf tmp;
+};
+
+void kd_recedit_free(struct kd_recedit *rw);
+
+/* Rewrites blob p[0..len) into out (appended), with rw's buffers. Returns KD_OK (out holds
  * the new blob; st->rewritten says whether anything changed), or an error
  * with a message in err and out back at its old length:
  * KD_EUNSUPPORTED for a legacy entry (magic 0/1: no headers to edit; see
  * docs/decoder.md) or a codec not built in, KD_ECRC / KD_EMALFORMED /
  * KD_ECOMPRESS / KD_ELIMIT for a batch that does not decode (lim may be
  * NULL), KD_ENOMEM, or the callback's error. */
-int kd_rec_rewrite(const uint8_t *p, size_t len, const struct kd_rec_limits *lim,
-                   kd_rec_edit_fn *fn, void *arg, struct kd_wbuf *out, struct kd_recedit_stats *st,
-                   char *err, size_t errlen);
+int kd_rec_rewrite(struct kd_recedit *rw, const uint8_t *p, size_t len,
+                   const struct kd_rec_limits *lim, kd_rec_edit_fn *fn, void *arg,
+                   struct kd_wbuf *out, struct kd_recedit_stats *st, char *err, size_t errlen);
 
 #endif

@@ -163,6 +163,9 @@ struct kd_batch_spec {
 	uint8_t keep_header;
 	int64_t base_timestamp, max_timestamp;
 	int32_t last_offset_delta;
+	/* v2 with a codec: where the records are laid out before they are
+	 * compressed (reused from call to call); NULL: a buffer of its own. */
+	struct kd_wbuf *scratch;
 };
 
 /* One record to write. */

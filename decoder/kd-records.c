@@ -817,9 +817,12 @@ static int v2_write(struct kd_wbuf *w, const struct kd_batch_spec *spec,
 	} else {
 		struct kd_compress_opts opts = {.level = spec->compression_level,
 		                                .snappy_raw = spec->snappy_raw};
-		rc = v2_write_records(&tmp, spec, recs, n, base_ts);
+		struct kd_wbuf *t = spec->scratch ? spec->scratch : &tmp;
+		t->len = 0;
+		rc = v2_write_records(t, spec, recs, n, base_ts);
 		if (rc == KD_OK)
-			rc = kd_compress(spec->codec, tmp.p, tmp.len, &opts, w);
+			rc = kd_compress(spec->codec, t->p, t->len, &opts, w);
+		t->err = KD_OK;
 	}
 	if (rc == KD_OK && w->err)
 		rc = KD_ENOMEM;

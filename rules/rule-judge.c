@@ -51,6 +51,6 @@ void rule_judge_free(struct rule_judge *j)
 	rule_facts_free(&j->facts);
 	kd_arena_free(&j->arena);
 	free(j->tv);
-	kd_wbuf_free(&j->rw);
+	rule_rewriter_free(&j->rw);
 	memset(j, 0, sizeof(*j));
 }

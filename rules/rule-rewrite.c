@@ -15,7 +15,8 @@
 #include <time.h>
 
 #include <openssl/evp.h>
-#include <openssl/hmac.h>
+#include <openssl/core_names.h>
+#include <openssl/params.h>
 
 #include "kd-api-keys-gen.h"
 #include "kd-build.h"
@@ -79,6 +80,7 @@ struct rule_records {
 	char *key_file;
 	uint8_t key[RW_KEY_MAX];
 	size_t key_len;
+	EVP_MAC_CTX *mac; /* HMAC-SHA-256 keyed with key: duplicated per value */
 };
 
 /* ---- loading ---- */
@@ -356,6 +358,14 @@ static int read_key(struct yl *y, const yaml_node_t *node, struct rule_records *
 		            "'hash_key_file' %s: a key needs at least %d bytes (it has %zu)",
 		            rr->key_file, RW_KEY_MIN, n);
 	rr->key_len = n;
+	EVP_MAC *mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
+	OSSL_PARAM params[] = {
+	    OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0),
+	    OSSL_PARAM_construct_end()};
+	rr->mac = mac ? EVP_MAC_CTX_new(mac) : NULL;
+	EVP_MAC_free(mac);
+	if (!rr->mac || !EVP_MAC_init(rr->mac, rr->key, rr->key_len, params))
+		return yerr(y, node, "HMAC-SHA-256 is not available from OpenSSL");
 	return 0;
 }
 
@@ -416,7 +426,8 @@ void rule_rewrite_free(struct rule *rule)
 	}
 	free(rr->masks);
 	free(rr->key_file);
-	memset(rr->key, 0, sizeof(rr->key));
+	EVP_MAC_CTX_free(rr->mac);
+	OPENSSL_cleanse(rr->key, sizeof(rr->key));
 	free(rr);
 	rule->records = NULL;
 }
@@ -482,14 +493,23 @@ struct plan_hdr {
 };
 
 /* What applies to one topic: the rules' edits, in file order. */
+/* A hash key of a plan: the rule's keyed HMAC context, copied once per
+ * plan and re-initialised (same key) for each value. */
+struct plan_mac {
+	const struct rule_records *rr;
+	EVP_MAC_CTX *ctx;
+};
+
 struct plan {
+	struct plan_mac *macs;
+	unsigned nmacs;
 	struct plan_hdr *hdrs;
 	unsigned nhdrs;
 	struct kd_jmask *masks;
 	unsigned nmasks;
 	uint8_t refuse;
 	const struct rule *refuse_rule;
-	struct kd_wbuf scratch;
+	struct kd_wbuf *scratch; /* the masked value */
 	uint32_t passed;
 	char why[200]; /* the first record passed unchanged, why */
 };
@@ -497,14 +517,23 @@ struct plan {
 static int hmac_hex(const struct kd_jmask *m, const uint8_t *in, size_t len, struct kd_wbuf *out)
 {
 	static const char hex[] = "0123456789abcdef";
-	const struct rule_records *rr = m->arg;
+	struct plan_mac *pm = (struct plan_mac *)m->arg;
 	unsigned char md[EVP_MAX_MD_SIZE];
-	unsigned mdlen = 0;
+	size_t mdlen = 0;
 	char txt[2 * EVP_MAX_MD_SIZE + 2];
-	if (!HMAC(EVP_sha256(), rr->key, (int)rr->key_len, in, len, md, &mdlen))
+	/* The rule's keyed context is shared read-only by every thread: the
+	 * plan hashes in its own copy, re-initialised with the same key. */
+	int ok;
+	if (!pm->ctx)
+		ok = (pm->ctx = EVP_MAC_CTX_dup(pm->rr->mac)) != NULL;
+	else
+		ok = EVP_MAC_init(pm->ctx, NULL, 0, NULL);
+	ok = ok && EVP_MAC_update(pm->ctx, in, len) &&
+	     EVP_MAC_final(pm->ctx, md, &mdlen, sizeof(md));
+	if (!ok)
 		return -1;
 	txt[0] = '"';
-	for (unsigned i = 0; i < mdlen; i++) {
+	for (size_t i = 0; i < mdlen; i++) {
 		txt[1 + 2 * i] = hex[md[i] >> 4];
 		txt[2 + 2 * i] = hex[md[i] & 15];
 	}
@@ -526,9 +555,9 @@ static int plan_edit(void *arg, const struct kd_batch *b, const struct kd_record
 	struct plan *pl = arg;
 	int changed = 0;
 	if (pl->nmasks && !rec->value.null) {
-		pl->scratch.len = 0;
+		pl->scratch->len = 0;
 		int rc = kd_json_mask(rec->value.p, rec->value.len, pl->masks, pl->nmasks, hmac_hex,
-		                      &pl->scratch);
+		                      pl->scratch);
 		if (rc == KD_ENOMEM)
 			return rc;
 		if (rc < 0) {
@@ -543,10 +572,10 @@ static int plan_edit(void *arg, const struct kd_batch *b, const struct kd_record
 				        "record at offset %lld: the value is not JSON (%s)",
 				        (long long)rec->offset, kd_strerror(rc));
 		} else if (rc > 0) {
-			uint8_t *v = kd_arena_dup(a, pl->scratch.p, pl->scratch.len);
+			uint8_t *v = kd_arena_dup(a, pl->scratch->p, pl->scratch->len);
 			if (!v)
 				return KD_ENOMEM;
-			ed->value = (struct kd_view){v, (uint32_t)pl->scratch.len, 0};
+			ed->value = (struct kd_view){v, (uint32_t)pl->scratch->len, 0};
 			changed = 1;
 		}
 	}
@@ -636,11 +665,19 @@ static struct kd_view expand(const struct rw_hdr *hd, const struct rule_rw_ctx *
 	return v;
 }
 
+static void plan_macs_free(struct plan *pl)
+{
+	for (unsigned i = 0; i < pl->nmacs; i++)
+		EVP_MAC_CTX_free(pl->macs[i].ctx);
+	pl->nmacs = 0;
+}
+
 /* Fills pl with the edits of every rule of dir that matches topic 0 of req. */
 static int plan_build(struct plan *pl, const struct rule_set *rs, int dir,
                       const struct rule_req *req, const struct rule_rw_ctx *ctx, struct kd_arena *a)
 {
-	unsigned nh = 0, nm = 0;
+	unsigned nh = 0, nm = 0, nr = 0;
+	plan_macs_free(pl);
 	pl->nhdrs = pl->nmasks = 0;
 	pl->refuse = 0;
 	pl->refuse_rule = NULL;
@@ -651,19 +688,23 @@ static int plan_build(struct plan *pl, const struct rule_set *rs, int dir,
 		if ((rule_rewrite_dirs(rule) & dir) && rule_matches(rule, req, 0, NULL)) {
 			nh += rule->records->nhdrs;
 			nm += rule->records->nmasks;
+			nr++;
 		}
 	}
 	if (!nh && !nm)
 		return 0;
 	pl->hdrs = kd_arena_alloc(a, (nh ? nh : 1) * sizeof(*pl->hdrs));
 	pl->masks = kd_arena_alloc(a, (nm ? nm : 1) * sizeof(*pl->masks));
-	if (!pl->hdrs || !pl->masks)
+	pl->macs = kd_arena_alloc(a, nr * sizeof(*pl->macs));
+	if (!pl->hdrs || !pl->masks || !pl->macs)
 		return KD_ENOMEM;
 	for (unsigned i = 0; i < rs->n; i++) {
 		const struct rule *rule = &rs->rules[i];
 		if (!(rule_rewrite_dirs(rule) & dir) || !rule_matches(rule, req, 0, NULL))
 			continue;
 		const struct rule_records *rr = rule->records;
+		struct plan_mac *pm = &pl->macs[pl->nmacs++];
+		*pm = (struct plan_mac){.rr = rr};
 		atomic_fetch_add_explicit(&((struct rule *)rule)->hits, 1, memory_order_relaxed);
 		if (rr->on_error == RULE_RW_REFUSE && !pl->refuse) {
 			pl->refuse = 1;
@@ -686,7 +727,7 @@ static int plan_build(struct plan *pl, const struct rule_set *rs, int dir,
 			    .op = rr->masks[k].op,
 			    .with = rr->masks[k].with,
 			    .with_len = rr->masks[k].with_len,
-			    .arg = rr,
+			    .arg = pm,
 			};
 	}
 	return 1;
@@ -737,7 +778,7 @@ static struct kd_node *part_array(struct kd_node *e, unsigned *recs_at)
 	return NULL;
 }
 
-int rule_rewrite_tree(struct kd_wbuf *scratch, const struct rule_set *rs, int dir,
+int rule_rewrite_tree(struct rule_rewriter *w, const struct rule_set *rs, int dir,
                       struct kd_tree *t, const struct rule_req *req, const struct kd_topics *map,
                       const struct rule_rw_ctx *ctx, struct rule_rw_out *out)
 {
@@ -751,7 +792,7 @@ int rule_rewrite_tree(struct kd_wbuf *scratch, const struct rule_set *rs, int di
 	out->names = kd_arena_alloc(t->arena, arr->nkids * sizeof(*out->names));
 	if (!out->err || !out->rule || !out->names)
 		return KD_ENOMEM;
-	struct plan pl = {0};
+	struct plan pl = {.scratch = &w->json};
 	int rc = KD_OK;
 	for (uint32_t i = 0; i < arr->nkids && rc == KD_OK; i++) {
 		struct kd_node *e = &arr->kids[i];
@@ -794,9 +835,9 @@ int rule_rewrite_tree(struct kd_wbuf *scratch, const struct rule_set *rs, int di
 				continue;
 			struct kd_recedit_stats st;
 			char err[256] = "";
-			scratch->len = 0;
-			int rrc = kd_rec_rewrite(recs->val.v.p, recs->val.v.len, NULL, plan_edit,
-			                         &pl, scratch, &st, err, sizeof(err));
+			w->out.len = 0;
+			int rrc = kd_rec_rewrite(&w->edit, recs->val.v.p, recs->val.v.len, NULL,
+			                         plan_edit, &pl, &w->out, &st, err, sizeof(err));
 			if (rrc == KD_ENOMEM) {
 				rc = rrc;
 				break;
@@ -831,7 +872,7 @@ int rule_rewrite_tree(struct kd_wbuf *scratch, const struct rule_set *rs, int di
 			out->passed += pl.passed;
 			pl.passed = 0;
 			if (st.rewritten || st.tail_dropped) {
-				if (kd_node_set_str(t, recs, scratch->p, scratch->len) != KD_OK) {
+				if (kd_node_set_str(t, recs, w->out.p, w->out.len) != KD_OK) {
 					rc = KD_ENOMEM;
 					break;
 				}
@@ -839,6 +880,13 @@ int rule_rewrite_tree(struct kd_wbuf *scratch, const struct rule_set *rs, int di
 			}
 		}
 	}
-	kd_wbuf_free(&pl.scratch);
+	plan_macs_free(&pl);
 	return rc;
+}
+
+void rule_rewriter_free(struct rule_rewriter *w)
+{
+	kd_wbuf_free(&w->out);
+	kd_wbuf_free(&w->json);
+	kd_recedit_free(&w->edit);
 }

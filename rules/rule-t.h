@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "kd-arena.h"
+#include "kd-recedit.h"
 #include "kd-records-t.h"
 #include "kd-tree-t.h"
 #include "kd-t.h"
@@ -249,16 +250,15 @@ struct rule_rw_ctx {
  * tree's topic array) live in the tree's arena. */
 struct rule_rw_out {
 	uint32_t nelems;
-	int16_t *err;              /* Produce: 0, or INVALID_RECORD (refuse this topic) */
-	const struct rule **rule;  /* ... the rule that refused it */
-	struct kd_view *names;     /* the element's topic */
-	unsigned changed;          /* partitions whose records were replaced */
-	unsigned records;          /* records changed */
-	unsigned passed;           /* records or partitions passed unchanged (on_error: pass) */
-	unsigned refused;          /* partitions refused (on_error: refuse) */
-	char msg[320];             /* the first failure, for the log */
+	int16_t *err;             /* Produce: 0, or INVALID_RECORD (refuse this topic) */
+	const struct rule **rule; /* ... the rule that refused it */
+	struct kd_view *names;    /* the element's topic */
+	unsigned changed;         /* partitions whose records were replaced */
+	unsigned records;         /* records changed */
+	unsigned passed;          /* records or partitions passed unchanged (on_error: pass) */
+	unsigned refused;         /* partitions refused (on_error: refuse) */
+	char msg[320];            /* the first failure, for the log */
 };
-
 
 struct rule_set {
 	struct rule *rules;
@@ -373,6 +373,14 @@ struct rule_who {
 	int32_t broker_id; /* -1: bootstrap listener; -2: unknown (no broker matcher applies) */
 };
 
+/* Scratch for rule_rewrite_tree, one per thread; all-zero is valid,
+ * rule_rewriter_free() releases it. */
+struct rule_rewriter {
+	struct kd_wbuf out;     /* a partition's new records */
+	struct kd_wbuf json;    /* a record's masked value */
+	struct kd_recedit edit; /* the record rewriter's buffers */
+};
+
 /* Scratch for judging requests one after another (rule_judge), one per
  * thread: the decoded body, its facts and the per-topic verdicts. All-zero
  * is a valid initial state; rule_judge_free() releases it. */
@@ -382,7 +390,7 @@ struct rule_judge {
 	struct rule_facts facts;
 	struct rule_topic_verdict *tv;
 	unsigned tvcap;
-	struct kd_wbuf rw; /* records rewrite scratch (rule_rewrite_tree) */
+	struct rule_rewriter rw; /* records rewrite scratch (rule_rewrite_tree) */
 };
 
 #endif

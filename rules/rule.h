@@ -102,8 +102,8 @@ int rule_rewrite_may_apply(const struct rule_set *rs, int dir, const struct rule
 /* The rule's directions (enum rule_rw_dir bits), 0 for other rules. */
 int rule_rewrite_dirs(const struct rule *rule);
 
-/* Rewrites, in place, the records of tree t (scratch: a buffer reused
- * from call to call, e.g. rule_judge.rw): a decoded Produce request
+/* Rewrites, in place, the records of tree t (w: buffers reused from call
+ * to call, e.g. rule_judge.rw): a decoded Produce request
  * (dir RULE_RW_PRODUCE) or Fetch response (RULE_RW_FETCH). Each element of
  * its topic array is judged with req's request-level facts and its own
  * topic (a TopicId named through map); the rewrite rules of dir that match
@@ -112,9 +112,10 @@ int rule_rewrite_dirs(const struct rule *rule);
  * pass leaves it (or the record) as it is; refuse marks the Produce topic
  * in out->err, or answers the Fetch partition INVALID_RECORD without
  * records. Returns KD_OK or KD_ENOMEM. */
-int rule_rewrite_tree(struct kd_wbuf *scratch, const struct rule_set *rs, int dir,
+int rule_rewrite_tree(struct rule_rewriter *w, const struct rule_set *rs, int dir,
                       struct kd_tree *t, const struct rule_req *req, const struct kd_topics *map,
                       const struct rule_rw_ctx *ctx, struct rule_rw_out *out);
+void rule_rewriter_free(struct rule_rewriter *w);
 /* The rule's records action, for `kwire rules check`. */
 void rule_rewrite_dump(const struct rule *rule, FILE *f);
 

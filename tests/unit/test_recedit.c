@@ -248,6 +248,7 @@ static void test_rewrite_codecs(void **state)
 	(void)state;
 	static const int codecs[] = {KD_CODEC_NONE, KD_CODEC_GZIP, KD_CODEC_SNAPPY, KD_CODEC_LZ4,
 	                             KD_CODEC_ZSTD};
+	struct kd_recedit rwe = {0}; /* reused from codec to codec */
 	for (size_t c = 0; c < 5; c++) {
 		if (!kd_codec_available(codecs[c]))
 			continue;
@@ -258,9 +259,9 @@ static void test_rewrite_codecs(void **state)
 		    .add_key = "x-kwire", .add_value = "v", .remove = "authorization", .mask = 1};
 		struct kd_recedit_stats st;
 		char err[256] = "";
-		assert_int_equal(
-		    kd_rec_rewrite(in.p, in.len, NULL, edit, &ea, &out, &st, err, sizeof(err)),
-		    KD_OK);
+		assert_int_equal(kd_rec_rewrite(&rwe, in.p, in.len, NULL, edit, &ea, &out, &st, err,
+		                                sizeof(err)),
+		                 KD_OK);
 		assert_int_equal(st.batches, 2);
 		assert_int_equal(st.rewritten, 2);
 		/* Read back: CRC checked by the iterator, header fields kept. */
@@ -316,26 +317,29 @@ static void test_rewrite_codecs(void **state)
 		kd_wbuf_free(&in);
 		kd_wbuf_free(&out);
 	}
+	kd_recedit_free(&rwe);
 }
 
 static void test_rewrite_unchanged_and_errors(void **state)
 {
 	(void)state;
 	struct kd_wbuf in = {0}, out = {0};
+	struct kd_recedit rwe = {0};
 	build(&in, KD_CODEC_NONE, 0, 0);
 	struct edit_arg none = {0};
 	struct kd_recedit_stats st;
 	char err[256] = "";
 	/* Nothing to change: byte for byte the input. */
 	assert_int_equal(
-	    kd_rec_rewrite(in.p, in.len, NULL, edit, &none, &out, &st, err, sizeof(err)), KD_OK);
+	    kd_rec_rewrite(&rwe, in.p, in.len, NULL, edit, &none, &out, &st, err, sizeof(err)),
+	    KD_OK);
 	assert_int_equal(st.rewritten, 0);
 	assert_int_equal(out.len, in.len);
 	assert_memory_equal(out.p, in.p, in.len);
 	/* A partial last batch is left out. */
 	out.len = 0;
 	assert_int_equal(
-	    kd_rec_rewrite(in.p, in.len - 5, NULL, edit, &none, &out, &st, err, sizeof(err)),
+	    kd_rec_rewrite(&rwe, in.p, in.len - 5, NULL, edit, &none, &out, &st, err, sizeof(err)),
 	    KD_OK);
 	assert_true(st.tail_dropped);
 	assert_int_equal(out.len, 0);
@@ -348,22 +352,23 @@ static void test_rewrite_unchanged_and_errors(void **state)
 	struct edit_arg strict = {.mask = 1, .fail_non_json = 1};
 	out.len = 0;
 	assert_int_equal(
-	    kd_rec_rewrite(bad.p, bad.len, NULL, edit, &strict, &out, &st, err, sizeof(err)),
+	    kd_rec_rewrite(&rwe, bad.p, bad.len, NULL, edit, &strict, &out, &st, err, sizeof(err)),
 	    KD_EMALFORMED);
 	assert_int_equal(out.len, 0);
 	/* A CRC error. */
 	bad.p[bad.len - 1] ^= 1;
 	assert_int_equal(
-	    kd_rec_rewrite(bad.p, bad.len, NULL, edit, &none, &out, &st, err, sizeof(err)),
+	    kd_rec_rewrite(&rwe, bad.p, bad.len, NULL, edit, &none, &out, &st, err, sizeof(err)),
 	    KD_ECRC);
 	/* Legacy: refused with a clear message. */
 	struct kd_wbuf leg = {0};
 	struct kd_batch_spec lspec = {.magic = 1};
 	assert_int_equal(kd_batch_write(&leg, &lspec, &r, 1), KD_OK);
 	assert_int_equal(
-	    kd_rec_rewrite(leg.p, leg.len, NULL, edit, &none, &out, &st, err, sizeof(err)),
+	    kd_rec_rewrite(&rwe, leg.p, leg.len, NULL, edit, &none, &out, &st, err, sizeof(err)),
 	    KD_EUNSUPPORTED);
 	assert_non_null(strstr(err, "legacy message format (magic 1)"));
+	kd_recedit_free(&rwe);
 	kd_wbuf_free(&leg);
 	kd_wbuf_free(&bad);
 	kd_wbuf_free(&in);
