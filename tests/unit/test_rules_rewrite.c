@@ -1,0 +1,294 @@
+/* test_rules_rewrite.c: the records part of `rewrite:` rules
+ * (rule_rewrite_tree, rules/rule-rewrite.c) on decoded Produce requests:
+ * which topics a rule applies to, headers and templates, masks with the
+ * HMAC key from a file, on_error pass and refuse, and the batch fields an
+ * idempotent producer relies on. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+
+#include "kd-records.h"
+#include "kd-tree.h"
+#include "kd.h"
+#include "rule.h"
+
+#define V(s) ((struct kd_view){(const uint8_t *)(s), (uint32_t)strlen(s), 0})
+
+static const char KEY[] = "unit-test-key-0123456789";
+static char keypath[64];
+
+static int setup(void **state)
+{
+	(void)state;
+	snprintf(keypath, sizeof(keypath), "/tmp/kwire-rw-key-%d", (int)getpid());
+	FILE *f = fopen(keypath, "w");
+	assert_non_null(f);
+	fprintf(f, "%s\n", KEY);
+	fclose(f);
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	(void)state;
+	unlink(keypath);
+	return 0;
+}
+
+/* Loads yaml with KEYFILE replaced by the key file's path. */
+static struct rule_set *load(const char *text)
+{
+	char yaml[2048], err[512] = "";
+	const char *k = strstr(text, "KEYFILE");
+	if (k)
+		snprintf(yaml, sizeof(yaml), "%.*s%s%s", (int)(k - text), text, keypath, k + 7);
+	else
+		snprintf(yaml, sizeof(yaml), "%s", text);
+	struct rule_set *rs = rule_set_load_mem(yaml, strlen(yaml), "r.yaml", err, sizeof(err));
+	if (!rs)
+		fail_msg("%s", err);
+	return rs;
+}
+
+/* A Produce v3 body: topics[i] with one partition holding one v2 batch of
+ * the given values (producer 77, epoch 2, base sequence 40). */
+static void produce_body(struct kd_wbuf *w, const char *const *topics, unsigned n,
+                         const char *const *values, unsigned nv, int codec)
+{
+	kd_w_i16(w, -1);
+	kd_w_i16(w, -1);
+	kd_w_i32(w, 30000);
+	kd_w_i32(w, (int32_t)n);
+	for (unsigned t = 0; t < n; t++) {
+		struct kd_wbuf b = {0};
+		struct kd_wrecord recs[8];
+		struct kd_header h[2] = {{V("authorization"), V("secret")}, {V("keep"), V("1")}};
+		for (unsigned i = 0; i < nv; i++)
+			recs[i] = (struct kd_wrecord){.timestamp = 5000 + i,
+			                              .key = V("k"),
+			                              .value = V(values[i]),
+			                              .headers = h,
+			                              .header_count = 2};
+		struct kd_batch_spec spec = {.magic = 2,
+		                             .codec = (uint8_t)codec,
+		                             .producer_id = 77,
+		                             .producer_epoch = 2,
+		                             .base_sequence = 40};
+		assert_int_equal(kd_batch_write(&b, &spec, recs, nv), KD_OK);
+		kd_w_i16(w, (int16_t)strlen(topics[t]));
+		kd_w_raw(w, topics[t], strlen(topics[t]));
+		kd_w_i32(w, 1);
+		kd_w_i32(w, 0);
+		kd_w_i32(w, (int32_t)b.len);
+		kd_w_raw(w, b.p, b.len);
+		kd_wbuf_free(&b);
+	}
+}
+
+/* The RECORDS view of topic element t of a decoded Produce v3 tree. */
+static struct kd_view records_of(const struct kd_tree *t, unsigned i)
+{
+	struct kd_node *topics = kd_node_child(t->root, "TopicData");
+	struct kd_node *parts = kd_node_child(kd_node_elem(topics, i), "PartitionData");
+	return kd_node_child(kd_node_elem(parts, 0), "Records")->val.v;
+}
+
+struct rewritten {
+	struct kd_arena a;
+	struct kd_tree t;
+	struct rule_rw_out out;
+	struct rule_rewriter w;
+	struct kd_wbuf body; /* the tree's views point into it */
+	int rc;
+};
+
+static void rewrite(struct rewritten *r, const struct rule_set *rs, const char *const *topics,
+                    unsigned n, const char *const *values, unsigned nv, int codec)
+{
+	memset(r, 0, sizeof(*r));
+	produce_body(&r->body, topics, n, values, nv, codec);
+	assert_int_equal(kd_tree_decode(&r->t, &r->a, 0, 3, 1, r->body.p, r->body.len), KD_OK);
+	struct rule_req req = {.api_key = 0,
+	                       .api_version = 3,
+	                       .have_body = 1,
+	                       .acks = -1,
+	                       .client_id = V("app-1"),
+	                       .src_family = 4,
+	                       .src_addr = {10, 1, 2, 3}};
+	struct rule_rw_ctx ctx = {.client_id = V("app-1"),
+	                          .src_family = 4,
+	                          .src_addr = {10, 1, 2, 3},
+	                          .instance = "node-a",
+	                          .now_ms = 1700000000123};
+	r->rc = rule_rewrite_tree(&r->w, rs, RULE_RW_PRODUCE, &r->t, &req, NULL, &ctx, &r->out);
+}
+
+static void rewritten_free(struct rewritten *r)
+{
+	rule_rewriter_free(&r->w);
+	kd_arena_free(&r->a);
+	kd_wbuf_free(&r->body);
+}
+
+static void test_headers_and_masks(void **state)
+{
+	(void)state;
+	struct rule_set *rs = load("rewrite:\n"
+	                           "  - match: {api: Produce, topic: \"orders.*\"}\n"
+	                           "    headers:\n"
+	                           "      remove: [authorization]\n"
+	                           "      add: {via: \"${client_id}@${source} on ${instance} at "
+	                           "${time} (${time_ms}) $$\"}\n"
+	                           "    mask:\n"
+	                           "      - {path: user.email, hash: true}\n"
+	                           "      - {path: pin, drop: true}\n"
+	                           "    hash_key_file: KEYFILE\n");
+	static const char *const topics[] = {"orders.eu", "other"};
+	static const char *const values[] = {"{\"user\":{\"email\":\"a@b\"},\"pin\":1,\"n\":2}",
+	                                     "{\"n\":3}", "\"just a string\""};
+	for (int codec = 0; codec <= 4; codec++) {
+		struct rewritten r;
+		rewrite(&r, rs, topics, 2, values, 3, codec);
+		assert_int_equal(r.rc, KD_OK);
+		assert_int_equal(r.out.changed, 1); /* orders.eu only */
+		assert_int_equal(r.out.refused, 0);
+		assert_int_equal(r.out.err[0], 0);
+		struct kd_view recs = records_of(&r.t, 0);
+		struct kd_rec_iter it;
+		struct kd_batch *b;
+		struct kd_record rec;
+		kd_rec_iter_init(&it, recs.p, recs.len, NULL);
+		assert_int_equal(kd_rec_next_batch(&it, &b), 1);
+		assert_true(b->crc_ok);
+		assert_int_equal(b->codec, codec);
+		assert_int_equal(b->producer_id, 77);
+		assert_int_equal(b->producer_epoch, 2);
+		assert_int_equal(b->base_sequence, 40);
+		assert_int_equal(b->record_count, 3);
+		unsigned char md[32];
+		unsigned mdlen;
+		HMAC(EVP_sha256(), KEY, (int)strlen(KEY), (const unsigned char *)"a@b", 3, md,
+		     &mdlen);
+		char want[256];
+		int n = snprintf(want, sizeof(want), "{\"user\":{\"email\":\"");
+		for (unsigned i = 0; i < 32; i++)
+			n += snprintf(want + n, sizeof(want) - (size_t)n, "%02x", md[i]);
+		snprintf(want + n, sizeof(want) - (size_t)n, "\"},\"n\":2}");
+		for (int i = 0; kd_rec_next_record(&it, &rec) == 1; i++) {
+			const char *wv = i == 0 ? want : values[i];
+			assert_int_equal(rec.value.len, strlen(wv));
+			assert_memory_equal(rec.value.p, wv, rec.value.len);
+			assert_int_equal(rec.timestamp, 5000 + i);
+			struct kd_rec_hdr_iter hi;
+			struct kd_header h;
+			kd_rec_headers_init(&hi, &rec);
+			assert_int_equal(kd_rec_next_header(&hi, &h), 1);
+			assert_memory_equal(h.key.p, "keep", 4);
+			assert_int_equal(kd_rec_next_header(&hi, &h), 1);
+			const char *via = "app-1@10.1.2.3 on node-a at 2023-11-14T22:13:20.123Z "
+			                  "(1700000000123) $";
+			assert_int_equal(h.value.len, strlen(via));
+			assert_memory_equal(h.value.p, via, h.value.len);
+			assert_int_equal(kd_rec_next_header(&hi, &h), 0);
+		}
+		kd_rec_iter_free(&it);
+		/* The other topic is untouched. */
+		struct kd_view other = records_of(&r.t, 1);
+		kd_rec_iter_init(&it, other.p, other.len, NULL);
+		assert_int_equal(kd_rec_next_batch(&it, &b), 1);
+		assert_int_equal(kd_rec_next_record(&it, &rec), 1);
+		assert_int_equal(rec.header_count, 2);
+		kd_rec_iter_free(&it);
+		rewritten_free(&r);
+	}
+	rule_set_unref(&rs);
+}
+
+static void test_on_error(void **state)
+{
+	(void)state;
+	static const char *const topics[] = {"strict", "lenient"};
+	static const char *const values[] = {"{\"card\":\"4111\"}", "not json"};
+	struct rule_set *rs = load("rewrite:\n"
+	                           "  - name: strict\n"
+	                           "    match: {api: Produce, topic: strict}\n"
+	                           "    mask: [{path: card, replace: \"***\"}]\n"
+	                           "    on_error: refuse\n"
+	                           "  - name: lenient\n"
+	                           "    match: {api: Produce, topic: lenient}\n"
+	                           "    mask: [{path: card, replace: \"***\"}]\n"
+	                           "    headers: {set: {keep: \"2\"}}\n");
+	struct rewritten r;
+	rewrite(&r, rs, topics, 2, values, 2, KD_CODEC_GZIP);
+	assert_int_equal(r.rc, KD_OK);
+	assert_int_equal(r.out.err[0], RULE_ERR_INVALID_RECORD);
+	assert_string_equal(r.out.rule[0]->name, "strict");
+	assert_int_equal(r.out.err[1], 0);
+	assert_int_equal(r.out.passed, 1);
+	assert_int_equal(r.out.refused, 1);
+	assert_non_null(strstr(r.out.msg, "not JSON"));
+	/* lenient: the JSON record masked, the other kept, headers set on both. */
+	struct kd_view recs = records_of(&r.t, 1);
+	struct kd_rec_iter it;
+	struct kd_batch *b;
+	struct kd_record rec;
+	kd_rec_iter_init(&it, recs.p, recs.len, NULL);
+	assert_int_equal(kd_rec_next_batch(&it, &b), 1);
+	assert_int_equal(b->codec, KD_CODEC_GZIP);
+	assert_int_equal(kd_rec_next_record(&it, &rec), 1);
+	assert_memory_equal(rec.value.p, "{\"card\":\"***\"}", rec.value.len);
+	assert_int_equal(kd_rec_next_record(&it, &rec), 1);
+	assert_memory_equal(rec.value.p, "not json", rec.value.len);
+	struct kd_rec_hdr_iter hi;
+	struct kd_header h;
+	kd_rec_headers_init(&hi, &rec);
+	assert_int_equal(kd_rec_next_header(&hi, &h), 1);
+	assert_memory_equal(h.key.p, "authorization", 13);
+	assert_int_equal(kd_rec_next_header(&hi, &h), 1);
+	assert_memory_equal(h.key.p, "keep", 4);
+	assert_memory_equal(h.value.p, "2", 1);
+	assert_int_equal(kd_rec_next_header(&hi, &h), 0);
+	kd_rec_iter_free(&it);
+	rewritten_free(&r);
+	rule_set_unref(&rs);
+}
+
+static void test_may_apply(void **state)
+{
+	(void)state;
+	struct rule_set *rs = load("rewrite:\n"
+	                           "  - match: {api: Fetch, client_id: \"masked-*\", topic: pii}\n"
+	                           "    mask: [{path: ssn, replace: \"***\"}]\n");
+	struct rule_req req = {.api_key = 1,
+	                       .api_version = 11,
+	                       .have_body = 1,
+	                       .acks = -2,
+	                       .client_id = V("masked-1")};
+	assert_true(rule_set_rewrites(rs, RULE_RW_FETCH));
+	assert_false(rule_set_rewrites(rs, RULE_RW_PRODUCE));
+	assert_true(rule_rewrite_may_apply(rs, RULE_RW_FETCH, &req));
+	req.client_id = V("other");
+	assert_false(rule_rewrite_may_apply(rs, RULE_RW_FETCH, &req));
+	/* Produce is not its direction: no body needed for it. */
+	assert_false(rule_set_needs_body(rs, 0));
+	rule_set_unref(&rs);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_headers_and_masks),
+	    cmocka_unit_test(test_on_error),
+	    cmocka_unit_test(test_may_apply),
+	};
+	return cmocka_run_group_tests(tests, setup, teardown);
+}
