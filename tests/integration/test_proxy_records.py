@@ -16,6 +16,8 @@ clients through kwire in front of the mock cluster (both peers):
 - on_error with a value that is not JSON: refuse answers INVALID_RECORD to
   the producer (nothing stored) and to a masked consumer (no data);
   pass stores the record unchanged (its headers still edited).
+- A legacy message set (kafka-python speaking Kafka 0.10, magic 1) is not
+  rewritten: refused, with the reason in kwire's log.
 - /metrics counts what was rewritten, passed and refused.
 """
 import hashlib
@@ -38,6 +40,13 @@ try:
 except ImportError:
     print("SKIP: confluent_kafka not installed (needs: python3-confluent-kafka, "
           "tools/install-deps.sh)", file=sys.stderr)
+    sys.exit(SKIP)
+
+try:
+    import kafka  # kafka-python: a client that can still write the legacy message format
+except ImportError:
+    print("SKIP: kafka-python not installed (needs: python3-kafka, tools/install-deps.sh)",
+          file=sys.stderr)
     sys.exit(SKIP)
 
 KCAT = shutil.which("kcat") or shutil.which("kafkacat")
@@ -239,6 +248,20 @@ def main():
         check(len(consume(c.upstream, "orders", N * len(CODECS) + 2, timeout=4)) ==
               N * len(CODECS) + 1, "the refused record reached the broker")
         print("on_error (Produce): refuse answered INVALID_RECORD, pass kept the record")
+
+        # Legacy message format (magic 1, Produce v2 from kafka-python speaking
+        # Kafka 0.10): not rewritten, so refused, with the reason in the log.
+        lp = kafka.KafkaProducer(bootstrap_servers=c.bootstrap, api_version=(0, 10, 1),
+                                 retries=0)
+        fut = lp.send("orders", json.dumps(value("legacy", 0)).encode(), partition=0)
+        try:
+            fut.get(timeout=20)
+            check(False, "a legacy message set passed a refuse rule")
+        except kafka.errors.KafkaError as e:
+            print(f"legacy producer: {type(e).__name__}")
+        lp.close()
+        check("legacy message format (magic 1)" in c.proxy_stderr(),
+              "no clear log line for the legacy message set")
 
         # Fetch: stored as produced (directly), masked for masked-* only.
         pii = [json.dumps({"ssn": f"123-45-{i:04d}", "name": f"p{i}"}).encode()
