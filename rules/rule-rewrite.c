@@ -778,6 +778,29 @@ static struct kd_node *part_array(struct kd_node *e, unsigned *recs_at)
 	return NULL;
 }
 
+/* Every partition of Fetch response topic e: UNKNOWN_TOPIC_ID, no records. */
+static void unknown_topic(struct kd_tree *t, struct kd_node *e, struct kd_view name,
+                          struct rule_rw_out *out)
+{
+	unsigned recs_at = 0;
+	struct kd_node *parts = part_array(e, &recs_at);
+	for (uint32_t p = 0; parts && p < parts->nkids; p++) {
+		struct kd_node *pe = &parts->kids[p];
+		struct kd_node *ec = kd_node_child(pe, "ErrorCode");
+		if (ec)
+			kd_node_set_int(ec, RULE_ERR_UNKNOWN_TOPIC_ID);
+		if (recs_at < pe->nkids && !pe->kids[recs_at].null)
+			kd_node_set_str(t, &pe->kids[recs_at], "", 0);
+		out->changed++;
+		out->refused++;
+	}
+	if (!out->msg[0])
+		snprintf(out->msg, sizeof(out->msg),
+		         "%.*s: a topic id kwire has not learned a name for (answered "
+		         "UNKNOWN_TOPIC_ID, so that the client refreshes its metadata)",
+		         (int)name.len, (const char *)name.p);
+}
+
 int rule_rewrite_tree(struct rule_rewriter *w, const struct rule_set *rs, int dir,
                       struct kd_tree *t, const struct rule_req *req, const struct kd_topics *map,
                       const struct rule_rw_ctx *ctx, struct rule_rw_out *out)
@@ -798,13 +821,23 @@ int rule_rewrite_tree(struct rule_rewriter *w, const struct rule_set *rs, int di
 		struct kd_node *e = &arr->kids[i];
 		char idtext[KD_TOPIC_ID_TEXT];
 		struct kd_view name = elem_topic(e, map, idtext);
-		if (name.p == (const uint8_t *)idtext) {
+		int unknown_id = name.p == (const uint8_t *)idtext;
+		if (unknown_id) {
 			uint8_t *d = kd_arena_dup(t->arena, idtext, name.len);
 			if (!d)
 				return KD_ENOMEM;
 			name.p = d;
 		}
 		out->names[i] = name;
+		if (unknown_id && dir == RULE_RW_FETCH && rule_rewrite_may_apply(rs, dir, req)) {
+			/* A topic known only by an id kwire has not learned (from
+			 * a Metadata answer): whether a rule names it cannot be
+			 * told, and its records must not pass unmasked. The
+			 * partitions answer UNKNOWN_TOPIC_ID; the client asks for
+			 * metadata (which teaches kwire the name) and fetches again. */
+			unknown_topic(t, e, name, out);
+			continue;
+		}
 		struct rule_topic one = {.name = name,
 		                         .records = -1,
 		                         .bytes = -1,

@@ -222,7 +222,8 @@ struct rule {
 
 /* ---- rewrite: records (rule-rewrite.c) ---- */
 
-#define RULE_ERR_INVALID_RECORD 87 /* what a refused record rewrite answers */
+#define RULE_ERR_INVALID_RECORD 87    /* what a refused record rewrite answers */
+#define RULE_ERR_UNKNOWN_TOPIC_ID 100 /* a Fetch topic id whose name kwire has not learned */
 
 /* Directions of a records rewrite: the API its match names. */
 enum rule_rw_dir {

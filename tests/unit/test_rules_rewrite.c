@@ -17,6 +17,7 @@
 #include <openssl/hmac.h>
 
 #include "kd-records.h"
+#include "kd-topics.h"
 #include "kd-tree.h"
 #include "kd.h"
 #include "rule.h"
@@ -283,12 +284,83 @@ static void test_may_apply(void **state)
 	rule_set_unref(&rs);
 }
 
+/* A Fetch v13 response (topics by TopicId) with one partition of records,
+ * for a topic whose id the map knows and one it does not. */
+static void test_fetch_by_topic_id(void **state)
+{
+	(void)state;
+	struct rule_set *rs = load("rewrite:\n"
+	                           "  - match: {api: Fetch, topic: pii}\n"
+	                           "    mask: [{path: ssn, replace: \"***\"}]\n");
+	static const uint8_t known[16] = {1, 2, 3}, unknown[16] = {9, 9, 9};
+	struct kd_topics *map = kd_topics_new();
+	assert_non_null(map);
+	kd_topics_put(map, known, (const uint8_t *)"pii", 3);
+	struct kd_wbuf batch = {0};
+	struct kd_wrecord rec = {.timestamp = 1, .value = V("{\"ssn\":\"123\"}")};
+	struct kd_batch_spec spec = {
+	    .magic = 2, .producer_id = -1, .producer_epoch = -1, .base_sequence = -1};
+	assert_int_equal(kd_batch_write(&batch, &spec, &rec, 1), KD_OK);
+	struct kd_arena a = {0};
+	struct kd_tree t;
+	assert_int_equal(kd_tree_init_default(&t, &a, 1, 13, 0), KD_OK);
+	struct kd_node *resp = kd_node_child(t.root, "Responses");
+	for (int i = 0; i < 2; i++) {
+		struct kd_node *e = kd_node_array_add(&t, resp, UINT32_MAX);
+		assert_non_null(e);
+		kd_node_set_uuid(kd_node_child(e, "TopicId"), i ? unknown : known);
+		struct kd_node *p =
+		    kd_node_array_add(&t, kd_node_child(e, "Partitions"), UINT32_MAX);
+		assert_non_null(p);
+		assert_int_equal(
+		    kd_node_set_str(&t, kd_node_child(p, "Records"), batch.p, batch.len), KD_OK);
+	}
+	struct rule_req req = {
+	    .api_key = 1, .api_version = 13, .have_body = 1, .acks = -2, .client_id = V("c")};
+	struct rule_rw_ctx ctx = {.client_id = V("c"), .now_ms = 1};
+	struct rule_rewriter w = {0};
+	struct rule_rw_out out;
+	assert_int_equal(rule_rewrite_tree(&w, rs, RULE_RW_FETCH, &t, &req, map, &ctx, &out),
+	                 KD_OK);
+	/* pii: masked; the unknown id: UNKNOWN_TOPIC_ID and no records. */
+	assert_int_equal(out.changed, 2);
+	assert_int_equal(out.refused, 1);
+	for (int i = 0; i < 2; i++) {
+		struct kd_node *p =
+		    kd_node_elem(kd_node_child(kd_node_elem(resp, (uint32_t)i), "Partitions"), 0);
+		struct kd_view r = kd_node_child(p, "Records")->val.v;
+		assert_int_equal(kd_node_int(kd_node_child(p, "ErrorCode")), i ? 100 : 0);
+		if (i) {
+			assert_int_equal(r.len, 0);
+			continue;
+		}
+		struct kd_rec_iter it;
+		struct kd_batch *b;
+		struct kd_record got;
+		kd_rec_iter_init(&it, r.p, r.len, NULL);
+		assert_int_equal(kd_rec_next_batch(&it, &b), 1);
+		assert_int_equal(kd_rec_next_record(&it, &got), 1);
+		assert_memory_equal(got.value.p, "{\"ssn\":\"***\"}", got.value.len);
+		kd_rec_iter_free(&it);
+	}
+	/* The tree encodes (lengths recomputed). */
+	struct kd_wbuf enc = {0};
+	assert_int_equal(kd_tree_encode(&t, &enc), KD_OK);
+	kd_wbuf_free(&enc);
+	rule_rewriter_free(&w);
+	kd_arena_free(&a);
+	kd_wbuf_free(&batch);
+	kd_topics_free(&map);
+	rule_set_unref(&rs);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_headers_and_masks),
 	    cmocka_unit_test(test_on_error),
 	    cmocka_unit_test(test_may_apply),
+	    cmocka_unit_test(test_fetch_by_topic_id),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
