@@ -869,7 +869,11 @@ int rule_rewrite_tree(struct rule_rewriter *w, const struct rule_set *rs, int di
 			struct kd_recedit_stats st;
 			char err[256] = "";
 			w->out.len = 0;
-			int rrc = kd_rec_rewrite(&w->edit, recs->val.v.p, recs->val.v.len, NULL,
+			/* A batch is held decompressed, as records and re-encoded
+			 * at once: bounded by the decoder's 64 MiB per batch, and
+			 * by a record count no real producer reaches. */
+			static const struct kd_rec_limits lim = {.max_records = 1u << 20};
+			int rrc = kd_rec_rewrite(&w->edit, recs->val.v.p, recs->val.v.len, &lim,
 			                         plan_edit, &pl, &w->out, &st, err, sizeof(err));
 			if (rrc == KD_ENOMEM) {
 				rc = rrc;
