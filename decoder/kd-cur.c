@@ -5,7 +5,9 @@ uint8_t *kd_wbuf_reserve(struct kd_wbuf *w, size_t n)
 {
 	if (w->err)
 		return NULL;
-	if (w->cap - w->len < n) {
+	/* An empty writer gets memory even for n == 0: its pointer is then
+	 * never NULL, and NULL + 0 is undefined. */
+	if (w->cap - w->len < n || !w->p) {
 		size_t cap = w->cap ? w->cap : 256;
 		while (cap - w->len < n) {
 			if (cap > SIZE_MAX / 2) {

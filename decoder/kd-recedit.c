@@ -72,7 +72,9 @@ static int rw_batch(struct kd_recedit *s, const struct kd_batch *b, kd_rec_edit_
 		if (rc > 0)
 			changed++;
 		s->recs[n++] = (struct kd_wrecord){
-		    .timestamp = b->base_timestamp + rec.timestamp_delta,
+		    /* base + delta - base in v2_write: the delta, wrapping included */
+		    .timestamp =
+		        (int64_t)((uint64_t)b->base_timestamp + (uint64_t)rec.timestamp_delta),
 		    .offset_delta = rec.offset_delta,
 		    .key = rec.key,
 		    .value = ed.value,

@@ -542,9 +542,12 @@ static int v2_record(struct kd_rec_iter *it, struct kd_record *rec)
 		/* Inside a complete batch, running out of bytes is corruption. */
 		return rc == KD_ESHORT ? KD_EMALFORMED : rc;
 	}
-	rec->offset = b->base_offset + rec->offset_delta;
+	/* Wrapping sums: hostile bases and deltas must not be undefined. */
+	rec->offset = (int64_t)((uint64_t)b->base_offset + (uint64_t)(int64_t)rec->offset_delta);
 	rec->timestamp =
-	    b->timestamp_type == 1 ? b->max_timestamp : b->base_timestamp + rec->timestamp_delta;
+	    b->timestamp_type == 1
+	        ? b->max_timestamp
+	        : (int64_t)((uint64_t)b->base_timestamp + (uint64_t)rec->timestamp_delta);
 	rec->sequence = seq_add(b->base_sequence, rec->offset_delta);
 	rec->magic = 2;
 	return 1;
@@ -746,7 +749,7 @@ static int v2_write_records(struct kd_wbuf *w, const struct kd_batch_spec *spec,
 	for (uint32_t i = 0; i < n; i++) {
 		const struct kd_wrecord *r = &recs[i];
 		int32_t od = rec_delta(spec, recs, i);
-		int64_t tsd = r->timestamp - base_ts;
+		int64_t tsd = (int64_t)((uint64_t)r->timestamp - (uint64_t)base_ts); /* wraps */
 		uint64_t len = 1 + varlong_size(tsd) + varint_size(od) + vblob_size(&r->key) +
 		               vblob_size(&r->value) + varint_size((int32_t)r->header_count);
 		if (r->key.len > INT32_MAX || r->value.len > INT32_MAX ||
@@ -805,7 +808,8 @@ static int v2_write(struct kd_wbuf *w, const struct kd_batch_spec *spec,
 	kd_w_u32(w, 0); /* crc, patched below */
 	kd_w_i16(w, attr);
 	kd_w_i32(w, spec->keep_header ? spec->last_offset_delta
-	                              : n ? rec_delta(spec, recs, n - 1) : 0);
+	            : n               ? rec_delta(spec, recs, n - 1)
+	                              : 0);
 	kd_w_i64(w, base_ts);
 	kd_w_i64(w, max_ts);
 	kd_w_i64(w, spec->producer_id);
@@ -830,8 +834,9 @@ static int v2_write(struct kd_wbuf *w, const struct kd_batch_spec *spec,
 		rc = KD_ELIMIT;
 	if (rc == KD_OK) {
 		kd_w_patch_be(w, start + 8, 4, w->len - start - ENTRY_HDR);
-		kd_w_patch_be(w, start + 17, 4,
-		         kd_crc32c(0, w->p + start + V2_CRC_START, w->len - start - V2_CRC_START));
+		kd_w_patch_be(
+		    w, start + 17, 4,
+		    kd_crc32c(0, w->p + start + V2_CRC_START, w->len - start - V2_CRC_START));
 	}
 	kd_wbuf_free(&tmp);
 	return rc;
