@@ -41,6 +41,7 @@ struct ob {
 	size_t cap; /* > 0 */
 	size_t len;
 	size_t max; /* KD_SASL_USER_MAX or less */
+	int bare;   /* the user alone: no "(authzid X)", OAUTHBEARER's sub first */
 };
 
 static void ob_put(struct ob *o, const uint8_t *s, size_t n)
@@ -154,7 +155,7 @@ static size_t plain_user(const uint8_t *p, size_t len, struct ob *o)
 	if (!n1 || !(n2 = find(n1 + 1, end, 0)) || n2 == n1 + 1)
 		return 0;
 	ob_put(o, n1 + 1, (size_t)(n2 - n1 - 1));
-	if (n1 > p &&
+	if (!o->bare && n1 > p &&
 	    ((size_t)(n1 - p) != (size_t)(n2 - n1 - 1) || memcmp(p, n1 + 1, (size_t)(n1 - p)))) {
 		ob_cstr(o, " (authzid ");
 		ob_put(o, p, (size_t)(n1 - p));
@@ -192,7 +193,7 @@ static size_t scram_user(const uint8_t *p, size_t len, struct ob *o)
 		o->p[0] = 0;
 		return 0;
 	}
-	if (a && alen) {
+	if (a && alen && !o->bare) {
 		size_t keep = o->len;
 		ob_cstr(o, " (authzid ");
 		if (!ob_saslname(o, a, alen)) {
@@ -351,6 +352,15 @@ static size_t jwt_sub(const uint8_t *p, size_t n, struct ob *o)
 /* Bytes of a JWT payload decoded to find its subject. */
 #define JWT_PAYLOAD_MAX 4096
 
+static size_t oauth_authzid(const uint8_t *a, size_t alen, struct ob *o)
+{
+	if (a && alen && ob_saslname(o, a, alen))
+		return o->len;
+	o->len = 0;
+	o->p[0] = 0;
+	return 0;
+}
+
 static size_t oauth_user(const uint8_t *p, size_t len, struct ob *o)
 {
 	const uint8_t *a, *end = p + len, *c;
@@ -358,17 +368,12 @@ static size_t oauth_user(const uint8_t *p, size_t len, struct ob *o)
 
 	if (!off || off >= len || p[off] != 0x01)
 		return 0;
-	if (a && alen) {
-		if (ob_saslname(o, a, alen))
-			return o->len;
-		o->len = 0;
-		o->p[0] = 0;
-		return 0;
-	}
+	if (a && alen && !o->bare)
+		return oauth_authzid(a, alen, o);
 	for (c = p + off + 1; c < end;) {
 		const uint8_t *e = find(c, end, 0x01);
 		if (!e)
-			return 0;
+			break;
 		if (e - c > 12 && memcmp(c, "auth=", 5) == 0 && (c[5] | 0x20) == 'b' &&
 		    (c[6] | 0x20) == 'e' && (c[7] | 0x20) == 'a' && (c[8] | 0x20) == 'r' &&
 		    (c[9] | 0x20) == 'e' && (c[10] | 0x20) == 'r' && c[11] == ' ') {
@@ -377,20 +382,21 @@ static size_t oauth_user(const uint8_t *p, size_t len, struct ob *o)
 			long n;
 
 			if (!d1 || !(d2 = find(d1 + 1, e, '.')))
-				return 0;
+				break;
 			n = b64url_decode(d1 + 1, (size_t)(d2 - d1 - 1), payload, sizeof(payload));
-			if (n <= 0)
-				return 0;
-			return jwt_sub(payload, (size_t)n, o);
+			if (n <= 0 || !jwt_sub(payload, (size_t)n, o))
+				break;
+			return o->len;
 		}
 		c = e + 1;
 	}
-	return 0;
+	/* bare: no readable subject; the authzid then */
+	return o->bare ? oauth_authzid(a, alen, o) : 0;
 }
 
-size_t kd_sasl_principal(int mech, const uint8_t *tok, size_t len, char *out, size_t cap)
+static size_t principal(int mech, const uint8_t *tok, size_t len, char *out, size_t cap, int bare)
 {
-	struct ob o = {out, cap, 0, KD_SASL_USER_MAX};
+	struct ob o = {out, cap, 0, KD_SASL_USER_MAX, bare};
 
 	if (!cap)
 		return 0;
@@ -411,6 +417,16 @@ size_t kd_sasl_principal(int mech, const uint8_t *tok, size_t len, char *out, si
 	default:
 		return 0; /* GSSAPI and unknown mechanisms: opaque */
 	}
+}
+
+size_t kd_sasl_principal(int mech, const uint8_t *tok, size_t len, char *out, size_t cap)
+{
+	return principal(mech, tok, len, out, cap, 0);
+}
+
+size_t kd_sasl_user(int mech, const uint8_t *tok, size_t len, char *out, size_t cap)
+{
+	return principal(mech, tok, len, out, cap, 1);
 }
 
 /* ---- GSSAPI, Kerberos V5 mechanism ----

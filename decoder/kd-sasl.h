@@ -62,6 +62,14 @@ int kd_sasl_mech_sniff(const uint8_t *p, size_t len);
  * password, proof, nonce or token. */
 size_t kd_sasl_principal(int mech, const uint8_t *tok, size_t len, char *out, size_t cap);
 
+/* The user a broker authenticates from that token, alone: the PLAIN
+ * authcid, the SCRAM "n=" user (decoded), the OAUTHBEARER "sub" claim (the
+ * authzid when the token is no readable JWT). Kafka refuses an authzid
+ * that differs from it (PlainSaslServer, ScramSaslServer,
+ * OAuthBearerSaslServer), so it is the principal's name. Same contract as
+ * kd_sasl_principal otherwise. */
+size_t kd_sasl_user(int mech, const uint8_t *tok, size_t len, char *out, size_t cap);
+
 /* Classes of a GSSAPI token with the Kerberos V5 mechanism. */
 enum kd_gss_tok {
 	KD_GSS_UNKNOWN = 0, /* not a Kerberos token kwire recognises */

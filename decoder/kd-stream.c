@@ -840,8 +840,8 @@ static int commit_frame(struct kd_stream *s, enum kd_dir dir, struct kd_frame_in
 		if (dir == KD_C2S) {
 			if (fi->flags & KD_EVF_SASL_END)
 				sasl_end(s);
-			if (fi->flags & KD_EVF_NO_RESPONSE)
-				break; /* the last token: nothing answers it */
+			if (fi->flags & (KD_EVF_NO_RESPONSE | KD_EVF_LOCAL))
+				break; /* the last token, or the caller answers it */
 			info.api_key = -1;
 			info.api_version = -1;
 			info.correlation_id = -1;
@@ -896,6 +896,16 @@ deliver:
 	emit(s, &ev);
 	s->pushed_now = 0;
 	return KD_OK;
+}
+
+void kd_stream_sasl_v0(struct kd_stream *s, int mech)
+{
+	if (mech == KD_SASL_MECH_NONE) {
+		sasl_end(s);
+		return;
+	}
+	sasl_begin(s, mech);
+	s->sasl.fallback = 0; /* the caller says when it ends */
 }
 
 int kd_stream_frame_commit(struct kd_stream *s, enum kd_dir dir, struct kd_frame_info *fi,

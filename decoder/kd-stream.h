@@ -94,6 +94,12 @@ const struct kd_stream_stats *kd_stream_stats(const struct kd_stream *s);
 int kd_stream_dir_state(const struct kd_stream *s, enum kd_dir dir);
 /* Whether the client side is in SASL opaque-token mode. */
 int kd_stream_in_sasl(const struct kd_stream *s);
+/* For a caller that answers the SASL exchange itself (kwire terminating
+ * SASL): the SaslHandshake v0 it answered with success makes the client's
+ * next frames tokens of mech (enum kd_sasl_mech); KD_SASL_MECH_NONE ends
+ * the exchange (normal framing again). Tokens committed with KD_EVF_LOCAL
+ * await no server token. */
+void kd_stream_sasl_v0(struct kd_stream *s, int mech);
 
 /* Short name of an event type ("request", ...). */
 const char *kd_ev_type_name(int type);

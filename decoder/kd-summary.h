@@ -45,7 +45,7 @@ struct kd_arena;
 #define KD_SUM_MAX_ERRS 8    /* distinct error codes kept */
 #define KD_SUM_STRBUF 4096   /* bytes for all copied strings */
 #define KD_SUM_ADDR 64       /* "[ipv6]:port" fits */
-#define KD_SUM_PRINCIPAL 256 /* "User:alice", from mTLS or SASL (px_pair.principal) */
+#define KD_SUM_PRINCIPAL 264 /* "User:" and a 255-byte name (mTLS or SASL, px_pair.principal) */
 
 /* A string copied into kd_summary.strbuf: off/len into it. len == 0 and
  * off == KD_SUM_NOSTR is "absent or null". */
