@@ -19,6 +19,7 @@
 #include "px-admin.h"
 #include "px-log.h"
 #include "px-mock.h"
+#include "px-sasl.h"
 #include "px.h"
 
 enum {
@@ -65,6 +66,14 @@ enum {
 	OPT_UPSTREAM_TLS_SERVER_NAME,
 	OPT_SNI_HOSTS,
 	OPT_SNI_PORT,
+	OPT_SASL,
+	OPT_SASL_MECHANISMS,
+	OPT_SASL_CREDENTIALS,
+	OPT_SASL_JWKS,
+	OPT_SASL_LIFETIME,
+	OPT_SASL_TIMEOUT,
+	OPT_UP_SASL_MECH,
+	OPT_UP_SASL_USER,
 };
 
 static const struct option proxy_opts[] = {
@@ -99,6 +108,14 @@ static const struct option proxy_opts[] = {
     {"tap-files", required_argument, NULL, OPT_TAP_FILES},
     {"audit-log", required_argument, NULL, OPT_AUDIT_LOG},
     {"print-config", no_argument, NULL, OPT_PRINT_CONFIG},
+    {"sasl", required_argument, NULL, OPT_SASL},
+    {"sasl-mechanisms", required_argument, NULL, OPT_SASL_MECHANISMS},
+    {"sasl-credentials", required_argument, NULL, OPT_SASL_CREDENTIALS},
+    {"sasl-jwks", required_argument, NULL, OPT_SASL_JWKS},
+    {"sasl-session-lifetime", required_argument, NULL, OPT_SASL_LIFETIME},
+    {"sasl-handshake-timeout", required_argument, NULL, OPT_SASL_TIMEOUT},
+    {"upstream-sasl-mechanism", required_argument, NULL, OPT_UP_SASL_MECH},
+    {"upstream-sasl-username", required_argument, NULL, OPT_UP_SASL_USER},
     {"verbose", no_argument, NULL, 'v'},
     {"quiet", no_argument, NULL, 'q'},
     {"help", no_argument, NULL, 'h'},
@@ -483,6 +500,47 @@ static int apply_flag(struct px_conf *conf, int c, const char *arg, int *print_c
 		if (parse_num("sni-port", arg, 1, 65535, &v))
 			return -1;
 		conf->sni_port = (uint16_t)v;
+		return 0;
+	case OPT_SASL:
+	case OPT_SASL_MECHANISMS:
+	case OPT_UP_SASL_MECH: {
+		const char *key = c == OPT_SASL              ? "sasl"
+		                  : c == OPT_SASL_MECHANISMS ? "sasl_mechanisms"
+		                                             : "upstream_sasl_mechanism";
+		char msg[200];
+		if (px_sasl_conf_set(&conf->sasl, key, arg, 0, msg, sizeof(msg))) {
+			snprintf(err, sizeof(err), "--%s: %s",
+			         c == OPT_SASL              ? "sasl"
+			         : c == OPT_SASL_MECHANISMS ? "sasl-mechanisms"
+			                                    : "upstream-sasl-mechanism",
+			         msg);
+			goto bad;
+		}
+		return 0;
+	}
+	case OPT_SASL_CREDENTIALS:
+	case OPT_SASL_JWKS:
+	case OPT_UP_SASL_USER: {
+		char *dst = c == OPT_SASL_CREDENTIALS ? conf->sasl.credentials
+		            : c == OPT_SASL_JWKS      ? conf->sasl.jwks
+		                                      : conf->sasl.up_user;
+		size_t cap = c == OPT_UP_SASL_USER ? sizeof(conf->sasl.up_user) : PX_PATH_MAX;
+		if (strlen(arg) >= cap) {
+			snprintf(err, sizeof(err), "an argument of %zu bytes or more", cap);
+			goto bad;
+		}
+		snprintf(dst, cap, "%s", arg);
+		return 0;
+	}
+	case OPT_SASL_LIFETIME:
+		if (parse_num("sasl-session-lifetime", arg, 0, INT32_MAX, &v))
+			return -1;
+		conf->sasl.session_lifetime_ms = (unsigned)v;
+		return 0;
+	case OPT_SASL_TIMEOUT:
+		if (parse_num("sasl-handshake-timeout", arg, 1, 3600000, &v))
+			return -1;
+		conf->sasl.handshake_timeout_ms = (unsigned)v;
 		return 0;
 	case 'v':
 		if (conf->log_level < 3)

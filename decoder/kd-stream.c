@@ -840,8 +840,12 @@ static int commit_frame(struct kd_stream *s, enum kd_dir dir, struct kd_frame_in
 		if (dir == KD_C2S) {
 			if (fi->flags & KD_EVF_SASL_END)
 				sasl_end(s);
-			if (fi->flags & (KD_EVF_NO_RESPONSE | KD_EVF_LOCAL))
-				break; /* the last token, or the caller answers it */
+			if (fi->flags & KD_EVF_NO_RESPONSE)
+				break; /* the last token: nothing answers it */
+			if (fi->flags & KD_EVF_LOCAL) {
+				s->st.no_response++; /* the caller answers it */
+				info.local = 1;
+			}
 			info.api_key = -1;
 			info.api_version = -1;
 			info.correlation_id = -1;

@@ -98,7 +98,8 @@ int kd_stream_in_sasl(const struct kd_stream *s);
  * SASL): the SaslHandshake v0 it answered with success makes the client's
  * next frames tokens of mech (enum kd_sasl_mech); KD_SASL_MECH_NONE ends
  * the exchange (normal framing again). Tokens committed with KD_EVF_LOCAL
- * await no server token. */
+ * await no server token: they are local entries of the FIFO, answered in
+ * their place (kd_stream_pop_local). */
 void kd_stream_sasl_v0(struct kd_stream *s, int mech);
 
 /* Short name of an event type ("request", ...). */

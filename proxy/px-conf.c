@@ -14,6 +14,7 @@
 #include <yaml.h>
 
 #include "kd.h"
+#include "px-sasl.h"
 #include "px.h"
 
 void px_conf_init(struct px_conf *conf)
@@ -38,6 +39,7 @@ void px_conf_init(struct px_conf *conf)
 	conf->tap_buffer_bytes = 16u << 20;
 	conf->tls_client_auth = PX_TLS_AUTH_DEFAULT;
 	conf->upstream_tls_verify = 1;
+	px_sasl_conf_init(&conf->sasl);
 }
 
 /* The heap strings of struct px_conf, for copy and free. */
@@ -289,7 +291,8 @@ int px_conf_check(const struct px_conf *conf, char *err, size_t errlen)
 				return -1;
 			}
 	}
-	if (px_tls_conf_check(conf, err, errlen))
+	if (px_tls_conf_check(conf, err, errlen) ||
+	    px_sasl_conf_check(&conf->sasl, err, errlen))
 		return -1;
 	return check_ports(conf, err, errlen);
 }
@@ -762,6 +765,22 @@ static const struct ykey ykeys[] = {
     YP(sni_hosts),
     YU(sni_port, sni_port, 0, 65535),
 #undef YP
+    /* SASL (px-sasl.c, docs/security.md) */
+    {"sasl", YK_SPECIAL, 0, 0, 0, 0},
+    {"sasl_mechanisms", YK_SPECIAL, 0, 0, 0, 0},
+    {"sasl_credentials", YK_STR, offsetof(struct px_conf, sasl.credentials), PX_PATH_MAX, 0, 0},
+    {"sasl_jwks", YK_STR, offsetof(struct px_conf, sasl.jwks), PX_PATH_MAX, 0, 0},
+    {"sasl_jwt_issuer", YK_STR, offsetof(struct px_conf, sasl.jwt_issuer), PX_SASL_NAME_MAX, 0, 0},
+    {"sasl_jwt_audience", YK_STR, offsetof(struct px_conf, sasl.jwt_audience), PX_SASL_NAME_MAX, 0,
+     0},
+    YU(sasl_session_lifetime_ms, sasl.session_lifetime_ms, 0, INT32_MAX),
+    YU(sasl_handshake_timeout_ms, sasl.handshake_timeout_ms, 1, 3600000),
+    YU(sasl_max_frame_bytes, sasl.max_frame, 64, INT32_MAX),
+    {"upstream_sasl_mechanism", YK_SPECIAL, 0, 0, 0, 0},
+    {"upstream_sasl_username", YK_STR, offsetof(struct px_conf, sasl.up_user), PX_SASL_NAME_MAX, 0,
+     0},
+    {"upstream_sasl_password", YK_STR, offsetof(struct px_conf, sasl.up_password), PX_SASL_NAME_MAX,
+     0, 0},
 };
 
 static void store_uint(void *field, size_t size, long long v)
@@ -869,6 +888,32 @@ static int y_special(struct yctx *y, struct px_conf *conf, const char *key, cons
 		if (y_hostport(y, node, key, 0, &hp))
 			return -1;
 		conf->admin = hp;
+		return 0;
+	}
+	if (!strncmp(key, "sasl", 4) || !strncmp(key, "upstream_sasl", 13)) {
+		/* sasl, sasl_mechanisms (a list or a comma-separated string),
+		 * upstream_sasl_mechanism */
+		char buf[512], msg[256];
+		int append = 0;
+		const yaml_mark_t *at = y->at;
+		if (node->type == YAML_SEQUENCE_NODE && !strcmp(key, "sasl_mechanisms")) {
+			for (yaml_node_item_t *it = node->data.sequence.items.start;
+			     it < node->data.sequence.items.top; it++) {
+				yaml_node_t *item = y_child(
+				    y, index, (size_t)(it - node->data.sequence.items.start), *it);
+				if (y_str(y, item, key, buf, sizeof(buf)))
+					return -1;
+				if (px_sasl_conf_set(&conf->sasl, key, buf, append++, msg,
+				                     sizeof(msg)))
+					return yerr(y, item, "'%s': %s", key, msg);
+			}
+			y->at = at;
+			return 0;
+		}
+		if (y_str(y, node, key, buf, sizeof(buf)))
+			return -1;
+		if (px_sasl_conf_set(&conf->sasl, key, buf, 0, msg, sizeof(msg)))
+			return yerr(y, node, "'%s': %s", key, msg);
 		return 0;
 	}
 	if (!strcmp(key, "access_log") || !strcmp(key, "rules") || !strcmp(key, "tap") ||
@@ -1106,4 +1151,5 @@ void px_conf_dump(const struct px_conf *conf, FILE *f)
 		fprintf(f, "admin: \"%s:%u\"\n", conf->admin.host, conf->admin.port);
 	fprintf(f, "log_level: %d\n", conf->log_level);
 	px_tls_conf_dump(conf, f);
+	px_sasl_conf_dump(&conf->sasl, f);
 }

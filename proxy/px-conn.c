@@ -40,6 +40,7 @@
 
 #include <event2/buffer.h>
 
+#include "kd-sasl.h"
 #include "kd-schema.h"
 #include "kd-stream.h"
 #include "kd-topics.h"
@@ -182,6 +183,12 @@ struct px_conn {
 	struct px_tap_flow *tapf;
 	uint8_t tap_failed;
 	uint8_t req_tap;
+	/* SASL (px-sasl.h): the client's exchange (NULL with sasl: off), kwire's
+	 * own to the broker (NULL without upstream_sasl_*), the handshake
+	 * timeout. The principal it yields goes to principal above. */
+	struct px_sasl_conn *sc;
+	struct px_sasl_up *su;
+	struct event *sasl_timer;
 };
 
 static void conn_free(struct px_conn *conn);
@@ -377,6 +384,7 @@ static void emit_pair(struct px_conn *conn, const struct px_req *req, uint32_t r
 	pair.no_response = (uint8_t)no_resp;
 	pair.rewritten = (uint8_t)rewritten;
 	pair.sasl_mech = req->sasl_mech;
+	pair.principal = conn->principal[0] ? conn->principal : NULL;
 	pair.req_frame = req->copy;
 	pair.req_frame_len = req->copy_len;
 	pair.req_trunc = req->trunc;
@@ -500,6 +508,10 @@ static void conn_free(struct px_conn *conn)
 	free(conn->acks0);
 	free(conn->se);
 	px_tap_flow_end(&conn->tapf);
+	px_sasl_conn_free(&conn->sc);
+	px_sasl_up_free(&conn->su);
+	if (conn->sasl_timer)
+		event_free(conn->sasl_timer);
 	close_upstream(conn);
 	if (conn->cbev)
 		bufferevent_free(conn->cbev);
@@ -639,6 +651,54 @@ static void upstream_retry(struct px_conn *conn)
 	}
 }
 
+/* kwire authenticates the new upstream connection (upstream_sasl_*)
+ * before the client's bytes go through: px-sasl.c speaks, this moves the
+ * bytes. The connect timer keeps running: it bounds both. */
+static void sasl_up_begin(struct px_conn *conn)
+{
+	struct kd_wbuf wb = {0};
+	px_sasl_up_free(&conn->su); /* a previous upstream's */
+	conn->su = px_sasl_up_new(conn->px->sasl, &conn->px->conf.sasl);
+	if (conn->su)
+		px_sasl_up_start(conn->su, &wb);
+	if (!conn->su || wb.err) {
+		kd_wbuf_free(&wb);
+		px_log(conn->px, 0, "%s: out of memory", conn->client_addr);
+		conn_free(conn);
+		return;
+	}
+	evbuffer_add(bufferevent_get_output(conn->ubev), wb.p, wb.len);
+	kd_wbuf_free(&wb);
+	bufferevent_enable(conn->ubev, EV_READ);
+}
+
+static void sasl_up_read(struct px_conn *conn)
+{
+	struct px *px = conn->px;
+	struct kd_wbuf wb = {0};
+	char why[400];
+	int rc =
+	    px_sasl_up_feed(conn->su, bufferevent_get_input(conn->ubev), &wb, why, sizeof(why));
+	if (wb.len)
+		evbuffer_add(bufferevent_get_output(conn->ubev), wb.p, wb.len);
+	kd_wbuf_free(&wb);
+	if (rc < 0) {
+		px_log(px, 0, "%s: SASL to %s: %s; closing", conn->client_addr, conn->up_addr, why);
+		conn_free(conn);
+		return;
+	}
+	if (rc == 0)
+		return;
+	if (why[0])
+		px_log(px, 1, "SASL to %s: %s", conn->up_addr, why);
+	px_log(px, 3, "%s: authenticated to %s as '%s' (%s)", conn->client_addr, conn->up_addr,
+	       px->conf.sasl.up_user, kd_sasl_mech_name(px->conf.sasl.up_mech));
+	px_sasl_up_free(&conn->su);
+	conn->up_ok = 1;
+	evtimer_del(conn->timer);
+	pump(conn);
+}
+
 static void up_event_cb(struct bufferevent *bev, short what, void *arg)
 {
 	struct px_conn *conn = arg;
@@ -649,13 +709,18 @@ static void up_event_cb(struct bufferevent *bev, short what, void *arg)
 		return;
 	}
 	if (what & BEV_EVENT_CONNECTED) {
-		conn->up_ok = 1;
-		evtimer_del(conn->timer);
+		conn->up_ok = !px->conf.sasl.up_mech;
+		if (conn->up_ok)
+			evtimer_del(conn->timer);
 		int one = 1;
 		evutil_socket_t fd = bufferevent_getfd(conn->ubev);
 		if (fd >= 0)
 			setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 		px_log(px, 3, "%s: connected to %s", conn->client_addr, conn->up_addr);
+		if (px->conf.sasl.up_mech) {
+			sasl_up_begin(conn); /* up_ok once kwire has authenticated */
+			return;
+		}
 		pump(conn);
 		return;
 	}
@@ -709,6 +774,11 @@ static void read_more(struct px_conn *conn, struct bufferevent *bev)
  * connection share these two callbacks; pump() looks at both directions. */
 static void read_cb(struct bufferevent *bev, void *arg)
 {
+	struct px_conn *conn = arg;
+	if (!conn->up_ok && conn->su && bev == conn->ubev) {
+		sasl_up_read(conn);
+		return;
+	}
 	read_more(arg, bev);
 	pump(arg);
 }
@@ -825,6 +895,38 @@ static void client_ip(struct px_conn *conn)
 		conn->src_family = 6;
 }
 
+/* The client must authenticate within sasl_handshake_timeout_ms. */
+static void sasl_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct px_conn *conn = arg;
+	(void)fd;
+	(void)what;
+	if (conn->closing || px_sasl_authenticated(conn->sc))
+		return;
+	px_sasl_timed_out(conn->sc);
+	px_log(conn->px, 1,
+	       "%s: SASL: not authenticated within %u ms (sasl_handshake_timeout_ms): "
+	       "closing",
+	       conn->client_addr, conn->px->conf.sasl.handshake_timeout_ms);
+	conn_free(conn);
+}
+
+static int sasl_conn_start(struct px_conn *conn)
+{
+	struct px *px = conn->px;
+	unsigned ms = px->conf.sasl.handshake_timeout_ms;
+	struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+	conn->sc = px_sasl_conn_new(px->sasl, &px->conf.sasl);
+	conn->sasl_timer = evtimer_new(conn->wk->base, sasl_timer_cb, conn);
+	if (!conn->sc || !conn->sasl_timer) {
+		px_log(px, 0, "%s: out of memory", conn->client_addr);
+		conn_free(conn);
+		return -1;
+	}
+	evtimer_add(conn->sasl_timer, &tv);
+	return 0;
+}
+
 void px_conn_new(struct px_worker *wk, const struct px_handoff *ho)
 {
 	struct px *px = wk->px;
@@ -869,6 +971,8 @@ void px_conn_new(struct px_worker *wk, const struct px_handoff *ho)
 		conn_free(conn);
 		return;
 	}
+	if (px->conf.sasl.mode != PX_SASL_OFF && sasl_conn_start(conn) < 0)
+		return;
 	bufferevent_setcb(conn->cbev, read_cb, write_cb, cl_event_cb, conn);
 	bufferevent_set_max_single_write(conn->cbev, PX_IO_BURST);
 	bufferevent_setwatermark(conn->cbev, EV_READ, 0, conn->wm);
@@ -1032,6 +1136,8 @@ static int judge(struct px_conn *conn, struct evbuffer *in, struct kd_frame_info
 	    .who = {.src_family = conn->src_family, .broker_id = conn->broker_id},
 	    .topics = px->topics,
 	};
+	jin.who.principal.p = (const uint8_t *)conn->principal;
+	jin.who.principal.len = (uint32_t)strlen(conn->principal);
 	memcpy(jin.who.src_addr, conn->src_addr, sizeof(jin.who.src_addr));
 	jin.who.principal = (struct kd_view){(const uint8_t *)conn->principal,
 	                                     (uint32_t)strlen(conn->principal), 0};
@@ -1184,6 +1290,106 @@ static int fetch_rw_wanted(struct px_conn *conn, const struct kd_frame_info *fi,
 	return px_records_fetch_wanted(rs, &h, &who);
 }
 
+/* The connection's principal follows its SASL state. */
+static void sasl_principal(struct px_conn *conn)
+{
+	if (px_sasl_authenticated(conn->sc))
+		snprintf(conn->principal, sizeof(conn->principal), "%s",
+		         px_sasl_principal(conn->sc));
+}
+
+/* The client frame fi under SASL (px_sasl_client_frame). Returns 0 to go
+ * on with it (forward), 1 when kwire answered it (consumed), PX_JUDGE_WAIT
+ * for the rest of the frame, -1 when conn was freed. */
+static int sasl_c2s(struct px_conn *conn, struct evbuffer *in, struct kd_frame_info *fi,
+                    uint32_t total)
+{
+	struct px *px = conn->px;
+	const uint8_t *frame = NULL;
+	if (px_sasl_wants_frame(conn->sc, fi)) {
+		if (evbuffer_get_length(in) < total) {
+			if (total > conn->wm)
+				bufferevent_setwatermark(conn->cbev, EV_READ, 0, total);
+			conn->req_whole = 1;
+			return PX_JUDGE_WAIT;
+		}
+		if (conn->req_whole) {
+			bufferevent_setwatermark(conn->cbev, EV_READ, 0, conn->wm);
+			conn->req_whole = 0;
+		}
+		frame = evbuffer_pullup(in, total);
+		if (!frame || kd_stream_frame_begin(conn->ks, KD_C2S, frame, total, fi) != KD_OK) {
+			px_log(px, 0, "%s: out of memory", conn->client_addr);
+			conn_free(conn);
+			return -1;
+		}
+	}
+	struct px_sasl_res res;
+	memset(&res, 0, sizeof(res));
+	int act = px_sasl_client_frame(conn->sc, fi, frame, frame ? total : 0, px_now_us(), &res);
+	sasl_principal(conn);
+	if (res.level)
+		px_log(px, res.level, "%s: %s", conn->client_addr, res.why);
+	if (act == PX_SA_FORWARD) {
+		kd_wbuf_free(&res.answer);
+		return 0;
+	}
+	if (act == PX_SA_CLOSE || res.answer.err) {
+		kd_wbuf_free(&res.answer);
+		conn_free(conn);
+		return -1;
+	}
+	/* kwire's answer, in request order: a local entry of the stream's FIFO
+	 * (which owns req from the commit on) */
+	struct px_req *req = calloc(1, sizeof(*req));
+	if (!req) {
+		kd_wbuf_free(&res.answer);
+		px_log(px, 0, "%s: out of memory", conn->client_addr);
+		conn_free(conn);
+		return -1;
+	}
+	if (px->hooks.want_frames & PX_WANT_REQ)
+		req->copy = copy_frame(conn, in, total, 1, &req->copy_len, &req->trunc);
+	req->t_mono = px_now_us();
+	req->t_wall = px_wall_us();
+	req->size = fi->size;
+	req->local = res.answer.p;
+	req->local_len = res.answer.len;
+	if (fi->kind == KD_EV_REQUEST) {
+		req->key = fi->req_hdr.api_key;
+		req->ver = fi->req_hdr.api_version;
+		req->corr = fi->req_hdr.correlation_id;
+	} else {
+		req->key = -1;
+		req->corr = -1;
+		req->sasl_mech = fi->sasl_mech;
+	}
+	fi->ts_us = req->t_wall;
+	fi->user = (uintptr_t)req;
+	fi->flags |= KD_EVF_LOCAL;
+	if (kd_stream_frame_commit(conn->ks, KD_C2S, fi, NULL, req->t_wall) != KD_OK) {
+		req_free(req);
+		PX_INC(px, decode_errors, 1);
+		conn_free(conn);
+		return -1;
+	}
+	if (fi->kind == KD_EV_REQUEST) {
+		req->client_id = fi->req_hdr.client_id; /* the stream's stable copy */
+		px_count_api(px, req->key, req->ver, PX_CNT_REQ);
+	}
+	evbuffer_drain(in, total);
+	PX_INC(px, bytes_in_client, total);
+	PX_MAX(px, inflight_max, inflight(conn));
+	flush_local(conn);
+	if (res.v0)
+		kd_stream_sasl_v0(conn->ks, res.v0 > 0 ? res.v0_mech : KD_SASL_MECH_NONE);
+	if (act == PX_SA_ANSWER_CLOSE)
+		conn->draining = 1; /* closes once the answer is written, as Kafka does */
+	else if (px_sasl_authenticated(conn->sc) && conn->sasl_timer)
+		evtimer_del(conn->sasl_timer);
+	return 1;
+}
+
 /* Client to broker. Returns -1 when conn was freed. */
 static int c2s(struct px_conn *conn)
 {
@@ -1238,6 +1444,15 @@ static int c2s(struct px_conn *conn)
 			return -1;
 		}
 		uint32_t total = 4 + fi.size;
+		if (conn->sc) {
+			int sa = sasl_c2s(conn, in, &fi, total);
+			if (sa == PX_JUDGE_WAIT)
+				return 0;
+			if (sa < 0)
+				return -1;
+			if (sa > 0)
+				continue; /* answered by kwire */
+		}
 		int act = PX_J_FORWARD;
 		if (px->rules && fi.kind == KD_EV_REQUEST) {
 			act = judge(conn, in, &fi, total);
@@ -1289,6 +1504,8 @@ static int c2s(struct px_conn *conn)
 		if (fi.kind == KD_EV_REQUEST) {
 			req->client_id = fi.req_hdr.client_id; /* the stream's stable copy */
 			px_count_api(px, req->key, req->ver, PX_CNT_REQ);
+			if (conn->principal[0])
+				px_sasl_count_request(px->sasl, conn->principal);
 		}
 		req->tap = px->tap != NULL;
 		int tap = req->tap; /* req may be gone below (no response due) */
@@ -1400,7 +1617,8 @@ static int s2c_edit(struct px_conn *conn, struct kd_frame_info *fi, struct px_re
 		 * undecodable success answer is refused below like an
 		 * undecodable address-bearing response: unclamped, it could
 		 * move the client to versions kwire cannot read. */
-		rc = px_clamp_apiversions(ver, p, total, &wb);
+		rc = px_edit_apiversions(ver, p, total, px->conf.clamp_api_versions,
+		                         conn->sc && px_sasl_terminates(conn->sc), &wb);
 		if (rc == 1)
 			PX_INC(px, apiversions_clamped, 1);
 	} else {
@@ -1471,7 +1689,9 @@ static int edit_mode(const struct px_conn *conn, const struct kd_frame_info *fi)
 	if (fi->kind != KD_EV_RESPONSE)
 		return PX_SE_NONE;
 	if (key == KD_API_API_VERSIONS)
-		return px->conf.clamp_api_versions ? PX_SE_WHOLE : PX_SE_NONE;
+		return px->conf.clamp_api_versions || px->conf.sasl.mode == PX_SASL_TERMINATE
+		           ? PX_SE_WHOLE
+		           : PX_SE_NONE;
 	if (!px->conf.rewrite || !px_rewrite_wanted(key, ver))
 		return PX_SE_NONE;
 	if (key == KD_API_METADATA)
@@ -1988,6 +2208,16 @@ static int s2c(struct px_conn *conn)
 		}
 		if (!edit && conn->resp_whole)
 			read_high(conn, conn->wm);
+		/* SASL passthrough: the broker's SASL answers are read whole */
+		int sasl_watch = !edit && conn->sc && px_sasl_wants_server_frame(conn->sc, &fi);
+		if (sasl_watch) {
+			if (evbuffer_get_length(in) < total) {
+				read_high(conn, total);
+				return 0;
+			}
+			if (conn->resp_whole)
+				read_high(conn, conn->wm);
+		}
 		if (edit) {
 			if (s2c_edit(conn, &fi, req) < 0)
 				return -1;
@@ -1998,6 +2228,15 @@ static int s2c(struct px_conn *conn)
 			    copy_n(in, total, rneed, &conn->cur_copy_len, &conn->cur_trunc);
 		/* Pops req (and, first, what the broker skipped: on_stream_event). */
 		kd_stream_frame_commit(conn->ks, KD_S2C, &fi, NULL, px_wall_us());
+		if (sasl_watch) {
+			const uint8_t *p = evbuffer_pullup(in, total);
+			if (p && px_sasl_server_frame(conn->sc, &fi, p, total)) {
+				sasl_principal(conn);
+				px_log(px, 3, "%s: SASL: the broker authenticated %s",
+				       conn->client_addr,
+				       conn->principal[0] ? conn->principal : "the client");
+			}
+		}
 		conn->cur = req;
 		conn->cur_rewritten = 0;
 		conn->cur_size = fi.size;

@@ -16,6 +16,7 @@
 #include "px-audit.h"
 #include "px-judge.h"
 #include "px-rules.h"
+#include "px-sasl.h"
 #include "px.h"
 
 /* The transport under a connection: plain TCP now, TLS later. The data
@@ -177,6 +178,8 @@ struct px {
 	struct px_tap *tap;
 	/* The audit trail (px-audit.h): NULL without rules and audit_log. */
 	struct px_audit *audit;
+	/* SASL: credentials, keys, counters (px-sasl.h); always there. */
+	struct px_sasl *sasl;
 	/* What the rules did: requests answered by kwire, split, dropped
 	 * (acks=0) or whose connection was closed (refused, undecodable). */
 	_Atomic uint64_t rules_answered, rules_split, rules_dropped, rules_closed;

@@ -234,6 +234,17 @@ struct px *px_new(const struct px_conf *conf, char *err, size_t errlen)
 			return NULL;
 		}
 	}
+	px->sasl = px_sasl_new(&px->conf.sasl, err, errlen);
+	if (!px->sasl) {
+		px_rules_free(&px->rules); /* its watcher reloads into the audit: first */
+		px_audit_free(&px->audit);
+		px_tap_close(&px->tap);
+		kd_topics_free(&px->topics);
+		free(px->brokers);
+		px_conf_free(&px->conf);
+		free(px);
+		return NULL;
+	}
 	px->tp = &px_transport_tcp;
 	if (px_tls_new(px, &px->tls, err, errlen)) {
 		px_rules_free(&px->rules);
@@ -1124,6 +1135,7 @@ void px_free(struct px **pxp)
 	kd_topics_free(&px->topics);
 	px_rules_free(&px->rules); /* its watcher reloads into the audit: first */
 	px_audit_free(&px->audit);
+	px_sasl_free(&px->sasl);
 	px_tap_close(&px->tap); /* after every connection ended its flow */
 	px_tls_free(&px->tls);
 	px_conf_free(&px->conf);

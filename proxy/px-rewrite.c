@@ -266,7 +266,52 @@ out:
 	return rc;
 }
 
+/* Lists SaslHandshake v0-1 and SaslAuthenticate v0-2, the versions kwire
+ * answers itself when it terminates SASL (px-sasl.c), whatever the broker
+ * offers (librdkafka's mock cluster offers neither). Returns 1 when the
+ * list changed, 0 when not, or a negative KD_E*. */
+static int sasl_keys(struct kd_tree *t, struct kd_node *keys)
+{
+	static const int16_t want[][3] = {{KD_API_SASL_HANDSHAKE, 0, 1},
+	                                  {KD_API_SASL_AUTHENTICATE, 0, 2}};
+	int changed = 0;
+	for (size_t w = 0; w < 2; w++) {
+		struct kd_node *el = NULL;
+		for (uint32_t i = 0; i < keys->nkids && !el; i++) {
+			struct kd_node *k = kd_node_child(kd_node_elem(keys, i), "ApiKey");
+			if (k && kd_node_int(k) == want[w][0])
+				el = kd_node_elem(keys, i);
+		}
+		if (!el) {
+			el = kd_node_array_add(t, keys, UINT32_MAX);
+			if (!el)
+				return KD_ENOMEM;
+			changed = 1;
+		}
+		struct kd_node *k = kd_node_child(el, "ApiKey"),
+		               *lo = kd_node_child(el, "MinVersion"),
+		               *hi = kd_node_child(el, "MaxVersion");
+		if (!k || !lo || !hi)
+			return KD_EMALFORMED;
+		if (kd_node_int(k) != want[w][0] || kd_node_int(lo) != want[w][1] ||
+		    kd_node_int(hi) != want[w][2]) {
+			if (kd_node_set_int(k, want[w][0]) != KD_OK ||
+			    kd_node_set_int(lo, want[w][1]) != KD_OK ||
+			    kd_node_set_int(hi, want[w][2]) != KD_OK)
+				return KD_EMALFORMED;
+			changed = 1;
+		}
+	}
+	return changed;
+}
+
 int px_clamp_apiversions(int16_t version, const uint8_t *frame, size_t len, struct kd_wbuf *out)
+{
+	return px_edit_apiversions(version, frame, len, 1, 0, out);
+}
+
+int px_edit_apiversions(int16_t version, const uint8_t *frame, size_t len, int clamp, int sasl,
+                        struct kd_wbuf *out)
 {
 	struct kd_arena arena = {.limit = PX_REWRITE_ARENA_LIMIT};
 	struct kd_tree t;
@@ -312,7 +357,7 @@ int px_clamp_apiversions(int16_t version, const uint8_t *frame, size_t len, stru
 		goto out;
 	}
 	/* Backwards, so that removing element i leaves 0..i-1 in place. */
-	for (uint32_t i = keys->nkids; i-- > 0;) {
+	for (uint32_t i = clamp ? keys->nkids : 0; i-- > 0;) {
 		struct kd_node *el = kd_node_elem(keys, i);
 		struct kd_node *k = kd_node_child(el, "ApiKey");
 		struct kd_node *lo = kd_node_child(el, "MinVersion");
@@ -343,6 +388,14 @@ int px_clamp_apiversions(int16_t version, const uint8_t *frame, size_t len, stru
 			}
 			changed = 1;
 		}
+	}
+	struct kd_node *ec = kd_node_child(t.root, "ErrorCode");
+	if (sasl && (!ec || kd_node_int(ec) == 0)) {
+		/* an error answer lists what to retry with: left alone */
+		rc = sasl_keys(&t, keys);
+		if (rc < 0)
+			goto out;
+		changed |= rc;
 	}
 	if (!changed) {
 		rc = 0;

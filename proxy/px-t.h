@@ -17,6 +17,7 @@
 #include <stdint.h>
 
 #include "kd-t.h"
+#include "px-sasl-t.h"
 
 /* Fixed sizes. PX_HOST_MAX bounds host names (DNS names are at most 253). */
 #define PX_HOST_MAX 256
@@ -143,6 +144,9 @@ struct px_conf {
 	 * ask for. NULL: a port per broker. */
 	char *sni_hosts;
 	uint16_t sni_port;
+	/* sasl, sasl_*, upstream_sasl_*: SASL passthrough or termination
+	 * (px-sasl-t.h, docs/security.md). */
+	struct px_sasl_conf sasl;
 };
 
 enum px_tls_auth {
@@ -178,6 +182,9 @@ struct px_pair {
 	uint8_t no_response;       /* 1: acks=0 Produce, or connection lost */
 	uint8_t rewritten;         /* 1: the response was rewritten by kwire */
 	uint8_t sasl_mech;         /* api_key -1: the SASL v0 exchange's mechanism (kd-sasl.h) */
+	/* The connection's authenticated principal ("User:alice"), or NULL
+	 * (none yet, or no SASL/mTLS). */
+	const char *principal;
 	/* Raw frames (4-byte size prefix included) when px_hooks.want_frames
 	 * asked for them; truncated to frame_copy_max (then *_trunc = 1), and
 	 * request copies to 4 KiB while more than 8 requests are in flight on

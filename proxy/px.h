@@ -168,5 +168,10 @@ size_t px_body_fields_end(int16_t key, int16_t version, const uint8_t *body, siz
  * (ErrorCode != 0) that decodes in no known layout returns 0, an
  * undecodable success answer a negative KD_E*. */
 int px_clamp_apiversions(int16_t version, const uint8_t *frame, size_t len, struct kd_wbuf *out);
+/* The same with a choice: clamp (as above) and/or sasl (list SaslHandshake
+ * v0-1 and SaslAuthenticate v0-2, which kwire answers when it terminates
+ * SASL, docs/security.md). Same return values. */
+int px_edit_apiversions(int16_t version, const uint8_t *frame, size_t len, int clamp, int sasl,
+                        struct kd_wbuf *out);
 
 #endif

@@ -76,6 +76,7 @@ else:
             fail("kwire(1) does not list the command %s" % c)
 
 src_for = {"proxy": "cmd-proxy.c", "decode": "cmd-decode.c", "sniff": "cmd-decode.c",
+           "passwd": "cmd-passwd.c",
            "demo": "cmd-demo.c"}
 help_longs = {}
 for c in cmds:
@@ -131,8 +132,8 @@ else:
 
 # Every page renders cleanly, and the compressed copy that gets installed is current.
 pages = sorted(f for f in os.listdir(MAN) if re.match(r".*\.[15]$", f)) if os.path.isdir(MAN) else []
-if len(pages) < 6:
-    fail("expected 6 man pages in %s, found %r" % (MAN, pages))
+if len(pages) < 7:
+    fail("expected 7 man pages in %s, found %r" % (MAN, pages))
 for p in pages:
     path = os.path.join(MAN, p)
     r = subprocess.run(["groff", "-man", "-Tutf8", "-ww", "-z", path], capture_output=True, text=True)
