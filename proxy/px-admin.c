@@ -28,6 +28,7 @@
 #include "px-audit.h"
 #include "px-rules.h"
 #include "px-tap.h"
+#include "px-sasl.h"
 #include "px.h"
 #include "rule.h"
 
@@ -525,6 +526,7 @@ void px_admin_metrics(struct px_admin *adm, struct kd_wbuf *w)
 	px_tap_metrics(px_tap_of(adm->px), w);
 	if (px_audit_of(adm->px))
 		px_audit_metrics(px_audit_of(adm->px), w);
+	px_sasl_metrics(px_sasl_of(adm->px), w);
 	adm_counter(w, "kwire_responses_rewritten_total",
 	            "Responses whose broker addresses kwire rewrote.", st.responses_rewritten,
 	            "counter");

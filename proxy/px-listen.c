@@ -1061,6 +1061,11 @@ struct px_audit *px_audit_of(const struct px *px)
 	return px->audit;
 }
 
+struct px_sasl *px_sasl_of(const struct px *px)
+{
+	return px->sasl;
+}
+
 struct px_rules *px_rules_of(const struct px *px)
 {
 	return px->rules;

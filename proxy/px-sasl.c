@@ -35,6 +35,7 @@
 
 #include "kd-api-keys-gen.h"
 #include "kd-hdr.h"
+#include "kd-render.h"
 #include "kd-sasl.h"
 #include "kd-saslmsg.h"
 #include "kd-schema.h"
@@ -315,77 +316,89 @@ void px_sasl_count_request(struct px_sasl *s, const char *principal)
 	pthread_mutex_unlock(&s->mu);
 }
 
-/* A Prometheus label value: \ " and newline escaped. */
-static void label(struct evbuffer *out, const char *v)
+/* A Prometheus label value: \\ " and newline escaped. */
+static void label(struct kd_wbuf *w, const char *v)
 {
 	for (; *v; v++) {
-		if (*v == '\\' || *v == '"')
-			evbuffer_add_printf(out, "\\%c", *v);
-		else if (*v == '\n')
-			evbuffer_add(out, "\\n", 2);
-		else
-			evbuffer_add(out, v, 1);
+		if (*v == '\\' || *v == '"') {
+			kd_w_raw(w, "\\", 1);
+			kd_w_raw(w, v, 1);
+		} else if (*v == '\n') {
+			kd_w_raw(w, "\\n", 2);
+		} else {
+			kd_w_raw(w, v, 1);
+		}
 	}
 }
 
-void px_sasl_metrics(struct px_sasl *s, struct evbuffer *out)
+static void principal_metrics(struct px_sasl *s, struct kd_wbuf *w);
+
+void px_sasl_metrics(struct px_sasl *s, struct kd_wbuf *w)
 {
-	evbuffer_add_printf(out, "# HELP kwire_sasl_authentications_total SASL authentications "
-	                         "of clients, by mechanism and result.\n"
-	                         "# TYPE kwire_sasl_authentications_total counter\n");
+	if (s->c->mode == PX_SASL_OFF) {
+		principal_metrics(s, w); /* mTLS principals */
+		return;
+	}
+	kd_w_fmt(w, "# HELP kwire_sasl_authentications_total SASL authentications of clients, "
+	            "by mechanism and result.\n"
+	            "# TYPE kwire_sasl_authentications_total counter\n");
 	for (int m = 1; m < 8; m++)
 		for (int r = 0; r < 2; r++) {
 			uint64_t v = GET(s->auths[m][r]);
 			if (v)
-				evbuffer_add_printf(
-				    out,
-				    "kwire_sasl_authentications_total{mechanism=\"%s\","
-				    "result=\"%s\"} %" PRIu64 "\n",
-				    kd_sasl_mech_name(m), r ? "failure" : "success", v);
+				kd_w_fmt(w,
+				         "kwire_sasl_authentications_total{mechanism=\"%s\","
+				         "result=\"%s\"} %" PRIu64 "\n",
+				         kd_sasl_mech_name(m), r ? "failure" : "success", v);
 		}
-	evbuffer_add_printf(out,
-	                    "# HELP kwire_sasl_reauthentications_total Successful KIP-368 "
-	                    "re-authentications.\n"
-	                    "# TYPE kwire_sasl_reauthentications_total counter\n"
-	                    "kwire_sasl_reauthentications_total %" PRIu64 "\n"
-	                    "# HELP kwire_sasl_sessions_expired_total Connections closed because "
-	                    "their SASL session ended without re-authentication.\n"
-	                    "# TYPE kwire_sasl_sessions_expired_total counter\n"
-	                    "kwire_sasl_sessions_expired_total %" PRIu64 "\n",
-	                    GET(s->reauths), GET(s->expired));
-	evbuffer_add_printf(out, "# HELP kwire_sasl_preauth_closed_total Connections closed before "
-	                         "authenticating, by reason.\n"
-	                         "# TYPE kwire_sasl_preauth_closed_total counter\n");
+	kd_w_fmt(w,
+	         "# HELP kwire_sasl_reauthentications_total Successful KIP-368 "
+	         "re-authentications.\n"
+	         "# TYPE kwire_sasl_reauthentications_total counter\n"
+	         "kwire_sasl_reauthentications_total %" PRIu64 "\n"
+	         "# HELP kwire_sasl_sessions_expired_total Connections closed because their SASL "
+	         "session ended without re-authentication.\n"
+	         "# TYPE kwire_sasl_sessions_expired_total counter\n"
+	         "kwire_sasl_sessions_expired_total %" PRIu64 "\n",
+	         GET(s->reauths), GET(s->expired));
+	kd_w_fmt(w, "# HELP kwire_sasl_preauth_closed_total Connections closed before "
+	            "authenticating, by reason.\n"
+	            "# TYPE kwire_sasl_preauth_closed_total counter\n");
 	for (int i = 0; i < PRE_N; i++)
-		evbuffer_add_printf(out,
-		                    "kwire_sasl_preauth_closed_total{reason=\"%s\"} %" PRIu64 "\n",
-		                    pre_names[i], GET(s->pre[i]));
-	evbuffer_add_printf(out,
-	                    "# HELP kwire_sasl_upstream_authentications_total kwire's own SASL "
-	                    "authentications to brokers, by result.\n"
-	                    "# TYPE kwire_sasl_upstream_authentications_total counter\n"
-	                    "kwire_sasl_upstream_authentications_total{result=\"success\"} "
-	                    "%" PRIu64 "\n"
-	                    "kwire_sasl_upstream_authentications_total{result=\"failure\"} "
-	                    "%" PRIu64 "\n",
-	                    GET(s->up_auths[RES_OK]), GET(s->up_auths[RES_FAIL]));
-	evbuffer_add_printf(out,
-	                    "# HELP kwire_principal_requests_total Requests by authenticated "
-	                    "principal (the first %d principals; the rest as \"_other\").\n"
-	                    "# TYPE kwire_principal_requests_total counter\n",
-	                    PX_SASL_PRINCIPALS);
+		kd_w_fmt(w, "kwire_sasl_preauth_closed_total{reason=\"%s\"} %" PRIu64 "\n",
+		         pre_names[i], GET(s->pre[i]));
+	kd_w_fmt(w,
+	         "# HELP kwire_sasl_upstream_authentications_total kwire's own SASL "
+	         "authentications to brokers, by result.\n"
+	         "# TYPE kwire_sasl_upstream_authentications_total counter\n"
+	         "kwire_sasl_upstream_authentications_total{result=\"success\"} %" PRIu64 "\n"
+	         "kwire_sasl_upstream_authentications_total{result=\"failure\"} %" PRIu64 "\n",
+	         GET(s->up_auths[RES_OK]), GET(s->up_auths[RES_FAIL]));
+	principal_metrics(s, w);
+}
+
+static void principal_metrics(struct px_sasl *s, struct kd_wbuf *w)
+{
 	pthread_mutex_lock(&s->mu);
+	if (!s->nslots && s->c->mode == PX_SASL_OFF) {
+		pthread_mutex_unlock(&s->mu);
+		return;
+	}
+	kd_w_fmt(w,
+	         "# HELP kwire_principal_requests_total Requests by authenticated principal (the "
+	         "first %d principals; the rest as \"_other\").\n"
+	         "# TYPE kwire_principal_requests_total counter\n",
+	         PX_SASL_PRINCIPALS);
 	for (unsigned i = 0; i < PRINCIPAL_SLOTS; i++) {
 		if (!s->slots[i].name[0])
 			continue;
-		evbuffer_add_printf(out, "kwire_principal_requests_total{principal=\"");
-		label(out, s->slots[i].name);
-		evbuffer_add_printf(out, "\"} %" PRIu64 "\n", s->slots[i].requests);
+		kd_w_fmt(w, "kwire_principal_requests_total{principal=\"");
+		label(w, s->slots[i].name);
+		kd_w_fmt(w, "\"} %" PRIu64 "\n", s->slots[i].requests);
 	}
 	if (s->other_requests)
-		evbuffer_add_printf(
-		    out, "kwire_principal_requests_total{principal=\"_other\"} %" PRIu64 "\n",
-		    s->other_requests);
+		kd_w_fmt(w, "kwire_principal_requests_total{principal=\"_other\"} %" PRIu64 "\n",
+		         s->other_requests);
 	pthread_mutex_unlock(&s->mu);
 }
 

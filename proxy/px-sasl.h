@@ -57,7 +57,7 @@ void px_sasl_free(struct px_sasl **s);
 /* Prometheus text: authentications, refusals before authentication,
  * re-authentications, expired sessions, requests per principal (at most
  * PX_SASL_PRINCIPALS principals, the rest as "_other"). */
-void px_sasl_metrics(struct px_sasl *s, struct evbuffer *out);
+void px_sasl_metrics(struct px_sasl *s, struct kd_wbuf *w);
 #define PX_SASL_PRINCIPALS 100
 /* One request of principal (empty: none) for the per-principal counts. */
 void px_sasl_count_request(struct px_sasl *s, const char *principal);

@@ -104,6 +104,8 @@ struct px_tap *px_tap_of(const struct px *px);
 /* The audit trail (px-audit.h), or NULL without rules and audit_log. */
 struct px_audit;
 struct px_audit *px_audit_of(const struct px *px);
+/* The proxy's SASL state (px-sasl.h): credentials, keys, counters. */
+struct px_sasl *px_sasl_of(const struct px *px);
 
 /* The bound bootstrap port (useful with listen port 0). */
 uint16_t px_listen_port(const struct px *px);
