@@ -376,7 +376,6 @@ static void emit_pair(struct px_conn *conn, const struct px_req *req, uint32_t r
 	pair.broker_id = conn->broker_id;
 	pair.client_addr = conn->client_addr;
 	pair.upstream_addr = conn->up_addr;
-	pair.principal = conn->principal[0] ? conn->principal : NULL;
 	pair.t_req_us = req->t_wall;
 	pair.latency_us = px_now_us() - req->t_mono;
 	pair.req_size = req->size;
@@ -1136,8 +1135,6 @@ static int judge(struct px_conn *conn, struct evbuffer *in, struct kd_frame_info
 	    .who = {.src_family = conn->src_family, .broker_id = conn->broker_id},
 	    .topics = px->topics,
 	};
-	jin.who.principal.p = (const uint8_t *)conn->principal;
-	jin.who.principal.len = (uint32_t)strlen(conn->principal);
 	memcpy(jin.who.src_addr, conn->src_addr, sizeof(jin.who.src_addr));
 	jin.who.principal = (struct kd_view){(const uint8_t *)conn->principal,
 	                                     (uint32_t)strlen(conn->principal), 0};
@@ -1293,9 +1290,10 @@ static int fetch_rw_wanted(struct px_conn *conn, const struct kd_frame_info *fi,
 /* The connection's principal follows its SASL state. */
 static void sasl_principal(struct px_conn *conn)
 {
-	if (px_sasl_authenticated(conn->sc))
-		snprintf(conn->principal, sizeof(conn->principal), "%s",
-		         px_sasl_principal(conn->sc));
+	if (px_sasl_authenticated(conn->sc)) {
+		const char *p = px_sasl_principal(conn->sc);
+		px_conn_set_principal(conn, p, strlen(p));
+	}
 }
 
 /* The client frame fi under SASL (px_sasl_client_frame). Returns 0 to go

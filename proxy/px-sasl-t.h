@@ -8,8 +8,6 @@
 
 #define PX_PATH_MAX 1024
 #define PX_SASL_NAME_MAX 256
-/* A principal: "User:" and a user name of at most KD_SASL_USER_MAX bytes. */
-#define PX_PRINCIPAL_MAX 272
 
 enum px_sasl_mode {
 	PX_SASL_OFF = 0,     /* SASL frames pass as they are; no principal */

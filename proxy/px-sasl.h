@@ -29,6 +29,7 @@
 #include "kd-cur.h"
 #include "kd-stream-t.h"
 #include "px-sasl-t.h"
+#include "px-t.h"
 
 struct px_sasl;      /* proxy-wide: credentials, keys, counters */
 struct px_sasl_conn; /* one client connection's SASL state */

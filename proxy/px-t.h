@@ -25,7 +25,7 @@
 #define PX_VER_MAX 32  /* ... and versions 0..PX_VER_MAX-1 */
 #define PX_UPSTREAM_MAX 64
 #define PX_BROKER_MAX 1024   /* brokers (node ids) a proxy can map */
-#define PX_PRINCIPAL_MAX 256 /* a connection's principal, NUL included */
+#define PX_PRINCIPAL_MAX 264 /* a connection's principal ("User:" and 255 bytes), NUL included */
 
 struct px;      /* the proxy: opaque, see px.h */
 struct px_conn; /* one client connection and its upstream: private to px-conn.c */
@@ -182,9 +182,6 @@ struct px_pair {
 	uint8_t no_response;       /* 1: acks=0 Produce, or connection lost */
 	uint8_t rewritten;         /* 1: the response was rewritten by kwire */
 	uint8_t sasl_mech;         /* api_key -1: the SASL v0 exchange's mechanism (kd-sasl.h) */
-	/* The connection's authenticated principal ("User:alice"), or NULL
-	 * (none yet, or no SASL/mTLS). */
-	const char *principal;
 	/* Raw frames (4-byte size prefix included) when px_hooks.want_frames
 	 * asked for them; truncated to frame_copy_max (then *_trunc = 1), and
 	 * request copies to 4 KiB while more than 8 requests are in flight on
