@@ -11,6 +11,7 @@ PKGS=(
   libcmocka-dev librdkafka-dev
   kcat tshark python3 python3-kafka python3-confluent-kafka
   python3-lz4 python3-snappy python3-zstandard iproute2 haproxy openssl
+  python3-jwt python3-cryptography
   logrotate chromium binutils
 )
 
