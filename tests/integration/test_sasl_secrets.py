@@ -1,5 +1,5 @@
 """SASL through kwire: no output shows a secret, and SASL v0 framing ends
-with the exchange, not with a client id (issue 8, items 1 and 3).
+with the exchange, not with a client id (issue 8, items 1 and 3; issue 11).
 
 A scripted SASL broker (sasl_broker.py: real PLAIN and SCRAM checks; the mock
 cluster speaks no SASL) serves kcat (librdkafka) with SASL v0 (raw tokens) and
@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import sasl_broker  # noqa: E402
@@ -169,6 +170,159 @@ def check_proxy(kwire, tmp):
                   "json access log: the Metadata request under another client id is missing")
 
 
+class Relay:
+    """A TCP relay that records both directions of each connection as
+    sasl_broker.SaslBroker does, so that write_pcap can capture them."""
+
+    def __init__(self, target):
+        import socket
+        import threading
+        self.target = target
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.conns = []
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        import socket
+        import threading
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            host, port = self.target.rsplit(":", 1)
+            u = socket.create_connection((host, int(port)))
+            rec = []
+            with self.lock:
+                self.conns.append(rec)
+            for a, b, d in ((c, u, "c"), (u, c, "s")):
+                threading.Thread(target=self._pump, args=(a, b, d, rec), daemon=True).start()
+
+    def _pump(self, a, b, d, rec):
+        try:
+            while True:
+                data = a.recv(65536)
+                if not data:
+                    break
+                with self.lock:
+                    rec.append((d, data))
+                b.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for x in (a, b):
+                try:
+                    x.shutdown(2)
+                except OSError:
+                    pass
+
+    def stop(self):
+        self.sock.close()
+
+
+def frames(rec):
+    """Stream chunks regrouped per direction into whole frames (write_pcap
+    wants (dir, frame) in order)."""
+    out, buf = [], {"c": b"", "s": b""}
+    for d, data in rec:
+        buf[d] += data
+        while len(buf[d]) >= 4:
+            n = int.from_bytes(buf[d][:4], "big") + 4
+            if len(buf[d]) < n:
+                break
+            out.append((d, buf[d][:n]))
+            buf[d] = buf[d][n:]
+    return out
+
+
+def check_kwire_sasl(kwire, tmp):
+    """kwire terminating (A) and passing through (B) SASL, at debug level."""
+    from proxy_harness import Cluster
+    import sasl_util as su
+    creds = os.path.join(tmp, "users")
+    su.passwd(kwire, creds, USER, PASSWORD)
+    up = ("upstream_sasl_mechanism: PLAIN\nupstream_sasl_username: svc\n"
+          f"upstream_sasl_password: \"{PASSWORD}-up\"\n")
+    sec = {PASSWORD, PASSWORD + "-up", "bad-" + PASSWORD}
+    for k in range(3):
+        b = base64.b64encode(b"x" * k + PASSWORD.encode()).decode()
+        sec.add(b[(k * 4 + 2) // 3 + 1:-4])
+    with Cluster(topics=(("sec", 1),), log_format="text",
+                 extra_proxy_args=["--sasl", "terminate", "--sasl-credentials", creds,
+                                   "-v", "-v"]) as a:
+        b = su.Proxy(kwire, tmp, "pt", ["--upstream", a.bootstrap, "--sasl", "passthrough",
+                                        "-v", "-v"])
+        relay = Relay(a.bootstrap)
+        outs = {}
+        try:
+            for target in (a.bootstrap, b.bootstrap, f"127.0.0.1:{relay.port}"):
+                for mech in ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"):
+                    r = subprocess.run(["kcat", "-b", target, "-L", "-m", "15", "-X",
+                                        "security.protocol=SASL_PLAINTEXT", "-X",
+                                        f"sasl.mechanisms={mech}", "-X", f"sasl.username={USER}",
+                                        "-X", f"sasl.password={PASSWORD}"],
+                                       capture_output=True, text=True, timeout=60)
+                    check(r.returncode == 0 and "sec" in r.stdout,
+                          f"kcat {mech} via {target}: {r.stderr}")
+                r = subprocess.run(["kcat", "-b", target, "-L", "-m", "3", "-X",
+                                    "security.protocol=SASL_PLAINTEXT", "-X",
+                                    "sasl.mechanisms=SCRAM-SHA-256", "-X", f"sasl.username={USER}",
+                                    "-X", f"sasl.password=bad-{PASSWORD}"],
+                                   capture_output=True, text=True, timeout=60)
+                check(r.returncode != 0, f"a wrong password was accepted via {target}")
+            import kafka
+            for target in (a.bootstrap, b.bootstrap):
+                for mech in ("PLAIN", "SCRAM-SHA-512"):  # SASL v0 raw tokens
+                    kc = kafka.KafkaConsumer(bootstrap_servers=target,
+                                             security_protocol="SASL_PLAINTEXT",
+                                             sasl_mechanism=mech, sasl_plain_username=USER,
+                                             sasl_plain_password=PASSWORD, api_version=(1, 0, 0))
+                    check("sec" in kc.topics(), f"kafka-python {mech} via {target}")
+                    kc.close()
+            outs["metrics A"] = a.http("/metrics")
+            with urllib.request.urlopen(f"http://{b.admin}/metrics", timeout=10) as resp:
+                outs["metrics B"] = resp.read().decode()
+        finally:
+            relay.stop()
+            b.stop()
+        time.sleep(0.5)
+        outs["access log A (text)"] = open(a.log_path).read()
+        outs["stderr A (debug)"] = a.proxy_stderr()
+    outs["access log B (json)"] = open(b.log_path).read()
+    outs["stderr B (debug)"] = b.stderr()
+    cpath = os.path.join(tmp, "up.yaml")
+    with open(cpath, "w") as f:
+        f.write(up)
+    r = subprocess.run([kwire, "proxy", "-c", cpath, "-u", "127.0.0.1:1", "--print-config"],
+                       capture_output=True, text=True, timeout=20)
+    outs["--print-config"] = r.stdout + r.stderr
+    # the analyzer on the recorded client <-> kwire (terminating) connections
+    pcap = os.path.join(tmp, "kwire-terminate.pcap")
+    sasl_broker.write_pcap(pcap, [frames(rec) for rec in relay.conns])
+    for fmt in ("summary", "verbose", "json", "records", "stats"):
+        r = subprocess.run([kwire, "decode", "--format", fmt, pcap], capture_output=True,
+                           text=True, timeout=60)
+        check(r.returncode == 0, f"kwire decode -f {fmt} of the kwire capture: {r.stderr}")
+        outs[f"kwire decode --format {fmt} (kwire terminating)"] = r.stdout + r.stderr
+    for rec in relay.conns:  # every SCRAM proof the clients sent
+        for d, data in rec:
+            for m in re.finditer(rb"p=([A-Za-z0-9+/=]{16,})", data):
+                if d == "c":
+                    sec.add(m.group(1).decode())
+    for what, text in outs.items():
+        no_secret(text, what, sec)
+    check("principal=User:alice" in outs["access log A (text)"],
+          "A's access log names no principal")
+    check('"principal":"User:alice"' in outs["access log B (json)"],
+          "B's access log names no principal")
+    check("SaslAuthenticate" in outs["kwire decode --format summary (kwire terminating)"],
+          "the capture of kwire's SASL exchange does not decode")
+
+
 def main():
     kwire = env("KWIRE_BIN")
     if subprocess.run(["which", "kcat"], capture_output=True).returncode != 0:
@@ -185,6 +339,7 @@ def main():
         conns += broker.conns
     check_analyzer(kwire, conns, tmp)
     check_proxy(kwire, tmp)
+    check_kwire_sasl(kwire, tmp)
     print("ok")
 
 
