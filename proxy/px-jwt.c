@@ -339,7 +339,7 @@ int px_jwt_verify(const struct px_jwks *k, const uint8_t *tok, size_t len, int64
 	hl = kd_b64_decode(tok, (size_t)(d1 - tok), hbuf, len, 1);
 	pl = kd_b64_decode(d1 + 1, (size_t)(d2 - d1 - 1), pbuf, len, 1);
 	sl = kd_b64_decode(d2 + 1, (size_t)(end - d2 - 1), sig, sizeof(sig), 1);
-	if (hl <= 0 || pl <= 0 || sl <= 0) {
+	if (hl <= 0 || pl <= 0 || sl < 0) {
 		snprintf(why, whylen, "a part of the JWT is not base64url");
 		goto out;
 	}

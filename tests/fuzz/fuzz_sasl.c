@@ -7,17 +7,105 @@
  * token (ASan), the user name is NUL-terminated, at most
  * KD_SASL_USER_MAX bytes, and the same with a smaller output buffer is
  * its prefix; for PLAIN, no byte after the second NUL (the password) is
- * ever needed: the name is the same with the password cut off. */
+ * ever needed: the name is the same with the password cut off.
+ *
+ * The same bytes also go through what a terminating SASL server reads
+ * (kd-saslmsg.h): the PLAIN, SCRAM client-first/final/server and
+ * OAUTHBEARER parsers, the SaslHandshake/SaslAuthenticate body readers in
+ * every version, saslname and base64 decoding. Checked: every view they
+ * return lies inside the input, decoded names are NUL-terminated within
+ * their buffer, and base64 round-trips. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "kd-sasl.h"
+#include "kd-saslmsg.h"
 
 static void check(int ok)
 {
 	if (!ok)
 		abort();
+}
+
+static const uint8_t *lo, *hi; /* the input's bounds */
+
+static void inside(const struct kd_view *v)
+{
+	if (v->p)
+		check(v->p >= lo && v->p + v->len <= hi);
+}
+
+static void server_side(const uint8_t *data, size_t size)
+{
+	struct kd_plain pl;
+	struct kd_scram_first sf;
+	struct kd_scram_final sfi;
+	struct kd_scram_server ss;
+	struct kd_oauth oa;
+	struct kd_saslauth_resp ar;
+	struct kd_view v;
+	int16_t err;
+	char name[64];
+	uint8_t bin[256];
+	char enc[400];
+
+	lo = data;
+	hi = data + size;
+	if (kd_plain_parse(data, size, &pl) == KD_OK) {
+		inside(&pl.authzid);
+		inside(&pl.authcid);
+		inside(&pl.passwd);
+		check(pl.authcid.len && pl.passwd.len);
+	}
+	if (kd_scram_first_parse(data, size, &sf) == KD_OK) {
+		inside(&sf.gs2);
+		inside(&sf.bare);
+		inside(&sf.user);
+		inside(&sf.authzid);
+		inside(&sf.nonce);
+		check(sf.gs2.len + sf.bare.len == size);
+		long n = kd_saslname_decode(sf.user.p, sf.user.len, name, sizeof(name));
+		check(n < 0 || ((size_t)n < sizeof(name) && name[n] == 0 && strlen(name) == (size_t)n));
+	}
+	if (kd_scram_final_parse(data, size, &sfi) == KD_OK) {
+		inside(&sfi.cbind);
+		inside(&sfi.nonce);
+		inside(&sfi.proof);
+		inside(&sfi.without_proof);
+		check(sfi.without_proof.p == data);
+	}
+	if (kd_scram_server_parse(data, size, &ss) == KD_OK) {
+		inside(&ss.nonce);
+		inside(&ss.salt);
+		inside(&ss.verifier);
+		inside(&ss.error);
+		check(ss.iterations >= 0);
+	}
+	if (kd_oauth_parse(data, size, &oa) == KD_OK) {
+		inside(&oa.authzid);
+		inside(&oa.token);
+		check(oa.is_ack || oa.token.len);
+	}
+	for (int16_t ver = 0; ver <= 2; ver++) {
+		if (kd_saslauth_req_read(ver, data, size, &v) == KD_OK)
+			inside(&v);
+		if (kd_saslauth_resp_read(ver, data, size, &ar) == KD_OK) {
+			inside(&ar.message);
+			inside(&ar.auth);
+		}
+	}
+	(void)kd_saslhs_resp_read(data, size, &err);
+	for (int url = 0; url < 2; url++) {
+		long n = kd_b64_decode(data, size, bin, sizeof(bin), url);
+		if (n >= 0) {
+			long m = kd_b64_encode(bin, (size_t)n, enc, sizeof(enc));
+			uint8_t back[256];
+			check(m >= 0 && kd_b64_decode((const uint8_t *)enc, (size_t)m, back, sizeof(back),
+			                              0) == n &&
+			      !memcmp(back, bin, (size_t)n));
+		}
+	}
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -31,6 +119,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	mech = data[0] % 8;
 	data++;
 	size--;
+	server_side(data, size);
 	(void)kd_sasl_mech_sniff(data, size);
 	check(kd_gss_classify(data, size < KD_GSS_CLASSIFY_BYTES ? size : KD_GSS_CLASSIFY_BYTES,
 	                      size) >= KD_GSS_UNKNOWN);
