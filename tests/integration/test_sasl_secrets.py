@@ -251,11 +251,12 @@ def check_kwire_sasl(kwire, tmp):
     for k in range(3):
         b = base64.b64encode(b"x" * k + PASSWORD.encode()).decode()
         sec.add(b[(k * 4 + 2) // 3 + 1:-4])
+    tap_a, tap_b = os.path.join(tmp, "a.pcapng"), os.path.join(tmp, "b.pcapng")
     with Cluster(topics=(("sec", 1),), log_format="text",
                  extra_proxy_args=["--sasl", "terminate", "--sasl-credentials", creds,
-                                   "-v", "-v"]) as a:
+                                   "--tap", tap_a, "-v", "-v"]) as a:
         b = su.Proxy(kwire, tmp, "pt", ["--upstream", a.bootstrap, "--sasl", "passthrough",
-                                        "-v", "-v"])
+                                        "--tap", tap_b, "-v", "-v"])
         relay = Relay(a.bootstrap)
         outs = {}
         try:
@@ -300,6 +301,16 @@ def check_kwire_sasl(kwire, tmp):
     r = subprocess.run([kwire, "proxy", "-c", cpath, "-u", "127.0.0.1:1", "--print-config"],
                        capture_output=True, text=True, timeout=20)
     outs["--print-config"] = r.stdout + r.stderr
+    # the taps (pcapng of what each kwire forwarded), raw and decoded
+    for name, path in (("tap A (terminating)", tap_a), ("tap B (passthrough)", tap_b)):
+        with open(path, "rb") as f:
+            outs[name + " bytes"] = f.read().decode("latin-1")
+        r = subprocess.run([kwire, "decode", "--format", "verbose", path], capture_output=True,
+                           text=True, timeout=60)
+        check(r.returncode == 0, f"kwire decode of {name}: {r.stderr}")
+        outs[name + " decoded"] = r.stdout + r.stderr
+    check("SaslAuthenticate" in outs["tap B (passthrough) decoded"],
+          "the passthrough tap holds no SaslAuthenticate")
     # the analyzer on the recorded client <-> kwire (terminating) connections
     pcap = os.path.join(tmp, "kwire-terminate.pcap")
     sasl_broker.write_pcap(pcap, [frames(rec) for rec in relay.conns])
