@@ -127,6 +127,26 @@ def wire_refusal(addr, user, password):
     check(raw.closed_within(5), "the connection stays open after SASL_AUTHENTICATION_FAILED")
 
 
+def wire_v2(addr):
+    """SaslAuthenticate v2 (flexible, as the Java client sends it): PLAIN
+    succeeds, the answer is the flexible layout, and a Metadata request
+    then passes."""
+    raw = su.Raw(addr)
+    check(raw.handshake("PLAIN") == 0, "SaslHandshake refused")
+    tok = b"\0alice\0" + USERS["alice"].encode()
+    # request header v2 ends with its tagged fields (none); body: compact bytes, no tags
+    raw.send(36, 2, b"\0" + bytes([len(tok) + 1]) + tok + b"\0")
+    r = raw.recv()
+    # corr (4), header tags (1), ErrorCode, ErrorMessage (compact null = 0), AuthBytes
+    # (compact, empty = 1), SessionLifetimeMs (8), tags (1)
+    check(r is not None and len(r) == 4 + 1 + 2 + 1 + 1 + 8 + 1 and r[4] == 0 and
+          r[5:7] == b"\0\0" and r[7] == 0 and r[8] == 1,
+          f"SaslAuthenticate v2 answer: {r!r}")
+    raw.send(3, 1, struct.pack(">i", -1))
+    check(raw.recv() is not None, "Metadata after a SaslAuthenticate v2 got no answer")
+    raw.close()
+
+
 def limits(addr, admin):
     before = {k: su.metric(admin, "kwire_sasl_preauth_closed_total", reason=k)
               for k in ("request", "frame_size", "timeout")}
@@ -218,6 +238,7 @@ def main():
         kafkajs(c.bootstrap, "PLAIN", "nobody", "x", 3)
         wire_refusal(c.bootstrap, "alice", "wrong")
         wire_refusal(c.bootstrap, "nobody", "x")
+        wire_v2(c.bootstrap)
         check(c.metric("kwire_sasl_authentications_total", mechanism="SCRAM-SHA-256",
                        result="failure") >= 2, "failures not counted")
         err = c.proxy_stderr()
