@@ -1051,6 +1051,12 @@ void px_reopen(struct px *px)
 		px->hooks.on_reopen(px->hooks.arg);
 	if (px->audit)
 		px_audit_reopen(px->audit);
+	char err[512];
+	int rc = px_sasl_reload(px->sasl, err, sizeof(err));
+	if (rc < 0)
+		px_log(px, 0, "SIGHUP: SASL credentials not reloaded, the old ones stay: %s", err);
+	else if (rc > 0)
+		px_log(px, 2, "SIGHUP: SASL credentials and keys reloaded");
 	if (px->rules)
 		px_rules_reload(px->rules);
 	px_tls_reload(px->tls);

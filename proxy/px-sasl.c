@@ -223,11 +223,19 @@ struct principal_slot {
 };
 #define PRINCIPAL_SLOTS 128 /* > PX_SASL_PRINCIPALS: open addressing */
 
+/* The credentials and keys in force: replaced as a whole by a reload
+ * (px_sasl_reload); an exchange holds a reference from its handshake to
+ * its end, so that a reload never pulls a user from under it. */
+struct px_sasl_keys {
+	_Atomic unsigned refs;
+	struct px_creds creds;
+	struct px_jwks *jwks;
+};
+
 struct px_sasl {
 	const struct px_sasl_conf *c; /* the proxy's configuration (outlives this) */
 	unsigned mechs;
-	struct px_creds creds;
-	struct px_jwks *jwks;
+	struct px_sasl_keys *keys;    /* under mu */
 	_Atomic uint64_t auths[8][2]; /* [mechanism][RES_*] */
 	_Atomic uint64_t reauths, expired, pre[PRE_N];
 	_Atomic uint64_t up_auths[2];
@@ -245,6 +253,62 @@ struct px_sasl {
 	uint8_t cache_salted[PX_SCRAM_KEY_MAX];
 };
 
+static void keys_put(struct px_sasl_keys **kp)
+{
+	struct px_sasl_keys *k = *kp;
+	*kp = NULL;
+	if (!k || atomic_fetch_sub(&k->refs, 1) != 1)
+		return;
+	px_creds_free(&k->creds);
+	px_jwks_free(&k->jwks);
+	free(k);
+}
+
+/* The files the configuration names, loaded. NULL with err. */
+static struct px_sasl_keys *keys_load(const struct px_sasl_conf *c, char *err, size_t errlen)
+{
+	struct px_sasl_keys *k = calloc(1, sizeof(*k));
+	if (!k) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	atomic_init(&k->refs, 1);
+	if (c->mode == PX_SASL_TERMINATE) {
+		if (c->credentials[0] && px_creds_load(c->credentials, &k->creds, err, errlen))
+			goto fail;
+		if (c->jwks[0] && !(k->jwks = px_jwks_load(c->jwks, err, errlen)))
+			goto fail;
+	}
+	return k;
+fail:
+	keys_put(&k);
+	return NULL;
+}
+
+static struct px_sasl_keys *keys_get(struct px_sasl *s)
+{
+	pthread_mutex_lock(&s->mu);
+	struct px_sasl_keys *k = s->keys;
+	atomic_fetch_add(&k->refs, 1);
+	pthread_mutex_unlock(&s->mu);
+	return k;
+}
+
+int px_sasl_reload(struct px_sasl *s, char *err, size_t errlen)
+{
+	if (s->c->mode != PX_SASL_TERMINATE)
+		return 0;
+	struct px_sasl_keys *k = keys_load(s->c, err, errlen);
+	if (!k)
+		return -1;
+	pthread_mutex_lock(&s->mu);
+	struct px_sasl_keys *old = s->keys;
+	s->keys = k;
+	pthread_mutex_unlock(&s->mu);
+	keys_put(&old);
+	return 1;
+}
+
 struct px_sasl *px_sasl_new(const struct px_sasl_conf *c, char *err, size_t errlen)
 {
 	struct px_sasl *s = calloc(1, sizeof(*s));
@@ -256,12 +320,8 @@ struct px_sasl *px_sasl_new(const struct px_sasl_conf *c, char *err, size_t errl
 	s->mechs = px_sasl_mechs(c);
 	s->cache_hash = -1;
 	pthread_mutex_init(&s->mu, NULL);
-	if (c->mode == PX_SASL_TERMINATE) {
-		if (c->credentials[0] && px_creds_load(c->credentials, &s->creds, err, errlen))
-			goto fail;
-		if (c->jwks[0] && !(s->jwks = px_jwks_load(c->jwks, err, errlen)))
-			goto fail;
-	}
+	if (!(s->keys = keys_load(c, err, errlen)))
+		goto fail;
 	return s;
 fail:
 	px_sasl_free(&s);
@@ -273,8 +333,7 @@ void px_sasl_free(struct px_sasl **sp)
 	struct px_sasl *s = *sp;
 	if (!s)
 		return;
-	px_creds_free(&s->creds);
-	px_jwks_free(&s->jwks);
+	keys_put(&s->keys);
 	OPENSSL_cleanse(s->cache_salted, sizeof(s->cache_salted));
 	pthread_mutex_destroy(&s->mu);
 	free(s);
@@ -422,6 +481,7 @@ struct px_sasl_conn {
 	char principal[PX_PRINCIPAL_MAX];
 	char cand[PX_PRINCIPAL_MAX]; /* passthrough: the user the exchange names */
 	char fail_why[160];          /* OAUTHBEARER: the reason kept for the final failure */
+	struct px_sasl_keys *keys;   /* terminate: from the handshake to the exchange's end */
 	/* SCRAM server */
 	int hash;
 	const struct px_cred_user *user;
@@ -444,8 +504,10 @@ struct px_sasl_conn *px_sasl_conn_new(struct px_sasl *s, const struct px_sasl_co
 
 void px_sasl_conn_free(struct px_sasl_conn **scp)
 {
-	if (*scp)
+	if (*scp) {
+		keys_put(&(*scp)->keys);
 		OPENSSL_cleanse(*scp, sizeof(**scp));
+	}
 	free(*scp);
 	*scp = NULL;
 }
@@ -556,7 +618,7 @@ static int step_plain(struct px_sasl_conn *sc, const uint8_t *tok, size_t len, s
 		why(res, 2, "SASL PLAIN: user '%s' asked for another authorization id", shown_user);
 		return STEP_FAIL;
 	}
-	u = px_creds_find(&sc->s->creds, user, pl.authcid.len);
+	u = px_creds_find(&sc->keys->creds, user, pl.authcid.len);
 	int h = u && u->have[PX_SCRAM_256] ? PX_SCRAM_256 : PX_SCRAM_512;
 	if (!u || !u->have[h] ||
 	    !px_scram_check_password(h, &u->c[h], (const char *)pl.passwd.p, pl.passwd.len)) {
@@ -622,7 +684,7 @@ static int step_scram(struct px_sasl_conn *sc, const uint8_t *tok, size_t len, s
 				return STEP_FAIL;
 			}
 		}
-		const struct px_cred_user *u = px_creds_find(&sc->s->creds, user, strlen(user));
+		const struct px_cred_user *u = px_creds_find(&sc->keys->creds, user, strlen(user));
 		if (!u || !u->have[hash]) {
 			why(res, 2, "SASL %s: authentication of user '%s' failed: %s", mname,
 			    shown_user, u ? "no credentials for this mechanism" : "unknown user");
@@ -746,10 +808,11 @@ static int step_oauth(struct px_sasl_conn *sc, const uint8_t *tok, size_t len, s
 		why(res, 2, "SASL OAUTHBEARER: token refused: %s", sc->fail_why);
 		return STEP_FAIL;
 	}
-	if (!sc->s->jwks ||
-	    px_jwt_verify(sc->s->jwks, o.token.p, o.token.len, wall_ms() / 1000, sc->c->jwt_issuer,
-	                  sc->c->jwt_audience, &cl, whyv, sizeof(whyv))) {
-		snprintf(sc->fail_why, sizeof(sc->fail_why), "%s", sc->s->jwks ? whyv : "no keys");
+	if (!sc->keys->jwks ||
+	    px_jwt_verify(sc->keys->jwks, o.token.p, o.token.len, wall_ms() / 1000,
+	                  sc->c->jwt_issuer, sc->c->jwt_audience, &cl, whyv, sizeof(whyv))) {
+		snprintf(sc->fail_why, sizeof(sc->fail_why), "%s",
+		         sc->keys->jwks ? whyv : "no keys");
 		goto error;
 	}
 	if (o.authzid.len &&
@@ -821,6 +884,8 @@ static int64_t authenticated(struct px_sasl_conn *sc, const struct step *st, uin
 	sc->expiry_us = life ? now_us + (uint64_t)life * 1000 : 0;
 	sc->hs_done = 0;
 	sc->oauth_fail = 0;
+	sc->user = NULL;
+	keys_put(&sc->keys);
 	CNT(sc->s, auths[sc->mech & 7][RES_OK], 1);
 	return life;
 }
@@ -829,6 +894,8 @@ static int failed(struct px_sasl_conn *sc)
 {
 	CNT(sc->s, auths[sc->mech & 7][RES_FAIL], 1);
 	sc->hs_done = 0;
+	sc->user = NULL;
+	keys_put(&sc->keys);
 	return 0;
 }
 
@@ -865,6 +932,8 @@ static int t_handshake(struct px_sasl_conn *sc, const struct kd_frame_info *fi,
 		return PX_SA_ANSWER_CLOSE;
 	}
 	kd_saslhs_resp_write(&res->answer, corr, 0, list);
+	if (!sc->keys)
+		sc->keys = keys_get(sc->s);
 	sc->hs_done = 1;
 	sc->hs_ver = (uint8_t)ver;
 	sc->mech = (uint8_t)mech;

@@ -55,6 +55,11 @@ unsigned px_sasl_mechs(const struct px_sasl_conf *c);
  * err on a bad file; a configuration with SASL off gives an empty state. */
 struct px_sasl *px_sasl_new(const struct px_sasl_conf *c, char *err, size_t errlen);
 void px_sasl_free(struct px_sasl **s);
+/* Reads the credentials and JWKS files again (SIGHUP): 1 when the new ones
+ * are in force (exchanges under way finish with the old ones), 0 when
+ * kwire does not terminate SASL, -1 with err when a file is bad (the old
+ * ones stay). */
+int px_sasl_reload(struct px_sasl *s, char *err, size_t errlen);
 /* Prometheus text: authentications, refusals before authentication,
  * re-authentications, expired sessions, requests per principal (at most
  * PX_SASL_PRINCIPALS principals, the rest as "_other"). */

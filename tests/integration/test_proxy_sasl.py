@@ -21,7 +21,10 @@ principal User:bob, a 1.5 s handshake timeout.
    terminating) checks what the clients' own SASL implementations send
    through B; B learns each principal from A's answers (its access log and
    metrics), and a wrong password through B is refused by A.
-6. kwire's own identity upstream: kwire C terminates the clients' SASL and
+6. Reload: a user added to the credentials file (kwire passwd) can log in
+   after SIGHUP, and a broken file on SIGHUP keeps the users in force with
+   a clear log line.
+7. kwire's own identity upstream: kwire C terminates the clients' SASL and
    authenticates to A as User:svc with SCRAM-SHA-512 (upstream_sasl_*): A's
    log shows User:svc, C's shows User:alice; with a wrong upstream password
    C closes the client's connection with a clear log line.
@@ -183,6 +186,37 @@ def bob_denied(bootstrap):
           f"bob's Produce: {res}, wanted TOPIC_AUTHORIZATION_FAILED")
 
 
+def reload(kwire, c, creds):
+    import signal
+    from confluent_kafka import Producer
+    su.passwd(kwire, creds, "carol", "Carol-pw-77")
+    conf = su.sasl_conf(c.bootstrap, "SCRAM-SHA-512", "carol", "Carol-pw-77")
+    su.confluent_refused(conf, "carol before the reload")
+    c.px.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while "SASL credentials and keys reloaded" not in c.proxy_stderr():
+        check(time.monotonic() < deadline, "no log line for the SASL reload")
+        time.sleep(0.1)
+    md = Producer(conf).list_topics(timeout=10)
+    check(TOPIC in md.topics, "carol cannot log in after the reload")
+    with open(creds) as f:
+        good = f.read()
+    with open(creds, "a") as f:
+        f.write("dave SCRAM-SHA-256 12 AAAA AAAA AAAA\n")
+    c.px.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while "SASL credentials not reloaded, the old ones stay" not in c.proxy_stderr():
+        check(time.monotonic() < deadline, "no log line for the bad credentials file")
+        time.sleep(0.1)
+    check(":" in c.proxy_stderr().split("the old ones stay: ")[-1].split("\n")[0],
+          "the bad file's line is not named")
+    md = Producer(su.sasl_conf(c.bootstrap, "PLAIN", "alice", USERS["alice"])).list_topics(
+        timeout=10)
+    check(TOPIC in md.topics, "alice cannot log in after a failed reload")
+    with open(creds, "w") as f:
+        f.write(good)
+
+
 def principal_lines(entries, principal, api=None):
     return [e for e in entries if e.get("principal") == principal and
             (api is None or e.get("api") == api)]
@@ -262,6 +296,8 @@ def main():
         # 4. limits before authentication
         limits(c.bootstrap, c.admin)
         phase('. passthrough: B in front of A')
+        phase("reload")
+        reload(kwire, c, creds)
         # 5. passthrough: B in front of A
         b = su.Proxy(kwire, tmp, "passthrough", ["--upstream", c.bootstrap, "--sasl", "passthrough"])
         try:
@@ -288,7 +324,7 @@ def main():
         finally:
             check(b.stop() == 0, "passthrough kwire did not exit cleanly:\n" + b.stderr())
         phase(". kwire's own identity upstream (C -> A)")
-        # 6. kwire's own identity upstream (C -> A)
+        # 7. kwire's own identity upstream (C -> A)
         up = ("upstream_sasl_mechanism: SCRAM-SHA-512\nupstream_sasl_username: svc\n"
               f"upstream_sasl_password: \"{USERS['svc']}\"\n")
         cc = su.Proxy(kwire, tmp, "upstream-sasl", ["--upstream", c.bootstrap, "--sasl",
