@@ -1502,8 +1502,6 @@ static int c2s(struct px_conn *conn)
 		if (fi.kind == KD_EV_REQUEST) {
 			req->client_id = fi.req_hdr.client_id; /* the stream's stable copy */
 			px_count_api(px, req->key, req->ver, PX_CNT_REQ);
-			if (conn->principal[0])
-				px_sasl_count_request(px->sasl, conn->principal);
 		}
 		req->tap = px->tap != NULL;
 		int tap = req->tap; /* req may be gone below (no response due) */

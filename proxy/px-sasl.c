@@ -217,12 +217,6 @@ enum { RES_OK = 0, RES_FAIL = 1 };
 enum { PRE_REQUEST = 0, PRE_FRAME, PRE_TIMEOUT, PRE_STATE, PRE_N };
 static const char *const pre_names[] = {"request", "frame_size", "timeout", "state"};
 
-struct principal_slot {
-	char name[PX_PRINCIPAL_MAX]; /* "" free */
-	uint64_t requests;
-};
-#define PRINCIPAL_SLOTS 128 /* > PX_SASL_PRINCIPALS: open addressing */
-
 /* The credentials and keys in force: replaced as a whole by a reload
  * (px_sasl_reload); an exchange holds a reference from its handshake to
  * its end, so that a reload never pulls a user from under it. */
@@ -240,10 +234,7 @@ struct px_sasl {
 	_Atomic uint64_t reauths, expired, pre[PRE_N];
 	_Atomic uint64_t up_auths[2];
 	_Atomic int up_lifetime_warned;
-	pthread_mutex_t mu; /* principals, scram cache */
-	struct principal_slot slots[PRINCIPAL_SLOTS];
-	unsigned nslots;
-	uint64_t other_requests;
+	pthread_mutex_t mu; /* keys, scram cache */
 	/* SCRAM client: the last SaltedPassword kwire computed for the broker's
 	 * salt and iterations (PBKDF2 is slow; the broker's salt is per user). */
 	int cache_hash;
@@ -343,61 +334,10 @@ void px_sasl_free(struct px_sasl **sp)
 #define CNT(s, f, n) atomic_fetch_add_explicit(&(s)->f, (n), memory_order_relaxed)
 #define GET(x) atomic_load_explicit(&(x), memory_order_relaxed)
 
-static uint32_t fnv(const char *s)
-{
-	uint32_t h = 2166136261u;
-	for (; *s; s++)
-		h = (h ^ (uint8_t)*s) * 16777619u;
-	return h;
-}
-
-void px_sasl_count_request(struct px_sasl *s, const char *principal)
-{
-	if (!principal[0])
-		return;
-	pthread_mutex_lock(&s->mu);
-	uint32_t h = fnv(principal) % PRINCIPAL_SLOTS;
-	for (unsigned i = 0; i < PRINCIPAL_SLOTS; i++) {
-		struct principal_slot *sl = &s->slots[(h + i) % PRINCIPAL_SLOTS];
-		if (!sl->name[0]) {
-			if (s->nslots >= PX_SASL_PRINCIPALS)
-				break;
-			snprintf(sl->name, sizeof(sl->name), "%s", principal);
-			s->nslots++;
-		}
-		if (!strcmp(sl->name, principal)) {
-			sl->requests++;
-			pthread_mutex_unlock(&s->mu);
-			return;
-		}
-	}
-	s->other_requests++;
-	pthread_mutex_unlock(&s->mu);
-}
-
-/* A Prometheus label value: \\ " and newline escaped. */
-static void label(struct kd_wbuf *w, const char *v)
-{
-	for (; *v; v++) {
-		if (*v == '\\' || *v == '"') {
-			kd_w_raw(w, "\\", 1);
-			kd_w_raw(w, v, 1);
-		} else if (*v == '\n') {
-			kd_w_raw(w, "\\n", 2);
-		} else {
-			kd_w_raw(w, v, 1);
-		}
-	}
-}
-
-static void principal_metrics(struct px_sasl *s, struct kd_wbuf *w);
-
 void px_sasl_metrics(struct px_sasl *s, struct kd_wbuf *w)
 {
-	if (s->c->mode == PX_SASL_OFF) {
-		principal_metrics(s, w); /* mTLS principals */
+	if (s->c->mode == PX_SASL_OFF)
 		return;
-	}
 	kd_w_fmt(w, "# HELP kwire_sasl_authentications_total SASL authentications of clients, "
 	            "by mechanism and result.\n"
 	            "# TYPE kwire_sasl_authentications_total counter\n");
@@ -433,32 +373,6 @@ void px_sasl_metrics(struct px_sasl *s, struct kd_wbuf *w)
 	         "kwire_sasl_upstream_authentications_total{result=\"success\"} %" PRIu64 "\n"
 	         "kwire_sasl_upstream_authentications_total{result=\"failure\"} %" PRIu64 "\n",
 	         GET(s->up_auths[RES_OK]), GET(s->up_auths[RES_FAIL]));
-	principal_metrics(s, w);
-}
-
-static void principal_metrics(struct px_sasl *s, struct kd_wbuf *w)
-{
-	pthread_mutex_lock(&s->mu);
-	if (!s->nslots && s->c->mode == PX_SASL_OFF) {
-		pthread_mutex_unlock(&s->mu);
-		return;
-	}
-	kd_w_fmt(w,
-	         "# HELP kwire_principal_requests_total Requests by authenticated principal (the "
-	         "first %d principals; the rest as \"_other\").\n"
-	         "# TYPE kwire_principal_requests_total counter\n",
-	         PX_SASL_PRINCIPALS);
-	for (unsigned i = 0; i < PRINCIPAL_SLOTS; i++) {
-		if (!s->slots[i].name[0])
-			continue;
-		kd_w_fmt(w, "kwire_principal_requests_total{principal=\"");
-		label(w, s->slots[i].name);
-		kd_w_fmt(w, "\"} %" PRIu64 "\n", s->slots[i].requests);
-	}
-	if (s->other_requests)
-		kd_w_fmt(w, "kwire_principal_requests_total{principal=\"_other\"} %" PRIu64 "\n",
-		         s->other_requests);
-	pthread_mutex_unlock(&s->mu);
 }
 
 /* ---- one client connection ---- */

@@ -61,12 +61,9 @@ void px_sasl_free(struct px_sasl **s);
  * ones stay). */
 int px_sasl_reload(struct px_sasl *s, char *err, size_t errlen);
 /* Prometheus text: authentications, refusals before authentication,
- * re-authentications, expired sessions, requests per principal (at most
- * PX_SASL_PRINCIPALS principals, the rest as "_other"). */
+ * re-authentications, expired sessions, kwire's upstream authentications
+ * (requests per principal are px-admin.c's). */
 void px_sasl_metrics(struct px_sasl *s, struct kd_wbuf *w);
-#define PX_SASL_PRINCIPALS 100
-/* One request of principal (empty: none) for the per-principal counts. */
-void px_sasl_count_request(struct px_sasl *s, const char *principal);
 
 /* ---- one client connection ---- */
 
