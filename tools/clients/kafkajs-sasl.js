@@ -10,9 +10,12 @@
 // beginning in a consumer group until it has seen them all (not with
 // produce-only: a group join takes seconds against the mock). Exit status 0
 // when every record came back, 3 when the broker refused the
-// authentication (KafkaJSSASLAuthenticationError), 1 otherwise.
+// authentication (KafkaJSSASLAuthenticationError), 1 otherwise. With
+// KJS_CA set (a PEM file), the connection is TLS checked against that CA
+// (SASL_SSL).
 'use strict'
 
+const fs = require('fs')
 const os = require('os')
 const path = require('path')
 const { createRequire } = require('module')
@@ -31,6 +34,7 @@ async function main () {
     clientId: 'kafkajs-sasl',
     brokers: [bootstrap],
     sasl: { mechanism, username, password },
+    ssl: process.env.KJS_CA ? { ca: [fs.readFileSync(process.env.KJS_CA, 'utf-8')] } : false,
     logLevel: logLevel.NOTHING,
     retry: { retries: 2 },
     connectionTimeout: 5000,
