@@ -252,11 +252,17 @@ def check_kwire_sasl(kwire, tmp):
         b = base64.b64encode(b"x" * k + PASSWORD.encode()).decode()
         sec.add(b[(k * 4 + 2) // 3 + 1:-4])
     tap_a, tap_b = os.path.join(tmp, "a.pcapng"), os.path.join(tmp, "b.pcapng")
+    audit_a, audit_b = os.path.join(tmp, "audit-a.jsonl"), os.path.join(tmp, "audit-b.jsonl")
+    rules = os.path.join(tmp, "audit-rules.yaml")
+    with open(rules, "w") as f:  # every request, summarised, to the default sink
+        f.write("audit:\n  - name: everything\n    log: summary\n")
     with Cluster(topics=(("sec", 1),), log_format="text",
                  extra_proxy_args=["--sasl", "terminate", "--sasl-credentials", creds,
-                                   "--tap", tap_a, "-v", "-v"]) as a:
+                                   "--tap", tap_a, "--rules", rules, "--audit-log", audit_a,
+                                   "-v", "-v"]) as a:
         b = su.Proxy(kwire, tmp, "pt", ["--upstream", a.bootstrap, "--sasl", "passthrough",
-                                        "--tap", tap_b, "-v", "-v"])
+                                        "--tap", tap_b, "--rules", rules, "--audit-log",
+                                        audit_b, "-v", "-v"])
         relay = Relay(a.bootstrap)
         outs = {}
         try:
@@ -301,6 +307,14 @@ def check_kwire_sasl(kwire, tmp):
     r = subprocess.run([kwire, "proxy", "-c", cpath, "-u", "127.0.0.1:1", "--print-config"],
                        capture_output=True, text=True, timeout=20)
     outs["--print-config"] = r.stdout + r.stderr
+    # the audit trails
+    for name, path in (("audit A (terminating)", audit_a), ("audit B (passthrough)", audit_b)):
+        with open(path) as f:
+            outs[name] = f.read()
+    check("SaslAuthenticate" in outs["audit B (passthrough)"],
+          "the passthrough audit has no SaslAuthenticate record")
+    check('"principal":"User:alice"' in outs["audit A (terminating)"],
+          "the audit names no principal")
     # the taps (pcapng of what each kwire forwarded), raw and decoded
     for name, path in (("tap A (terminating)", tap_a), ("tap B (passthrough)", tap_b)):
         with open(path, "rb") as f:
