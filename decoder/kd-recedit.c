@@ -102,6 +102,9 @@ static int rw_batch(struct kd_recedit *s, const struct kd_batch *b, kd_rec_edit_
 	    .transactional = b->transactional,
 	    .delete_horizon = b->delete_horizon,
 	    .explicit_offsets = 1,
+	    /* The producer's level is not on the wire: the fastest level of
+	     * the codec, so that a proxy in the path is not its bottleneck. */
+	    .compression_level = b->codec == KD_CODEC_GZIP || b->codec == KD_CODEC_ZSTD ? 1 : 0,
 	    .snappy_raw = b->codec == KD_CODEC_SNAPPY &&
 	                  !(b->records_raw.len >= 8 &&
 	                    !memcmp(b->records_raw.p, xerial_magic, sizeof(xerial_magic))),

@@ -7,7 +7,8 @@
  * of its header kept: baseOffset, partitionLeaderEpoch, attributes,
  * lastOffsetDelta, baseTimestamp, maxTimestamp, producerId, producerEpoch,
  * baseSequence and the record count; each record keeps its offset and
- * timestamp deltas and its key. batchLength and the CRC-32C are computed
+ * timestamp deltas and its key. The codec's fastest level is used (gzip
+ * and zstd level 1): the producer's level is not on the wire. batchLength and the CRC-32C are computed
  * anew. A batch with no change, and every control batch, is copied byte for
  * byte. A partial last batch (the end of a Fetch partition) is left out.
  * Pure: no I/O. */
