@@ -153,6 +153,7 @@ struct px_conn {
 	 * Fetch v16+); allocated at the first. */
 	struct px_sedit *se;
 	uint8_t warned_trailing; /* bytes after a body: warned once */
+	uint8_t warned_rw;       /* records a rewrite refused: warned once */
 	/* The response being streamed: emitted to on_pair at its last byte. */
 	struct px_req *cur;
 	uint8_t cur_rewritten;
@@ -1179,8 +1180,13 @@ static void rw_note(struct px_conn *conn, const struct px_req *req, const struct
 	PX_INC(px, rw_records, records);
 	PX_INC(px, rw_passed, passed);
 	PX_INC(px, rw_refused, refused);
+	/* A consumer refused keeps fetching the same records: warn once per
+	 * connection, then at debug level (the counters count them all). */
+	int level = refused && !conn->warned_rw ? 1 : 3;
+	if (refused)
+		conn->warned_rw = 1;
 	if (passed || refused)
-		px_log(px, refused ? 1 : 3,
+		px_log(px, level,
 		       "%s: %s v%d #%d: rewrite: %u partition(s) refused, %u passed "
 		       "unchanged: %s",
 		       conn->client_addr, api_name(req->key), req->ver, req->corr, refused, passed,
