@@ -1,8 +1,8 @@
 """The client side of bench_tls.py (run inside the path's network
 namespace). Prints one JSON object on stdout.
 
-  tput  BOOTSTRAP CA N     produce N 1 KiB messages (acks=1) over 12
-                           partitions, then consume them all: MB/s each
+  tput  BOOTSTRAP CA N T   produce N 1 KiB messages (acks=1) to topic T's
+                           12 partitions, then consume them all: MB/s each
   lat   BOOTSTRAP CA N     one message in flight at a time: p50/p99 ms
   conns HOST:PORT CA SECS  new TLS connections a second (handshake, one
                            ApiVersions request and its answer, close), 4
@@ -33,25 +33,26 @@ def conf(bootstrap, ca):
     return c
 
 
-def tput(bootstrap, ca, n):
+def tput(bootstrap, ca, n, topic):
     from confluent_kafka import Consumer, Producer, TopicPartition
     p = Producer({**conf(bootstrap, ca), "acks": 1, "linger.ms": 5,
                   "batch.num.messages": 1000, "queue.buffering.max.messages": 200000})
     payload = b"x" * MSG
-    p.list_topics("bench", timeout=10)
+    p.list_topics(topic, timeout=10)
     t0 = time.monotonic()
     for i in range(n):
         while True:
             try:
-                p.produce("bench", payload, partition=i % PARTS)
+                p.produce(topic, payload, partition=i % PARTS)
                 break
             except BufferError:
                 p.poll(0.001)
     p.flush(120)
     tp = time.monotonic() - t0
     c = Consumer({**conf(bootstrap, ca), "group.id": "bench", "enable.auto.commit": False,
+                  "auto.offset.reset": "earliest",
                   "fetch.max.bytes": 8 << 20, "max.partition.fetch.bytes": 4 << 20})
-    c.assign([TopicPartition("bench", i, 0) for i in range(PARTS)])
+    c.assign([TopicPartition(topic, i, 0) for i in range(PARTS)])
     got = 0
     t0 = time.monotonic()
     while got < n and time.monotonic() - t0 < 120:
@@ -151,7 +152,7 @@ def cipher(addr, ca):
 def main():
     mode = sys.argv[1]
     a = sys.argv[2:]
-    out = {"tput": lambda: tput(a[0], a[1], int(a[2])),
+    out = {"tput": lambda: tput(a[0], a[1], int(a[2]), a[3]),
            "lat": lambda: lat(a[0], a[1], int(a[2])),
            "conns": lambda: conns(a[0], a[1], float(a[2])),
            "idle": lambda: idle(a[0], a[1], int(a[2])),

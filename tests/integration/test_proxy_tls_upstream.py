@@ -15,7 +15,9 @@ checked.
 
 1. plain -> TLS and TLS -> TLS: kcat and confluent-kafka produce and consume
    every message through kwire.
-2. A terminator whose certificate is untrusted (another CA), or is for
+2. SNI is sent: a terminator that serves only clients asking for
+   "localhost" answers kwire bootstrapping at localhost, not at 127.0.0.1.
+3. A terminator whose certificate is untrusted (another CA), or is for
    another host, is refused: the client gets no metadata and kwire logs
    "broker certificate refused" with the reason.
 """
@@ -92,6 +94,7 @@ class Setup:
             self.pems[name] = path
         self.wrong_port = free_port()
         self.rogue_port = free_port()
+        self.sni_port = free_port()
         cfg = os.path.join(self.tmp, "haproxy.cfg")
         with open(cfg, "w") as f:
             f.write("global\n  maxconn 1000\n"
@@ -106,9 +109,14 @@ class Setup:
                 f.write(f"frontend {name}\n  bind 127.0.0.1:{port} ssl crt {self.pems[name]}\n"
                         f"  default_backend {name}_k\n"
                         f"backend {name}_k\n  server s 127.0.0.1:{first} namespace {self.ns}\n")
+            # Serves only clients that ask for "localhost" by SNI.
+            f.write(f"frontend sni\n  bind 127.0.0.1:{self.sni_port} ssl crt {self.pems['server']}\n"
+                    "  tcp-request content reject unless { ssl_fc_sni -m str localhost }\n"
+                    "  default_backend sni_k\n"
+                    f"backend sni_k\n  server s 127.0.0.1:{first} namespace {self.ns}\n")
         self.hap = subprocess.Popen([HAPROXY, "-db", "-f", cfg], stdout=subprocess.DEVNULL,
                                     stderr=open(os.path.join(self.tmp, "haproxy.err"), "w"))
-        ports = list(self.brokers.values()) + [self.wrong_port, self.rogue_port]
+        ports = list(self.brokers.values()) + [self.wrong_port, self.rogue_port, self.sni_port]
         deadline = time.monotonic() + 10
         while not all(listening(p) for p in ports):
             if self.hap.poll() is not None or time.monotonic() > deadline:
@@ -247,6 +255,26 @@ def main():
                       "tls")
             check(not warnings(err), "kwire complained:\n" + "\n".join(warnings(err)[:5]))
             print(f"TLS -> TLS (haproxy): confluent-kafka produced and consumed {N} messages")
+            # SNI: a terminator that serves only "localhost" answers kwire
+            # when kwire's bootstrap is localhost (SNI sent), and not when it
+            # is 127.0.0.1 (no SNI for an address, RFC 6066).
+            for host, ok in (("localhost", True), ("127.0.0.1", False)):
+                err = os.path.join(tmp, f"sni-{host}.err")
+                p = subprocess.Popen([env("KWIRE_BIN"), "proxy", "--upstream",
+                                      f"{host}:{s.sni_port}", "--listen", "127.0.0.1:0",
+                                      "--no-log", "--upstream-tls-ca", certs["ca"]],
+                                     stdout=subprocess.PIPE, stderr=open(err, "w"),
+                                     env=kwire_env())
+                s.procs.append(p)
+                line = _readline(p, time.monotonic() + 20, "kwire proxy")
+                while not line.startswith("LISTEN "):
+                    line = _readline(p, time.monotonic() + 20, "kwire proxy")
+                r = subprocess.run(["kcat", "-L", "-b", line.split()[1], "-m", "5"],
+                                   capture_output=True, timeout=20)
+                check((r.returncode == 0) == ok and (b"broker 1 at" in r.stdout) == ok,
+                      f"upstream {host}: kcat -L {'failed' if ok else 'worked'}: "
+                      f"{r.stderr.decode()[-300:]}")
+            print("SNI: sent for a host name (an SNI-only terminator answers), not for an address")
             # Refused terminators: an untrusted CA, a certificate for another host.
             for name, port, pattern in (
                     ("rogue", s.rogue_port,
