@@ -642,7 +642,8 @@ static unsigned event_sinks(struct px_audit *a, const struct rule_set *rs,
 static void audit_refusal(struct px_audit *a, const struct rule_set *rs, const struct rule_judge *j,
                           const struct px_judged *jd, const struct px_audit_who *who)
 {
-	static const char *const acts[] = {"forwarded", "answered", "dropped", "split", "closed"};
+	static const char *const acts[] = {"forwarded", "answered", "dropped",
+	                                   "split",     "closed",   "rewritten"};
 	const struct rule *rule = jd->rule;
 	struct kd_wbuf w = {0};
 	ev_head(&w, rule && rule->section == RULE_POLICY ? "policy" : "deny",
@@ -654,7 +655,7 @@ static void audit_refusal(struct px_audit *a, const struct rule_set *rs, const s
 	else
 		kd_w_fmt(&w, "\"%d\"", jd->error);
 	kd_w_fmt(&w, ",\"error_code\":%d,\"action\":\"%s\",\"topics\":[", jd->error,
-	         acts[jd->act < 5 ? jd->act : 0]);
+	         acts[(unsigned)jd->act < sizeof(acts) / sizeof(acts[0]) ? jd->act : 0]);
 	const struct rule_req *req = &j->facts.req;
 	unsigned nt = 0;
 	for (unsigned t = 0; t < req->ntopics; t++) {
