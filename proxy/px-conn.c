@@ -190,6 +190,12 @@ struct px_conn {
 	struct px_sasl_conn *sc;
 	struct px_sasl_up *su;
 	struct event *sasl_timer;
+	/* KIP-368 towards the broker: when kwire's session there is due for
+	 * re-authentication (up_reauth_ev), no new request is forwarded
+	 * (up_reauth 1) until none is in flight; kwire then re-authenticates
+	 * (up_reauth 2, su set) and forwarding resumes. */
+	struct event *up_reauth_ev;
+	uint8_t up_reauth;
 };
 
 static void conn_free(struct px_conn *conn);
@@ -512,6 +518,8 @@ static void conn_free(struct px_conn *conn)
 	px_sasl_up_free(&conn->su);
 	if (conn->sasl_timer)
 		event_free(conn->sasl_timer);
+	if (conn->up_reauth_ev)
+		event_free(conn->up_reauth_ev);
 	close_upstream(conn);
 	if (conn->cbev)
 		bufferevent_free(conn->cbev);
@@ -672,6 +680,59 @@ static void sasl_up_begin(struct px_conn *conn)
 	bufferevent_enable(conn->ubev, EV_READ);
 }
 
+/* The broker's session for kwire ends (KIP-368): re-authenticate once the
+ * connection is quiet (pump, sasl_up_reauth_now). */
+static void up_reauth_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct px_conn *conn = arg;
+	(void)fd;
+	(void)what;
+	if (conn->closing || conn->up_reauth)
+		return;
+	conn->up_reauth = 1;
+	pump(conn);
+}
+
+/* Schedules the re-authentication at 85% of the lifetime the broker gave,
+ * leaving time to let requests in flight finish first. */
+static void sasl_up_schedule(struct px_conn *conn, int64_t lifetime_ms)
+{
+	if (lifetime_ms <= 0)
+		return;
+	if (!conn->up_reauth_ev &&
+	    !(conn->up_reauth_ev = evtimer_new(conn->wk->base, up_reauth_cb, conn))) {
+		px_log(conn->px, 1, "%s: out of memory: the session at %s will not be renewed",
+		       conn->client_addr, conn->up_addr);
+		return;
+	}
+	int64_t ms = lifetime_ms * 85 / 100;
+	struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+	evtimer_add(conn->up_reauth_ev, &tv);
+}
+
+/* Nothing in flight and re-authentication due: kwire's SaslHandshake and
+ * SaslAuthenticate go out; their answers are read by sasl_up_read, before
+ * the stream sees any byte. Returns -1 when conn was freed. */
+static int sasl_up_reauth_now(struct px_conn *conn)
+{
+	struct kd_wbuf wb = {0};
+	conn->su = px_sasl_up_new(conn->px->sasl, &conn->px->conf.sasl);
+	if (conn->su)
+		px_sasl_up_start(conn->su, &wb);
+	if (!conn->su || wb.err) {
+		kd_wbuf_free(&wb);
+		px_log(conn->px, 0, "%s: out of memory", conn->client_addr);
+		conn_free(conn);
+		return -1;
+	}
+	conn->up_reauth = 2;
+	evbuffer_add(bufferevent_get_output(conn->ubev), wb.p, wb.len);
+	kd_wbuf_free(&wb);
+	px_log(conn->px, 3, "%s: re-authenticating to %s (KIP-368)", conn->client_addr,
+	       conn->up_addr);
+	return 0;
+}
+
 static void sasl_up_read(struct px_conn *conn)
 {
 	struct px *px = conn->px;
@@ -689,13 +750,17 @@ static void sasl_up_read(struct px_conn *conn)
 	}
 	if (rc == 0)
 		return;
-	if (why[0])
-		px_log(px, 1, "SASL to %s: %s", conn->up_addr, why);
-	px_log(px, 3, "%s: authenticated to %s as '%s' (%s)", conn->client_addr, conn->up_addr,
-	       px->conf.sasl.up_user, kd_sasl_mech_name(px->conf.sasl.up_mech));
+	px_log(px, 3, "%s: %sauthenticated to %s as '%s' (%s)", conn->client_addr,
+	       conn->up_reauth ? "re-" : "", conn->up_addr, px->conf.sasl.up_user,
+	       kd_sasl_mech_name(px->conf.sasl.up_mech));
+	sasl_up_schedule(conn, px_sasl_up_lifetime(conn->su));
 	px_sasl_up_free(&conn->su);
+	if (conn->up_reauth)
+		px_sasl_up_reauthenticated(px->sasl);
+	conn->up_reauth = 0;
+	if (!conn->up_ok) /* the connect timeout; later the timer may be the drain's */
+		evtimer_del(conn->timer);
 	conn->up_ok = 1;
-	evtimer_del(conn->timer);
 	pump(conn);
 }
 
@@ -775,8 +840,8 @@ static void read_more(struct px_conn *conn, struct bufferevent *bev)
 static void read_cb(struct bufferevent *bev, void *arg)
 {
 	struct px_conn *conn = arg;
-	if (!conn->up_ok && conn->su && bev == conn->ubev) {
-		sasl_up_read(conn);
+	if (conn->su && bev == conn->ubev) {
+		sasl_up_read(conn); /* kwire's own (re-)authentication */
 		return;
 	}
 	read_more(arg, bev);
@@ -1415,8 +1480,8 @@ static int c2s(struct px_conn *conn)
 			PX_INC(px, bytes_out_upstream, (uint64_t)n);
 			continue;
 		}
-		if (!evbuffer_get_length(in) || conn->draining)
-			return 0;
+		if (!evbuffer_get_length(in) || conn->draining || conn->up_reauth)
+			return 0; /* up_reauth: kwire re-authenticates to the broker first */
 		if (inflight(conn) >= px->conf.max_inflight || evbuffer_get_length(out) >= conn->wm)
 			return 0; /* flow() pauses the client */
 		struct kd_frame_info fi;
@@ -2314,7 +2379,10 @@ static int pump(struct px_conn *conn)
 		return -1;
 	if (conn->up_ok && conn->ubev) {
 		/* Responses first: they free FIFO room for waiting requests. */
-		if (s2c(conn) < 0 || c2s(conn) < 0)
+		if (conn->up_reauth != 2 && (s2c(conn) < 0 || c2s(conn) < 0))
+			return -1;
+		if (conn->up_reauth == 1 && !inflight(conn) && !conn->req_left &&
+		    !conn->resp_left && !conn->drop_left && sasl_up_reauth_now(conn) < 0)
 			return -1;
 	}
 	if (conn->draining && !inflight(conn) && !conn->req_left && !conn->resp_left &&

@@ -232,8 +232,7 @@ struct px_sasl {
 	struct px_sasl_keys *keys;    /* under mu */
 	_Atomic uint64_t auths[8][2]; /* [mechanism][RES_*] */
 	_Atomic uint64_t reauths, expired, pre[PRE_N];
-	_Atomic uint64_t up_auths[2];
-	_Atomic int up_lifetime_warned;
+	_Atomic uint64_t up_auths[2], up_reauths;
 	pthread_mutex_t mu; /* keys, scram cache */
 	/* SCRAM client: the last SaltedPassword kwire computed for the broker's
 	 * salt and iterations (PBKDF2 is slow; the broker's salt is per user). */
@@ -371,8 +370,12 @@ void px_sasl_metrics(struct px_sasl *s, struct kd_wbuf *w)
 	         "authentications to brokers, by result.\n"
 	         "# TYPE kwire_sasl_upstream_authentications_total counter\n"
 	         "kwire_sasl_upstream_authentications_total{result=\"success\"} %" PRIu64 "\n"
-	         "kwire_sasl_upstream_authentications_total{result=\"failure\"} %" PRIu64 "\n",
-	         GET(s->up_auths[RES_OK]), GET(s->up_auths[RES_FAIL]));
+	         "kwire_sasl_upstream_authentications_total{result=\"failure\"} %" PRIu64 "\n"
+	         "# HELP kwire_sasl_upstream_reauthentications_total kwire's KIP-368 "
+	         "re-authentications of its connections to brokers.\n"
+	         "# TYPE kwire_sasl_upstream_reauthentications_total counter\n"
+	         "kwire_sasl_upstream_reauthentications_total %" PRIu64 "\n",
+	         GET(s->up_auths[RES_OK]), GET(s->up_auths[RES_FAIL]), GET(s->up_reauths));
 }
 
 /* ---- one client connection ---- */
@@ -1103,6 +1106,7 @@ struct px_sasl_up {
 	const struct px_sasl_conf *c;
 	int state;
 	int hash;
+	int64_t lifetime_ms; /* the broker's SessionLifetimeMs (KIP-368), 0 none */
 	char cnonce[40];
 	char first_bare[PX_SASL_NAME_MAX * 3 + 64];
 	uint8_t server_sig[PX_SCRAM_KEY_MAX];
@@ -1127,6 +1131,16 @@ void px_sasl_up_free(struct px_sasl_up **u)
 		OPENSSL_cleanse(*u, sizeof(**u));
 	free(*u);
 	*u = NULL;
+}
+
+int64_t px_sasl_up_lifetime(const struct px_sasl_up *u)
+{
+	return u->lifetime_ms;
+}
+
+void px_sasl_up_reauthenticated(struct px_sasl *s)
+{
+	CNT(s, up_reauths, 1);
 }
 
 void px_sasl_up_start(struct px_sasl_up *u, struct kd_wbuf *out)
@@ -1343,20 +1357,7 @@ int px_sasl_up_feed(struct px_sasl_up *u, struct evbuffer *in, struct kd_wbuf *o
 					}
 				}
 				if (!rc) {
-					if (ar.lifetime_ms > 0 &&
-					    !atomic_exchange(&u->s->up_lifetime_warned, 1))
-						snprintf(
-						    whyb, whylen,
-						    "the broker gives kwire's sessions a lifetime "
-						    "of "
-						    "%" PRId64
-						    " ms; kwire does not re-authenticate "
-						    "its upstream connections, so the broker "
-						    "closes "
-						    "them when it ends (set "
-						    "connections.max.reauth.ms "
-						    "0 for kwire's user, or expect reconnects)",
-						    ar.lifetime_ms);
+					u->lifetime_ms = ar.lifetime_ms > 0 ? ar.lifetime_ms : 0;
 					u->state = UP_DONE;
 					rc = 1;
 				}

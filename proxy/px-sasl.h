@@ -117,9 +117,12 @@ struct px_sasl_up *px_sasl_up_new(struct px_sasl *s, const struct px_sasl_conf *
 void px_sasl_up_free(struct px_sasl_up **u);
 /* The first request, appended to out. */
 void px_sasl_up_start(struct px_sasl_up *u, struct kd_wbuf *out);
-/* Reads the broker's answers from in: 1 authenticated (why, when not
- * empty, is a warning to log), 0 more to come (the next request, if any,
- * appended to out), -1 refused (why). */
+/* After success: the session lifetime the broker gave (KIP-368), 0 none. */
+int64_t px_sasl_up_lifetime(const struct px_sasl_up *u);
+/* Counts one re-authentication of an upstream connection. */
+void px_sasl_up_reauthenticated(struct px_sasl *s);
+/* Reads the broker's answers from in: 1 authenticated, 0 more to come
+ * (the next request, if any, appended to out), -1 refused (why). */
 int px_sasl_up_feed(struct px_sasl_up *u, struct evbuffer *in, struct kd_wbuf *out, char *why,
                     size_t whylen);
 

@@ -17,7 +17,10 @@ python3-jwt signs:
    sending for 5 s gets every record delivered; librdkafka 2.12
    re-authenticates on the same connections (re-authentications counted,
    no session expired), librdkafka 2.0.2 (no KIP-368) is closed when its
-   session ends and reconnects (expired sessions counted).
+   session ends and reconnects (expired sessions counted). Then a third
+   kwire that authenticates upstream as its own user (upstream_sasl_*)
+   re-authenticates its connections to that kwire in time: every record
+   delivered, no session expired.
 """
 import base64
 import json
@@ -130,6 +133,38 @@ def kip368(c, kwire, tmp, creds):
             check(expired >= 1, "a client that cannot re-authenticate kept its session")
             check("without re-authentication: closing (KIP-368)" in px.stderr(),
                   "no log line for the expired session")
+        # kwire itself as the client: C authenticates to px as svc and
+        # re-authenticates its upstream connections before they expire
+        up = ("upstream_sasl_mechanism: SCRAM-SHA-512\nupstream_sasl_username: svc\n"
+              "upstream_sasl_password: \"Svc-pw-2\"\n")
+        cc = su.Proxy(kwire, tmp, "kip368-up", ["--upstream", px.bootstrap, "--sasl",
+                                                "terminate", "--sasl-credentials", creds],
+                      config=up)
+        try:
+            exp0 = px.metric("kwire_sasl_sessions_expired_total")
+            re0 = px.metric("kwire_sasl_reauthentications_total")
+            p = Producer(su.sasl_conf(cc.bootstrap, "PLAIN", "alice", "Alice-pw-1"))
+            res, n = [], 0
+            end = time.monotonic() + 5
+            while time.monotonic() < end:
+                p.produce(TOPIC, f"u-{n}".encode(), partition=1,
+                          on_delivery=lambda err, msg: res.append(err))
+                n += 1
+                p.poll(0.05)
+            p.flush(30)
+            check(len(res) == n and not any(res),
+                  f"kwire upstream KIP-368: {len(res)} of {n} delivered, "
+                  f"errors {[str(e) for e in res if e]}")
+            up_re = cc.metric("kwire_sasl_upstream_reauthentications_total")
+            print(f"kwire as a KIP-368 client: {n} records, {up_re:.0f} upstream "
+                  f"re-authentications")
+            check(up_re >= 1, "kwire never re-authenticated upstream")
+            check(px.metric("kwire_sasl_reauthentications_total") >= re0 + 1,
+                  "the broker side saw no re-authentication")
+            check(px.metric("kwire_sasl_sessions_expired_total") == exp0,
+                  "a session of kwire's upstream connections expired")
+        finally:
+            check(cc.stop() == 0, "the upstream kwire did not exit cleanly:\n" + cc.stderr())
     finally:
         check(px.stop() == 0, "the KIP-368 kwire did not exit cleanly:\n" + px.stderr())
 
@@ -145,6 +180,7 @@ def main():
         json.dump(jwks(rsa_key, ec_key), f)
     creds = os.path.join(tmp, "users")
     su.passwd(kwire, creds, "alice", "Alice-pw-1")
+    su.passwd(kwire, creds, "svc", "Svc-pw-2")
     rules = os.path.join(tmp, "rules.yaml")
     with open(rules, "w") as f:
         f.write(RULES)
