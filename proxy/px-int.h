@@ -15,6 +15,7 @@
 #include "kd-topics.h"
 #include "px-audit.h"
 #include "px-judge.h"
+#include "px-names.h"
 #include "px-rules.h"
 #include "px-sasl.h"
 #include "px.h"
@@ -108,6 +109,8 @@ struct px_worker {
 	struct px_rules_ref rules_ref;
 	struct rule_judge judge;
 	struct px_judged judged;
+	/* Names mapped for tenants (px-names.h); allocated at first use. */
+	struct px_names *names;
 };
 
 struct px_api_ctr {

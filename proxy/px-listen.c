@@ -1106,6 +1106,11 @@ void px_free(struct px **pxp)
 		px_rules_ref_drop(&wk->rules_ref);
 		rule_judge_free(&wk->judge);
 		px_judged_free(&wk->judged);
+		if (wk->names) {
+			px_names_free(wk->names);
+			free(wk->names);
+			wk->names = NULL;
+		}
 		for (struct px_handoff *ho = wk->queue, *next; ho; ho = next) {
 			next = ho->next;
 			evutil_closesocket(ho->fd);

@@ -64,7 +64,7 @@ int rule_names_map(const struct rule_names *nm, int kind, int to_cluster, const 
 int rule_names_maps(const struct rule_names *nm, int kind);
 
 /* The first rewrite rule with names whose matchers match req (header facts:
- * client id, principal, source, listener), or NULL. Counts its hit. */
+ * client id, principal, source, listener), or NULL. Counts nothing. */
 const struct rule *rule_names_for(const struct rule_set *rs, const struct rule_req *req);
 
 /* ---- loading (rule-load.c calls these for rules under `rewrite:`) ---- */

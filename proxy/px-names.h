@@ -1,0 +1,78 @@
+/* px-names.h: a tenant's names in the proxy (docs/proxy.md, "Names"): the
+ * requests of a client that a `rewrite:` rule with names matches go to the
+ * broker with the cluster's names, and the responses come back with the
+ * client's, with what lies outside its namespace taken out. The names are
+ * found by the decoder (kd-names.h), mapped by the rule (rule-names.h);
+ * this file is the glue: whole frames in, whole frames out. No I/O. */
+#ifndef PX_NAMES_H
+#define PX_NAMES_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kd-arena.h"
+#include "kd-cur.h"
+#include "kd-names.h"
+#include "kd-tree-t.h"
+#include "rule-t.h"
+
+/* Scratch for one worker thread. All-zero is a valid initial state. */
+struct px_names {
+	struct kd_arena arena;
+	struct kd_tree tree;
+	struct kd_names_res res;
+	const struct rule_names *nm; /* the rule being applied */
+	int to_cluster;
+	int16_t error;         /* PX_N_REFUSE: the error answered */
+	struct kd_wbuf out;    /* px_names_request's frame, reused */
+	char buf[32768 + 256]; /* a prefixed name */
+};
+
+/* px_names_request() results besides the negative KD_E*. */
+enum {
+	PX_N_SAME = 0,   /* forward the frame as it is */
+	PX_N_MAPPED = 1, /* out holds the frame with the cluster's names */
+	PX_N_REFUSE = 2, /* out holds kwire's answer (some name is outside the namespace,
+	                  * or the API cannot be mapped) */
+	PX_N_DROP = 3,   /* refused, and no answer is due (Produce acks=0) */
+};
+
+/* Whether requests of (api_key, version) from a client whose names are
+ * mapped are refused (and the API left out of its ApiVersions): the ACL
+ * APIs (resource patterns and filters that span namespaces), the share
+ * group APIs (share-group coordinator keys, names in fields the schema
+ * does not annotate), Envelope (a request inside bytes), and
+ * ConsumerGroupHeartbeat v1+ (SubscribedTopicRegex, a regular expression
+ * over the cluster's names). */
+int px_names_refused_api(int16_t api_key, int16_t version);
+
+/* Whether a request of (api_key, version) of a mapped client must be
+ * gathered whole and looked at. */
+int px_names_wants_request(int16_t api_key, int16_t version);
+
+/* Whether a response of (api_key, version) to a mapped client carries
+ * names (or, ApiVersions, versions to clamp). */
+int px_names_wants_response(int16_t api_key, int16_t version);
+
+/* Maps the request frame (INT32 size, header of hdr_len bytes, body)
+ * under rule (its names). *coord_kt gets a FindCoordinator request's
+ * KeyType (-1 otherwise), which its response needs. no_response: a
+ * Produce with acks=0. Appends to out. Returns PX_N_* or KD_ENOMEM; a
+ * body that does not decode is forwarded as it is (PX_N_SAME, *bad set),
+ * as the broker judges it. */
+int px_names_request(struct px_names *pn, const struct rule *rule, const uint8_t *frame, size_t len,
+                     const struct kd_req_hdr *hdr, int no_response, int *coord_kt, int *bad,
+                     struct kd_wbuf *out);
+
+/* Maps a response frame (INT32 size, response header, body) of (api_key,
+ * version) back under rule, appending the new frame to out. Returns 1
+ * (out holds it), 0 (nothing to change; out untouched) or a negative KD_E*
+ * (the body does not decode: the caller must not forward it, for it may
+ * hold another tenant's names). */
+int px_names_response(struct px_names *pn, const struct rule *rule, int16_t api_key,
+                      int16_t version, int coord_kt, const uint8_t *frame, size_t len,
+                      struct kd_wbuf *out);
+
+void px_names_free(struct px_names *pn);
+
+#endif
