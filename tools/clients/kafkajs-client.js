@@ -2,7 +2,8 @@
 // The kafkajs scenario for kwire's tests (tests/integration/test_proxy_kafkajs.py,
 // tools/capture-clients.sh).
 //
-// usage: kafkajs-client.js [--topic T] [--n N] [--group G] BOOTSTRAP EXPECTED_FILE
+// usage: kafkajs-client.js [--topic T] [--n N] [--group G] [--client-prefix P] BOOTSTRAP
+//                          EXPECTED_FILE
 //
 // kafkajs (pure JavaScript, shares no code with librdkafka) with the codecs
 // installed by tools/install-clients.sh: kafkajs' own gzip, kafkajs-snappy,
@@ -12,7 +13,9 @@
 // with three headers (one with an empty value) to partition i of T for the
 // i-th codec, in one send() call (so one batch). Then a consumer in group G
 // reads T from the beginning until it has every produced record, commits,
-// and leaves. The topic must exist with at least 5 partitions.
+// and leaves. The topic must exist with at least 5 partitions. Client ids are
+// kafkajs-CODEC and kafkajs-consumer, after P (tenants' tests map names by
+// client id).
 //
 // EXPECTED_FILE gets one line per record, as tools/clients/expectlib.py
 // writes them (format: docs/test-data.md): "produce" lines from the
@@ -100,10 +103,10 @@ async function zstdCodec() {
 }
 
 function parseArgs(argv) {
-  const o = { topic: 'kafkajs-codecs', n: 3, group: 'kafkajs-grp', rest: [] }
+  const o = { topic: 'kafkajs-codecs', n: 3, group: 'kafkajs-grp', client_prefix: '', rest: [] }
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]
-    if (['--topic', '--n', '--group', '--ssl-ca', '--ssl-cert', '--ssl-key'].includes(a)) {
+    if (['--topic', '--n', '--group', '--ssl-ca', '--ssl-cert', '--ssl-key', '--client-prefix'].includes(a)) {
       if (i + 1 >= argv.length) die(`${a} needs a value`)
       o[a.slice(2).replace('-', '_')] = argv[++i]
     } else if (a.startsWith('--')) {
@@ -116,7 +119,7 @@ function parseArgs(argv) {
   if (o.rest.length !== 2 || !Number.isInteger(o.n) || o.n < 1) {
     process.stderr.write(
       'usage: kafkajs-client.js [--topic T] [--n N] [--group G] ' +
-        '[--ssl-ca PEM [--ssl-cert PEM --ssl-key PEM]] BOOTSTRAP EXPECTED_FILE\n')
+        '[--client-prefix P] [--ssl-ca PEM [--ssl-cert PEM --ssl-key PEM]] BOOTSTRAP EXPECTED_FILE\n')
     process.exit(2)
   }
   return o
@@ -142,7 +145,7 @@ async function main() {
     : undefined
   const kafka = (clientId) =>
     new Kafka({
-      clientId,
+      clientId: o.client_prefix + clientId,
       brokers: bootstrap.split(','),
       ssl,
       logLevel: logLevel.ERROR,
