@@ -36,7 +36,7 @@ static int wanted(const struct kd_walk *w, const struct kd_field *f, unsigned ty
 	if (!w->on_value)
 		return 0;
 	if (type == KD_T_STRING)
-		return f->entity == KD_ENT_TOPIC_NAME;
+		return ((w->ents ? w->ents : 1u << KD_ENT_TOPIC_NAME) >> f->entity) & 1;
 	return type == KD_T_UUID && !strcmp(f->name, "TopicId");
 }
 
@@ -143,8 +143,10 @@ static int end_token(struct kd_walk *w)
 			return KD_ESHORT;
 		w->skip = (uint64_t)n;
 		w->cap_len = 0;
-		if (n <= KD_WALK_CAP && wanted(w, f, w->elem ? f->elem : f->type)) {
-			if (n)
+		if (wanted(w, f, w->elem ? f->elem : f->type)) {
+			if (n > KD_WALK_CAP)
+				w->missed++;
+			else if (n)
 				w->capture = 1;
 			else
 				w->on_value(w->arg, w->depth, f, w->cap, 0);
@@ -295,6 +297,11 @@ int kd_walk_stop_at_tags(struct kd_walk *w)
 		return KD_EUNSUPPORTED;
 	w->stop_tags = 1;
 	return KD_OK;
+}
+
+void kd_walk_capture(struct kd_walk *w, uint32_t ents)
+{
+	w->ents = ents;
 }
 
 void kd_walk_on_value(struct kd_walk *w, kd_walk_value_fn *fn, void *arg)

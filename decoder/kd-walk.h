@@ -85,6 +85,8 @@ struct kd_walk {
 	uint8_t stopped_tags;
 	uint8_t done;    /* KD_WALK_END was reported */
 	uint8_t capture; /* the bytes skipped are captured */
+	uint32_t ents;   /* strings captured: 1u << KD_ENT_*; 0: topic names */
+	uint32_t missed; /* captured kinds of strings longer than KD_WALK_CAP, not captured */
 	uint32_t cap_len;
 	uint8_t cap[KD_WALK_CAP];
 };
@@ -105,6 +107,14 @@ int kd_walk_stop_at_tags(struct kd_walk *w);
 
 /* Sets the value callback (topic names and ids, struct ends). */
 void kd_walk_on_value(struct kd_walk *w, kd_walk_value_fn *fn, void *arg);
+
+/* Which strings the value callback gets: those of the entities in ents
+ * (1u << KD_ENT_*; 0, the default, is topic names). When the callback
+ * runs for a string, w->off is the body offset of its end and w->tok_len
+ * the width of its length prefix, so that a caller can replace it in the
+ * body. A wanted string longer than KD_WALK_CAP is not captured: it is
+ * counted in w->missed. */
+void kd_walk_capture(struct kd_walk *w, uint32_t ents);
 
 /* Feeds the next len bytes of the body. *used is set to the bytes walked.
  * Returns KD_NEED_MORE (all of them walked, the body goes on),

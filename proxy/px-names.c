@@ -2,6 +2,7 @@
  * (px-names.h). Whole frames: decoded as a tree (kd-tree.h), every name
  * the schema marks mapped (kd-names.h) through the rule (rule-names.h),
  * re-encoded; the header is kept byte for byte. */
+#include <stdlib.h>
 #include <string.h>
 
 #include "kd-api-keys-gen.h"
@@ -188,8 +189,127 @@ int px_names_response(struct px_names *pn, const struct rule *rule, int16_t api_
 	return rc == KD_OK ? 1 : rc;
 }
 
+/* ---- splicing ---- */
+
+int px_names_splices(int16_t api_key, int16_t version, int is_request)
+{
+	if (is_request)
+		return api_key == KD_API_PRODUCE;
+	return api_key == KD_API_FETCH && kd_names_entities(api_key, version, 0);
+}
+
+/* The walk's value callback: a name ends at the walk's offset. */
+static void sp_value(void *arg, unsigned depth, const struct kd_field *f, const uint8_t *p,
+                     size_t len)
+{
+	struct px_names_sp *sp = arg;
+	struct kd_walk *w = &sp->walk;
+	(void)depth;
+	if (!f || f->type == KD_T_UUID || sp->bad)
+		return;
+	int kind = rule_names_kind(f->entity);
+	if (kind < 0 || !len)
+		return; /* an empty name names nothing */
+	struct kd_view out;
+	int rc = rule_names_map(sp->pn->nm, kind, sp->pn->to_cluster, p, len, sp->pn->buf,
+	                        sizeof(sp->pn->buf), &out);
+	if (rc == RULE_N_HIDDEN) {
+		sp->bad = 1;
+		return;
+	}
+	if (rc != RULE_N_MAPPED)
+		return;
+	if (sp->ned == sp->cap) {
+		unsigned ncap = sp->cap ? 2 * sp->cap : 16;
+		struct px_names_edit *n = realloc(sp->ed, ncap * sizeof(*n));
+		if (!n) {
+			sp->bad = 1;
+			return;
+		}
+		sp->ed = n;
+		sp->cap = ncap;
+	}
+	int compact = kd_field_compact(f, w->version, w->flex);
+	if (!compact && out.len > INT16_MAX) {
+		sp->bad = 1;
+		return;
+	}
+	struct px_names_edit *e = &sp->ed[sp->ned++];
+	e->len = (uint32_t)(w->tok_len + len);
+	e->off = sp->body_at + (uint32_t)w->off - e->len;
+	e->at = (uint32_t)sp->bytes.len;
+	if (compact)
+		kd_w_uvarint(&sp->bytes, out.len + 1);
+	else
+		kd_w_i16(&sp->bytes, (int16_t)out.len);
+	kd_w_raw(&sp->bytes, out.p, out.len);
+	e->nlen = (uint32_t)sp->bytes.len - e->at;
+	sp->delta += (int64_t)e->nlen - e->len;
+	if (sp->bytes.err)
+		sp->bad = 1;
+}
+
+int px_names_sp_init(struct px_names_sp *sp, struct px_names *pn, const struct rule *rule,
+                     int16_t api_key, int16_t version, int is_request, uint32_t body_at,
+                     uint32_t body_len)
+{
+	struct kd_wbuf b = sp->bytes;
+	struct px_names_edit *ed = sp->ed;
+	unsigned cap = sp->cap;
+	memset(sp, 0, sizeof(*sp));
+	sp->ed = ed;
+	sp->cap = cap;
+	b.len = 0;
+	b.err = 0;
+	sp->bytes = b;
+	sp->pn = pn;
+	pn->nm = rule->names;
+	pn->to_cluster = is_request;
+	sp->body_at = body_at;
+	int rc = kd_walk_init(&sp->walk, api_key, version, is_request, body_len);
+	if (rc != KD_OK) {
+		sp->bad = 1;
+		return rc;
+	}
+	kd_walk_capture(&sp->walk, (1u << KD_ENT_TOPIC_NAME) | (1u << KD_ENT_GROUP_ID) |
+	                               (1u << KD_ENT_TRANSACTIONAL_ID));
+	kd_walk_on_value(&sp->walk, sp_value, sp);
+	return KD_OK;
+}
+
+int px_names_sp_feed(struct px_names_sp *sp, const uint8_t *p, size_t n)
+{
+	while (n && !sp->ended) {
+		size_t used = 0;
+		int rc = kd_walk_feed(&sp->walk, p, n, &used);
+		p += used;
+		n -= used;
+		if (rc == KD_WALK_STOP)
+			continue;
+		if (rc == KD_WALK_END) {
+			sp->ended = 1;
+			break;
+		}
+		if (rc != KD_NEED_MORE) {
+			sp->bad = 1;
+			return rc;
+		}
+	}
+	if (sp->walk.missed)
+		sp->bad = 1;
+	return sp->ended ? KD_WALK_END : KD_NEED_MORE;
+}
+
+void px_names_sp_free(struct px_names_sp *sp)
+{
+	free(sp->ed);
+	kd_wbuf_free(&sp->bytes);
+	memset(sp, 0, sizeof(*sp));
+}
+
 void px_names_free(struct px_names *pn)
 {
 	kd_arena_free(&pn->arena);
 	kd_wbuf_free(&pn->out);
+	px_names_sp_free(&pn->sp);
 }

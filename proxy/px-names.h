@@ -14,7 +14,27 @@
 #include "kd-cur.h"
 #include "kd-names.h"
 #include "kd-tree-t.h"
+#include "kd-walk.h"
 #include "rule-t.h"
+
+struct px_names;
+
+struct px_names_edit {
+	uint32_t off, len; /* the name in the frame, its length prefix included */
+	uint32_t at, nlen; /* its replacement in px_names_sp.bytes */
+};
+
+struct px_names_sp {
+	struct kd_walk walk;
+	struct px_names *pn; /* its worker's */
+	uint32_t body_at;
+	uint8_t bad;
+	uint8_t ended;
+	struct px_names_edit *ed;
+	unsigned ned, cap;
+	struct kd_wbuf bytes;
+	int64_t delta; /* the frame's change in size */
+};
 
 /* Scratch for one worker thread. All-zero is a valid initial state. */
 struct px_names {
@@ -25,6 +45,7 @@ struct px_names {
 	int to_cluster;
 	int16_t error;         /* PX_N_REFUSE: the error answered */
 	struct kd_wbuf out;    /* px_names_request's frame, reused */
+	struct px_names_sp sp; /* the splice of the frame at hand */
 	char buf[32768 + 256]; /* a prefixed name */
 };
 
@@ -72,6 +93,34 @@ int px_names_request(struct px_names *pn, const struct rule *rule, const uint8_t
 int px_names_response(struct px_names *pn, const struct rule *rule, int16_t api_key,
                       int16_t version, int coord_kt, const uint8_t *frame, size_t len,
                       struct kd_wbuf *out);
+
+/* ---- splicing: the names replaced in place, the rest moved ----
+ *
+ * For the big messages (Produce requests, Fetch responses up to v12, whose
+ * topic names precede each topic's records): a skip-only walk (kd-walk.h)
+ * over the frame, fed in any chunks, finds every name and where it lies;
+ * the caller then moves the frame's bytes between them (never copied) and
+ * writes the mapped names, with the frame size corrected:
+ *
+ *   size' | bytes [4, e0.off) | name0' | bytes [e0.off + e0.len, e1.off) | ...
+ *
+ * A name outside the namespace, one too long to capture, or a body that
+ * does not walk leaves sp->bad set: the caller takes the whole-frame path
+ * (px_names_request / px_names_response) instead. */
+/* Whether (api_key, version, direction) is spliced rather than mapped
+ * whole: Produce requests and Fetch responses (v12 and below; later ones
+ * name topics by id only). */
+int px_names_splices(int16_t api_key, int16_t version, int is_request);
+
+/* Starts a splice walk of a frame whose body starts at frame offset
+ * body_at and has body_len bytes. KD_OK or KD_EUNSUPPORTED. */
+int px_names_sp_init(struct px_names_sp *sp, struct px_names *pn, const struct rule *rule,
+                     int16_t api_key, int16_t version, int is_request, uint32_t body_at,
+                     uint32_t body_len);
+/* Feeds the next n bytes of the body. Returns KD_NEED_MORE, KD_WALK_END
+ * (done: sp->ed holds the edits), or a negative KD_E* (sp->bad set). */
+int px_names_sp_feed(struct px_names_sp *sp, const uint8_t *p, size_t n);
+void px_names_sp_free(struct px_names_sp *sp);
 
 void px_names_free(struct px_names *pn);
 

@@ -2,7 +2,10 @@
  *
  *   1. Throughput: a librdkafka producer (1 KiB messages, acks=1) then a
  *      consumer, direct to the cluster, through kwire with the access log
- *      off, and with it on (text, to a file). MB/s and msgs/s each. Run on
+ *      off, with it on (text, to a file), and with the access log off and a
+ *      rewrite rule that maps every name of the clients (prefix "t.": the
+ *      cluster holds t.bench, the clients name bench; every request and
+ *      response is mapped). MB/s and msgs/s each. Run on
  *      both peers (docs/peers.md) and printed side by side: the linked
  *      librdkafka (Debian's 2.0.2: Produce v7 / Fetch v11), then this
  *      program again as a child with LD_LIBRARY_PATH at librdkafka 2.12.0
@@ -70,14 +73,18 @@ static void die(const char *what, const char *msg)
 
 /* ---- a cluster, optionally behind an in-process kwire ---- */
 
-enum { VIA_DIRECT, VIA_KWIRE, VIA_KWIRE_LOG, VIA_N };
-static const char *via_name[] = {"direct", "kwire (log off)", "kwire (log on)"};
+enum { VIA_DIRECT, VIA_KWIRE, VIA_KWIRE_LOG, VIA_KWIRE_NAMES, VIA_N };
+static const char *via_name[] = {"direct", "kwire (log off)", "kwire (log on)", "kwire (names)"};
+/* VIA_KWIRE_NAMES: the clients' names, mapped by this rules file. */
+#define NAMES_RULES "rewrite:\n  - match: {client_id: \"tenant-*\"}\n    prefix: t.\n"
+#define NAMES_CLIENT "tenant-bench"
 
 struct setup {
 	struct px_mock *mock;
 	struct px *px;
 	struct px_observer obs;
 	char logpath[64];
+	char rulespath[64];
 	char bootstrap[300];
 };
 
@@ -85,8 +92,11 @@ static void setup_start(struct setup *s, int via, const char *topic, int parts)
 {
 	char err[512];
 	memset(s, 0, sizeof(*s));
+	char cluster_topic[128];
+	snprintf(cluster_topic, sizeof(cluster_topic), "%s%s", via == VIA_KWIRE_NAMES ? "t." : "",
+	         topic);
 	s->mock = px_mock_new(3, err, sizeof(err));
-	if (!s->mock || px_mock_topic(s->mock, topic, parts, 0, err, sizeof(err)))
+	if (!s->mock || px_mock_topic(s->mock, cluster_topic, parts, 0, err, sizeof(err)))
 		die("mock", err);
 	if (via == VIA_DIRECT) {
 		snprintf(s->bootstrap, sizeof(s->bootstrap), "%s", px_mock_bootstraps(s->mock));
@@ -99,6 +109,14 @@ static void setup_start(struct setup *s, int via, const char *topic, int parts)
 	conf.log_level = 0;
 	if (px_mock_conf_upstream(s->mock, &conf, err, sizeof(err)))
 		die("conf", err);
+	if (via == VIA_KWIRE_NAMES) {
+		snprintf(s->rulespath, sizeof(s->rulespath), "/tmp/kwire-bench-%d.yaml",
+		         (int)getpid());
+		FILE *f = fopen(s->rulespath, "w");
+		if (!f || fputs(NAMES_RULES, f) < 0 || fclose(f))
+			die("rules", s->rulespath);
+		conf.rules = strdup(s->rulespath);
+	}
 	s->px = px_new(&conf, err, sizeof(err));
 	px_conf_free(&conf);
 	if (!s->px)
@@ -154,6 +172,8 @@ static void setup_stop(struct setup *s)
 		log_versions(s->logpath, &seen_produce_v, &seen_fetch_v);
 		unlink(s->logpath);
 	}
+	if (s->rulespath[0])
+		unlink(s->rulespath);
 	px_mock_free(&s->mock);
 }
 
@@ -217,9 +237,11 @@ static void run_throughput(int via, long n, struct tput *out)
 	/* batch.size below max.partition.fetch.bytes: librdkafka's mock broker
 	 * hands out whole stored batches, and a consumer stalls on batches
 	 * bigger than its partition fetch size. */
+	const char *cid = via == VIA_KWIRE_NAMES ? NAMES_CLIENT : "rdkafka";
 	const char *pkv[] = {
-	    "acks",   "1",          "linger.ms", "5", "queue.buffering.max.messages",
-	    "200000", "batch.size", "262144",    NULL};
+	    "acks",   "1",          "linger.ms", "5",         "queue.buffering.max.messages",
+	    "200000", "batch.size", "262144",    "client.id", cid,
+	    NULL};
 	rd_kafka_t *rk = client(RD_KAFKA_PRODUCER, s.bootstrap, pkv, dr_cb, &st);
 	/* Warm-up: one message per partition, so that metadata and every
 	 * broker connection are in place before the clock starts. */
@@ -245,8 +267,15 @@ static void run_throughput(int via, long n, struct tput *out)
 	out->produced = st.ok - warm;
 	rd_kafka_destroy(rk);
 
-	const char *ckv[] = {
-	    "group.id", "bench", "enable.auto.commit", "false", "fetch.wait.max.ms", "100", NULL};
+	const char *ckv[] = {"group.id",
+	                     "bench",
+	                     "enable.auto.commit",
+	                     "false",
+	                     "fetch.wait.max.ms",
+	                     "100",
+	                     "client.id",
+	                     cid,
+	                     NULL};
 	rk = client(RD_KAFKA_CONSUMER, s.bootstrap, ckv, NULL, NULL);
 	rd_kafka_poll_set_consumer(rk);
 	rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(BENCH_PARTS);
