@@ -36,7 +36,8 @@ int px_names_refused_api(int16_t api_key, int16_t version)
 
 int px_names_wants_request(int16_t api_key, int16_t version)
 {
-	return px_names_refused_api(api_key, version) || kd_names_entities(api_key, version, 1);
+	return !kd_msgdef_get(api_key, version, 1) || px_names_refused_api(api_key, version) ||
+	       kd_names_entities(api_key, version, 1);
 }
 
 int px_names_wants_response(int16_t api_key, int16_t version)
@@ -91,7 +92,7 @@ int px_names_request(struct px_names *pn, const struct rule *rule, const uint8_t
 		return rc;
 	if (rc != KD_OK) {
 		*bad = 1;
-		return PX_N_SAME;
+		return PX_N_CLOSE;
 	}
 	if (key == KD_API_FIND_COORDINATOR) {
 		struct kd_node *kt = kd_node_child(pn->tree.root, "KeyType");

@@ -12,6 +12,7 @@
 
 #include "kd-arena.h"
 #include "kd-cur.h"
+#include "kd-hdr.h"
 #include "kd-names.h"
 #include "kd-tree-t.h"
 #include "kd-walk.h"
@@ -56,6 +57,10 @@ enum {
 	PX_N_REFUSE = 2, /* out holds kwire's answer (some name is outside the namespace,
 	                  * or the API cannot be mapped) */
 	PX_N_DROP = 3,   /* refused, and no answer is due (Produce acks=0) */
+	PX_N_CLOSE = 4,  /* the body does not decode, or its version is unknown:
+	                  * its names cannot be found, so it must not reach the
+	                  * broker; close, as a broker does on a request it
+	                  * cannot parse */
 };
 
 /* Whether requests of (api_key, version) from a client whose names are
@@ -68,7 +73,8 @@ enum {
 int px_names_refused_api(int16_t api_key, int16_t version);
 
 /* Whether a request of (api_key, version) of a mapped client must be
- * gathered whole and looked at. */
+ * gathered whole and looked at: one that names something, one refused,
+ * and one the tables do not know (its names could not be found). */
 int px_names_wants_request(int16_t api_key, int16_t version);
 
 /* Whether a response of (api_key, version) to a mapped client carries
@@ -78,9 +84,8 @@ int px_names_wants_response(int16_t api_key, int16_t version);
 /* Maps the request frame (INT32 size, header of hdr_len bytes, body)
  * under rule (its names). *coord_kt gets a FindCoordinator request's
  * KeyType (-1 otherwise), which its response needs. no_response: a
- * Produce with acks=0. Appends to out. Returns PX_N_* or KD_ENOMEM; a
- * body that does not decode is forwarded as it is (PX_N_SAME, *bad set),
- * as the broker judges it. */
+ * Produce with acks=0. Appends to out. Returns PX_N_* or KD_ENOMEM
+ * (*bad is set with PX_N_CLOSE). */
 int px_names_request(struct px_names *pn, const struct rule *rule, const uint8_t *frame, size_t len,
                      const struct kd_req_hdr *hdr, int no_response, int *coord_kt, int *bad,
                      struct kd_wbuf *out);

@@ -67,10 +67,9 @@ static void resp_frame(struct kd_tree *t, struct kd_wbuf *w)
 {
 	struct kd_resp_hdr h = {.correlation_id = 7};
 	const struct kd_api *api = kd_api_get(t->api_key);
-	h.hdr_version = (kd_vers_has(api->resp.flexible, t->version) &&
-	                 t->api_key != KD_API_API_VERSIONS)
-	                    ? 1
-	                    : 0;
+	h.hdr_version =
+	    (kd_vers_has(api->resp.flexible, t->version) && t->api_key != KD_API_API_VERSIONS) ? 1
+	                                                                                       : 0;
 	w->len = 0;
 	kd_w_i32(w, 0);
 	kd_resp_hdr_write(w, &h);
@@ -140,12 +139,11 @@ static void test_list_groups(void **state)
 	for (unsigned i = 0; i < 5; i++)
 		set(&t, add(&t, t.root, "Groups"), "GroupId", groups[i]);
 	resp_frame(&t, &f);
-	assert_int_equal(
-	    px_names_response(&pn, rule, KD_API_LIST_GROUPS, 4, -1, f.p, f.len, &out), 1);
+	assert_int_equal(px_names_response(&pn, rule, KD_API_LIST_GROUPS, 4, -1, f.p, f.len, &out),
+	                 1);
 	struct kd_tree m;
-	assert_int_equal(kd_tree_decode(&m, &a, KD_API_LIST_GROUPS, 4, 0, out.p + 8 + 1,
-	                                out.len - 9),
-	                 KD_OK);
+	assert_int_equal(
+	    kd_tree_decode(&m, &a, KD_API_LIST_GROUPS, 4, 0, out.p + 8 + 1, out.len - 9), KD_OK);
 	struct kd_node *g = kd_node_child(m.root, "Groups");
 	assert_int_equal(g->nkids, 2);
 	assert_memory_equal(kd_node_child(&g->kids[0], "GroupId")->val.v.p, "g1", 2);
@@ -176,11 +174,11 @@ static void test_api_versions_and_refusals(void **state)
 		kd_node_set_int(kd_node_child(e, "MaxVersion"), keys[i][2]);
 	}
 	resp_frame(&t, &f);
-	assert_int_equal(
-	    px_names_response(&pn, rule, KD_API_API_VERSIONS, 3, -1, f.p, f.len, &out), 1);
+	assert_int_equal(px_names_response(&pn, rule, KD_API_API_VERSIONS, 3, -1, f.p, f.len, &out),
+	                 1);
 	struct kd_tree m;
-	assert_int_equal(
-	    kd_tree_decode(&m, &a, KD_API_API_VERSIONS, 3, 0, out.p + 8, out.len - 8), KD_OK);
+	assert_int_equal(kd_tree_decode(&m, &a, KD_API_API_VERSIONS, 3, 0, out.p + 8, out.len - 8),
+	                 KD_OK);
 	struct kd_node *k = kd_node_child(m.root, "ApiKeys");
 	assert_int_equal(k->nkids, 2); /* Produce, ConsumerGroupHeartbeat up to v0 */
 	assert_int_equal(kd_node_int(kd_node_child(&k->kids[0], "ApiKey")), KD_API_PRODUCE);
@@ -209,6 +207,15 @@ static void test_api_versions_and_refusals(void **state)
 	req_frame(&t, &f, &h);
 	assert_int_equal(px_names_request(&pn, rule, f.p, f.len, &h, 1, &kt, &bad, &out),
 	                 PX_N_DROP);
+	/* A body that does not decode, or a version the tables do not know,
+	 * cannot have its names found: it never reaches the broker. */
+	assert_true(px_names_wants_request(KD_API_PRODUCE, 999));
+	assert_true(px_names_wants_request(9999, 0));
+	f.len -= 3;
+	kd_w_patch_be(&f, 0, 4, f.len - 4);
+	assert_int_equal(px_names_request(&pn, rule, f.p, f.len, &h, 0, &kt, &bad, &out),
+	                 PX_N_CLOSE);
+	assert_true(bad);
 	/* FindCoordinator: the key by its KeyType, which the answer needs. */
 	assert_int_equal(kd_tree_init_default(&t, &a, KD_API_FIND_COORDINATOR, 4, 1), KD_OK);
 	kd_node_set_int(kd_node_child(t.root, "KeyType"), KD_COORD_TXN);
@@ -232,9 +239,9 @@ static void splice(const struct rule *rule, int16_t key, int16_t ver, int is_req
                    const struct kd_wbuf *f, uint32_t body_at, struct kd_wbuf *out)
 {
 	struct px_names_sp *sp = &pn.sp;
-	assert_int_equal(px_names_sp_init(sp, &pn, rule, key, ver, is_req, body_at,
-	                                  (uint32_t)f->len - body_at),
-	                 KD_OK);
+	assert_int_equal(
+	    px_names_sp_init(sp, &pn, rule, key, ver, is_req, body_at, (uint32_t)f->len - body_at),
+	    KD_OK);
 	/* fed a byte at a time: any split walks the same */
 	for (size_t i = body_at; i < f->len; i++)
 		px_names_sp_feed(sp, f->p + i, 1);
@@ -274,8 +281,8 @@ static void test_splice_is_whole(void **state)
 		}
 		req_frame(&t, &f, &h);
 		whole.len = 0;
-		assert_int_equal(
-		    px_names_request(&pn, rule, f.p, f.len, &h, 0, &kt, &bad, &whole), PX_N_MAPPED);
+		assert_int_equal(px_names_request(&pn, rule, f.p, f.len, &h, 0, &kt, &bad, &whole),
+		                 PX_N_MAPPED);
 		splice(rule, KD_API_PRODUCE, ver, 1, &f, 4 + h.len, &sp);
 		assert_int_equal(pn.sp.ned, 3); /* orders, legacy, tx */
 		assert_int_equal(sp.len, whole.len);
@@ -292,8 +299,8 @@ static void test_splice_is_whole(void **state)
 		}
 		resp_frame(&t, &f);
 		whole.len = 0;
-		assert_int_equal(px_names_response(&pn, rule, KD_API_FETCH, ver, -1, f.p, f.len, &whole),
-		                 1);
+		assert_int_equal(
+		    px_names_response(&pn, rule, KD_API_FETCH, ver, -1, f.p, f.len, &whole), 1);
 		splice(rule, KD_API_FETCH, ver, 0, &f, ver >= 12 ? 9 : 8, &sp);
 		assert_int_equal(pn.sp.ned, 2);
 		assert_int_equal(sp.len, whole.len);
