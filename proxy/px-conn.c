@@ -51,6 +51,7 @@
 #include "px-tap.h"
 #include "px-tls.h"
 #include "px-records.h"
+#include "rule-names.h"
 #include "rule.h"
 
 /* Request and response headers are small; a client id can reach 32 KiB. */
@@ -124,6 +125,13 @@ struct px_req {
 	struct px_audit_pend *audit; /* what the audit records at the response */
 	/* A Fetch whose response `rewrite:` rules may rewrite (px-records.h). */
 	uint8_t rw_fetch;
+	/* Names (px-names.h): the rewrite rule that maps this client's names
+	 * (its set held by nrs), the KeyType of a FindCoordinator request,
+	 * and whether the response was mapped already (before a merge). */
+	struct rule_set *nrs;
+	const struct rule *nrule;
+	int8_t coord_kt;
+	uint8_t names_done;
 };
 
 struct px_conn {
@@ -415,6 +423,9 @@ static void req_release(struct px_req *req)
 		free(req->split);
 		req->split = NULL;
 	}
+	if (req->nrs)
+		rule_set_unref(&req->nrs);
+	req->nrule = NULL;
 }
 
 static void req_free(struct px_req *req)
@@ -1459,6 +1470,180 @@ static int sasl_c2s(struct px_conn *conn, struct evbuffer *in, struct kd_frame_i
 	return 1;
 }
 
+/* ---- names (px-names.h) ---- */
+
+/* The rewrite rule that maps the names of the request whose header is in
+ * fi (into *rule, with the set in *rs), and whether it must be gathered
+ * whole first: returns PX_JUDGE_WAIT until it is, else 0. */
+static int names_pick(struct px_conn *conn, struct evbuffer *in, const struct kd_frame_info *fi,
+                      uint32_t total, struct rule_set **rs, const struct rule **rule)
+{
+	struct rule_set *cur = px_rules_current(conn->px->rules, &conn->wk->rules_ref);
+	const struct kd_req_hdr *h = &fi->req_hdr;
+	*rule = NULL;
+	if (!cur->nsec[RULE_REWRITE] || !px_names_wants_request(h->api_key, h->api_version))
+		return 0;
+	struct rule_req rq = {
+	    .api_key = h->api_key,
+	    .api_version = h->api_version,
+	    .client_id = h->client_id,
+	    .principal = {(const uint8_t *)conn->principal, (uint32_t)strlen(conn->principal), 0},
+	    .src_family = conn->src_family,
+	    .broker_id = conn->broker_id,
+	    .acks = -2};
+	memcpy(rq.src_addr, conn->src_addr, sizeof(rq.src_addr));
+	if (!(*rule = rule_names_for(cur, &rq)))
+		return 0;
+	*rs = cur;
+	if (evbuffer_get_length(in) < total) {
+		if (total > conn->wm)
+			bufferevent_setwatermark(conn->cbev, EV_READ, 0, total);
+		conn->req_whole = 1;
+		return PX_JUDGE_WAIT;
+	}
+	if (conn->req_whole) {
+		bufferevent_setwatermark(conn->cbev, EV_READ, 0, conn->wm);
+		conn->req_whole = 0;
+	}
+	return 0;
+}
+
+/* Maps the names of a request the rules forward (act: PX_J_FORWARD, or
+ * PX_J_SPLIT / PX_J_REWRITE with the frame in wk->judged.out) under rule. Returns
+ * the act that follows (a refusal is answered like a rules deny, from
+ * wk->judged), with *mapped set when wk->names->out holds the frame to
+ * forward instead; -1 when conn was freed. */
+static int names_req(struct px_conn *conn, struct evbuffer *in, struct kd_frame_info *fi,
+                     uint32_t total, int act, const struct rule *rule, int8_t *coord_kt,
+                     int *mapped)
+{
+	struct px_worker *wk = conn->wk;
+	struct px_judged *jd = &wk->judged;
+	*mapped = 0;
+	if (!wk->names && !(wk->names = calloc(1, sizeof(*wk->names))))
+		goto oom;
+	/* A split or a records rewrite: the frame kwire forwards is jd->out. */
+	int own = act == PX_J_SPLIT || act == PX_J_REWRITE;
+	const uint8_t *frame = own ? jd->out.p : evbuffer_pullup(in, total);
+	size_t len = own ? jd->out.len : total;
+	/* The pullup may have moved what fi's views point into. */
+	if (!frame || (!own && kd_stream_frame_begin(conn->ks, KD_C2S, frame, total, fi) != KD_OK))
+		goto oom;
+	struct px_names *pn = wk->names;
+	int kt = -1, bad = 0;
+	pn->out.len = 0;
+	pn->out.err = 0;
+	int rc = px_names_request(pn, rule, frame, len, &fi->req_hdr,
+	                          (fi->flags & KD_EVF_NO_RESPONSE) != 0, &kt, &bad, &pn->out);
+	*coord_kt = (int8_t)kt;
+	if (rc < 0)
+		goto oom;
+	atomic_fetch_add_explicit(&((struct rule *)rule)->hits, 1, memory_order_relaxed);
+	if (rc == PX_N_CLOSE) {
+		jd->rule = rule;
+		return PX_J_CLOSE;
+	}
+	if (rc == PX_N_SAME)
+		return act;
+	if (rc == PX_N_MAPPED && act == PX_J_FORWARD) {
+		*mapped = 1;
+		return act;
+	}
+	/* The split frame, a refusal's answer: where rules_act looks. */
+	kd_wbuf_free(&jd->out);
+	jd->out = pn->out;
+	memset(&pn->out, 0, sizeof(pn->out));
+	if (rc == PX_N_MAPPED)
+		return act;
+	kd_split_free(&jd->split);
+	jd->rule = rule;
+	jd->error = pn->error;
+	return rc == PX_N_DROP ? PX_J_DROP : PX_J_ANSWER;
+oom:
+	px_log(conn->px, 0, "%s: out of memory mapping names", conn->client_addr);
+	conn_free(conn);
+	return -1;
+}
+
+/* Walks the frame at the front of in (total bytes, its body at body_at)
+ * for its names under rule (px_names_sp). Returns 1 when wk->names->sp
+ * holds the edits, 0 when the frame must take the whole-frame path, -1
+ * when out of memory. */
+static int names_walk(struct px_conn *conn, struct evbuffer *in, uint32_t total, uint32_t body_at,
+                      int16_t key, int16_t ver, int is_req, const struct rule *rule)
+{
+	struct px_worker *wk = conn->wk;
+	if (!wk->names && !(wk->names = calloc(1, sizeof(*wk->names))))
+		return -1;
+	struct px_names_sp *sp = &wk->names->sp;
+	if (px_names_sp_init(sp, wk->names, rule, key, ver, is_req, body_at, total - body_at))
+		return 0;
+	struct evbuffer_ptr ptr;
+	if (evbuffer_ptr_set(in, &ptr, body_at, EVBUFFER_PTR_SET) < 0)
+		return 0;
+	size_t at = body_at;
+	while (at < total && !sp->bad && !sp->ended) {
+		struct evbuffer_iovec vec[16];
+		int nvec = evbuffer_peek(in, (ev_ssize_t)(total - at), &ptr, vec, 16);
+		if (nvec <= 0)
+			break;
+		for (int i = 0; i < nvec && i < 16 && at < total && !sp->bad && !sp->ended; i++) {
+			size_t n = vec[i].iov_len < total - at ? vec[i].iov_len : total - at;
+			px_names_sp_feed(sp, vec[i].iov_base, n);
+			at += n;
+		}
+		if (evbuffer_ptr_set(in, &ptr, at, EVBUFFER_PTR_SET) < 0)
+			break;
+	}
+	return !sp->bad && sp->ended && (int64_t)total + sp->delta - 4 <= INT32_MAX;
+}
+
+/* Moves the frame at the front of in (total bytes) to out with the names
+ * wk->names->sp found replaced; the bytes between them are moved, not
+ * copied. Returns the bytes written. */
+static size_t names_splice_out(struct px_conn *conn, struct evbuffer *in, struct evbuffer *out,
+                               uint32_t total)
+{
+	const struct px_names_sp *sp = &conn->wk->names->sp;
+	uint64_t nsize = (uint64_t)((int64_t)total - 4 + sp->delta);
+	uint8_t sz[4] = {(uint8_t)(nsize >> 24), (uint8_t)(nsize >> 16), (uint8_t)(nsize >> 8),
+	                 (uint8_t)nsize};
+	uint32_t pos = 4;
+	evbuffer_drain(in, 4);
+	evbuffer_add(out, sz, 4);
+	for (unsigned i = 0; i < sp->ned; i++) {
+		const struct px_names_edit *e = &sp->ed[i];
+		evbuffer_remove_buffer(in, out, e->off - pos);
+		evbuffer_drain(in, e->len);
+		evbuffer_add(out, sp->bytes.p + e->at, e->nlen);
+		pos = e->off + e->len;
+	}
+	evbuffer_remove_buffer(in, out, total - pos);
+	return nsize + 4;
+}
+
+/* Maps the names of a response back for a mapped client: the frame is
+ * wb when rewritten (rc 1), else p. Returns 2 when wb now holds the frame
+ * with the client's names, rc when nothing changed, or a negative KD_E*. */
+static int names_resp(struct px_conn *conn, struct px_req *req, int16_t key, int16_t ver,
+                      const uint8_t *p, size_t total, int rc, struct kd_wbuf *wb)
+{
+	struct px_worker *wk = conn->wk;
+	if (!wk->names && !(wk->names = calloc(1, sizeof(*wk->names))))
+		return KD_ENOMEM;
+	struct kd_wbuf nb = {0};
+	int nrc = px_names_response(wk->names, req->nrule, key, ver, req->coord_kt,
+	                            rc == 1 ? wb->p : p, rc == 1 ? wb->len : total, &nb);
+	req->names_done = 1;
+	if (nrc != 1) {
+		kd_wbuf_free(&nb);
+		return nrc < 0 ? nrc : rc;
+	}
+	kd_wbuf_free(wb);
+	*wb = nb;
+	return 2;
+}
+
 /* Client to broker. Returns -1 when conn was freed. */
 static int c2s(struct px_conn *conn)
 {
@@ -1523,12 +1708,38 @@ static int c2s(struct px_conn *conn)
 				continue; /* answered by kwire */
 		}
 		int act = PX_J_FORWARD;
+		struct rule_set *nrs = NULL;
+		const struct rule *nrule = NULL;
+		int8_t coord_kt = -1;
+		int mapped = 0;
 		if (px->rules && fi.kind == KD_EV_REQUEST) {
+			if (names_pick(conn, in, &fi, total, &nrs, &nrule) == PX_JUDGE_WAIT)
+				return 0;
 			act = judge(conn, in, &fi, total);
 			if (act == PX_JUDGE_WAIT)
 				return 0;
 			if (act < 0)
 				return -1;
+			int16_t key = fi.req_hdr.api_key, ver = fi.req_hdr.api_version;
+			int sw = 0;
+			if (nrule && act == PX_J_FORWARD && px_names_splices(key, ver, 1) &&
+			    (sw = names_walk(conn, in, total, 4 + fi.req_hdr.len, key, ver, 1,
+			                     nrule)) > 0) {
+				/* a Produce: its names replaced, its records moved */
+				atomic_fetch_add_explicit(&((struct rule *)nrule)->hits, 1,
+				                          memory_order_relaxed);
+				mapped = conn->wk->names->sp.ned ? 2 : 0;
+			} else if (sw < 0) {
+				px_log(px, 0, "%s: out of memory", conn->client_addr);
+				conn_free(conn);
+				return -1;
+			} else if (nrule &&
+			           (act == PX_J_FORWARD || act == PX_J_SPLIT ||
+			            act == PX_J_REWRITE) &&
+			           (act = names_req(conn, in, &fi, total, act, nrule, &coord_kt,
+			                            &mapped)) < 0) {
+				return -1;
+			}
 			/* kwire answers these itself (or nobody does): the stream
 			 * must not wait for the broker's answer. */
 			if (act == PX_J_ANSWER || act == PX_J_DROP || act == PX_J_CLOSE)
@@ -1572,6 +1783,12 @@ static int c2s(struct px_conn *conn)
 		}
 		if (fi.kind == KD_EV_REQUEST) {
 			req->client_id = fi.req_hdr.client_id; /* the stream's stable copy */
+			req->coord_kt = coord_kt;
+			if (nrule) {
+				rule_set_ref(nrs);
+				req->nrs = nrs;
+				req->nrule = nrule;
+			}
 			px_count_api(px, req->key, req->ver, PX_CNT_REQ);
 		}
 		req->tap = px->tap != NULL;
@@ -1594,6 +1811,23 @@ static int c2s(struct px_conn *conn)
 			req_free(req);
 		} else {
 			PX_MAX(px, inflight_max, inflight(conn));
+		}
+		if (mapped && tap && conn->tapf) /* the tap has the client's view */
+			tap_buf(conn, PX_TAP_C2S, in, 0, total);
+		if (mapped == 2) {
+			size_t n = names_splice_out(conn, in, out, total);
+			PX_INC(px, bytes_in_client, total);
+			PX_INC(px, bytes_out_upstream, n);
+			continue;
+		}
+		if (mapped) {
+			/* The frame with the cluster's names replaces the client's. */
+			struct kd_wbuf *nw = &conn->wk->names->out;
+			evbuffer_drain(in, total);
+			evbuffer_add(out, nw->p, nw->len);
+			PX_INC(px, bytes_in_client, total);
+			PX_INC(px, bytes_out_upstream, nw->len);
+			continue;
 		}
 		conn->req_left = total;
 		conn->req_tap = tap && conn->tapf;
@@ -1700,6 +1934,12 @@ static int s2c_edit(struct px_conn *conn, struct kd_frame_info *fi, struct px_re
 		    (fields = px_body_fields_end(key, ver, p + body, total - body)) < total - body)
 			note_trailing(conn, key, ver, total - body - fields);
 	}
+	int named = 0; /* the access log gets the client's names */
+	if (rc >= 0 && req && req->nrule && !req->names_done &&
+	    (rc = names_resp(conn, req, key, ver, p, total, rc, &wb)) == 2) {
+		named = 1;
+		rc = 1;
+	}
 	if (rc < 0) {
 		/* A response that may carry broker addresses kwire cannot read,
 		 * or an ApiVersions success answer it cannot clamp: never let it
@@ -1719,8 +1959,14 @@ static int s2c_edit(struct px_conn *conn, struct kd_frame_info *fi, struct px_re
 	size_t copy_len = 0;
 	uint8_t trunc = 0;
 	size_t rneed = resp_copy_need(conn, req, total);
-	if (rneed)
+	if (rneed && named) {
+		copy_len = rneed < wb.len ? rneed : wb.len;
+		if ((copy = malloc(copy_len ? copy_len : 1)))
+			memcpy(copy, wb.p, copy_len);
+		trunc = copy_len < wb.len;
+	} else if (rneed) {
 		copy = copy_n(in, total, rneed, &copy_len, &trunc);
+	}
 	if (kd_stream_frame_commit(conn->ks, KD_S2C, fi, p, px_wall_us()) != KD_OK) {
 		/* the pairing state is the stream's concern; forwarding goes on */
 	}
@@ -1753,8 +1999,13 @@ static int edit_mode(const struct px_conn *conn, const struct kd_frame_info *fi)
 {
 	const struct px *px = conn->px;
 	int16_t key = fi->req.api_key, ver = fi->req.api_version;
+	const struct px_req *req = req_of(&fi->req);
 	if (fi->kind != KD_EV_RESPONSE)
 		return PX_SE_NONE;
+	/* A mapped client's names are mapped back (and what is outside its
+	 * namespace taken out) in the whole response. */
+	if (req && req->nrule && !req->names_done && px_names_wants_response(key, ver))
+		return PX_SE_WHOLE;
 	if (key == KD_API_API_VERSIONS)
 		return px->conf.clamp_api_versions || px->conf.sasl.mode == PX_SASL_TERMINATE
 		           ? PX_SE_WHOLE
@@ -1782,8 +2033,21 @@ static int merge_split(struct px_conn *conn, struct evbuffer *in, struct px_req 
 	}
 	read_high(conn, conn->wm);
 	const uint8_t *p = evbuffer_pullup(in, total);
-	struct kd_wbuf wb = {0};
-	int rc = p ? px_judge_merge(&conn->wk->judge, req->split, p, total, &wb) : KD_ENOMEM;
+	struct kd_wbuf wb = {0}, nb = {0};
+	size_t len = total;
+	int rc = p ? KD_OK : KD_ENOMEM;
+	if (p && req->nrule && !req->names_done) {
+		/* The refused topics are merged under the client's names. */
+		rc = names_resp(conn, req, req->key, req->ver, p, total, 0, &nb);
+		if (rc == 2) {
+			p = nb.p;
+			len = nb.len;
+		}
+		rc = rc < 0 ? rc : KD_OK;
+	}
+	if (rc == KD_OK)
+		rc = px_judge_merge(&conn->wk->judge, req->split, p, len, &wb);
+	kd_wbuf_free(&nb);
 	kd_split_free(req->split);
 	free(req->split);
 	req->split = NULL;
@@ -1803,6 +2067,39 @@ static int merge_split(struct px_conn *conn, struct evbuffer *in, struct px_req 
 	}
 	evbuffer_drain(in, total);
 	evbuffer_prepend(in, wb.p, wb.len);
+	kd_wbuf_free(&wb);
+	return 1;
+}
+
+/* Replaces the response at the front of in (total bytes) with the same
+ * response under the client's names (a mapped client's Fetch that records
+ * rules rewrite next). Returns 1 (parse the frame again), 0 (wait for the
+ * whole response) or -1 (conn closing). */
+static int names_first(struct px_conn *conn, struct evbuffer *in, struct px_req *req,
+                       uint32_t total)
+{
+	if (evbuffer_get_length(in) < total) {
+		read_high(conn, total);
+		return 0;
+	}
+	read_high(conn, conn->wm);
+	const uint8_t *p = evbuffer_pullup(in, total);
+	struct kd_wbuf wb = {0};
+	int rc = p ? names_resp(conn, req, req->key, req->ver, p, total, 0, &wb) : KD_ENOMEM;
+	if (rc < 0) {
+		kd_wbuf_free(&wb);
+		PX_INC(conn->px, decode_errors, 1);
+		px_log(conn->px, 0, "%s: %s v%d response from %s not decodable (%s), closing",
+		       conn->client_addr, api_name(req->key), req->ver, conn->up_addr,
+		       kd_strerror(rc));
+		close_upstream(conn);
+		conn_close_soft(conn);
+		return -1;
+	}
+	if (rc == 2) {
+		evbuffer_drain(in, total);
+		evbuffer_prepend(in, wb.p, wb.len);
+	}
 	kd_wbuf_free(&wb);
 	return 1;
 }
@@ -2139,6 +2436,49 @@ fail:
 	return -1;
 }
 
+/* A mapped client's response whose names are spliced (px_names_splices),
+ * whole in the upstream input. Returns 1 when it was sent, 0 when it must
+ * take the whole-frame path, -1 when conn was freed. */
+static int s2c_splice(struct px_conn *conn, struct kd_frame_info *fi, struct px_req *req,
+                      uint32_t total)
+{
+	struct px *px = conn->px;
+	struct evbuffer *in = bufferevent_get_input(conn->ubev);
+	struct evbuffer *out = bufferevent_get_output(conn->cbev);
+	int rc = names_walk(conn, in, total, 4 + fi->resp_hdr.len, fi->req.api_key,
+	                    fi->req.api_version, 0, req->nrule);
+	if (rc < 0) {
+		px_log(px, 0, "%s: out of memory", conn->client_addr);
+		conn_free(conn);
+		return -1;
+	}
+	if (!rc)
+		return 0;
+	if (conn->resp_whole)
+		read_high(conn, conn->wm);
+	PX_MAX(px, edit_held_max, total);
+	uint8_t *copy = NULL;
+	size_t copy_len = 0;
+	uint8_t trunc = 0;
+	size_t rneed = resp_copy_need(conn, req, total);
+	if (rneed)
+		copy = copy_n(in, total, rneed, &copy_len, &trunc);
+	/* Pops req (and, first, what the broker skipped: on_stream_event). */
+	kd_stream_frame_commit(conn->ks, KD_S2C, fi, NULL, px_wall_us());
+	size_t out0 = evbuffer_get_length(out);
+	size_t n = names_splice_out(conn, in, out, total);
+	if (req->tap) {
+		tap_frame(conn, req, PX_TAP_S2C);
+		tap_buf(conn, PX_TAP_S2C, out, out0, n);
+	}
+	PX_INC(px, bytes_in_upstream, total);
+	PX_INC(px, bytes_out_client, n);
+	resp_done(conn, req, fi->size, copy, copy_len, trunc, conn->wk->names->sp.ned > 0);
+	req_free(req);
+	free(copy);
+	return 1;
+}
+
 /* Broker to client. Returns -1 when conn was freed. */
 static int s2c(struct px_conn *conn)
 {
@@ -2246,7 +2586,15 @@ static int s2c(struct px_conn *conn)
 			continue;
 		}
 		/* A Fetch response `rewrite:` rules rewrite: gathered whole,
-		 * rewritten, then the new frame takes the normal path. */
+		 * rewritten, then the new frame takes the normal path. A mapped
+		 * client's names are mapped back first: the rules see the
+		 * client's names. */
+		if (!opaque && req && req->rw_fetch && req->nrule && !req->names_done) {
+			int nrc = names_first(conn, in, req, total);
+			if (nrc <= 0)
+				return nrc;
+			continue;
+		}
 		if (!opaque && req && req->rw_fetch) {
 			int frc = rewrite_fetch(conn, in, req, &fi, total);
 			if (frc <= 0)
@@ -2263,6 +2611,20 @@ static int s2c(struct px_conn *conn)
 			continue;
 		}
 		int edit = mode == PX_SE_WHOLE;
+		if (edit && req && req->nrule && !req->names_done &&
+		    px_names_splices(fi.req.api_key, fi.req.api_version, 0)) {
+			/* A Fetch response: held in the input, its topic names
+			 * replaced, its records moved. */
+			if (evbuffer_get_length(in) < total) {
+				read_high(conn, total);
+				return 0;
+			}
+			int src = s2c_splice(conn, &fi, req, total);
+			if (src < 0)
+				return -1;
+			if (src > 0)
+				continue;
+		}
 		if (edit && evbuffer_get_length(in) < total) {
 			/* Let the input grow to the whole frame (at most max_frame). */
 			read_high(conn, total);
