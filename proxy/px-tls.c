@@ -944,9 +944,16 @@ static void peek_cb(evutil_socket_t fd, short what, void *arg)
 		if (hello.has_sni)
 			ho.broker_id =
 			    px_tls_sni_node(px->conf.sni_hosts, hello.sni.p, hello.sni.len);
-		px_log(px, 3, "%s: TLS server name '%.*s': %s %d", ho.client_addr,
-		       hello.has_sni ? (int)hello.sni.len : 0,
-		       hello.has_sni ? (const char *)hello.sni.p : "", "broker", ho.broker_id);
+		/* The name is the client's: only printable bytes reach the log. */
+		char name[128];
+		size_t k = 0;
+		for (; hello.has_sni && k < hello.sni.len && k + 1 < sizeof(name); k++)
+			name[k] = hello.sni.p[k] > 0x20 && hello.sni.p[k] < 0x7f
+			              ? (char)hello.sni.p[k]
+			              : '?';
+		name[k] = '\0';
+		px_log(px, 3, "%s: TLS server name '%s': broker %d (-1: bootstrap)", ho.client_addr,
+		       name, ho.broker_id);
 	}
 	struct px_worker *wk = pk->wk;
 	peek_free(pk, 0);
@@ -987,7 +994,8 @@ void px_tls_peek_close_all(struct px_worker *wk)
 
 int px_tls_peeks(const struct px_tls *tls)
 {
-	return tls && tls->srv;
+	/* From the configuration, not from srv, which a reload swaps. */
+	return tls && has(tls->px->conf.tls_cert);
 }
 
 /* ---- reload ---- */
