@@ -17,7 +17,9 @@ checked.
    every message through kwire.
 2. SNI is sent: a terminator that serves only clients asking for
    "localhost" answers kwire bootstrapping at localhost, not at 127.0.0.1.
-3. A terminator whose certificate is untrusted (another CA), or is for
+3. kwire's own client certificate (upstream_tls_cert) gets it through a
+   terminator that requires one; without it, kwire is refused.
+4. A terminator whose certificate is untrusted (another CA), or is for
    another host, is refused: the client gets no metadata and kwire logs
    "broker certificate refused" with the reason.
 """
@@ -95,6 +97,7 @@ class Setup:
         self.wrong_port = free_port()
         self.rogue_port = free_port()
         self.sni_port = free_port()
+        self.mtls_port = free_port()
         cfg = os.path.join(self.tmp, "haproxy.cfg")
         with open(cfg, "w") as f:
             f.write("global\n  maxconn 1000\n"
@@ -114,9 +117,15 @@ class Setup:
                     "  tcp-request content reject unless { ssl_fc_sni -m str localhost }\n"
                     "  default_backend sni_k\n"
                     f"backend sni_k\n  server s 127.0.0.1:{first} namespace {self.ns}\n")
+            # Requires a client certificate from the test CA (mTLS to the cluster).
+            f.write(f"frontend mtls\n  bind 127.0.0.1:{self.mtls_port} ssl crt {self.pems['server']}"
+                    f" ca-file {self.certs['ca']} verify required\n"
+                    "  default_backend mtls_k\n"
+                    f"backend mtls_k\n  server s 127.0.0.1:{first} namespace {self.ns}\n")
         self.hap = subprocess.Popen([HAPROXY, "-db", "-f", cfg], stdout=subprocess.DEVNULL,
                                     stderr=open(os.path.join(self.tmp, "haproxy.err"), "w"))
-        ports = list(self.brokers.values()) + [self.wrong_port, self.rogue_port, self.sni_port]
+        ports = list(self.brokers.values()) + [self.wrong_port, self.rogue_port, self.sni_port,
+                                               self.mtls_port]
         deadline = time.monotonic() + 10
         while not all(listening(p) for p in ports):
             if self.hap.poll() is not None or time.monotonic() > deadline:
@@ -275,6 +284,27 @@ def main():
                       f"upstream {host}: kcat -L {'failed' if ok else 'worked'}: "
                       f"{r.stderr.decode()[-300:]}")
             print("SNI: sent for a host name (an SNI-only terminator answers), not for an address")
+            # kwire's own client certificate, for a terminator that requires one.
+            for name, extra, ok in (("with-cert", ["--upstream-tls-cert", certs["alice"],
+                                                   "--upstream-tls-key", certs["alice_key"]], True),
+                                    ("without-cert", [], False)):
+                err = os.path.join(tmp, f"mtls-{name}.err")
+                p = subprocess.Popen([env("KWIRE_BIN"), "proxy", "--upstream",
+                                      f"127.0.0.1:{s.mtls_port}", "--listen", "127.0.0.1:0",
+                                      "--no-log", "--upstream-tls-ca", certs["ca"]] + extra,
+                                     stdout=subprocess.PIPE, stderr=open(err, "w"),
+                                     env=kwire_env())
+                s.procs.append(p)
+                line = _readline(p, time.monotonic() + 20, "kwire proxy")
+                while not line.startswith("LISTEN "):
+                    line = _readline(p, time.monotonic() + 20, "kwire proxy")
+                r = subprocess.run(["kcat", "-L", "-b", line.split()[1], "-m", "5"],
+                                   capture_output=True, timeout=20)
+                check((r.returncode == 0) == ok and (b"broker 1 at" in r.stdout) == ok,
+                      f"mTLS upstream {name}: kcat -L {'failed' if ok else 'worked'}: "
+                      f"{r.stderr.decode()[-300:]}")
+            print("mTLS to the cluster: a terminator requiring a client certificate accepts "
+                  "kwire's, and refuses kwire without one")
             # Refused terminators: an untrusted CA, a certificate for another host.
             for name, port, pattern in (
                     ("rogue", s.rogue_port,
