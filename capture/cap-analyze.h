@@ -21,6 +21,7 @@
 #include <stdio.h>
 
 #include "cap-t.h"
+#include "kd-t.h"
 
 enum cap_an_format {
 	CAP_AN_SUMMARY = 0, /* one line per request/response pair */
@@ -32,6 +33,23 @@ enum cap_an_format {
 };
 
 #define CAP_AN_MAX_PORTS 64
+
+/* One record a Produce request of the capture carried, for
+ * cap_an_opts.on_record (kwire replay). Views live during the call. */
+struct kd_record;
+struct cap_an_record {
+	struct kd_view topic; /* null when only a topic id is known and unresolved */
+	int32_t partition;
+	int64_t ts_us;  /* capture time of the request */
+	int16_t acks;   /* the request's Acks */
+	int8_t acked;   /* 1: the response says written; 0: it carries an error for
+	                 * the partition; -1: no response (acks=0, or none captured) */
+	int8_t aborted; /* transactional: 1 aborted, 0 committed, -1 the capture does
+	                 * not show; 0 for other records */
+	uint8_t transactional;
+	int64_t producer_id;
+	const struct kd_record *rec; /* key, value, headers (kd_rec_headers_init), timestamp */
+};
 
 struct cap_an_opts {
 	int format;                       /* enum cap_an_format */
@@ -50,6 +68,13 @@ struct cap_an_opts {
 	int progress;               /* progress line on stderr */
 	int color;                  /* reserved */
 	const char *title;          /* the input's name, for the HTML report */
+	/* With format CAP_AN_RECORDS: every produced record goes to
+	 * on_record(record_arg, rec) instead of the output, fetched ones
+	 * nowhere (their transaction markers still count). A transactional
+	 * record waits, as in the records format, until the capture shows its
+	 * transaction's end (or the input ends). */
+	void (*on_record)(void *arg, const struct cap_an_record *rec);
+	void *record_arg;
 };
 
 struct cap_an;

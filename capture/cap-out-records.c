@@ -24,7 +24,11 @@ struct held {
 	struct held *next;
 	int64_t pid;
 	size_t len;
-	char line[]; /* the JSON object without its closing brace */
+	/* cap_an_opts.on_record: the record, its views into line */
+	uint8_t is_rec;
+	struct cap_an_record rec;
+	struct kd_record kr;
+	char line[]; /* the JSON object without its closing brace; or the record's bytes */
 };
 
 /* What the produce side showed of transactions: the offsets each
@@ -109,10 +113,57 @@ static int range_outcome(const struct cap_an *an, int64_t pid, struct kd_view to
 	return -1;
 }
 
+/* aborted: 1 or 0 when the transaction's end is known, -1 when not. */
 static void held_out(struct cap_an *an, struct held *h, int aborted)
 {
+	if (h->is_rec) {
+		h->rec.aborted = (int8_t)aborted;
+		an->opts.on_record(an->opts.record_arg, &h->rec);
+		return;
+	}
 	kd_w_raw(&an->ob, h->line, h->len);
-	kd_w_cstr(&an->ob, aborted ? ",\"aborted\":true}\n" : "}\n");
+	kd_w_cstr(&an->ob, aborted > 0 ? ",\"aborted\":true}\n" : "}\n");
+}
+
+static void held_release_oldest(struct cap_an *an);
+
+/* A transactional record for on_record, copied to wait for its
+ * transaction's end. */
+static void hold_rec(struct cap_an *an, const struct cap_an_record *r)
+{
+	const struct kd_record *kr = r->rec;
+	size_t tl = r->topic.null ? 0 : r->topic.len;
+	size_t len = tl + kr->key.len + kr->value.len + kr->headers.len;
+	struct held *h = txn_get(an) ? malloc(sizeof(*h) + len + 1) : NULL;
+	if (!h) {
+		an->opts.on_record(an->opts.record_arg, r); /* undecided, as at the end */
+		return;
+	}
+	h->next = NULL;
+	h->pid = r->producer_id;
+	h->len = len;
+	h->is_rec = 1;
+	h->rec = *r;
+	h->kr = *kr;
+	h->rec.rec = &h->kr;
+	h->rec.aborted = -1;
+	char *p = h->line;
+	struct kd_view *vs[] = {&h->rec.topic, &h->kr.key, &h->kr.value, &h->kr.headers};
+	for (size_t i = 0; i < 4; i++) {
+		if (vs[i]->null || !vs[i]->len)
+			continue;
+		memcpy(p, vs[i]->p, vs[i]->len);
+		vs[i]->p = (const uint8_t *)p;
+		p += vs[i]->len;
+	}
+	if (an->txn->tail)
+		an->txn->tail->next = h;
+	else
+		an->txn->head = h;
+	an->txn->tail = h;
+	an->txn->bytes += len;
+	while (an->txn->bytes > HELD_MAX)
+		held_release_oldest(an);
 }
 
 void an_rec_txn_end(struct cap_an *an, int64_t pid, int aborted)
@@ -148,7 +199,7 @@ static void held_release_oldest(struct cap_an *an)
 	if (!tx->head)
 		tx->tail = NULL;
 	tx->bytes -= h->len;
-	held_out(an, h, 0);
+	held_out(an, h, -1);
 	free(h);
 }
 
@@ -162,6 +213,7 @@ static void hold(struct cap_an *an, int64_t pid, const uint8_t *line, size_t len
 	h->next = NULL;
 	h->pid = pid;
 	h->len = len;
+	h->is_rec = 0;
 	memcpy(h->line, line, len);
 	if (an->txn->tail)
 		an->txn->tail->next = h;
@@ -217,6 +269,7 @@ static void kv(struct kd_wbuf *w, const char *name, struct kd_view v)
 
 struct rec_ctx {
 	const char *source;
+	int8_t acked; /* produce: cap_an_record.acked */
 	int64_t ts_us;
 	const struct an_flow *fl;
 	const struct kd_summary *sum;
@@ -338,6 +391,24 @@ static void records_out(struct cap_an *an, const struct rec_ctx *rc, struct kd_v
 			if (!produce && rec.offset < min_offset)
 				continue;
 			an->counts.records++;
+			if (an->opts.on_record) {
+				struct cap_an_record r = {
+				    .topic = rc->topic,
+				    .partition = rc->partition,
+				    .ts_us = rc->ts_us,
+				    .acks = rc->sum->acks,
+				    .acked = rc->acked,
+				    .aborted = 0,
+				    .transactional = b->transactional,
+				    .producer_id = b->producer_id,
+				    .rec = &rec,
+				};
+				if (b->transactional && b->producer_id >= 0)
+					hold_rec(an, &r);
+				else
+					an->opts.on_record(an->opts.record_arg, &r);
+				continue;
+			}
 			line.len = 0;
 			rec_line(&line, rc, b, &rec, !produce || base >= 0, off);
 			if (line.err)
@@ -416,8 +487,8 @@ void an_rec_produce(struct cap_an *an, const struct an_flow *fl, const struct kd
 	struct kd_node *topics = kd_node_child(t.root, "TopicData");
 	for (uint32_t i = 0; topics && i < topics->nkids; i++) {
 		const uint8_t *id;
-		struct rec_ctx rc = {"produce", ts_us, fl, sum, topic_of(an, &topics->kids[i], &id),
-		                     0,         NULL};
+		struct rec_ctx rc = {
+		    "produce", -1, ts_us, fl, sum, topic_of(an, &topics->kids[i], &id), 0, NULL};
 		rc.topic_id = id;
 		if (!an_topic_match(an, rc.topic, id))
 			continue;
@@ -431,6 +502,7 @@ void an_rec_produce(struct cap_an *an, const struct an_flow *fl, const struct kd
 			const struct kd_sum_tp *tp = sum_find(sum, rc.topic, id, rc.partition);
 			int64_t base =
 			    tp && !tp->error && (sum->flags & KD_SUM_RESP) ? tp->base_offset : -1;
+			rc.acked = !(sum->flags & KD_SUM_RESP) ? -1 : tp && !tp->error ? 1 : 0;
 			records_out(an, &rc,
 			            recs->null ? (struct kd_view){NULL, 0, 1} : recs->val.v, 1,
 			            base, 0, NULL);
@@ -449,10 +521,10 @@ void an_rec_fetch(struct cap_an *an, const struct an_flow *fl, const struct kd_s
 	struct kd_node *topics = kd_node_child(t.root, "Responses");
 	for (uint32_t i = 0; topics && i < topics->nkids; i++) {
 		const uint8_t *id;
-		struct rec_ctx rc = {"fetch", ts_us, fl, sum, topic_of(an, &topics->kids[i], &id),
-		                     0,       NULL};
+		struct rec_ctx rc = {
+		    "fetch", -1, ts_us, fl, sum, topic_of(an, &topics->kids[i], &id), 0, NULL};
 		rc.topic_id = id;
-		int wanted = an_topic_match(an, rc.topic, id);
+		int wanted = !an->opts.on_record && an_topic_match(an, rc.topic, id);
 		struct kd_node *parts = kd_node_child(&topics->kids[i], "Partitions");
 		for (uint32_t j = 0; parts && j < parts->nkids; j++) {
 			struct kd_node *idx = kd_node_child(&parts->kids[j], "PartitionIndex");

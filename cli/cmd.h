@@ -17,6 +17,7 @@ int cmd_decode(int argc, char **argv);
 int cmd_sniff(int argc, char **argv);
 int cmd_rules(int argc, char **argv);
 int cmd_passwd(int argc, char **argv);
+int cmd_replay(int argc, char **argv);
 /* The analyzer shared by decode (live = 0) and sniff (live = 1), cmd-decode.c. */
 int cmd_analyze_run(int argc, char **argv, int live);
 

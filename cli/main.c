@@ -12,7 +12,7 @@
 /* Their one-line summaries are in cli/help/kwire.txt (`kwire --help`). */
 static const struct kw_cmd kw_cmds[] = {
     {"version", cmd_version}, {"proxy", cmd_proxy}, {"decode", cmd_decode}, {"sniff", cmd_sniff},
-    {"rules", cmd_rules},     {"demo", cmd_demo},   {"passwd", cmd_passwd},
+    {"rules", cmd_rules},     {"demo", cmd_demo},   {"passwd", cmd_passwd}, {"replay", cmd_replay},
 };
 
 static void usage(FILE *f)

@@ -77,7 +77,7 @@ else:
 
 src_for = {"proxy": "cmd-proxy.c", "decode": "cmd-decode.c", "sniff": "cmd-decode.c",
            "passwd": "cmd-passwd.c",
-           "demo": "cmd-demo.c"}
+           "demo": "cmd-demo.c", "replay": "cmd-replay.c"}
 help_longs = {}
 for c in cmds:
     h = run(c, "--help")
