@@ -27,6 +27,7 @@
 #include "px-log.h"
 #include "px-audit.h"
 #include "px-rules.h"
+#include "px-mirror.h"
 #include "px-tap.h"
 #include "px-sasl.h"
 #include "px.h"
@@ -527,6 +528,7 @@ void px_admin_metrics(struct px_admin *adm, struct kd_wbuf *w)
 	if (px_audit_of(adm->px))
 		px_audit_metrics(px_audit_of(adm->px), w);
 	px_sasl_metrics(px_sasl_of(adm->px), w);
+	px_mirror_metrics(px_mirror_of(adm->px), w);
 	adm_counter(w, "kwire_responses_rewritten_total",
 	            "Responses whose broker addresses kwire rewrote.", st.responses_rewritten,
 	            "counter");

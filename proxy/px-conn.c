@@ -48,6 +48,7 @@
 #include "kd.h"
 #include "kd-tls.h"
 #include "px-int.h"
+#include "px-mirror.h"
 #include "px-tap.h"
 #include "px-tls.h"
 #include "px-records.h"
@@ -123,6 +124,7 @@ struct px_req {
 	struct kd_split *split;
 	uint8_t tap;                 /* the request and its answer go to the tap (px-tap.h) */
 	struct px_audit_pend *audit; /* what the audit records at the response */
+	struct px_mjob *mjob;        /* a mirrored Produce or an EndTxn (px-mirror.h) */
 	/* A Fetch whose response `rewrite:` rules may rewrite (px-records.h). */
 	uint8_t rw_fetch;
 	/* Names (px-names.h): the rewrite rule that maps this client's names
@@ -204,6 +206,12 @@ struct px_conn {
 	 * (up_reauth 2, su set) and forwarding resumes. */
 	struct event *up_reauth_ev;
 	uint8_t up_reauth;
+	/* Mirror (px-mirror.h): judge()'s job for the request being committed;
+	 * the job of the request being streamed, which gets its bytes (owned
+	 * here for acks=0, queued at its last byte; else its px_req's). */
+	struct px_mjob *mjob_next;
+	struct px_mjob *req_mjob;
+	uint8_t req_mjob_own;
 };
 
 static void conn_free(struct px_conn *conn);
@@ -249,6 +257,17 @@ static void tap_buf(struct px_conn *conn, int dir, struct evbuffer *src, size_t 
 {
 	if (conn->tapf && n)
 		px_tap_flow_buf(conn->tapf, dir, src, off, n);
+}
+
+/* n bytes of req's answer, at off in src, went to the client: the tap and
+ * the mirror see them. */
+static void s2c_seen(struct px_conn *conn, struct px_req *req, struct evbuffer *src, size_t off,
+                     size_t n)
+{
+	if (req->tap)
+		tap_buf(conn, PX_TAP_S2C, src, off, n);
+	if (req->mjob)
+		px_mirror_resp_buf(req->mjob, src, off, n);
 }
 
 /* ---- plain TCP transport ---- */
@@ -418,6 +437,7 @@ static void req_release(struct px_req *req)
 	req->copy = NULL;
 	free(req->local);
 	req->local = NULL;
+	px_mirror_lost(&req->mjob); /* never answered (done() took it otherwise) */
 	if (req->split) {
 		kd_split_free(req->split);
 		free(req->split);
@@ -447,7 +467,7 @@ static uint32_t inflight(const struct px_conn *conn)
 	return kd_stream_inflight(conn->ks);
 }
 
-static void send_local(struct px_conn *conn, const struct px_req *req);
+static void send_local(struct px_conn *conn, struct px_req *req);
 static void flush_local(struct px_conn *conn);
 
 /* Produce with acks=0 gets no response (ProduceRequest.json), but
@@ -524,6 +544,10 @@ static void conn_free(struct px_conn *conn)
 	free(conn->cur_copy);
 	free(conn->acks0);
 	free(conn->se);
+	px_mirror_lost(&conn->mjob_next);
+	if (conn->req_mjob_own)
+		px_mirror_lost(&conn->req_mjob);
+	conn->req_mjob = NULL;
 	px_tap_flow_end(&conn->tapf);
 	px_sasl_conn_free(&conn->sc);
 	px_sasl_up_free(&conn->su);
@@ -1220,6 +1244,8 @@ static int judge(struct px_conn *conn, struct evbuffer *in, struct kd_frame_info
 		conn_free(conn);
 		return -1;
 	}
+	px_mirror_lost(&conn->mjob_next);
+	conn->mjob_next = px_mirror_request(px->mirror, rs, wk->judged.act, fi, &jin.who);
 	return wk->judged.act;
 }
 
@@ -1293,17 +1319,22 @@ static int rules_act(struct px_conn *conn, struct evbuffer *in, struct px_req *r
 	}
 	if (req->tap)
 		tap_buf(conn, PX_TAP_C2S, in, 0, total);
+	if (req->mjob)
+		px_mirror_req_buf(req->mjob, in, 0, total);
 	evbuffer_drain(in, total);
 	PX_INC(px, bytes_in_client, total);
 	rw_note(conn, req, jd, 0);
 	if (act == PX_J_REWRITE) {
 		/* The request with its records rewritten, in place of the frame. */
 		evbuffer_add(bufferevent_get_output(conn->ubev), jd->out.p, jd->out.len);
+		if (req->mjob)
+			px_mirror_req_frame(req->mjob, jd->out.p, jd->out.len);
 		PX_INC(px, bytes_out_upstream, jd->out.len);
 		if (fi->flags & KD_EVF_NO_RESPONSE) {
 			acks0_note(conn, req->corr);
 			emit_pair(conn, req, 0, NULL, 0, 0, 1, 0);
-			req_free(req); /* acks=0: never in the FIFO */
+			px_mirror_done(&req->mjob); /* acks=0: nothing to wait for */
+			req_free(req);              /* acks=0: never in the FIFO */
 			return 0;
 		}
 		PX_MAX(px, inflight_max, inflight(conn));
@@ -1329,6 +1360,7 @@ static int rules_act(struct px_conn *conn, struct evbuffer *in, struct px_req *r
 		if (fi->flags & KD_EVF_NO_RESPONSE) {
 			acks0_note(conn, req->corr);
 			emit_pair(conn, req, 0, NULL, 0, 0, 1, 0);
+			px_mirror_done(&req->mjob); /* acks=0: its bytes are in (above) */
 			req_free(req);
 			return 0;
 		}
@@ -1652,15 +1684,22 @@ static int c2s(struct px_conn *conn)
 	struct evbuffer *out = bufferevent_get_output(conn->ubev);
 	for (;;) {
 		if (conn->req_left) {
+			size_t avail = evbuffer_get_length(in) < conn->req_left
+			                   ? evbuffer_get_length(in)
+			                   : conn->req_left;
 			if (conn->req_tap)
-				tap_buf(conn, PX_TAP_C2S, in, 0,
-				        evbuffer_get_length(in) < conn->req_left
-				            ? evbuffer_get_length(in)
-				            : conn->req_left);
+				tap_buf(conn, PX_TAP_C2S, in, 0, avail);
+			if (conn->req_mjob)
+				px_mirror_req_buf(conn->req_mjob, in, 0, avail);
 			size_t n = forward(conn, in, conn->ubev, conn->req_left);
 			if (!n)
 				return 0;
 			conn->req_left -= (uint32_t)n;
+			if (!conn->req_left) {
+				if (conn->req_mjob_own)
+					px_mirror_done(&conn->req_mjob);
+				conn->req_mjob = NULL;
+			}
 			PX_INC(px, bytes_in_client, (uint64_t)n);
 			PX_INC(px, bytes_out_upstream, (uint64_t)n);
 			continue;
@@ -1794,6 +1833,8 @@ static int c2s(struct px_conn *conn)
 		req->tap = px->tap != NULL;
 		int tap = req->tap; /* req may be gone below (no response due) */
 		tap_frame(conn, req, PX_TAP_C2S);
+		req->mjob = conn->mjob_next;
+		conn->mjob_next = NULL;
 		if (act != PX_J_FORWARD) {
 			if (rules_act(conn, in, req, &fi, total, act) < 0)
 				return -1;
@@ -1808,9 +1849,15 @@ static int c2s(struct px_conn *conn)
 			if (fi.kind == KD_EV_REQUEST)
 				acks0_note(conn, req->corr);
 			emit_pair(conn, req, 0, NULL, 0, 0, 1, 0);
+			/* acks=0: queued once its bytes are in (above), no answer to wait for */
+			conn->req_mjob = req->mjob;
+			conn->req_mjob_own = 1;
+			req->mjob = NULL;
 			req_free(req);
 		} else {
 			PX_MAX(px, inflight_max, inflight(conn));
+			conn->req_mjob = req->mjob; /* the FIFO's req owns it */
+			conn->req_mjob_own = 0;
 		}
 		if (mapped && tap && conn->tapf) /* the tap has the client's view */
 			tap_buf(conn, PX_TAP_C2S, in, 0, total);
@@ -1834,16 +1881,17 @@ static int c2s(struct px_conn *conn)
 	}
 }
 
-static void resp_done(struct px_conn *conn, const struct px_req *req, uint32_t size,
-                      const uint8_t *copy, size_t copy_len, int trunc, int rewritten)
+static void resp_done(struct px_conn *conn, struct px_req *req, uint32_t size, const uint8_t *copy,
+                      size_t copy_len, int trunc, int rewritten)
 {
+	px_mirror_done(&req->mjob);
 	if (req->key >= 0)
 		px_count_api(conn->px, req->key, req->ver, PX_CNT_RESP);
 	emit_pair(conn, req, size, copy, copy_len, trunc, 0, rewritten);
 }
 
 /* kwire's own answer to req (a request the rules refused), to the client. */
-static void send_local(struct px_conn *conn, const struct px_req *req)
+static void send_local(struct px_conn *conn, struct px_req *req)
 {
 	struct evbuffer *out = bufferevent_get_output(conn->cbev);
 	evbuffer_add(out, req->local, req->local_len);
@@ -1979,9 +2027,9 @@ static int s2c_edit(struct px_conn *conn, struct kd_frame_info *fi, struct px_re
 		evbuffer_remove_buffer(in, out, total);
 		PX_INC(px, bytes_out_client, total);
 	}
-	if (req && req->tap) {
+	if (req) {
 		tap_frame(conn, req, PX_TAP_S2C);
-		tap_buf(conn, PX_TAP_S2C, out, out0, evbuffer_get_length(out) - out0);
+		s2c_seen(conn, req, out, out0, evbuffer_get_length(out) - out0);
 	}
 	PX_INC(px, bytes_in_upstream, total);
 	kd_wbuf_free(&wb);
@@ -2387,8 +2435,8 @@ static int s2c_stream_edit(struct px_conn *conn, struct kd_frame_info *fi, int m
 		/* The new prefix (its size fixed) replaces the old one. */
 		evbuffer_drain(in, se->stop);
 		evbuffer_add(out, wb.p, wb.len);
-		if (conn->cur && conn->cur->tap)
-			tap_buf(conn, PX_TAP_S2C, out, out0, wb.len);
+		if (conn->cur)
+			s2c_seen(conn, conn->cur, out, out0, wb.len);
 		PX_INC(px, bytes_in_upstream, se->stop);
 		PX_INC(px, bytes_out_client, wb.len);
 		conn->resp_left = total - se->stop;
@@ -2406,8 +2454,8 @@ static int s2c_stream_edit(struct px_conn *conn, struct kd_frame_info *fi, int m
 		evbuffer_drain(in, tlen);
 		evbuffer_add(out, wb.p, wb.len);
 		evbuffer_remove_buffer(in, out, total - se->end);
-		if (conn->cur && conn->cur->tap)
-			tap_buf(conn, PX_TAP_S2C, out, out0, evbuffer_get_length(out) - out0);
+		if (conn->cur)
+			s2c_seen(conn, conn->cur, out, out0, evbuffer_get_length(out) - out0);
 		PX_INC(px, bytes_in_upstream, total);
 		PX_INC(px, bytes_out_client, nsize + 4);
 		conn->resp_left = 0;
@@ -2503,8 +2551,8 @@ static int s2c(struct px_conn *conn)
 				n = conn->resp_left;
 			if (conn->se && conn->se->mode)
 				se_pass(conn, in, n);
-			if (conn->cur && conn->cur->tap)
-				tap_buf(conn, PX_TAP_S2C, in, 0, n);
+			if (conn->cur)
+				s2c_seen(conn, conn->cur, in, 0, n);
 			n = forward(conn, in, conn->cbev, n);
 			if (!n)
 				return 0;

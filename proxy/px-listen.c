@@ -35,6 +35,7 @@
 
 #include "kd.h"
 #include "px-int.h"
+#include "px-mirror.h"
 #include "px-tap.h"
 #include "px-tls.h"
 #include "rule.h"
@@ -208,12 +209,24 @@ struct px *px_new(const struct px_conf *conf, char *err, size_t errlen)
 			       "four)",
 			       conf->rules);
 		rule_set_unref(&rs);
+		/* Mirror rules may come with a reload: the mirror is always there. */
+		px->mirror = px_mirror_new(rules_log, px, px->topics);
+		if (!px->mirror) {
+			kd_errf(err, errlen, "out of memory");
+			px_rules_free(&px->rules);
+			kd_topics_free(&px->topics);
+			free(px->brokers);
+			px_conf_free(&px->conf);
+			free(px);
+			return NULL;
+		}
 	}
 	if (conf->tap) {
 		struct px_tap_opts to = {conf->tap_max_bytes, conf->tap_files,
 		                         conf->tap_buffer_bytes};
 		px->tap = px_tap_open(conf->tap, &to, rules_log, px, err, errlen);
 		if (!px->tap) {
+			px_mirror_free(&px->mirror);
 			px_rules_free(&px->rules);
 			kd_topics_free(&px->topics);
 			free(px->brokers);
@@ -1082,6 +1095,11 @@ struct px_tap *px_tap_of(const struct px *px)
 	return px->tap;
 }
 
+struct px_mirror *px_mirror_of(const struct px *px)
+{
+	return px->mirror;
+}
+
 void px_free(struct px **pxp)
 {
 	struct px *px = *pxp;
@@ -1152,7 +1170,8 @@ void px_free(struct px **pxp)
 	px_rules_free(&px->rules); /* its watcher reloads into the audit: first */
 	px_audit_free(&px->audit);
 	px_sasl_free(&px->sasl);
-	px_tap_close(&px->tap); /* after every connection ended its flow */
+	px_tap_close(&px->tap);      /* after every connection ended its flow */
+	px_mirror_free(&px->mirror); /* ... and every job was done or lost */
 	px_tls_free(&px->tls);
 	px_conf_free(&px->conf);
 	free(px);

@@ -106,6 +106,9 @@ struct px_audit;
 struct px_audit *px_audit_of(const struct px *px);
 /* The proxy's SASL state (px-sasl.h): credentials, keys, counters. */
 struct px_sasl *px_sasl_of(const struct px *px);
+/* The mirror (px-mirror.h), or NULL without a rules file. */
+struct px_mirror;
+struct px_mirror *px_mirror_of(const struct px *px);
 
 /* The bound bootstrap port (useful with listen port 0). */
 uint16_t px_listen_port(const struct px *px);

@@ -14,6 +14,7 @@
 
 #include "kd-schema.h"
 #include "kd.h"
+#include "rule-mirror.h"
 #include "rule-names.h"
 #include "rule-yaml.h"
 #include "rule.h"
@@ -684,6 +685,13 @@ static int rule_pair(struct yl *y, const char *key, const yaml_node_t *knode,
 			return r;
 		break;
 	}
+	case RULE_MIRROR:
+	case RULE_TAP: {
+		int r = rule_mirror_pair(y, key, knode, val, rule);
+		if (r <= 0)
+			return r;
+		break;
+	}
 	case RULE_AUDIT:
 		if (!strcmp(key, "log")) {
 			char buf[16];
@@ -730,6 +738,8 @@ static int rule_pair(struct yl *y, const char *key, const yaml_node_t *knode,
 	    "name, match, require",
 	    "name, match, log, redact, max_value_bytes, max_bytes, to",
 	    "name, match, prefix, topics, groups, transactional_ids, " RULE_REWRITE_KEYS,
+	    "name, match, topic, partition, to",
+	    "name, match, to, max_bytes, files",
 	};
 	return yerr(y, knode, "unknown key '%s' (a rule under '%s' takes: %s)", key,
 	            rule_section_name(rule->section), keys[rule->section]);
@@ -797,6 +807,11 @@ static int rule_finish(struct yl *y, struct rule_ctx *rc)
 		if (rule_names_finish(y, rc->node, rule) || rule_rewrite_finish(y, rc->node, rule))
 			return -1;
 		break;
+	case RULE_MIRROR:
+	case RULE_TAP:
+		if (rule_mirror_finish(y, rc->node, rule))
+			return -1;
+		break;
 	}
 	return 0;
 }
@@ -839,9 +854,8 @@ static int top_pair(struct yl *y, const char *key, const yaml_node_t *knode, con
 	for (int s = 0; s < RULE_NSECTIONS; s++)
 		if (!strcmp(key, rule_section_name(s)))
 			return load_section(y, s, val);
-	if (!strcmp(key, "mirror") || !strcmp(key, "tap"))
-		return yerr(y, knode, "'%s' rules are not supported by this version of kwire", key);
-	return yerr(y, knode, "unknown section '%s' (access, quotas, policies, audit, rewrite)",
+	return yerr(y, knode,
+	            "unknown section '%s' (access, quotas, policies, audit, rewrite, mirror, tap)",
 	            key);
 }
 
@@ -883,6 +897,7 @@ static void rule_free(struct rule *rule)
 	rule_names_free(&rule->names);
 	strs_free(rule->sink.props, rule->sink.nprops);
 	rule_rewrite_free(rule);
+	rule_mirror_free(rule);
 }
 
 static void set_free(struct rule_set *rs)
@@ -934,6 +949,10 @@ static int set_index(struct rule_set *rs)
 			rs->needs_records = 1;
 		/* A rule that can refuse needs the body too: the answer mirrors the
 		 * request's topics and partitions (kd-build.h). */
+		/* Mirror rules are matched on the proxy's mirror thread, off the
+		 * forwarding path (px-mirror.c). */
+		if (rule->section == RULE_MIRROR)
+			continue;
 		int body = (rule->match.keys & RULE_M_BODY) || rule->section == RULE_POLICY ||
 		           (rule->section == RULE_ACCESS && rule->deny_set) ||
 		           (rule->section == RULE_QUOTA && rule->per == RULE_PER_TOPIC) ||

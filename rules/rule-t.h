@@ -31,6 +31,8 @@ enum rule_section {
 	RULE_AUDIT,      /* every match records */
 	RULE_REWRITE,    /* names: the first match (rule-names.h); records: every match, in file
 	                  * order (rule-rewrite.c) */
+	RULE_MIRROR,     /* every match copies a Produce's records to its cluster (rule-mirror.h) */
+	RULE_TAP,        /* every match writes the request and its answer to its pcapng file */
 	RULE_NSECTIONS,
 };
 
@@ -134,6 +136,8 @@ struct rule_match {
 /* ---- actions ---- */
 
 struct rule_names;
+struct rule_mirror;
+struct rule_tap;
 
 /* quota `per:` */
 enum rule_per {
@@ -214,6 +218,9 @@ struct rule {
 	struct rule_names *names;
 	/* rewrite: records (headers, masks; rule-rewrite.c), or NULL */
 	struct rule_records *records;
+	/* mirror, tap (rule-mirror.h) */
+	struct rule_mirror *mirror;
+	struct rule_tap *tap;
 	/* counters */
 	_Atomic uint64_t hits;
 };

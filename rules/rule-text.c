@@ -9,13 +9,14 @@
 #include <strings.h>
 
 #include "kd-schema.h"
+#include "rule-mirror.h"
 #include "rule-names.h"
 #include "rule.h"
 
 const char *rule_section_name(int section)
 {
-	static const char *const names[RULE_NSECTIONS] = {"access", "quotas", "policies", "audit",
-	                                                  "rewrite"};
+	static const char *const names[RULE_NSECTIONS] = {"access",  "quotas", "policies", "audit",
+	                                                  "rewrite", "mirror", "tap"};
 	return section >= 0 && section < RULE_NSECTIONS ? names[section] : "?";
 }
 
@@ -325,6 +326,10 @@ static void dump_action(const struct rule *rule, FILE *f)
 		if (rule->names && rule->records)
 			fprintf(f, "; ");
 		rule_rewrite_dump(rule, f);
+		break;
+	case RULE_MIRROR:
+	case RULE_TAP:
+		rule_mirror_dump(rule, f);
 		break;
 	}
 }

@@ -164,7 +164,8 @@ static void test_errors_have_positions(void **state)
 	expect_error("policies:\n  - require: {acks: 2}\n", "r.yaml:2:21:", "not 0, 1, -1 or all");
 	expect_error("audit:\n  - log: everything\n",
 	             "r.yaml:2:10:", "not none, summary or records");
-	expect_error("mirror:\n  - x: 1\n", "r.yaml:1:1:", "not supported by this version");
+	expect_error("mirror:\n  - x: 1\n", "r.yaml:2:5:",
+	             "unknown key 'x' (a rule under 'mirror' takes");
 	expect_error("rewrite:\n  - x: 1\n", "r.yaml:2:5:",
 	             "unknown key 'x' (a rule under 'rewrite' takes");
 	expect_error("rewrite:\n  - match: {topic: t}\n    headers: {add: {a: b}}\n", "r.yaml:2:5:",

@@ -1,0 +1,941 @@
+/* px-mirror.c: `mirror:` rules in the proxy (px-mirror.h). */
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+
+#include "kd-api-keys-gen.h"
+#include "kd-arena.h"
+#include "kd-hdr.h"
+#include "kd-records.h"
+#include "kd-render.h"
+#include "kd-stream-t.h"
+#include "kd-topics.h"
+#include "kd-tree.h"
+#include "kd.h"
+#include "px-judge.h"
+#include "px-ksink.h"
+#include "px-mirror.h"
+#include "rule-mirror.h"
+#include "rule.h"
+
+#define MIRROR_RESP_MAX (1u << 20) /* a Produce or EndTxn answer is far smaller */
+#define MIRROR_WARN_US (60ull * 1000000)
+/* A transaction kwire saw no end of in this long is given up (Kafka's
+ * transaction.max.timeout.ms default): its records are counted dropped. */
+#define MIRROR_TXN_MAX_US (15ull * 60 * 1000000)
+#define MIRROR_SINKS_MAX 256
+#define MIRROR_NICE 10 /* the mirror thread's nice value (and its producers') */
+/* kwire's own hold (requests awaiting answers or the mirror thread, open
+ * transactions): the rules' largest queue_bytes, and at least this. */
+#define MIRROR_HOLD_MIN (64ll << 20)
+
+enum { MJ_PRODUCE = 1, MJ_ENDTXN = 2 };
+
+struct px_mjob {
+	struct px_mjob *next;
+	struct px_mirror *m;
+	/* Who sent it (the rules' header facts), judged on the mirror thread. */
+	struct rule_who who;
+	struct kd_view client_id; /* into req, after the frame */
+	char principal[256];
+	uint8_t kind;
+	uint8_t acks0;      /* no answer is due: the records count as acknowledged */
+	uint8_t broken;     /* the response could not be kept: nothing is acknowledged */
+	uint8_t lost;       /* the connection went away before the answer */
+	uint8_t req_broken; /* the request could not be copied whole */
+	int16_t ver;
+	struct rule_set *rs;
+	uint8_t *req; /* the request frame, copied as it is forwarded; then the client id */
+	size_t req_len, req_total; /* bytes copied, of the frame's */
+	uint8_t *resp;
+	size_t resp_len, resp_cap;
+	size_t bytes; /* counted in px_mirror.held */
+};
+
+/* A sink, made by the mirror thread for a rule's `to:`. */
+struct msink {
+	char *key; /* rule name, bootstrap and properties */
+	struct px_ksink *ks;
+	uint8_t failed; /* could not be made: logged once, records dropped */
+	/* Set by the mirror thread while the sink's queue is (nearly) full, as
+	 * when its cluster is down: workers then drop its records at once,
+	 * without copying or queueing, so that a dead mirror costs the main
+	 * path nothing. */
+	_Atomic int full;
+};
+
+/* A transactional batch held until its transaction ends. */
+struct mheld {
+	struct mheld *next;
+	unsigned sink;
+	char topic[256]; /* mirror topic */
+	int32_t partition;
+	uint8_t by_key;
+	int64_t records;
+	size_t len;
+	uint8_t raw[]; /* the batch, as produced */
+};
+
+struct mtxn {
+	struct mtxn *next;
+	int64_t pid;
+	int16_t epoch;
+	uint64_t first_us;
+	struct mheld *head, *tail;
+	size_t bytes;
+};
+
+struct px_mirror {
+	void (*log)(void *arg, int level, const char *msg);
+	void *log_arg;
+	const struct kd_topics *topics;
+	pthread_t thread;
+	pthread_mutex_t mu; /* queue, stop, done_seq */
+	pthread_cond_t cond, done_cond;
+	struct px_mjob *head, *tail;
+	uint64_t enq_seq, done_seq;
+	int stop;
+	_Atomic int64_t held;   /* bytes of jobs and held transactions */
+	_Atomic int64_t budget; /* the largest queue_bytes of the mirror rules seen */
+	_Atomic uint64_t warn_us;
+	_Atomic uint64_t dropped, unacked, aborted, produced, delivered, failed;
+	_Atomic uint64_t lat_sum_us, lat_count;
+	_Atomic uint64_t jobs;
+	_Atomic uint64_t dropped_requests;
+	/* mirror thread only */
+	struct msink sinks[MIRROR_SINKS_MAX];
+	_Atomic unsigned nsinks; /* read by /metrics */
+	pthread_mutex_t smu;     /* sinks[] against /metrics */
+	struct mtxn *txns;
+	struct kd_arena arena;
+	struct rule_facts facts;
+	struct kd_rec_iter it;
+	uint8_t it_ok;
+	struct px_ksink_header *hdrs;
+	unsigned hcap;
+};
+
+static uint64_t mono_us(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+static void mlog(struct px_mirror *m, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void mlog(struct px_mirror *m, int level, const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (m->log)
+		m->log(m->log_arg, level, msg);
+}
+
+/* Counts dropped records and warns at most once a minute (any thread). */
+static void drop(struct px_mirror *m, uint64_t records, const char *why)
+{
+	if (!records)
+		return;
+	uint64_t total = atomic_fetch_add(&m->dropped, records) + records;
+	uint64_t now = mono_us(), last = atomic_load(&m->warn_us);
+	if ((!last || now - last >= MIRROR_WARN_US) &&
+	    atomic_compare_exchange_strong(&m->warn_us, &last, now))
+		mlog(m, 1,
+		     "mirror: %s: records dropped (%" PRIu64 " in all; warned at most once a "
+		     "minute)",
+		     why, total);
+}
+
+/* ---- the worker's side ---- */
+
+static void job_free(struct px_mjob *job)
+{
+	if (!job)
+		return;
+	atomic_fetch_sub(&job->m->held, (int64_t)job->bytes);
+	rule_set_unref(&job->rs);
+	free(job->req);
+	free(job->resp);
+	free(job);
+}
+
+/* A topic element's name in a decoded tree: Name, or the name known for
+ * its TopicId (Produce v13+). */
+static struct kd_view topic_name(const struct kd_topics *topics, const struct kd_node *t)
+{
+	struct kd_node *n = kd_node_child(t, "Name");
+	if (n && !n->null)
+		return n->val.v;
+	n = kd_node_child(t, "TopicId");
+	if (n && topics)
+		return kd_topics_get(topics, n->val.uuid);
+	return (struct kd_view){NULL, 0, 1};
+}
+
+struct px_mjob *px_mirror_request(struct px_mirror *m, struct rule_set *rs, int act,
+                                  const struct kd_frame_info *fi, const struct rule_who *who)
+{
+	int16_t key = fi->req_hdr.api_key;
+	if (!m || !rs->nsec[RULE_MIRROR] || fi->kind != KD_EV_REQUEST ||
+	    (key != KD_API_PRODUCE && key != KD_API_END_TXN) ||
+	    (act != PX_J_FORWARD && act != PX_J_SPLIT && act != PX_J_REWRITE))
+		return NULL;
+	size_t len = 4 + (size_t)fi->size;
+	/* What kwire holds for the mirror: the largest queue_bytes of the
+	 * rules, at least MIRROR_HOLD_MIN. */
+	int64_t budget = MIRROR_HOLD_MIN;
+	for (unsigned i = 0; i < rs->n; i++) {
+		struct rule *rule = &rs->rules[i];
+		if (rule->section == RULE_MIRROR && rule->mirror->queue_bytes > budget)
+			budget = rule->mirror->queue_bytes;
+	}
+	int64_t b = atomic_load(&m->budget);
+	while (budget > b && !atomic_compare_exchange_weak(&m->budget, &b, budget))
+		;
+	struct px_mjob *job = calloc(1, sizeof(*job));
+	if (!job)
+		return NULL;
+	job->m = m;
+	job->kind = key == KD_API_PRODUCE ? MJ_PRODUCE : MJ_ENDTXN;
+	job->ver = fi->req_hdr.api_version;
+	job->acks0 = (fi->flags & KD_EVF_NO_RESPONSE) != 0;
+	job->who = *who;
+	size_t cl = fi->req_hdr.client_id.null ? 0 : fi->req_hdr.client_id.len;
+	size_t pl = who->principal.len < sizeof(job->principal) ? who->principal.len : 0;
+	memcpy(job->principal, who->principal.p, pl);
+	job->who.principal = (struct kd_view){(const uint8_t *)job->principal, (uint32_t)pl, 0};
+	job->bytes = len + cl + sizeof(*job);
+	if (atomic_fetch_add(&m->held, (int64_t)job->bytes) + (int64_t)job->bytes > budget ||
+	    !(job->req = malloc(len + cl))) {
+		/* The records are not known yet (the body is not decoded on the
+		 * forwarding path): counted from the frame's batches at once. */
+		atomic_fetch_add(&m->dropped_requests, 1);
+		drop(m, 0, "the mirror queue is full");
+		job_free(job);
+		return NULL;
+	}
+	memcpy(job->req + len, fi->req_hdr.client_id.p, cl);
+	job->req_total = len;
+	job->client_id = (struct kd_view){job->req + len, (uint32_t)cl, fi->req_hdr.client_id.null};
+	rule_set_ref(rs);
+	job->rs = rs;
+	return job;
+}
+
+void px_mirror_req_frame(struct px_mjob *job, const uint8_t *p, size_t len)
+{
+	size_t cl = job->client_id.len;
+	uint8_t *r = malloc(len + cl);
+	if (!r) {
+		job->req_broken = 1;
+		return;
+	}
+	memcpy(r, p, len);
+	memcpy(r + len, job->client_id.p, cl);
+	free(job->req);
+	job->req = r;
+	job->client_id.p = r + len;
+	atomic_fetch_add(&job->m->held, (int64_t)len - (int64_t)job->req_total);
+	job->bytes = job->bytes - job->req_total + len;
+	job->req_total = job->req_len = len;
+}
+
+void px_mirror_req_buf(struct px_mjob *job, struct evbuffer *src, size_t off, size_t n)
+{
+	struct evbuffer_ptr ptr;
+	size_t total = job->req_total;
+	if (job->req_broken || job->req_len + n > total ||
+	    evbuffer_ptr_set(src, &ptr, off, EVBUFFER_PTR_SET) < 0 ||
+	    evbuffer_copyout_from(src, &ptr, job->req + job->req_len, n) != (ev_ssize_t)n) {
+		job->req_broken = 1;
+		return;
+	}
+	job->req_len += n;
+}
+
+static uint8_t *resp_room(struct px_mjob *job, size_t n)
+{
+	if (job->broken)
+		return NULL;
+	if (job->resp_len + n > MIRROR_RESP_MAX) {
+		job->broken = 1;
+		return NULL;
+	}
+	if (job->resp_len + n > job->resp_cap) {
+		size_t cap = job->resp_cap ? job->resp_cap : 256;
+		while (cap < job->resp_len + n)
+			cap *= 2;
+		uint8_t *p = realloc(job->resp, cap);
+		if (!p) {
+			job->broken = 1;
+			return NULL;
+		}
+		job->resp = p;
+		job->resp_cap = cap;
+	}
+	uint8_t *p = job->resp + job->resp_len;
+	job->resp_len += n;
+	return p;
+}
+
+void px_mirror_resp_buf(struct px_mjob *job, struct evbuffer *src, size_t off, size_t n)
+{
+	uint8_t *p = resp_room(job, n);
+	struct evbuffer_ptr ptr;
+	if (!p)
+		return;
+	if (evbuffer_ptr_set(src, &ptr, off, EVBUFFER_PTR_SET) < 0 ||
+	    evbuffer_copyout_from(src, &ptr, p, n) != (ev_ssize_t)n)
+		job->broken = 1;
+}
+
+void px_mirror_resp_mem(struct px_mjob *job, const void *p, size_t n)
+{
+	uint8_t *d = resp_room(job, n);
+	if (d)
+		memcpy(d, p, n);
+}
+
+void px_mirror_done(struct px_mjob **jobp)
+{
+	struct px_mjob *job = *jobp;
+	*jobp = NULL;
+	if (!job)
+		return;
+	struct px_mirror *m = job->m;
+	pthread_mutex_lock(&m->mu);
+	job->next = NULL;
+	if (m->tail)
+		m->tail->next = job;
+	else
+		m->head = job;
+	m->tail = job;
+	m->enq_seq++;
+	pthread_cond_signal(&m->cond);
+	pthread_mutex_unlock(&m->mu);
+}
+
+void px_mirror_lost(struct px_mjob **jobp)
+{
+	struct px_mjob *job = *jobp;
+	*jobp = NULL;
+	if (!job)
+		return;
+	/* Never answered: nothing of it was acknowledged. The thread reads
+	 * which records the rules matched, to count them. */
+	job->broken = job->acks0 ? job->broken : 1;
+	job->lost = 1;
+	px_mirror_done(&job);
+}
+
+/* ---- the mirror thread ---- */
+
+static void on_delivery(void *arg, const struct px_ksink_report *rep)
+{
+	struct px_mirror *m = arg;
+	if (rep->err) {
+		atomic_fetch_add(&m->failed, 1);
+		return;
+	}
+	atomic_fetch_add(&m->delivered, 1);
+	atomic_fetch_add(&m->lat_sum_us, (uint64_t)(rep->latency_us > 0 ? rep->latency_us : 0));
+	atomic_fetch_add(&m->lat_count, 1);
+}
+
+static void sink_log(void *arg, int level, const char *msg)
+{
+	struct px_mirror *m = arg;
+	/* librdkafka repeats itself while a cluster is down: errors only once
+	 * a minute, through the same limiter as the drop warnings. */
+	uint64_t now = mono_us(), last = atomic_load(&m->warn_us);
+	if (level >= 2 || ((last && now - last < MIRROR_WARN_US) ||
+	                   !atomic_compare_exchange_strong(&m->warn_us, &last, now)))
+		return;
+	mlog(m, level, "mirror: %s (warned at most once a minute)", msg);
+}
+
+/* The sink of rule (made now if needed), or -1. */
+static int sink_for(struct px_mirror *m, const struct rule *rule)
+{
+	const struct rule_mirror *rm = rule->mirror;
+	char key[2048];
+	int o = snprintf(key, sizeof(key), "%s|%s|%lld|%d", rule->name, rm->bootstrap,
+	                 (long long)rm->queue_bytes, rm->by_key);
+	for (unsigned i = 0; i < 2 * rm->nprops && o > 0 && (size_t)o < sizeof(key); i++)
+		o += snprintf(key + o, sizeof(key) - (size_t)o, "|%s", rm->props[i]);
+	unsigned n = atomic_load(&m->nsinks);
+	for (unsigned i = 0; i < n; i++)
+		if (!strcmp(m->sinks[i].key, key)) {
+			atomic_store(&((struct rule *)rule)->mirror->sink, (int)i + 1);
+			return m->sinks[i].failed ? -1 : (int)i;
+		}
+	if (n == MIRROR_SINKS_MAX)
+		return -1;
+	const char *props[2 * 130 + 3];
+	unsigned np = 0;
+	/* In order: a retried batch must not overtake the next one. */
+	props[np++] = "max.in.flight.requests.per.connection";
+	props[np++] = "1";
+	if (rm->by_key) {
+		props[np++] = "partitioner";
+		props[np++] = "murmur2_random";
+	}
+	for (unsigned i = 0; i < 2 * rm->nprops && np < 2 * 130; i++)
+		props[np++] = rm->props[i];
+	props[np] = NULL;
+	char name[160];
+	snprintf(name, sizeof(name), "mirror:%s", rule->name);
+	struct px_ksink_conf kc = {
+	    .name = name,
+	    .bootstrap = rm->bootstrap,
+	    .props = props,
+	    .max_queue_bytes = (size_t)rm->queue_bytes,
+	    .on_delivery = on_delivery,
+	    .delivery_arg = m,
+	    .log = sink_log,
+	    .log_arg = m,
+	};
+	char err[512];
+	struct msink *s = &m->sinks[n];
+	s->key = strdup(key);
+	s->ks = s->key ? px_ksink_new(&kc, err, sizeof(err)) : NULL;
+	if (!s->ks) {
+		s->failed = 1;
+		mlog(m, 0, "mirror '%s': cannot start its producer: %s", rule->name,
+		     s->key ? err : "out of memory");
+	}
+	pthread_mutex_lock(&m->smu);
+	atomic_store(&m->nsinks, n + 1);
+	pthread_mutex_unlock(&m->smu);
+	atomic_store(&((struct rule *)rule)->mirror->sink, (int)n + 1);
+	return s->failed ? -1 : (int)n;
+}
+
+/* Produces every record of one batch blob to sink s. */
+static void produce_blob(struct px_mirror *m, unsigned s, const char *topic, int32_t partition,
+                         int by_key, const uint8_t *p, size_t len, int txn_only, int64_t pid)
+{
+	struct kd_batch *b;
+	struct kd_record rec;
+	int rc;
+	if (!m->it_ok) {
+		kd_rec_iter_init(&m->it, p, len, NULL);
+		m->it_ok = 1;
+	} else {
+		kd_rec_iter_reset(&m->it, p, len);
+	}
+	while ((rc = kd_rec_next_batch(&m->it, &b)) != 0 && rc != KD_REC_TRUNCATED) {
+		/* Transactional batches are held (txn_hold) and produced on their own. */
+		if (rc < 0 || b->control ||
+		    (txn_only ? b->producer_id != pid : b->transactional && b->producer_id >= 0))
+			continue;
+		while (kd_rec_next_record(&m->it, &rec) == 1) {
+			unsigned nh = 0;
+			if (rec.magic == 2 && rec.header_count > 0) {
+				if ((unsigned)rec.header_count > m->hcap) {
+					struct px_ksink_header *h =
+					    realloc(m->hdrs, (size_t)rec.header_count * sizeof(*h));
+					if (!h) {
+						drop(m, 1, "out of memory");
+						continue;
+					}
+					m->hdrs = h;
+					m->hcap = (unsigned)rec.header_count;
+				}
+				struct kd_rec_hdr_iter hi;
+				struct kd_header h;
+				kd_rec_headers_init(&hi, &rec);
+				while (nh < m->hcap && kd_rec_next_header(&hi, &h) == 1) {
+					m->hdrs[nh].name = (const char *)h.key.p;
+					m->hdrs[nh].name_len = h.key.len;
+					m->hdrs[nh].value = h.value.null ? NULL : h.value.p;
+					m->hdrs[nh].value_len = h.value.null ? 0 : h.value.len;
+					nh++;
+				}
+			}
+			int64_t ts = rec.timestamp > 0 ? rec.timestamp : 0;
+			if (px_ksink_produce(m->sinks[s].ks, topic, by_key ? -1 : partition,
+			                     rec.key.null ? NULL : rec.key.p, rec.key.len,
+			                     rec.value.null ? NULL : rec.value.p, rec.value.len,
+			                     m->hdrs, nh, ts, NULL) == PX_KSINK_QUEUED)
+				atomic_fetch_add(&m->produced, 1);
+			else
+				drop(m, 1, "the mirror cluster's queue is full");
+		}
+	}
+}
+
+static struct mtxn *txn_find(struct px_mirror *m, int64_t pid, int make)
+{
+	for (struct mtxn *t = m->txns; t; t = t->next)
+		if (t->pid == pid)
+			return t;
+	if (!make)
+		return NULL;
+	struct mtxn *t = calloc(1, sizeof(*t));
+	if (!t)
+		return NULL;
+	t->pid = pid;
+	t->first_us = mono_us();
+	t->next = m->txns;
+	m->txns = t;
+	return t;
+}
+
+/* Ends a held transaction: its batches are produced (commit) or not. */
+static void txn_end(struct px_mirror *m, struct mtxn *t, int commit, int timed_out)
+{
+	for (struct mheld *h = t->head, *next; h; h = next) {
+		next = h->next;
+		if (commit)
+			produce_blob(m, h->sink, h->topic, h->partition, h->by_key, h->raw, h->len,
+			             1, t->pid);
+		else if (timed_out)
+			drop(m, (uint64_t)h->records, "a transaction did not end in 15 minutes");
+		else
+			atomic_fetch_add(&m->aborted, (uint64_t)h->records);
+		free(h);
+	}
+	atomic_fetch_sub(&m->held, (int64_t)t->bytes);
+	for (struct mtxn **pp = &m->txns; *pp; pp = &(*pp)->next)
+		if (*pp == t) {
+			*pp = t->next;
+			break;
+		}
+	free(t);
+}
+
+/* Holds a transactional batch until its EndTxn. */
+static void txn_hold(struct px_mirror *m, const struct kd_batch *b, unsigned s, const char *topic,
+                     int32_t partition, int by_key)
+{
+	struct mtxn *t = txn_find(m, b->producer_id, 1);
+	if (t && t->head && b->producer_epoch > t->epoch) {
+		/* A new epoch: the producer was fenced, its open transaction aborted. */
+		txn_end(m, t, 0, 0);
+		t = txn_find(m, b->producer_id, 1);
+	}
+	int64_t budget = atomic_load(&m->budget);
+	size_t bytes = sizeof(struct mheld) + b->raw.len;
+	struct mheld *h = NULL;
+	if (t && atomic_load(&m->held) + (int64_t)bytes <= budget)
+		h = malloc(bytes);
+	if (!h) {
+		drop(m, b->record_count > 0 ? (uint64_t)b->record_count : 0,
+		     "the mirror queue is full (held transactions)");
+		return;
+	}
+	t->epoch = b->producer_epoch;
+	h->next = NULL;
+	h->sink = s;
+	snprintf(h->topic, sizeof(h->topic), "%s", topic);
+	h->partition = partition;
+	h->by_key = (uint8_t)by_key;
+	h->records = b->record_count;
+	h->len = b->raw.len;
+	memcpy(h->raw, b->raw.p, b->raw.len);
+	if (t->tail)
+		t->tail->next = h;
+	else
+		t->head = h;
+	t->tail = h;
+	t->bytes += bytes;
+	atomic_fetch_add(&m->held, (int64_t)bytes);
+}
+
+/* The error code the response gives topic/partition; -1 when it does not
+ * answer it. */
+static int part_error(struct px_mirror *m, const struct kd_node *resps, struct kd_view topic,
+                      int32_t part)
+{
+	for (uint32_t i = 0; resps && i < resps->nkids; i++) {
+		struct kd_view n = topic_name(m->topics, &resps->kids[i]);
+		if (n.null || n.len != topic.len || memcmp(n.p, topic.p, n.len))
+			continue;
+		struct kd_node *ps = kd_node_child(&resps->kids[i], "PartitionResponses");
+		for (uint32_t k = 0; ps && k < ps->nkids; k++) {
+			struct kd_node *idx = kd_node_child(&ps->kids[k], "Index");
+			struct kd_node *ec = kd_node_child(&ps->kids[k], "ErrorCode");
+			if (idx && ec && idx->val.i == part)
+				return (int)ec->val.i;
+		}
+	}
+	return -1;
+}
+
+/* A body (after the header) of a whole frame, or NULL. */
+static const uint8_t *body_of(const uint8_t *frame, size_t len, int is_req, int16_t key,
+                              int16_t ver, size_t *blen)
+{
+	int h;
+	if (len < 8)
+		return NULL;
+	if (is_req) {
+		struct kd_req_hdr rh;
+		h = kd_req_hdr_parse(frame + 4, len - 4, &rh);
+	} else {
+		struct kd_resp_hdr rh;
+		h = kd_resp_hdr_parse(frame + 4, len - 4, key, ver, &rh);
+	}
+	if (h <= 0)
+		return NULL;
+	*blen = len - 4 - (size_t)h;
+	return frame + 4 + h;
+}
+
+/* The records of one partition's blob, without decompressing. */
+static uint64_t blob_records(const struct kd_node *recs)
+{
+	struct kd_rec_peek pk;
+	memset(&pk, 0, sizeof(pk));
+	kd_rec_peek_batches(recs->val.v.p, recs->val.v.len, &pk);
+	return pk.records > 0 ? (uint64_t)pk.records : 0;
+}
+
+/* One partition's records for one rule: produced, held (transactional),
+ * or counted. */
+static void mirror_part(struct px_mirror *m, const struct rule *rule, struct kd_view topic,
+                        int32_t part, const struct kd_node *recs)
+{
+	char target[256];
+	int s = sink_for(m, rule);
+	if (s < 0) {
+		drop(m, blob_records(recs), "the mirror's producer could not start");
+		return;
+	}
+	if (atomic_load(&m->sinks[s].full)) {
+		drop(m, blob_records(recs), "the mirror cluster's queue is full");
+		return;
+	}
+	if (rule_mirror_topic(rule->mirror->topic, (const char *)topic.p, topic.len, target,
+	                      sizeof(target)) < 0) {
+		drop(m, blob_records(recs), "the mirror topic is not a topic name");
+		return;
+	}
+	/* Transactional batches wait for their EndTxn; the others go now. */
+	struct kd_rec_iter it;
+	struct kd_batch *b;
+	int rc, plain = 0;
+	kd_rec_iter_init(&it, recs->val.v.p, recs->val.v.len, NULL);
+	while ((rc = kd_rec_next_batch(&it, &b)) != 0 && rc != KD_REC_TRUNCATED) {
+		if (rc < 0 || b->control)
+			continue;
+		if (b->transactional && b->producer_id >= 0)
+			txn_hold(m, b, (unsigned)s, target, part, rule->mirror->by_key);
+		else
+			plain = 1;
+	}
+	kd_rec_iter_free(&it);
+	if (plain)
+		produce_blob(m, (unsigned)s, target, part, rule->mirror->by_key, recs->val.v.p,
+		             recs->val.v.len, 0, -1);
+}
+
+/* A Produce and its answer: the rules are matched here, on the request's
+ * facts and the header facts the worker kept (the forwarding path never
+ * decodes a Produce for the mirror). */
+static void do_produce(struct px_mirror *m, struct px_mjob *job)
+{
+	struct kd_tree rt, qt;
+	const struct kd_node *resps = NULL;
+	size_t blen;
+	const uint8_t *body;
+	kd_arena_reset(&m->arena);
+	size_t total = job->req_total;
+	body = job->req_broken || job->req_len != total
+	           ? NULL
+	           : body_of(job->req, job->req_len, 1, 0, job->ver, &blen);
+	if (!body || kd_tree_decode(&qt, &m->arena, 0, job->ver, 1, body, blen) != KD_OK ||
+	    rule_facts_read(&m->facts, &qt, m->topics, rule_set_needs_records(job->rs),
+	                    &m->arena) != KD_OK) {
+		if (job->lost)
+			return; /* cut off with its connection: neither sent whole nor answered */
+		atomic_fetch_add(&m->dropped_requests, 1);
+		drop(m, 0, "a Produce request could not be read");
+		return;
+	}
+	struct rule_req *req = &m->facts.req;
+	req->api_key = KD_API_PRODUCE;
+	req->api_version = job->ver;
+	req->client_id = job->client_id;
+	req->principal = job->who.principal;
+	req->broker_id = job->who.broker_id;
+	req->src_family = job->who.src_family;
+	memcpy(req->src_addr, job->who.src_addr, sizeof(req->src_addr));
+	int unacked = 0;
+	if (!job->acks0) {
+		body =
+		    job->broken ? NULL : body_of(job->resp, job->resp_len, 0, 0, job->ver, &blen);
+		if (body && kd_tree_decode(&rt, &m->arena, 0, job->ver, 0, body, blen) == KD_OK)
+			resps = kd_node_child(rt.root, "Responses");
+		else
+			unacked = 1;
+	}
+	struct kd_node *topics = kd_node_child(qt.root, "TopicData");
+	for (uint32_t i = 0; topics && i < topics->nkids; i++) {
+		struct kd_view name = topic_name(m->topics, &topics->kids[i]);
+		if (name.null || !name.len)
+			continue;
+		unsigned t = 0;
+		while (t < req->ntopics && (req->topics[t].name.len != name.len ||
+		                            memcmp(req->topics[t].name.p, name.p, name.len)))
+			t++;
+		if (t == req->ntopics)
+			continue;
+		struct kd_node *parts = kd_node_child(&topics->kids[i], "PartitionData");
+		for (unsigned r = 0; r < job->rs->n; r++) {
+			const struct rule *rule = &job->rs->rules[r];
+			if (rule->section != RULE_MIRROR || !rule_matches(rule, req, (int)t, NULL))
+				continue;
+			atomic_fetch_add_explicit(&((struct rule *)rule)->hits, 1,
+			                          memory_order_relaxed);
+			for (uint32_t p = 0; parts && p < parts->nkids; p++) {
+				struct kd_node *idx = kd_node_child(&parts->kids[p], "Index");
+				struct kd_node *recs = kd_node_child(&parts->kids[p], "Records");
+				if (!idx || !recs || recs->null)
+					continue;
+				int32_t part = (int32_t)idx->val.i;
+				if (unacked ||
+				    (!job->acks0 && part_error(m, resps, name, part) != 0))
+					atomic_fetch_add(&m->unacked, blob_records(recs));
+				else
+					mirror_part(m, rule, name, part, recs);
+			}
+		}
+	}
+}
+
+static void do_endtxn(struct px_mirror *m, struct px_mjob *job)
+{
+	size_t blen, qlen;
+	const uint8_t *body =
+	    job->broken ? NULL
+	                : body_of(job->resp, job->resp_len, 0, KD_API_END_TXN, job->ver, &blen);
+	const uint8_t *qbody = body_of(job->req, job->req_len, 1, KD_API_END_TXN, job->ver, &qlen);
+	struct kd_tree t, q;
+	kd_arena_reset(&m->arena);
+	if (!body || !qbody ||
+	    kd_tree_decode(&t, &m->arena, KD_API_END_TXN, job->ver, 0, body, blen) != KD_OK ||
+	    kd_tree_decode(&q, &m->arena, KD_API_END_TXN, job->ver, 1, qbody, qlen) != KD_OK)
+		return; /* the client will retry, or the transaction times out */
+	struct kd_node *ec = kd_node_child(t.root, "ErrorCode");
+	struct kd_node *pid = kd_node_child(q.root, "ProducerId");
+	struct kd_node *c = kd_node_child(q.root, "Committed");
+	if (!ec || ec->val.i != 0 || !pid || !c)
+		return;
+	struct mtxn *tx = txn_find(m, pid->val.i, 0);
+	if (tx)
+		txn_end(m, tx, c->val.u != 0, 0);
+}
+
+/* Marks the sinks whose queue is over 90% of their budget (msink.full). */
+static void check_full(struct px_mirror *m)
+{
+	unsigned n = atomic_load(&m->nsinks);
+	for (unsigned i = 0; i < n; i++) {
+		struct px_ksink_stats st;
+		if (!m->sinks[i].ks)
+			continue;
+		px_ksink_stats(m->sinks[i].ks, &st);
+		atomic_store(&m->sinks[i].full,
+		             st.queue_budget && st.queue_bytes > st.queue_budget / 10 * 9);
+	}
+}
+
+static void expire_txns(struct px_mirror *m)
+{
+	uint64_t now = mono_us();
+	for (struct mtxn *t = m->txns, *next; t; t = next) {
+		next = t->next;
+		if (now - t->first_us > MIRROR_TXN_MAX_US)
+			txn_end(m, t, 0, 1);
+	}
+}
+
+static void *mirror_main(void *arg)
+{
+	struct px_mirror *m = arg;
+	/* The mirror must never slow the main path: where CPU is short, its
+	 * thread, and the threads of the producers it starts (librdkafka's,
+	 * which inherit it), yield to the forwarding workers. Linux's nice
+	 * value is per thread. */
+	if (setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), MIRROR_NICE) != 0)
+		mlog(m, 3, "mirror: could not lower the mirror thread's priority");
+	pthread_mutex_lock(&m->mu);
+	for (;;) {
+		while (!m->head && !m->stop) {
+			struct timespec ts;
+			clock_gettime(CLOCK_REALTIME, &ts);
+			ts.tv_sec += 1;
+			if (pthread_cond_timedwait(&m->cond, &m->mu, &ts)) {
+				pthread_mutex_unlock(&m->mu);
+				expire_txns(m);
+				check_full(m);
+				pthread_mutex_lock(&m->mu);
+			}
+		}
+		struct px_mjob *list = m->head;
+		uint64_t seq = m->enq_seq;
+		m->head = m->tail = NULL;
+		int stop = m->stop;
+		pthread_mutex_unlock(&m->mu);
+		while (list) {
+			struct px_mjob *job = list;
+			list = job->next;
+			atomic_fetch_add(&m->jobs, 1);
+			if (job->kind == MJ_PRODUCE)
+				do_produce(m, job);
+			else
+				do_endtxn(m, job);
+			job_free(job);
+		}
+		check_full(m);
+		pthread_mutex_lock(&m->mu);
+		m->done_seq = seq;
+		pthread_cond_broadcast(&m->done_cond);
+		if (stop && !m->head)
+			break;
+	}
+	pthread_mutex_unlock(&m->mu);
+	return NULL;
+}
+
+struct px_mirror *px_mirror_new(void (*log)(void *arg, int level, const char *msg), void *arg,
+                                const struct kd_topics *topics)
+{
+	struct px_mirror *m = calloc(1, sizeof(*m));
+	if (!m)
+		return NULL;
+	m->log = log;
+	m->log_arg = arg;
+	m->topics = topics;
+	pthread_mutex_init(&m->mu, NULL);
+	pthread_mutex_init(&m->smu, NULL);
+	pthread_cond_init(&m->cond, NULL);
+	pthread_cond_init(&m->done_cond, NULL);
+	if (pthread_create(&m->thread, NULL, mirror_main, m)) {
+		pthread_mutex_destroy(&m->mu);
+		pthread_mutex_destroy(&m->smu);
+		pthread_cond_destroy(&m->cond);
+		pthread_cond_destroy(&m->done_cond);
+		free(m);
+		return NULL;
+	}
+	return m;
+}
+
+void px_mirror_sync(struct px_mirror *m)
+{
+	pthread_mutex_lock(&m->mu);
+	uint64_t want = m->enq_seq;
+	while (m->done_seq < want)
+		pthread_cond_wait(&m->done_cond, &m->mu);
+	pthread_mutex_unlock(&m->mu);
+}
+
+void px_mirror_free(struct px_mirror **mp)
+{
+	struct px_mirror *m = *mp;
+	if (!m)
+		return;
+	pthread_mutex_lock(&m->mu);
+	m->stop = 1;
+	pthread_cond_signal(&m->cond);
+	pthread_mutex_unlock(&m->mu);
+	pthread_join(m->thread, NULL);
+	/* Transactions still open: their end never came through kwire. */
+	while (m->txns)
+		txn_end(m, m->txns, 0, 1);
+	unsigned n = atomic_load(&m->nsinks);
+	for (unsigned i = 0; i < n; i++) {
+		px_ksink_free(&m->sinks[i].ks);
+		free(m->sinks[i].key);
+	}
+	if (m->it_ok)
+		kd_rec_iter_free(&m->it);
+	rule_facts_free(&m->facts);
+	kd_arena_free(&m->arena);
+	free(m->hdrs);
+	pthread_mutex_destroy(&m->mu);
+	pthread_mutex_destroy(&m->smu);
+	pthread_cond_destroy(&m->cond);
+	pthread_cond_destroy(&m->done_cond);
+	free(m);
+	*mp = NULL;
+}
+
+void px_mirror_metrics(struct px_mirror *m, struct kd_wbuf *w)
+{
+	if (!m)
+		return;
+	struct px_ksink *ks[MIRROR_SINKS_MAX];
+	unsigned n = 0;
+	uint64_t sinkq = 0;
+	pthread_mutex_lock(&m->smu);
+	unsigned ns = atomic_load(&m->nsinks);
+	for (unsigned i = 0; i < ns; i++)
+		if (m->sinks[i].ks) {
+			struct px_ksink_stats st;
+			px_ksink_stats(m->sinks[i].ks, &st);
+			sinkq += st.queue_bytes;
+			ks[n++] = m->sinks[i].ks;
+		}
+	static const struct {
+		const char *name, *help;
+	} c[] = {
+	    {"kwire_mirror_records_mirrored_total", "Records the mirror clusters acknowledged."},
+	    {"kwire_mirror_records_dropped_total",
+	     "Records not mirrored because a queue was full (kwire's or a sink's), or their "
+	     "producer could not start, or their transaction did not end in 15 minutes."},
+	    {"kwire_mirror_records_failed_total",
+	     "Records a mirror cluster did not acknowledge in time, or refused."},
+	};
+	uint64_t cv[] = {atomic_load(&m->delivered), atomic_load(&m->dropped),
+	                 atomic_load(&m->failed)};
+	for (size_t i = 0; i < 3; i++)
+		kd_w_fmt(w, "# HELP %s %s\n# TYPE %s counter\n%s %" PRIu64 "\n", c[i].name,
+		         c[i].help, c[i].name, c[i].name, cv[i]);
+	const char *sk = "kwire_mirror_records_skipped_total";
+	kd_w_fmt(w,
+	         "# HELP %s Records of matched Produce requests not mirrored, by reason: the main "
+	         "cluster did not acknowledge them, or their transaction was aborted.\n"
+	         "# TYPE %s counter\n%s{reason=\"unacknowledged\"} %" PRIu64
+	         "\n%s{reason=\"aborted\"} %" PRIu64 "\n",
+	         sk, sk, sk, atomic_load(&m->unacked), sk, atomic_load(&m->aborted));
+	kd_w_fmt(w,
+	         "# HELP kwire_mirror_requests_dropped_total Produce requests kwire could not "
+	         "hold or read for the mirror (their records could not be counted).\n"
+	         "# TYPE kwire_mirror_requests_dropped_total counter\n"
+	         "kwire_mirror_requests_dropped_total %" PRIu64 "\n",
+	         atomic_load(&m->dropped_requests));
+	int64_t held = atomic_load(&m->held);
+	kd_w_fmt(w,
+	         "# HELP kwire_mirror_queue_bytes Bytes kwire holds for the mirror (requests "
+	         "awaiting answers, open transactions) plus what its producers have queued.\n"
+	         "# TYPE kwire_mirror_queue_bytes gauge\nkwire_mirror_queue_bytes %" PRIu64 "\n",
+	         (uint64_t)(held > 0 ? held : 0) + sinkq);
+	uint64_t cnt = atomic_load(&m->lat_count), sum = atomic_load(&m->lat_sum_us);
+	kd_w_fmt(w,
+	         "# HELP kwire_mirror_delivery_latency_seconds From a record's hand-over to its "
+	         "mirror producer to the mirror cluster's acknowledgement.\n"
+	         "# TYPE kwire_mirror_delivery_latency_seconds summary\n"
+	         "kwire_mirror_delivery_latency_seconds_sum %.6f\n"
+	         "kwire_mirror_delivery_latency_seconds_count %" PRIu64 "\n",
+	         (double)sum / 1e6, cnt);
+	px_ksink_metrics(w, "kwire_mirror_sink", ks, n);
+	pthread_mutex_unlock(&m->smu);
+}
