@@ -524,7 +524,7 @@ void px_admin_metrics(struct px_admin *adm, struct kd_wbuf *w)
 	            "on that listener for 100 ms.",
 	            st.accept_errors, "counter");
 	adm_rules_metrics(adm, w, &st);
-	px_tap_metrics(px_tap_of(adm->px), w);
+	px_tap_metrics(px_tap_of(adm->px), px_tapreg_of(adm->px), w);
 	if (px_audit_of(adm->px))
 		px_audit_metrics(px_audit_of(adm->px), w);
 	px_sasl_metrics(px_sasl_of(adm->px), w);

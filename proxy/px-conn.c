@@ -53,8 +53,11 @@
 #include "px-tls.h"
 #include "px-records.h"
 #include "rule-names.h"
+#include "rule-mirror.h"
 #include "rule.h"
 
+/* Files of tap rules one connection writes to, besides the global tap. */
+#define PX_CONN_TAPS 4
 /* Request and response headers are small; a client id can reach 32 KiB. */
 #define PX_HDR_PULL0 64
 #define PX_MIN_WATERMARK (128u * 1024)
@@ -122,7 +125,7 @@ struct px_req {
 	uint8_t *local;
 	size_t local_len;
 	struct kd_split *split;
-	uint8_t tap;                 /* the request and its answer go to the tap (px-tap.h) */
+	uint8_t tap; /* taps the request and its answer go to: bit i = px_conn.tapw[i] */
 	struct px_audit_pend *audit; /* what the audit records at the response */
 	struct px_mjob *mjob;        /* a mirrored Produce or an EndTxn (px-mirror.h) */
 	/* A Fetch whose response `rewrite:` rules may rewrite (px-records.h). */
@@ -189,11 +192,17 @@ struct px_conn {
 	char up_addr[PX_HOST_MAX + 8];
 	char up_host[PX_HOST_MAX];
 	uint16_t up_port;
-	/* Tap (px-tap.h): this connection's flow in the tap, made at the first
-	 * tapped frame; req_tap: the request being streamed is tapped. */
-	struct px_tap_flow *tapf;
+	/* Taps (px-tap.h): slot 0 the global tap, slots 1.. the files of the
+	 * tap rules this connection matched; each slot's flow is made at its
+	 * first tapped frame. req_tap: the slots of the request being
+	 * streamed; rtap_next: judge()'s tap rule slots for the request being
+	 * committed. */
+	struct px_tap *tapw[1 + PX_CONN_TAPS];
+	struct px_tap_flow *tapf[1 + PX_CONN_TAPS];
+	uint8_t ntapw;
 	uint8_t tap_failed;
 	uint8_t req_tap;
+	uint8_t rtap_next;
 	/* SASL (px-sasl.h): the client's exchange (NULL with sasl: off), kwire's
 	 * own to the broker (NULL without upstream_sasl_*), the handshake
 	 * timeout. The principal it yields goes to principal above. */
@@ -226,37 +235,78 @@ static const char *api_name(int16_t key)
 
 /* ---- tap (px-tap.h) ---- */
 
-/* The connection's flow in the tap, made at the first tapped frame
+/* The connection's flow in tap slot i, made at the first tapped frame
  * between the client's and the broker's real addresses; NULL when there
  * is none. */
-static struct px_tap_flow *tap_flow(struct px_conn *conn)
+static struct px_tap_flow *tap_flow(struct px_conn *conn, unsigned i)
 {
-	if (conn->tapf || conn->tap_failed || !conn->px->tap || !conn->ubev)
-		return conn->tapf;
+	struct px_tap *tap = i ? conn->tapw[i] : conn->px->tap;
+	if (conn->tapf[i] || (conn->tap_failed & (1u << i)) || !tap || !conn->ubev)
+		return conn->tapf[i];
 	struct sockaddr_storage cs, us;
 	socklen_t cl = sizeof(cs), ul = sizeof(us);
 	evutil_socket_t cfd = bufferevent_getfd(conn->cbev), ufd = bufferevent_getfd(conn->ubev);
 	if (cfd < 0 || ufd < 0 || getpeername(cfd, (struct sockaddr *)&cs, &cl) ||
 	    getpeername(ufd, (struct sockaddr *)&us, &ul) ||
-	    !(conn->tapf =
-	          px_tap_flow_new(conn->px->tap, (struct sockaddr *)&cs, (struct sockaddr *)&us)))
-		conn->tap_failed = 1;
-	return conn->tapf;
+	    !(conn->tapf[i] = px_tap_flow_new(tap, (struct sockaddr *)&cs, (struct sockaddr *)&us)))
+		conn->tap_failed |= (uint8_t)(1u << i);
+	return conn->tapf[i];
 }
 
 /* The next frame of dir, of req's API, is tapped. */
 static void tap_frame(struct px_conn *conn, const struct px_req *req, int dir)
 {
-	struct px_tap_flow *f = req->tap ? tap_flow(conn) : NULL;
-	if (f)
-		px_tap_flow_frame(f, dir, req->key, req->ver);
+	for (unsigned i = 0; i <= PX_CONN_TAPS; i++) {
+		struct px_tap_flow *f = (req->tap & (1u << i)) ? tap_flow(conn, i) : NULL;
+		if (f)
+			px_tap_flow_frame(f, dir, req->key, req->ver);
+	}
 }
 
-/* n bytes of src from off went in dir (a tapped frame's). */
-static void tap_buf(struct px_conn *conn, int dir, struct evbuffer *src, size_t off, size_t n)
+/* n bytes of src from off went in dir (a frame tapped in the slots of
+ * mask); or, src NULL, n bytes at p. */
+static void tap_bytes(struct px_conn *conn, unsigned mask, int dir, struct evbuffer *src,
+                      size_t off, const void *p, size_t n)
 {
-	if (conn->tapf && n)
-		px_tap_flow_buf(conn->tapf, dir, src, off, n);
+	for (unsigned i = 0; mask && n && i <= PX_CONN_TAPS; i++) {
+		if (!(mask & (1u << i)) || !conn->tapf[i])
+			continue;
+		if (src)
+			px_tap_flow_buf(conn->tapf[i], dir, src, off, n);
+		else
+			px_tap_flow_mem(conn->tapf[i], dir, p, n);
+	}
+}
+
+/* The tap rules of rs that req matches (judged: facts), as slot bits of
+ * conn's taps (a file gets a slot at its first match). */
+static unsigned tap_rules(struct px_conn *conn, const struct rule_set *rs,
+                          const struct rule_req *req)
+{
+	unsigned mask = 0;
+	for (unsigned r = 0; r < rs->n; r++) {
+		struct rule *rule = &rs->rules[r];
+		if (rule->section != RULE_TAP)
+			continue;
+		int hit = req->ntopics ? 0 : rule_matches(rule, req, -1, NULL);
+		for (unsigned t = 0; t < req->ntopics && !hit; t++)
+			hit = rule_matches(rule, req, (int)t, NULL);
+		if (!hit)
+			continue;
+		atomic_fetch_add_explicit(&rule->hits, 1, memory_order_relaxed);
+		struct px_tap *tap =
+		    px_tapreg_get(conn->px->tapreg, rule->tap->file, (uint64_t)rule->tap->max_bytes,
+		                  rule->tap->files);
+		unsigned i = 1;
+		while (i <= conn->ntapw && conn->tapw[i] != tap)
+			i++;
+		if (!tap || (i > conn->ntapw && i > PX_CONN_TAPS))
+			continue; /* not open, or more tap files than slots on one connection */
+		if (i > conn->ntapw)
+			conn->tapw[conn->ntapw = (uint8_t)i] = tap;
+		mask |= 1u << i;
+	}
+	return mask;
 }
 
 /* n bytes of req's answer, at off in src, went to the client: the tap and
@@ -264,10 +314,30 @@ static void tap_buf(struct px_conn *conn, int dir, struct evbuffer *src, size_t 
 static void s2c_seen(struct px_conn *conn, struct px_req *req, struct evbuffer *src, size_t off,
                      size_t n)
 {
-	if (req->tap)
-		tap_buf(conn, PX_TAP_S2C, src, off, n);
+	tap_bytes(conn, req->tap, PX_TAP_S2C, src, off, NULL, n);
 	if (req->mjob)
 		px_mirror_resp_buf(req->mjob, src, off, n);
+}
+
+/* The request being committed went to the broker whole, as other bytes
+ * than the client's (names mapped: the cluster's names): the mirror
+ * copies those (n bytes of src at off, or at p), and the job is complete. */
+static void mirror_whole(struct px_conn *conn, struct evbuffer *src, size_t off, const void *p,
+                         size_t n)
+{
+	if (!conn->req_mjob)
+		return;
+	uint8_t *tmp = src ? malloc(n ? n : 1) : NULL;
+	struct evbuffer_ptr ptr;
+	if (!src)
+		px_mirror_req_frame(conn->req_mjob, p, n);
+	else if (tmp && evbuffer_ptr_set(src, &ptr, off, EVBUFFER_PTR_SET) == 0 &&
+	         evbuffer_copyout_from(src, &ptr, tmp, n) == (ev_ssize_t)n)
+		px_mirror_req_frame(conn->req_mjob, tmp, n);
+	free(tmp);
+	if (conn->req_mjob_own)
+		px_mirror_done(&conn->req_mjob);
+	conn->req_mjob = NULL;
 }
 
 /* ---- plain TCP transport ---- */
@@ -548,7 +618,8 @@ static void conn_free(struct px_conn *conn)
 	if (conn->req_mjob_own)
 		px_mirror_lost(&conn->req_mjob);
 	conn->req_mjob = NULL;
-	px_tap_flow_end(&conn->tapf);
+	for (unsigned i = 0; i <= PX_CONN_TAPS; i++)
+		px_tap_flow_end(&conn->tapf[i]);
 	px_sasl_conn_free(&conn->sc);
 	px_sasl_up_free(&conn->su);
 	if (conn->sasl_timer)
@@ -1246,6 +1317,9 @@ static int judge(struct px_conn *conn, struct evbuffer *in, struct kd_frame_info
 	}
 	px_mirror_lost(&conn->mjob_next);
 	conn->mjob_next = px_mirror_request(px->mirror, rs, wk->judged.act, fi, &jin.who);
+	conn->rtap_next = rs->nsec[RULE_TAP] && px->tapreg
+	                      ? (uint8_t)tap_rules(conn, rs, &wk->judge.facts.req)
+	                      : 0;
 	return wk->judged.act;
 }
 
@@ -1317,8 +1391,7 @@ static int rules_act(struct px_conn *conn, struct evbuffer *in, struct px_req *r
 		conn_free(conn);
 		return -1;
 	}
-	if (req->tap)
-		tap_buf(conn, PX_TAP_C2S, in, 0, total);
+	tap_bytes(conn, req->tap, PX_TAP_C2S, in, 0, NULL, total);
 	if (req->mjob)
 		px_mirror_req_buf(req->mjob, in, 0, total);
 	evbuffer_drain(in, total);
@@ -1687,8 +1760,7 @@ static int c2s(struct px_conn *conn)
 			size_t avail = evbuffer_get_length(in) < conn->req_left
 			                   ? evbuffer_get_length(in)
 			                   : conn->req_left;
-			if (conn->req_tap)
-				tap_buf(conn, PX_TAP_C2S, in, 0, avail);
+			tap_bytes(conn, conn->req_tap, PX_TAP_C2S, in, 0, NULL, avail);
 			if (conn->req_mjob)
 				px_mirror_req_buf(conn->req_mjob, in, 0, avail);
 			size_t n = forward(conn, in, conn->ubev, conn->req_left);
@@ -1830,7 +1902,8 @@ static int c2s(struct px_conn *conn)
 			}
 			px_count_api(px, req->key, req->ver, PX_CNT_REQ);
 		}
-		req->tap = px->tap != NULL;
+		req->tap = (uint8_t)((px->tap != NULL) | conn->rtap_next);
+		conn->rtap_next = 0;
 		int tap = req->tap; /* req may be gone below (no response due) */
 		tap_frame(conn, req, PX_TAP_C2S);
 		req->mjob = conn->mjob_next;
@@ -1859,10 +1932,12 @@ static int c2s(struct px_conn *conn)
 			conn->req_mjob = req->mjob; /* the FIFO's req owns it */
 			conn->req_mjob_own = 0;
 		}
-		if (mapped && tap && conn->tapf) /* the tap has the client's view */
-			tap_buf(conn, PX_TAP_C2S, in, 0, total);
+		if (mapped) /* the tap has the client's view */
+			tap_bytes(conn, (unsigned)tap, PX_TAP_C2S, in, 0, NULL, total);
 		if (mapped == 2) {
+			size_t out0 = evbuffer_get_length(out);
 			size_t n = names_splice_out(conn, in, out, total);
+			mirror_whole(conn, out, out0, NULL, n);
 			PX_INC(px, bytes_in_client, total);
 			PX_INC(px, bytes_out_upstream, n);
 			continue;
@@ -1872,12 +1947,13 @@ static int c2s(struct px_conn *conn)
 			struct kd_wbuf *nw = &conn->wk->names->out;
 			evbuffer_drain(in, total);
 			evbuffer_add(out, nw->p, nw->len);
+			mirror_whole(conn, NULL, 0, nw->p, nw->len);
 			PX_INC(px, bytes_in_client, total);
 			PX_INC(px, bytes_out_upstream, nw->len);
 			continue;
 		}
 		conn->req_left = total;
-		conn->req_tap = tap && conn->tapf;
+		conn->req_tap = (uint8_t)tap;
 	}
 }
 
@@ -1896,8 +1972,7 @@ static void send_local(struct px_conn *conn, struct px_req *req)
 	struct evbuffer *out = bufferevent_get_output(conn->cbev);
 	evbuffer_add(out, req->local, req->local_len);
 	tap_frame(conn, req, PX_TAP_S2C);
-	if (req->tap && conn->tapf)
-		px_tap_flow_mem(conn->tapf, PX_TAP_S2C, req->local, req->local_len);
+	tap_bytes(conn, req->tap, PX_TAP_S2C, NULL, 0, req->local, req->local_len);
 	PX_INC(conn->px, bytes_out_client, req->local_len);
 	/* The access log reads the answer (its error) like a broker's. */
 	size_t copy = resp_copy_need(conn, req, (uint32_t)req->local_len);
@@ -2514,11 +2589,13 @@ static int s2c_splice(struct px_conn *conn, struct kd_frame_info *fi, struct px_
 	/* Pops req (and, first, what the broker skipped: on_stream_event). */
 	kd_stream_frame_commit(conn->ks, KD_S2C, fi, NULL, px_wall_us());
 	size_t out0 = evbuffer_get_length(out);
+	/* The mirror reads the cluster's names (as it read the request the
+	 * broker got); the tap shows the client's. */
+	if (req->mjob)
+		px_mirror_resp_buf(req->mjob, in, 0, total);
 	size_t n = names_splice_out(conn, in, out, total);
-	if (req->tap) {
-		tap_frame(conn, req, PX_TAP_S2C);
-		tap_buf(conn, PX_TAP_S2C, out, out0, n);
-	}
+	tap_frame(conn, req, PX_TAP_S2C);
+	tap_bytes(conn, req->tap, PX_TAP_S2C, out, out0, NULL, n);
 	PX_INC(px, bytes_in_upstream, total);
 	PX_INC(px, bytes_out_client, n);
 	resp_done(conn, req, fi->size, copy, copy_len, trunc, conn->wk->names->sp.ned > 0);

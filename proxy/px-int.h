@@ -183,8 +183,10 @@ struct px {
 	struct px_audit *audit;
 	/* SASL: credentials, keys, counters (px-sasl.h); always there. */
 	struct px_sasl *sasl;
-	/* mirror: rules (px-mirror.h), with a rules file; else NULL. */
+	/* mirror: rules (px-mirror.h) and the files of tap: rules (px-tap.h),
+	 * with a rules file; else NULL. */
 	struct px_mirror *mirror;
+	struct px_tapreg *tapreg;
 	/* What the rules did: requests answered by kwire, split, dropped
 	 * (acks=0) or whose connection was closed (refused, undecodable). */
 	_Atomic uint64_t rules_answered, rules_split, rules_dropped, rules_closed;

@@ -211,7 +211,10 @@ struct px *px_new(const struct px_conf *conf, char *err, size_t errlen)
 		rule_set_unref(&rs);
 		/* Mirror rules may come with a reload: the mirror is always there. */
 		px->mirror = px_mirror_new(rules_log, px, px->topics);
-		if (!px->mirror) {
+		px->tapreg = px_tapreg_new(rules_log, px);
+		if (!px->mirror || !px->tapreg) {
+			px_mirror_free(&px->mirror);
+			px_tapreg_free(&px->tapreg);
 			kd_errf(err, errlen, "out of memory");
 			px_rules_free(&px->rules);
 			kd_topics_free(&px->topics);
@@ -227,6 +230,7 @@ struct px *px_new(const struct px_conf *conf, char *err, size_t errlen)
 		px->tap = px_tap_open(conf->tap, &to, rules_log, px, err, errlen);
 		if (!px->tap) {
 			px_mirror_free(&px->mirror);
+			px_tapreg_free(&px->tapreg);
 			px_rules_free(&px->rules);
 			kd_topics_free(&px->topics);
 			free(px->brokers);
@@ -1100,6 +1104,11 @@ struct px_mirror *px_mirror_of(const struct px *px)
 	return px->mirror;
 }
 
+struct px_tapreg *px_tapreg_of(const struct px *px)
+{
+	return px->tapreg;
+}
+
 void px_free(struct px **pxp)
 {
 	struct px *px = *pxp;
@@ -1173,6 +1182,7 @@ void px_free(struct px **pxp)
 	px_tap_close(&px->tap);      /* after every connection ended its flow */
 	px_mirror_free(&px->mirror); /* ... and every job was done or lost */
 	px_tls_free(&px->tls);
+	px_tapreg_free(&px->tapreg);
 	px_conf_free(&px->conf);
 	free(px);
 	*pxp = NULL;

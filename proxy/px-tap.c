@@ -750,12 +750,78 @@ void px_tap_flow_end(struct px_tap_flow **flowp)
 	*flowp = NULL;
 }
 
-void px_tap_metrics(struct px_tap *tap, struct kd_wbuf *w)
+#define TAPREG_MAX 64 /* files of tap rules, over every reload */
+
+struct px_tapreg {
+	pthread_mutex_t mu;
+	void (*log)(void *arg, int level, const char *msg);
+	void *arg;
+	struct {
+		char *path;
+		struct px_tap *tap; /* NULL: could not be opened (logged) */
+	} v[TAPREG_MAX];
+	unsigned n;
+};
+
+struct px_tapreg *px_tapreg_new(void (*log)(void *arg, int level, const char *msg), void *arg)
 {
-	if (!tap)
+	struct px_tapreg *reg = calloc(1, sizeof(*reg));
+	if (!reg)
+		return NULL;
+	pthread_mutex_init(&reg->mu, NULL);
+	reg->log = log;
+	reg->arg = arg;
+	return reg;
+}
+
+struct px_tap *px_tapreg_get(struct px_tapreg *reg, const char *path, uint64_t max_bytes,
+                             unsigned files)
+{
+	struct px_tap *tap = NULL;
+	pthread_mutex_lock(&reg->mu);
+	for (unsigned i = 0; i < reg->n; i++)
+		if (!strcmp(reg->v[i].path, path)) {
+			tap = reg->v[i].tap;
+			goto out;
+		}
+	char err[512];
+	if (reg->n == TAPREG_MAX) {
+		if (reg->log)
+			reg->log(reg->arg, 1,
+			         "tap rules: more than 64 files; the others are not written");
+		goto out;
+	}
+	struct px_tap_opts o = {max_bytes, files, PX_TAP_QUEUE_DEFAULT};
+	tap = px_tap_open(path, &o, reg->log, reg->arg, err, sizeof(err));
+	if (!tap && reg->log)
+		reg->log(reg->arg, 0, err);
+	reg->v[reg->n].path = strdup(path);
+	reg->v[reg->n].tap = tap;
+	if (reg->v[reg->n].path)
+		reg->n++;
+	else
+		px_tap_close(&tap);
+out:
+	pthread_mutex_unlock(&reg->mu);
+	return tap;
+}
+
+void px_tapreg_free(struct px_tapreg **regp)
+{
+	struct px_tapreg *reg = *regp;
+	if (!reg)
 		return;
-	struct px_tap_stats st;
-	px_tap_stats_get(tap, &st);
+	for (unsigned i = 0; i < reg->n; i++) {
+		px_tap_close(&reg->v[i].tap);
+		free(reg->v[i].path);
+	}
+	pthread_mutex_destroy(&reg->mu);
+	free(reg);
+	*regp = NULL;
+}
+
+void px_tap_metrics(struct px_tap *tap, struct px_tapreg *reg, struct kd_wbuf *w)
+{
 	static const struct {
 		const char *name, *help, *type;
 	} m[] = {
@@ -768,9 +834,43 @@ void px_tap_metrics(struct px_tap *tap, struct kd_wbuf *w)
 	    {"kwire_tap_write_errors_total", "Failed writes to the tap file.", "counter"},
 	    {"kwire_tap_queue_bytes", "Bytes of packets waiting for the tap writer.", "gauge"},
 	};
-	uint64_t v[] = {st.packets,   st.bytes,        st.dropped_packets, st.dropped_bytes,
-	                st.rotations, st.write_errors, st.queue_bytes};
-	for (size_t i = 0; i < sizeof(m) / sizeof(m[0]); i++)
-		kd_w_fmt(w, "# HELP %s %s\n# TYPE %s %s\n%s %" PRIu64 "\n", m[i].name, m[i].help,
-		         m[i].name, m[i].type, m[i].name, v[i]);
+	struct px_tap *taps[TAPREG_MAX + 1];
+	const char *files[TAPREG_MAX + 1];
+	unsigned n = 0;
+	if (tap) {
+		taps[n] = tap;
+		files[n++] = NULL;
+	}
+	if (reg) {
+		pthread_mutex_lock(&reg->mu);
+		for (unsigned i = 0; i < reg->n; i++)
+			if (reg->v[i].tap) {
+				taps[n] = reg->v[i].tap;
+				files[n++] = reg->v[i].path;
+			}
+	}
+	uint64_t v[TAPREG_MAX + 1][7];
+	for (unsigned t = 0; t < n; t++) {
+		struct px_tap_stats st;
+		px_tap_stats_get(taps[t], &st);
+		uint64_t x[7] = {st.packets,       st.bytes,     st.dropped_packets,
+		                 st.dropped_bytes, st.rotations, st.write_errors,
+		                 st.queue_bytes};
+		memcpy(v[t], x, sizeof(x));
+	}
+	for (size_t i = 0; n && i < sizeof(m) / sizeof(m[0]); i++) {
+		kd_w_fmt(w, "# HELP %s %s\n# TYPE %s %s\n", m[i].name, m[i].help, m[i].name,
+		         m[i].type);
+		for (unsigned t = 0; t < n; t++) {
+			kd_w_fmt(w, "%s", m[i].name);
+			if (files[t]) { /* the file of a tap rule: a quoted, escaped label */
+				kd_w_fmt(w, "{file=");
+				kd_json_cstr(w, files[t]);
+				kd_w_fmt(w, "}");
+			}
+			kd_w_fmt(w, " %" PRIu64 "\n", v[t][i]);
+		}
+	}
+	if (reg)
+		pthread_mutex_unlock(&reg->mu);
 }

@@ -59,10 +59,24 @@ struct px_tap *px_tap_open(const char *path, const struct px_tap_opts *opts,
 void px_tap_close(struct px_tap **tap);
 void px_tap_stats_get(struct px_tap *tap, struct px_tap_stats *out);
 const char *px_tap_path(const struct px_tap *tap);
-/* The tap's /metrics lines (Prometheus text), appended to w; nothing when
- * tap is NULL. */
+/* The taps' /metrics lines (Prometheus text), appended to w: the global
+ * tap's series without labels (none when tap is NULL), each tap of reg's
+ * with {file="PATH"}. */
 struct kd_wbuf;
-void px_tap_metrics(struct px_tap *tap, struct kd_wbuf *w);
+struct px_tapreg;
+void px_tap_metrics(struct px_tap *tap, struct px_tapreg *reg, struct kd_wbuf *w);
+
+/* ---- the taps of `tap:` rules (docs/rules.md), one per file ---- */
+
+/* A registry of taps by file, shared by the workers. NULL: out of memory. */
+struct px_tapreg *px_tapreg_new(void (*log)(void *arg, int level, const char *msg), void *arg);
+/* The tap writing path (opened now, with max_bytes and files, the first
+ * time), or NULL when it cannot be opened (logged once per path). Any
+ * thread; takes a lock. */
+struct px_tap *px_tapreg_get(struct px_tapreg *reg, const char *path, uint64_t max_bytes,
+                             unsigned files);
+/* Closes every tap (each flow ended before); *reg = NULL. */
+void px_tapreg_free(struct px_tapreg **reg);
 /* Blocks until the writer has written everything queued so far (tests). */
 void px_tap_sync(struct px_tap *tap);
 

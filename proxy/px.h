@@ -109,6 +109,9 @@ struct px_sasl *px_sasl_of(const struct px *px);
 /* The mirror (px-mirror.h), or NULL without a rules file. */
 struct px_mirror;
 struct px_mirror *px_mirror_of(const struct px *px);
+/* The files of tap: rules (px-tap.h), or NULL without a rules file. */
+struct px_tapreg;
+struct px_tapreg *px_tapreg_of(const struct px *px);
 
 /* The bound bootstrap port (useful with listen port 0). */
 uint16_t px_listen_port(const struct px *px);

@@ -15,6 +15,10 @@ what kwire forwards, which kwire decode, tshark and Wireshark read.
 3. Rotation: with --tap-max-bytes and --tap-files 3, at most three files
    exist, each one a capture kwire decode reads, and /metrics counts the
    rotations and the packets.
+4. A `tap:` rule (docs/rules.md) writes only the requests it matches, and
+   their answers: Produce to one topic, not to the other, nor any other API;
+   the pairs are those of the access log for that topic; /metrics labels
+   the rule's file.
 """
 import os
 import re
@@ -180,6 +184,32 @@ def check_rotation(kwire):
         decode(kwire, path)
 
 
+def check_rule_tap(kwire):
+    tmp = tempfile.mkdtemp(prefix="kwire-taprule-")
+    tap = os.path.join(tmp, "rule.pcapng")
+    rules = os.path.join(tmp, "rules.yaml")
+    with open(rules, "w") as f:
+        f.write("tap:\n  - name: orders\n    match: {api: Produce, topic: \"ord*\"}\n"
+                f"    to: {tap}\n")
+    with Cluster(topics=(("orders", 2), ("other", 2)), log_format="text",
+                 extra_proxy_args=["--rules", rules]) as c:
+        produce_consume(c.bootstrap, "orders")
+        produce_consume(c.bootstrap, "other")
+        check(c.metric("kwire_tap_packets_total", file=tap) > 0,
+              "no kwire_tap_packets_total{file=...} for the rule's file")
+        check(c.metric("kwire_rule_hits_total", rule="orders", section="tap") > 0,
+              "the tap rule has no hits")
+        check(c.stop_proxy() == 0, "kwire proxy did not exit 0")
+        with open(c.log_path) as f:
+            log = [strip(x) for x in f.read().splitlines()
+                   if " Produce " in x and " orders[" in x]
+    out = decode(kwire, tap)
+    pairs = [strip(x) for x in out.splitlines() if x.strip() and not x.startswith("!")]
+    check(log and sorted(pairs) == sorted(log),
+          "the rule's tap holds other pairs than the access log's Produce to orders:\n" +
+          "\n".join(pairs[:10]) + "\n--- log:\n" + "\n".join(log[:10]))
+
+
 def main():
     kwire = env("KWIRE_BIN")
     need("kcat")
@@ -188,6 +218,7 @@ def main():
     if not modern():  # the scripted SASL broker does not depend on the peer
         check_secrets(kwire)
     check_rotation(kwire)
+    check_rule_tap(kwire)
     print("ok")
 
 
