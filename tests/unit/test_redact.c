@@ -38,8 +38,8 @@ static void test_sasl_authenticate_v1(void **state)
 {
 	(void)state;
 	/* key 36 v1 corr 5 client "c" | AuthBytes (INT32 length) "\0alice\0pw" */
-	static const uint8_t req[] = {0, 36, 0, 1, 0, 0, 0, 5, 0, 1, 'c', 0, 0, 0, 9,
-	                              0, 'a', 'l', 'i', 'c', 'e', 0, 'p', 'w'};
+	static const uint8_t req[] = {0, 36, 0, 1, 0,   0,   0,   5,   0,   1, 'c', 0,
+	                              0, 0,  9, 0, 'a', 'l', 'i', 'c', 'e', 0, 'p', 'w'};
 	uint8_t f[64], orig[64];
 	size_t n = frame(f, req, sizeof(req));
 	memcpy(orig, f, n);
@@ -48,8 +48,8 @@ static void test_sasl_authenticate_v1(void **state)
 	assert_true(all_zero(f + 19, 9));
 	/* The response: corr | ErrorCode 0 | ErrorMessage null | AuthBytes "srvr" |
 	 * SessionLifetimeMs 0. */
-	static const uint8_t resp[] = {0, 0, 0, 5, 0, 0, 0xff, 0xff, 0, 0, 0,   4,
-	                               's', 'r', 'v', 'r', 0, 0, 0, 0, 0, 0, 0, 7};
+	static const uint8_t resp[] = {0,   0,   0,   5,   0, 0, 0xff, 0xff, 0, 0, 0, 4,
+	                               's', 'r', 'v', 'r', 0, 0, 0,    0,    0, 0, 0, 7};
 	n = frame(f, resp, sizeof(resp));
 	memcpy(orig, f, n);
 	assert_int_equal(kd_redact_frame(f, n, 36, 1, 0, &arena), 1);
@@ -62,8 +62,8 @@ static void test_sasl_authenticate_v2(void **state)
 {
 	(void)state;
 	/* flexible: header v2 (tags 0), COMPACT_BYTES (length + 1), body tags 0 */
-	static const uint8_t req[] = {0, 36, 0, 2, 0, 0, 0, 6, 0, 1, 'c', 0,
-	                              6, 'x', 'y', 'z', 'z', 'y', 0};
+	static const uint8_t req[] = {0,   36, 0, 2,   0,   0,   0,   6,   0, 1,
+	                              'c', 0,  6, 'x', 'y', 'z', 'z', 'y', 0};
 	uint8_t f[64], orig[64];
 	size_t n = frame(f, req, sizeof(req));
 	memcpy(orig, f, n);
