@@ -145,11 +145,10 @@ static void mlog(struct px_mirror *m, int level, const char *fmt, ...)
 		m->log(m->log_arg, level, msg);
 }
 
-/* Counts dropped records and warns at most once a minute (any thread). */
+/* Counts dropped records (0: a request whose records are not known) and
+ * warns at most once a minute (any thread). */
 static void drop(struct px_mirror *m, uint64_t records, const char *why)
 {
-	if (!records)
-		return;
 	uint64_t total = atomic_fetch_add(&m->dropped, records) + records;
 	uint64_t now = mono_us(), last = atomic_load(&m->warn_us);
 	if ((!last || now - last >= MIRROR_WARN_US) &&
