@@ -243,6 +243,8 @@ struct px *px_new(const struct px_conf *conf, char *err, size_t errlen)
 		px->audit = px_audit_for(conf, px->rules, rules_log, px, err, errlen);
 		if (!px->audit) {
 			px_tap_close(&px->tap);
+			px_mirror_free(&px->mirror);
+			px_tapreg_free(&px->tapreg);
 			px_rules_free(&px->rules);
 			kd_topics_free(&px->topics);
 			free(px->brokers);
@@ -264,6 +266,9 @@ struct px *px_new(const struct px_conf *conf, char *err, size_t errlen)
 	}
 	px->tp = &px_transport_tcp;
 	if (px_tls_new(px, &px->tls, err, errlen)) {
+		px_tap_close(&px->tap);
+		px_mirror_free(&px->mirror);
+		px_tapreg_free(&px->tapreg);
 		px_rules_free(&px->rules);
 		kd_topics_free(&px->topics);
 		free(px->brokers);
