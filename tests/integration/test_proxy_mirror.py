@@ -15,6 +15,8 @@ clients (the peer's librdkafka):
 3. B's broker down during a run, then up again: what B is missing is
    exactly what /metrics counts dropped or failed, and B has no record A
    does not.
+5. A `rewrite:` rule sets a header on Produce: B gets the records as A
+   stores them, header included.
 4. B down (nobody listening): A's produce throughput, as a rate over a run,
    against the same run with no rules, best of 3 runs each, alternated
    (printed; the 95% goal of the issue is asserted loosely, 60%, because on
@@ -256,6 +258,22 @@ def part3(c, rules, b):
           f"{d['failed']:.0f} failed")
 
 
+def part5(c, rules, b):
+    """A rewrite rule sets a header on the way to A: B gets what A stores."""
+    reload_rules(c, rules, "rewrite:\n  - name: tag\n    match: {api: Produce, topic: m-rw}\n"
+                 "    headers: {set: {x-origin: kwire}}\n" + mirror_rules(b.bootstrap))
+    base = settle(c, 0, "before part 5")
+    produce(c.bootstrap, "m-rw", 60, "x")
+    settle(c, sum(base.values()) + 60, "part 5")
+    got_b, _ = consume(b.bootstrap, "m-rw", 60)
+    got_a, _ = consume(c.upstream, "m-rw", 60)
+    check(len(got_b) == 60 and got_b == got_a,
+          f"rewritten records: B has {len(got_b)}, not the 60 A has, as A has them")
+    check(all(("x-origin", "kwire") in h for _, _, h in got_b.values()),
+          "B's records lack the header the rewrite rule set")
+    print("part 5: records rewritten on their way to A reach B as A stores them")
+
+
 def part4(c, rules):
     dead = f"127.0.0.1:{free_port()}"
     rates = {"no rules": [], "mirror, B down": []}
@@ -295,13 +313,14 @@ def main():
     tmp = tempfile.mkdtemp(prefix="kwire-mirror-")
     rules = os.path.join(tmp, "rules.yaml")
     write_rules(rules, "")
-    b = Mock(["m-main", "m-txn", "m-down"])
+    b = Mock(["m-main", "m-txn", "m-down", "m-rw"])
     try:
-        topics = tuple((t, PARTS) for t in ("m-main", "m-txn", "m-down", "m-rate"))
+        topics = tuple((t, PARTS) for t in ("m-main", "m-txn", "m-down", "m-rw", "m-rate"))
         with Cluster(topics=topics, extra_proxy_args=["--rules", rules, "--no-log"]) as c:
             part1(c, rules, b)
             part2(c, b)
             part3(c, rules, b)
+            part5(c, rules, b)
             part4(c, rules)
     finally:
         b.stop()
