@@ -1986,6 +1986,10 @@ static void send_local(struct px_conn *conn, struct px_req *req)
 static void flush_local(struct px_conn *conn)
 {
 	struct kd_req_info info;
+	/* Not into the middle of a response still streaming to the client:
+	 * s2c flushes again once its last byte is forwarded. */
+	if (conn->resp_left)
+		return;
 	while (kd_stream_pop_local(conn->ks, &info)) {
 		struct px_req *r = req_of(&info);
 		if (r)

@@ -151,6 +151,7 @@ static void on_pair(void *arg, const struct px_pair *pair)
 
 /* buffer_bytes of the next proxy_start (0: the default). */
 static size_t g_buffer_bytes;
+static const char *g_rules; /* a rules file for proxy_start, or NULL */
 
 static struct px *proxy_start(const char *upstreams, unsigned max_inflight, unsigned idle_ms,
                               struct pairs *pr)
@@ -169,6 +170,8 @@ static struct px *proxy_start(const char *upstreams, unsigned max_inflight, unsi
 	conf.idle_timeout_ms = idle_ms;
 	if (max_inflight)
 		conf.max_inflight = max_inflight;
+	if (g_rules)
+		conf.rules = strdup(g_rules);
 	if (px_conf_set_upstreams(&conf, upstreams, err, sizeof(err)))
 		fail_msg("%s", err);
 	struct px *px = px_new(&conf, err, sizeof(err));
@@ -678,6 +681,7 @@ enum fake_mode {
 	FAKE_FETCH,         /* Fetch v16 responses of FAKE_FETCH_BYTES of records;
 	                     * NodeEndpoints names the real host when the request's
 	                     * correlation id is odd */
+	FAKE_FETCH_SLOW,    /* FAKE_FETCH, with a pause of 300 ms after the first 64 KiB */
 	FAKE_BIG,           /* a valid Metadata v1 response of FAKE_BIG_TOPICS topics
 	                     * (about 2.5 MB, over the proxy's read watermark) */
 	FAKE_VIOLATE,       /* valid Metadata v1 responses, except that a request with
@@ -912,7 +916,7 @@ static void fake_serve(struct fake *fk, int fd)
 			fake_createtopics7(&w, corr);
 		} else if (fk->mode == FAKE_MD12) {
 			fake_metadata12(&w, corr, fk->port, FAKE_MD12_TOPICS);
-		} else if (fk->mode == FAKE_FETCH) {
+		} else if (fk->mode == FAKE_FETCH || fk->mode == FAKE_FETCH_SLOW) {
 			fake_fetch16(&w, corr, fk->port, FAKE_FETCH_BYTES, corr & 1);
 		} else if (fk->mode == FAKE_VIOLATE && key == 18) {
 			fake_apiversions_bad(&w, corr, corr == FAKE_BAD_CORR ? 0 : 35);
@@ -931,14 +935,17 @@ static void fake_serve(struct fake *fk, int fd)
 		}
 		int one = 1;
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-		size_t step =
-		    fk->mode == FAKE_BIG || fk->mode == FAKE_FETCH || fk->mode == FAKE_MD12 ? 65536
-		                                                                            : 1;
+		size_t step = fk->mode == FAKE_BIG || fk->mode == FAKE_FETCH ||
+		                      fk->mode == FAKE_FETCH_SLOW || fk->mode == FAKE_MD12
+		                  ? 65536
+		                  : 1;
 		for (size_t i = 0; i < w.len; i += step) {
 			size_t n = w.len - i < step ? w.len - i : step;
 			if (send(fd, w.p + i, n, MSG_NOSIGNAL) != (ssize_t)n)
 				break; /* the proxy hung up (FAKE_BROKEN) */
-			if (fk->mode != FAKE_BROKEN && (i / step) % 8 == 0)
+			if (fk->mode == FAKE_FETCH_SLOW && i == 0)
+				usleep(300 * 1000);
+			else if (fk->mode != FAKE_BROKEN && (i / step) % 8 == 0)
 				usleep(1000);
 		}
 		kd_wbuf_free(&w);
@@ -1441,6 +1448,61 @@ static void test_fetch16_node_endpoints(void **state)
 }
 
 /* Each bad client is closed; a healthy connection carries on. */
+/* kwire's answer to a refused request waits for the broker's answer that
+ * is being forwarded: a request refused while a large response streams to
+ * a slow client must not land in the middle of it. */
+static void test_local_answer_waits_for_streaming_response(void **state)
+{
+	(void)state;
+	struct fake fk;
+	char ups[64], path[] = "/tmp/kwire-test-rules-XXXXXX";
+	static const char yaml[] = "access:\n"
+	                           "  - name: no-metadata\n"
+	                           "    match: {api: Metadata}\n"
+	                           "    deny: CLUSTER_AUTHORIZATION_FAILED\n";
+	int rfd = mkstemp(path);
+	assert_true(rfd >= 0);
+	assert_int_equal(write(rfd, yaml, sizeof(yaml) - 1), (ssize_t)sizeof(yaml) - 1);
+	close(rfd);
+	fake_start(&fk, FAKE_FETCH_SLOW);
+	snprintf(ups, sizeof(ups), "127.0.0.1:%u", fk.port);
+	g_rules = path;
+	struct px *px = proxy_start(ups, 0, 0, NULL);
+	g_rules = NULL;
+	int fd = tcp_connect(px_listen_port(px));
+	struct kd_wbuf w = {0}, body = {0}, sent = {0};
+	kd_w_i32(&body, 0);
+	/* Fetch v12: the 3 MiB answer (in v16's layout, which kwire does not
+	 * read at v12) streams through as it comes, and stops for 300 ms
+	 * after its first 64 KiB: the refused request comes in then. */
+	req_frame(&w, 1, 12, 2, &body);
+	send_all(fd, w.p, w.len);
+	kd_wbuf_free(&w);
+	kd_wbuf_free(&body);
+	uint8_t size[4];
+	assert_int_equal(recv_all(fd, size, 4), 4);
+	metadata_req(&w, 3);
+	send_all(fd, w.p, w.len);
+	kd_wbuf_free(&w);
+	uint32_t n =
+	    (uint32_t)size[0] << 24 | (uint32_t)size[1] << 16 | (uint32_t)size[2] << 8 | size[3];
+	fake_fetch16(&sent, 2, fk.port, FAKE_FETCH_BYTES, 0);
+	assert_int_equal((size_t)n, sent.len - 4);
+	uint8_t *resp = malloc(n);
+	assert_int_equal(recv_all(fd, resp, n), (ssize_t)n);
+	assert_memory_equal(resp, sent.p + 4, n);
+	free(resp);
+	kd_wbuf_free(&sent);
+	resp = NULL;
+	assert_true(recv_frame(fd, &resp) > 4);
+	assert_int_equal(corr_of(resp), 3); /* then kwire's refusal */
+	free(resp);
+	close(fd);
+	px_free(&px);
+	fake_stop(&fk);
+	unlink(path);
+}
+
 static void test_bad_clients(void **state)
 {
 	(void)state;
@@ -1731,6 +1793,7 @@ int main(void)
 	    cmocka_unit_test(test_broken_topics_rewritten),
 	    cmocka_unit_test(test_trailing_bytes_forwarded),
 	    cmocka_unit_test(test_fetch16_node_endpoints),
+	    cmocka_unit_test(test_local_answer_waits_for_streaming_response),
 	    cmocka_unit_test(test_metadata12_topic_ids),
 	    cmocka_unit_test(test_apiversions_undecodable),
 	    cmocka_unit_test(test_bad_clients),
