@@ -5,7 +5,7 @@
  * rule_eval) and each action a rule takes is reported: a deny, a policy
  * refusal (whole request or some topics), a quota throttle and an audit.
  * Quotas are simulated with the capture's own timestamps: request counts
- * and Produce record bytes when the request is seen, Fetch response bytes
+ * and Produce request sizes when the request is seen, Fetch response bytes
  * when its response is. One line per action (a JSON object with --format
  * json), then a table per rule. */
 #define CAP_AN_PRIVATE
@@ -206,11 +206,8 @@ void an_rules_request(struct cap_an *an, const struct an_flow *fl, const struct 
 		if (q->rule->requests_ps > 0)
 			throttle_check(an, fl, r, req, corr, q->rule, key, RULE_Q_REQUESTS, 1, ts);
 		if (q->rule->produce_bps && req->api_key == KD_API_PRODUCE && !v.error) {
-			double bytes = 0;
-			for (unsigned t = 0; t < req->ntopics; t++)
-				if ((q->topic < 0 || q->topic == (int)t) && !r->rj.tv[t].error &&
-				    req->topics[t].bytes > 0)
-					bytes += (double)req->topics[t].bytes;
+			/* The request's size, as a broker (and the proxy) counts it. */
+			double bytes = rule_quota_produce_bytes(q, req, &v, ev->frame_len);
 			if (bytes > 0)
 				throttle_check(an, fl, r, req, corr, q->rule, key, RULE_Q_PRODUCE,
 				               bytes, ts);

@@ -23,6 +23,7 @@
 #include "kd-schema.h"
 #include "kd-topics.h"
 #include "px-admin.h"
+#include "px-quota.h"
 #include "kd-summary.h"
 #include "px-log.h"
 #include "px-audit.h"
@@ -397,6 +398,8 @@ static void adm_rules_metrics(struct px_admin *adm, struct kd_wbuf *w, const str
 	adm_counter(w, "kwire_rules_closed_total",
 	            "Connections closed for a refused request whose body does not decode.",
 	            st->rules_closed, "counter");
+	if (px_quota_of(adm->px))
+		px_quota_metrics(px_quota_of(adm->px), w);
 	const char *h = "kwire_rule_hits_total";
 	w_fmt(w, "# HELP %s Requests each rule of the set in force matched.\n# TYPE %s counter\n",
 	      h, h);

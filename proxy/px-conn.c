@@ -41,8 +41,10 @@
 #include <event2/buffer.h>
 
 #include "kd-sasl.h"
+#include "kd-hdr.h"
 #include "kd-schema.h"
 #include "kd-stream.h"
+#include "kd-throttle.h"
 #include "kd-topics.h"
 #include "kd-walk.h"
 #include "kd.h"
@@ -50,6 +52,7 @@
 #include "px-int.h"
 #include "px-mirror.h"
 #include "px-tap.h"
+#include "px-quota.h"
 #include "px-tls.h"
 #include "px-records.h"
 #include "rule-names.h"
@@ -137,6 +140,7 @@ struct px_req {
 	const struct rule *nrule;
 	int8_t coord_kt;
 	uint8_t names_done;
+	struct px_qreq *q; /* quotas: what its response owes them (px-quota.h), or NULL */
 };
 
 struct px_conn {
@@ -156,7 +160,12 @@ struct px_conn {
 	uint8_t client_eof; /* the client closed its side: never read again */
 	uint8_t req_whole;  /* waiting for a whole request for the rules */
 	uint8_t tls_up;     /* the client's TLS handshake is done */
-	uint8_t src_family; /* the client's address, for the rules' source */
+	/* Quotas: the client is not read before mute_us (KIP-219), the
+	 * response at the front is held until hold_us (older versions). */
+	uint64_t mute_us, hold_us;
+	struct event *qtimer;
+	struct px_qlast *ql; /* the quota keys of its last request */
+	uint8_t src_family;  /* the client's address, for the rules' source */
 	uint8_t src_addr[16];
 	uint8_t c_why;      /* why the client is not read now (PX_PAUSE_*) */
 	uint8_t u_why;      /* why the broker is not read now (PX_PAUSE_*) */
@@ -516,6 +525,7 @@ static void req_release(struct px_req *req)
 	if (req->nrs)
 		rule_set_unref(&req->nrs);
 	req->nrule = NULL;
+	px_qreq_free(&req->q);
 }
 
 static void req_free(struct px_req *req)
@@ -631,6 +641,9 @@ static void conn_free(struct px_conn *conn)
 		bufferevent_free(conn->cbev);
 	if (conn->timer)
 		event_free(conn->timer);
+	if (conn->qtimer)
+		event_free(conn->qtimer);
+	px_qlast_free(&conn->ql);
 	kd_stream_free(conn->ks);
 	if (conn->prev)
 		conn->prev->next = conn->next;
@@ -1264,6 +1277,88 @@ static void conn_who(const struct px_conn *conn, struct rule_who *who)
 	                                  (uint32_t)strlen(conn->principal), 0};
 }
 
+/* ---- quotas (px-quota.c counts and decides; this mutes and holds) ---- */
+
+static void qtimer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	pump(arg);
+}
+
+/* Whether the client is not read for a throttle now (1 ms of slack: the
+ * timer may fire a hair before the clock says so). */
+static int muted(const struct px_conn *conn)
+{
+	return conn->mute_us && px_now_us() + 1000 < conn->mute_us;
+}
+
+/* Does not read the client for ms from now: a broker does not read a
+ * throttled client's connection for its throttle time (KIP-219), and
+ * reads one request at a time, so nothing the client pipelined meanwhile
+ * gets in either. */
+static void mute(struct px_conn *conn, uint32_t ms)
+{
+	uint64_t until = px_now_us() + (uint64_t)ms * 1000;
+	if (!ms || until <= conn->mute_us)
+		return;
+	if (!muted(conn))
+		px_quota_note(conn->px->quota, PX_Q_MUTED);
+	conn->mute_us = until;
+}
+
+/* Arms the quota timer for the earliest of the mute's end and the held
+ * response's release (from flow(), after every pump). */
+static void qtimer_sync(struct px_conn *conn)
+{
+	uint64_t now = px_now_us(), at = 0;
+	if (conn->mute_us > now)
+		at = conn->mute_us;
+	if (conn->hold_us > now && (!at || conn->hold_us < at))
+		at = conn->hold_us;
+	if (!at)
+		return;
+	if (!conn->qtimer && !(conn->qtimer = evtimer_new(conn->wk->base, qtimer_cb, conn))) {
+		/* Without a timer nothing would end the wait: do not wait. */
+		conn->mute_us = conn->hold_us = 0;
+		return;
+	}
+	uint64_t d = at - now;
+	struct timeval tv = {(time_t)(d / 1000000), (suseconds_t)(d % 1000000)};
+	evtimer_add(conn->qtimer, &tv);
+}
+
+/* Whether the keys of the client's last request are throttled (maybe by
+ * another connection of the same client): then its next request is not
+ * read before that throttle ends (px_quota_wait). */
+static int quota_wait(struct px_conn *conn)
+{
+	uint64_t now = px_now_us(), until = px_quota_wait(conn->px->quota, conn->ql, now);
+	if (until <= now + 1000)
+		return 0;
+	if (!muted(conn))
+		px_quota_note(conn->px->quota, PX_Q_MUTED);
+	conn->mute_us = until;
+	return 1;
+}
+
+/* Counts req (committed, with its quota hits in wk->judged) and mutes the
+ * client for the throttle it asks for. Out of memory, the request goes on
+ * unthrottled (logged): quotas never cost a client its connection. */
+static void quota_request(struct px_conn *conn, struct px_req *req, int act)
+{
+	struct px *px = conn->px;
+	struct px_quota_who who = {conn->client_addr, req->client_id,  req->key, req->ver,
+	                           conn->principal,   conn->broker_id, req->corr};
+	long ms = px_quota_request(px, px->quota, conn->wk->rules_ref.rs, &conn->wk->judged, &who,
+	                           act != PX_J_ANSWER && act != PX_J_DROP && act != PX_J_CLOSE,
+	                           px_now_us(), &req->q);
+	if (ms < 0 || px_quota_remember(&conn->ql, conn->wk->rules_ref.rs, &conn->wk->judged))
+		px_log(px, 0, "%s: out of memory counting a request against its quotas",
+		       conn->client_addr);
+	mute(conn, ms > 0 ? (uint32_t)ms : 0);
+}
+
 /* judge(): the whole request is not in yet. */
 #define PX_JUDGE_WAIT 100
 
@@ -1279,6 +1374,7 @@ static int judge(struct px_conn *conn, struct evbuffer *in, struct kd_frame_info
 	struct px_worker *wk = conn->wk;
 	struct rule_set *rs = px_rules_current(px->rules, &wk->rules_ref);
 	const uint8_t *frame = NULL;
+	wk->judged.nquotas = 0;
 	if (!rs->n)
 		return PX_J_FORWARD;
 	if (px_judge_needs_frame(rs, fi->req_hdr.api_key)) {
@@ -1776,8 +1872,10 @@ static int c2s(struct px_conn *conn)
 			PX_INC(px, bytes_out_upstream, (uint64_t)n);
 			continue;
 		}
-		if (!evbuffer_get_length(in) || conn->draining || conn->up_reauth)
-			return 0; /* up_reauth: kwire re-authenticates to the broker first */
+		/* up_reauth: kwire re-authenticates to the broker first */
+		if (!evbuffer_get_length(in) || conn->draining || conn->up_reauth || muted(conn) ||
+		    (conn->ql && quota_wait(conn)))
+			return 0;
 		if (inflight(conn) >= px->conf.max_inflight || evbuffer_get_length(out) >= conn->wm)
 			return 0; /* flow() pauses the client */
 		struct kd_frame_info fi;
@@ -1908,6 +2006,8 @@ static int c2s(struct px_conn *conn)
 		tap_frame(conn, req, PX_TAP_C2S);
 		req->mjob = conn->mjob_next;
 		conn->mjob_next = NULL;
+		if (px->rules && conn->wk->judged.nquotas && fi.kind == KD_EV_REQUEST)
+			quota_request(conn, req, act);
 		if (act != PX_J_FORWARD) {
 			if (rules_act(conn, in, req, &fi, total, act) < 0)
 				return -1;
@@ -1970,6 +2070,12 @@ static void resp_done(struct px_conn *conn, struct px_req *req, uint32_t size, c
 static void send_local(struct px_conn *conn, struct px_req *req)
 {
 	struct evbuffer *out = bufferevent_get_output(conn->cbev);
+	struct kd_resp_hdr hdr;
+	if (req->q && req->q->ms && req->local_len > 4 &&
+	    kd_resp_hdr_parse(req->local + 4, req->local_len - 4, req->key, req->ver, &hdr) >= 0 &&
+	    kd_throttle_raise(req->key, req->ver, req->local, req->local_len, hdr.len,
+	                      req->q->ms) == 1)
+		px_quota_note(conn->px->quota, PX_Q_PATCHED);
 	evbuffer_add(out, req->local, req->local_len);
 	tap_frame(conn, req, PX_TAP_S2C);
 	tap_bytes(conn, req->tap, PX_TAP_S2C, NULL, 0, req->local, req->local_len);
@@ -2279,6 +2385,68 @@ static int rewrite_fetch(struct px_conn *conn, struct evbuffer *in, struct px_re
 	}
 	kd_wbuf_free(&wb);
 	return 1;
+}
+
+/* The answer (at the front of in, total bytes) to req, which quotas
+ * throttle or whose size a Fetch quota counts: counted, its ThrottleTimeMs
+ * raised to kwire's throttle where that is longer than the broker's, and
+ * the client muted for it (KIP-219); a version before KIP-219 has the
+ * answer held back for the throttle instead, as a broker did. A Fetch is
+ * never answered by kwire (its fetch session, KIP-227, lives on the
+ * broker): its answer goes on, and the mute slows the next one. Returns 1
+ * (go on with the frame), 0 (wait for bytes or for the hold) or -1. */
+static int quota_response(struct px_conn *conn, struct evbuffer *in, struct px_req *req,
+                          const struct kd_frame_info *fi, uint32_t total)
+{
+	struct px *px = conn->px;
+	struct px_qreq *qr = req->q;
+	if (qr->held) {
+		if (px_now_us() + 1000 < conn->hold_us)
+			return 0;
+		conn->hold_us = 0;
+		qr->done = 1;
+		return 1;
+	}
+	/* The field's bytes: the first of the body, or after other fields
+	 * (Produce: after its topics), found by a walk of the whole answer. */
+	int has = kd_body_field_index(req->key, req->ver, 0, "ThrottleTimeMs") >= 0;
+	size_t at = 4 + fi->resp_hdr.len;
+	size_t need = !has ? 0 : kd_throttle_first(req->key, req->ver) ? at + 4 : total;
+	if (need > total)
+		need = total;
+	if (evbuffer_get_length(in) < need) {
+		read_high(conn, need);
+		return 0;
+	}
+	if (conn->resp_whole)
+		read_high(conn, conn->wm);
+	struct px_quota_who who = {conn->client_addr, req->client_id,  req->key, req->ver,
+	                           conn->principal,   conn->broker_id, req->corr};
+	uint32_t ms = px_quota_response(px, px->quota, qr, &who, fi->size, px_now_us());
+	if (!ms) {
+		qr->done = 1;
+		return 1;
+	}
+	if (has) {
+		uint8_t *p = evbuffer_pullup(in, (ev_ssize_t)need);
+		int rc = p ? kd_throttle_raise(req->key, req->ver, p, need, fi->resp_hdr.len, ms)
+		           : KD_ENOMEM;
+		if (rc == 1)
+			px_quota_note(px->quota, PX_Q_PATCHED);
+		else if (rc < 0)
+			px_log(px, 3, "%s: %s v%d #%d: ThrottleTimeMs not raised (%s)",
+			       conn->client_addr, api_name(req->key), req->ver, req->corr,
+			       kd_strerror(rc));
+	}
+	mute(conn, ms);
+	if (kd_throttle_kip219(req->key, req->ver)) {
+		qr->done = 1;
+		return 1;
+	}
+	qr->held = 1;
+	conn->hold_us = px_now_us() + (uint64_t)ms * 1000;
+	px_quota_note(px->quota, PX_Q_HELD);
+	return 0;
 }
 
 /* Lets the upstream input grow to high bytes (at least the watermark). */
@@ -2730,6 +2898,12 @@ static int s2c(struct px_conn *conn)
 				return frc;
 			continue;
 		}
+		if (!opaque && req && req->q && !req->q->done) {
+			int qrc = quota_response(conn, in, req, &fi, total);
+			if (qrc <= 0)
+				return qrc;
+			continue;
+		}
 		/* Peek at the FIFO without popping until the frame is handled: an
 		 * edited response may have to wait for more bytes. */
 		int mode = edit_mode(conn, &fi);
@@ -2850,7 +3024,8 @@ static void flow(struct px_conn *conn)
 		u_why |= PX_PAUSE_OUT;
 	count_pauses(px, &conn->c_why, c_why, 1);
 	count_pauses(px, &conn->u_why, u_why, 0);
-	int c_read = !conn->client_eof && !c_why && (conn->req_left || !conn->draining);
+	int c_read = !conn->client_eof && !c_why && (conn->req_left || !conn->draining) &&
+	             (conn->req_left || !muted(conn));
 	int u_read = !u_why;
 	if (c_read)
 		bufferevent_enable(conn->cbev, EV_READ);
@@ -2860,6 +3035,7 @@ static void flow(struct px_conn *conn)
 		bufferevent_enable(conn->ubev, EV_READ);
 	else
 		bufferevent_disable(conn->ubev, EV_READ);
+	qtimer_sync(conn);
 }
 
 /* Moves what may move and sets the flow. Returns -1 when conn was freed

@@ -187,6 +187,8 @@ struct px {
 	 * with a rules file; else NULL. */
 	struct px_mirror *mirror;
 	struct px_tapreg *tapreg;
+	/* Quota rates and metrics (px-quota.h), with rules; kept across reloads. */
+	struct px_quota *quota;
 	/* What the rules did: requests answered by kwire, split, dropped
 	 * (acks=0) or whose connection was closed (refused, undecodable). */
 	_Atomic uint64_t rules_answered, rules_split, rules_dropped, rules_closed;

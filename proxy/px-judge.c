@@ -101,14 +101,12 @@ int px_judge(struct rule_judge *j, const struct rule_set *rs, const struct px_ju
 	for (unsigned i = 0; i < v.nquotas; i++) {
 		out->quotas[i] = v.quotas[i];
 		rule_quota_key(&v.quotas[i], req, out->keys[i], sizeof(out->keys[i]));
+		out->qbytes[i] = rule_quota_produce_bytes(&v.quotas[i], req, &v, in->fi->size);
 		out->quotas[i].topic = -1;
 	}
 	out->nquotas = v.nquotas;
 	memcpy(out->audits, v.audits, v.naudits * sizeof(v.audits[0]));
 	out->naudits = v.naudits;
-	for (unsigned t = 0; t < req->ntopics; t++)
-		if (!j->tv[t].error && req->topics[t].bytes > 0)
-			out->produce_bytes += req->topics[t].bytes;
 
 	const struct rule *first = v.rule;
 	int first_topic = -1;

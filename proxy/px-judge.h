@@ -50,7 +50,8 @@ struct px_judged {
 	struct rule_hit quotas[RULE_MAX_HITS];
 	char keys[RULE_MAX_HITS][PX_JUDGE_KEY];
 	unsigned nquotas;
-	int64_t produce_bytes; /* record bytes forwarded (Produce quotas) */
+	double qbytes[RULE_MAX_HITS]; /* what a Produce counts against each
+	                                 (rule_quota_produce_bytes) */
 	struct rule_hit audits[RULE_MAX_HITS];
 	unsigned naudits;
 	/* Records rewritten by `rewrite:` rules (px-records.h); with

@@ -37,10 +37,12 @@
 #include "px-int.h"
 #include "px-mirror.h"
 #include "px-tap.h"
+#include "px-quota.h"
 #include "px-tls.h"
 #include "rule.h"
 
 #define PX_BACKLOG 512
+#define PX_QUOTA_KEYS 100000 /* (quota rule, key) rates kept, least recently used out */
 
 uint64_t px_now_us(void)
 {
@@ -200,21 +202,14 @@ struct px *px_new(const struct px_conf *conf, char *err, size_t errlen)
 			free(px);
 			return NULL;
 		}
-		struct px_rules_state st;
-		struct rule_set *rs = px_rules_state(px->rules, &st);
-		if (rs->nsec[RULE_QUOTA])
-			px_log(px, 1,
-			       "rules: %s has quotas, which this proxy does not apply yet (access, "
-			       "policies and audit are applied; kwire decode --rules simulates all "
-			       "four)",
-			       conf->rules);
-		rule_set_unref(&rs);
 		/* Mirror rules may come with a reload: the mirror is always there. */
 		px->mirror = px_mirror_new(rules_log, px, px->topics);
 		px->tapreg = px_tapreg_new(rules_log, px);
-		if (!px->mirror || !px->tapreg) {
+		px->quota = px_quota_new(PX_QUOTA_KEYS);
+		if (!px->mirror || !px->tapreg || !px->quota) {
 			px_mirror_free(&px->mirror);
 			px_tapreg_free(&px->tapreg);
+			px_quota_free(&px->quota);
 			kd_errf(err, errlen, "out of memory");
 			px_rules_free(&px->rules);
 			kd_topics_free(&px->topics);
@@ -232,6 +227,7 @@ struct px *px_new(const struct px_conf *conf, char *err, size_t errlen)
 			px_mirror_free(&px->mirror);
 			px_tapreg_free(&px->tapreg);
 			px_rules_free(&px->rules);
+			px_quota_free(&px->quota);
 			kd_topics_free(&px->topics);
 			free(px->brokers);
 			px_conf_free(&px->conf);
@@ -246,6 +242,7 @@ struct px *px_new(const struct px_conf *conf, char *err, size_t errlen)
 			px_mirror_free(&px->mirror);
 			px_tapreg_free(&px->tapreg);
 			px_rules_free(&px->rules);
+			px_quota_free(&px->quota);
 			kd_topics_free(&px->topics);
 			free(px->brokers);
 			px_conf_free(&px->conf);
@@ -258,6 +255,7 @@ struct px *px_new(const struct px_conf *conf, char *err, size_t errlen)
 		px_rules_free(&px->rules); /* its watcher reloads into the audit: first */
 		px_audit_free(&px->audit);
 		px_tap_close(&px->tap);
+		px_quota_free(&px->quota);
 		kd_topics_free(&px->topics);
 		free(px->brokers);
 		px_conf_free(&px->conf);
@@ -270,6 +268,7 @@ struct px *px_new(const struct px_conf *conf, char *err, size_t errlen)
 		px_mirror_free(&px->mirror);
 		px_tapreg_free(&px->tapreg);
 		px_rules_free(&px->rules);
+		px_quota_free(&px->quota);
 		kd_topics_free(&px->topics);
 		free(px->brokers);
 		px_conf_free(&px->conf);
@@ -1114,6 +1113,11 @@ struct px_tapreg *px_tapreg_of(const struct px *px)
 	return px->tapreg;
 }
 
+struct px_quota *px_quota_of(const struct px *px)
+{
+	return px->quota;
+}
+
 void px_free(struct px **pxp)
 {
 	struct px *px = *pxp;
@@ -1188,6 +1192,7 @@ void px_free(struct px **pxp)
 	px_mirror_free(&px->mirror); /* ... and every job was done or lost */
 	px_tls_free(&px->tls);
 	px_tapreg_free(&px->tapreg);
+	px_quota_free(&px->quota);
 	px_conf_free(&px->conf);
 	free(px);
 	*pxp = NULL;

@@ -112,6 +112,9 @@ struct px_mirror *px_mirror_of(const struct px *px);
 /* The files of tap: rules (px-tap.h), or NULL without a rules file. */
 struct px_tapreg;
 struct px_tapreg *px_tapreg_of(const struct px *px);
+/* The quotas' rates and metrics (px-quota.h), or NULL without a rules file. */
+struct px_quota;
+struct px_quota *px_quota_of(const struct px *px);
 
 /* The bound bootstrap port (useful with listen port 0). */
 uint16_t px_listen_port(const struct px *px);

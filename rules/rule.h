@@ -166,6 +166,19 @@ enum rule_quota_kind {
  * capped at the window (KIP-124). */
 uint32_t rule_quota_record(struct rule_quotas *q, const struct rule *rule, const char *key,
                            size_t keylen, int kind, double amount, int64_t now_ms);
+/* When the latest throttle of (rule, key) ends (ms, on rule_quota_record's
+ * clock), or 0 when it was never throttled (or is forgotten). A request of
+ * the key that comes before then, on any connection, comes while the key
+ * is throttled. */
+int64_t rule_quota_until(struct rule_quotas *q, const struct rule *rule, const char *key,
+                         size_t keylen);
+/* The bytes a Produce request counts against the produce quota of hit,
+ * as a broker counts them (KafkaApis records the request's size): size
+ * (the request's, without the 4-byte frame size) less the record bytes of
+ * the topics refused (v->topics), or for a per: topic hit, that topic's
+ * record bytes; 0 when the request is refused whole or is no Produce. */
+double rule_quota_produce_bytes(const struct rule_hit *hit, const struct rule_req *req,
+                                const struct rule_verdict *v, uint32_t size);
 /* Keys now tracked, and keys forgotten to stay within max_keys. */
 void rule_quotas_counts(struct rule_quotas *q, uint64_t *keys, uint64_t *evicted);
 
