@@ -19,8 +19,9 @@ Then, with a raw socket: a request-rate quota throttles ApiVersions v1
 ApiVersions v2 (KIP-219: the response comes at once with ThrottleTimeMs, and the next
 request is not read before the throttle is over); and throttles of many
 client ids keep /metrics bounded (the most throttled keys, the rest as
-key="other").
+key="other"). Every throttle is in the audit trail's default sink.
 """
+import json
 import os
 import socket
 import struct
@@ -264,7 +265,8 @@ def main():
     with open(rules, "w") as f:
         f.write(RULES)
     topics = (("qa", 3), ("qb", 3), ("qc", 3), ("qf", FETCH_PARTS))
-    with Cluster(topics=topics, extra_proxy_args=["--rules", rules]) as c:
+    audit = os.path.join(tmp, "audit.jsonl")
+    with Cluster(topics=topics, extra_proxy_args=["--rules", rules, "--audit-log", audit]) as c:
         check("not apply" not in c.proxy_stderr(), "no warning that quotas are not applied")
         fill(c, "qf", FETCH_PARTS, 48 * 1024 * 1024)
         rdk, rdk_thr, kp, fast, cons, cons_logs, cons_thr = [], [], [], [], [], [], []
@@ -320,6 +322,14 @@ def main():
         check(c.metric("kwire_quota_throttle_seconds_total", rule="consume", key="cons-slow") > 1,
               "throttle time of cons-slow in /metrics")
         check(c.metric("kwire_quota_muted_total") > 0, "mutes counted")
+        # Every throttle is in the audit trail, with its rule and key.
+        with open(audit) as f:
+            recs = [json.loads(line) for line in f if '"throttle"' in line]
+        rules_keys = {(r.get("rule"), r.get("key")) for r in recs if r.get("event") == "throttle"}
+        check({("rdk-produce", "rdk-slow"), ("kp-produce", "kp-slow"),
+               ("consume", "cons-slow")} <= rules_keys,
+              f"throttles in the audit trail: {sorted(rules_keys)}")
+        check(all(r.get("throttle_ms", 0) > 0 for r in recs), "audit throttle_ms")
         raw_request_quota(c)
         check(c.metric("kwire_quota_held_total") > 0, "held answers counted")
         many_keys(c)
