@@ -165,6 +165,24 @@ static void rules_log(void *arg, int level, const char *msg)
 	px_log(arg, level, "%s", msg);
 }
 
+/* Frees what px_new made before it failed (any part may be NULL), in
+ * px_free's order. */
+static void px_new_undo(struct px *px)
+{
+	free(px->brokers);
+	kd_topics_free(&px->topics);
+	px_rules_free(&px->rules); /* its watcher reloads into the audit: first */
+	px_audit_free(&px->audit);
+	px_sasl_free(&px->sasl);
+	px_tap_close(&px->tap);
+	px_mirror_free(&px->mirror);
+	px_tls_free(&px->tls);
+	px_tapreg_free(&px->tapreg);
+	px_quota_free(&px->quota);
+	px_conf_free(&px->conf);
+	free(px);
+}
+
 struct px *px_new(const struct px_conf *conf, char *err, size_t errlen)
 {
 	struct px *px = calloc(1, sizeof(*px));
@@ -179,102 +197,38 @@ struct px *px_new(const struct px_conf *conf, char *err, size_t errlen)
 		return NULL;
 	}
 	px->brokers = calloc(PX_BROKER_MAX, sizeof(*px->brokers));
-	if (!px->brokers) {
-		kd_errf(err, errlen, "out of memory");
-		px_conf_free(&px->conf);
-		free(px);
-		return NULL;
-	}
 	px->topics = kd_topics_new();
-	if (!px->topics) {
-		kd_errf(err, errlen, "out of memory");
-		free(px->brokers);
-		px_conf_free(&px->conf);
-		free(px);
-		return NULL;
-	}
+	if (!px->brokers || !px->topics)
+		goto nomem;
 	if (conf->rules) {
 		px->rules = px_rules_new(conf->rules, rules_log, px, err, errlen);
-		if (!px->rules) {
-			kd_topics_free(&px->topics);
-			free(px->brokers);
-			px_conf_free(&px->conf);
-			free(px);
-			return NULL;
-		}
+		if (!px->rules)
+			goto fail;
 		/* Mirror rules may come with a reload: the mirror is always there. */
 		px->mirror = px_mirror_new(rules_log, px, px->topics);
 		px->tapreg = px_tapreg_new(rules_log, px);
 		px->quota = px_quota_new(PX_QUOTA_KEYS);
-		if (!px->mirror || !px->tapreg || !px->quota) {
-			px_mirror_free(&px->mirror);
-			px_tapreg_free(&px->tapreg);
-			px_quota_free(&px->quota);
-			kd_errf(err, errlen, "out of memory");
-			px_rules_free(&px->rules);
-			kd_topics_free(&px->topics);
-			free(px->brokers);
-			px_conf_free(&px->conf);
-			free(px);
-			return NULL;
-		}
+		if (!px->mirror || !px->tapreg || !px->quota)
+			goto nomem;
 	}
 	if (conf->tap) {
 		struct px_tap_opts to = {conf->tap_max_bytes, conf->tap_files,
 		                         conf->tap_buffer_bytes};
 		px->tap = px_tap_open(conf->tap, &to, rules_log, px, err, errlen);
-		if (!px->tap) {
-			px_mirror_free(&px->mirror);
-			px_tapreg_free(&px->tapreg);
-			px_rules_free(&px->rules);
-			px_quota_free(&px->quota);
-			kd_topics_free(&px->topics);
-			free(px->brokers);
-			px_conf_free(&px->conf);
-			free(px);
-			return NULL;
-		}
+		if (!px->tap)
+			goto fail;
 	}
 	if (conf->rules || conf->audit_log) {
 		px->audit = px_audit_for(conf, px->rules, rules_log, px, err, errlen);
-		if (!px->audit) {
-			px_tap_close(&px->tap);
-			px_mirror_free(&px->mirror);
-			px_tapreg_free(&px->tapreg);
-			px_rules_free(&px->rules);
-			px_quota_free(&px->quota);
-			kd_topics_free(&px->topics);
-			free(px->brokers);
-			px_conf_free(&px->conf);
-			free(px);
-			return NULL;
-		}
+		if (!px->audit)
+			goto fail;
 	}
 	px->sasl = px_sasl_new(&px->conf.sasl, err, errlen);
-	if (!px->sasl) {
-		px_rules_free(&px->rules); /* its watcher reloads into the audit: first */
-		px_audit_free(&px->audit);
-		px_tap_close(&px->tap);
-		px_quota_free(&px->quota);
-		kd_topics_free(&px->topics);
-		free(px->brokers);
-		px_conf_free(&px->conf);
-		free(px);
-		return NULL;
-	}
+	if (!px->sasl)
+		goto fail;
 	px->tp = &px_transport_tcp;
-	if (px_tls_new(px, &px->tls, err, errlen)) {
-		px_tap_close(&px->tap);
-		px_mirror_free(&px->mirror);
-		px_tapreg_free(&px->tapreg);
-		px_rules_free(&px->rules);
-		px_quota_free(&px->quota);
-		kd_topics_free(&px->topics);
-		free(px->brokers);
-		px_conf_free(&px->conf);
-		free(px);
-		return NULL;
-	}
+	if (px_tls_new(px, &px->tls, err, errlen))
+		goto fail;
 	if (px->tls)
 		px->tp = px_tls_transport(px->tls);
 	if (conf->advertise[0])
@@ -287,6 +241,11 @@ struct px *px_new(const struct px_conf *conf, char *err, size_t errlen)
 	pthread_mutex_init(&px->smu, NULL);
 	pthread_cond_init(&px->scond, NULL);
 	return px;
+nomem:
+	kd_errf(err, errlen, "out of memory");
+fail:
+	px_new_undo(px);
+	return NULL;
 }
 
 void px_set_hooks(struct px *px, const struct px_hooks *hooks)
