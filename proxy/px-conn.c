@@ -1373,11 +1373,18 @@ static int judge(struct px_conn *conn, struct evbuffer *in, struct kd_frame_info
 	struct px *px = conn->px;
 	struct px_worker *wk = conn->wk;
 	struct rule_set *rs = px_rules_current(px->rules, &wk->rules_ref);
-	const uint8_t *frame = NULL;
 	wk->judged.nquotas = 0;
+	struct px_judge_in jin = {
+	    .fi = fi,
+	    .who = {.src_family = conn->src_family, .broker_id = conn->broker_id},
+	    .topics = px->topics,
+	};
+	memcpy(jin.who.src_addr, conn->src_addr, sizeof(jin.who.src_addr));
+	jin.who.principal = (struct kd_view){(const uint8_t *)conn->principal,
+	                                     (uint32_t)strlen(conn->principal), 0};
 	if (!rs->n)
 		return PX_J_FORWARD;
-	if (px_judge_needs_frame(rs, fi->req_hdr.api_key)) {
+	if (px_judge_needs_frame(rs, &jin)) {
 		if (evbuffer_get_length(in) < total) {
 			if (total > conn->wm)
 				bufferevent_setwatermark(conn->cbev, EV_READ, 0, total);
@@ -1388,24 +1395,16 @@ static int judge(struct px_conn *conn, struct evbuffer *in, struct kd_frame_info
 			bufferevent_setwatermark(conn->cbev, EV_READ, 0, conn->wm);
 			conn->req_whole = 0;
 		}
-		frame = evbuffer_pullup(in, total);
+		jin.frame = evbuffer_pullup(in, total);
+		jin.len = total;
 		/* The pullup may have moved what fi's views point into. */
-		if (!frame || kd_stream_frame_begin(conn->ks, KD_C2S, frame, total, fi) != KD_OK) {
+		if (!jin.frame ||
+		    kd_stream_frame_begin(conn->ks, KD_C2S, jin.frame, total, fi) != KD_OK) {
 			px_log(px, 0, "%s: out of memory judging a request", conn->client_addr);
 			conn_free(conn);
 			return -1;
 		}
 	}
-	struct px_judge_in jin = {
-	    .frame = frame,
-	    .len = frame ? total : 0,
-	    .fi = fi,
-	    .who = {.src_family = conn->src_family, .broker_id = conn->broker_id},
-	    .topics = px->topics,
-	};
-	memcpy(jin.who.src_addr, conn->src_addr, sizeof(jin.who.src_addr));
-	jin.who.principal = (struct kd_view){(const uint8_t *)conn->principal,
-	                                     (uint32_t)strlen(conn->principal), 0};
 	if (px_judge(&wk->judge, rs, &jin, &wk->judged) != KD_OK) {
 		px_log(px, 0, "%s: out of memory judging a request", conn->client_addr);
 		conn_free(conn);

@@ -15,9 +15,9 @@
 #include "px-records.h"
 #include "rule.h"
 
-int px_judge_needs_frame(const struct rule_set *rs, int16_t api_key)
+int px_judge_needs_frame(const struct rule_set *rs, const struct px_judge_in *in)
 {
-	return rs && rs->n && rule_set_needs_body(rs, api_key);
+	return rs && rs->n && rule_judge_needs_body(rs, &in->fi->req_hdr, &in->who);
 }
 
 void px_judged_reset(struct px_judged *out)

@@ -77,8 +77,10 @@ struct px_judge_in {
 int px_judge(struct rule_judge *j, const struct rule_set *rs, const struct px_judge_in *in,
              struct px_judged *out);
 
-/* Whether rs wants the whole frame of requests of api_key. */
-int px_judge_needs_frame(const struct rule_set *rs, int16_t api_key);
+/* Whether rs wants the whole frame of the request in (its header and who;
+ * frame is not looked at): only when a rule that needs the body can apply
+ * to it by its header facts. The others keep streaming. */
+int px_judge_needs_frame(const struct rule_set *rs, const struct px_judge_in *in);
 
 /* The broker's response frame to a split request, with the refused topics
  * merged back, written to out (a whole frame: size, header, body). Returns

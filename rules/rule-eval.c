@@ -10,6 +10,8 @@
 
 #include "kd-api-keys-gen.h"
 #include "kd-schema.h"
+#include "rule-index.h"
+#include "rule-yaml.h"
 #include "rule.h"
 
 /* ---- matchers ---- */
@@ -125,6 +127,43 @@ static uint8_t acks_bit(int16_t acks)
 	default:
 		return 0;
 	}
+}
+
+int rule_header_matches(const struct rule *rule, const struct rule_req *req)
+{
+	const struct rule_match *m = &rule->match;
+	uint32_t k = m->keys;
+	if ((k & RULE_M_API) && !api_match(m, req->api_key, req->api_version))
+		return 0;
+	if ((k & RULE_M_CLIENT_ID) && !pats_match(&m->client_id, &req->client_id))
+		return 0;
+	if ((k & RULE_M_PRINCIPAL) && !pats_match(&m->principal, &req->principal))
+		return 0;
+	if ((k & RULE_M_SOURCE) && !cidrs_match(&m->source, req->src_family, req->src_addr))
+		return 0;
+	if (k & RULE_M_BROKER) {
+		for (unsigned i = 0; i < m->nbrokers; i++)
+			if (m->brokers[i] == req->broker_id)
+				return 1;
+		return 0;
+	}
+	return 1;
+}
+
+int rule_needs_body(const struct rule *rule)
+{
+	/* A rule that can refuse needs the body too: the answer mirrors the
+	 * request's topics and partitions (kd-build.h). */
+	return (rule->match.keys & RULE_M_BODY) || rule->section == RULE_POLICY ||
+	       (rule->section == RULE_ACCESS && rule->deny_set) ||
+	       (rule->section == RULE_QUOTA && rule->per == RULE_PER_TOPIC) ||
+	       (rule->section == RULE_AUDIT && rule->log != RULE_LOG_NONE) ||
+	       rule_rewrite_needs_body(rule);
+}
+
+int rule_set_needs_body_req(const struct rule_set *rs, const struct rule_req *req)
+{
+	return rs->n && rule_index_needs_body(rs, req);
 }
 
 int rule_matches(const struct rule *rule, const struct rule_req *req, int topic, const char **why)
@@ -282,16 +321,47 @@ static void add_hit(struct rule_hit *hits, unsigned *n, const struct rule *rule,
 }
 
 /* The access rule that decides topic (or the request, topic -1), or
- * NULL (allowed, no rule). */
+ * NULL (allowed, no rule): the first in file order that matches, among
+ * the candidates the index gives (rule-index.h). */
 static const struct rule *access_for(const struct rule_set *rs, const struct rule_req *req,
                                      int topic)
 {
-	for (unsigned i = 0; i < rs->n; i++) {
-		const struct rule *rule = &rs->rules[i];
-		if (rule->section == RULE_ACCESS && rule_matches(rule, req, topic, NULL))
+	struct rule_cand c;
+	const struct rule *rule;
+	rule_cand_start(&c, rs, RULE_ACCESS, req, topic);
+	while ((rule = rule_cand_next(&c)))
+		if (rule_matches(rule, req, topic, NULL))
 			return rule;
-	}
 	return NULL;
+}
+
+/* Adds rule (a quota or audit) to v's hits when it matches req. */
+static void quota_audit(const struct rule *rule, const struct rule_req *req, unsigned nt,
+                        struct rule_verdict *v)
+{
+	int matched = 0;
+	if (nt && (rule->match.keys & RULE_M_PER_TOPIC ||
+	           (rule->section == RULE_QUOTA && rule->per == RULE_PER_TOPIC))) {
+		for (unsigned t = 0; t < nt; t++) {
+			if (!rule_matches(rule, req, (int)t, NULL))
+				continue;
+			if (rule->section == RULE_QUOTA && rule->per == RULE_PER_TOPIC)
+				add_hit(v->quotas, &v->nquotas, rule, (int)t);
+			else if (!matched && rule->section == RULE_QUOTA)
+				add_hit(v->quotas, &v->nquotas, rule, -1);
+			else if (!matched)
+				add_hit(v->audits, &v->naudits, rule, (int)t);
+			matched = 1;
+		}
+	} else if (rule_matches(rule, req, -1, NULL)) {
+		matched = 1;
+		if (rule->section == RULE_QUOTA)
+			add_hit(v->quotas, &v->nquotas, rule, -1);
+		else
+			add_hit(v->audits, &v->naudits, rule, -1);
+	}
+	if (matched)
+		hit(rule);
 }
 
 int16_t rule_eval(const struct rule_set *rs, const struct rule_req *req, struct rule_verdict *v)
@@ -318,11 +388,12 @@ int16_t rule_eval(const struct rule_set *rs, const struct rule_req *req, struct 
 				err = rule_deny_error(by, req->api_key);
 		}
 		if (!err && rs->nsec[RULE_POLICY]) {
+			struct rule_cand c;
+			const struct rule *rule;
 			by = NULL;
-			for (unsigned i = 0; i < rs->n && !err; i++) {
-				const struct rule *rule = &rs->rules[i];
-				if (rule->section != RULE_POLICY ||
-				    !rule_matches(rule, req, topic, NULL))
+			rule_cand_start(&c, rs, RULE_POLICY, req, topic);
+			while (!err && (rule = rule_cand_next(&c))) {
+				if (!rule_matches(rule, req, topic, NULL))
 					continue;
 				err = policy_check(rule, req, topic);
 				if (err) {
@@ -349,34 +420,16 @@ int16_t rule_eval(const struct rule_set *rs, const struct rule_req *req, struct 
 	}
 
 	/* Quotas and audits apply to whatever is forwarded; a refused
-	 * request still counts against request-rate quotas. */
-	for (unsigned i = 0; i < rs->n; i++) {
-		const struct rule *rule = &rs->rules[i];
-		if (rule->section != RULE_QUOTA && rule->section != RULE_AUDIT)
+	 * request still counts against request-rate quotas. Each section's
+	 * own rules, in file order (they are few; hits go per section). */
+	for (int sec = RULE_QUOTA; sec <= RULE_AUDIT; sec++) {
+		if (sec == RULE_POLICY || !rs->nsec[sec])
 			continue;
-		int matched = 0;
-		if (nt && (rule->match.keys & RULE_M_PER_TOPIC ||
-		           (rule->section == RULE_QUOTA && rule->per == RULE_PER_TOPIC))) {
-			for (unsigned t = 0; t < nt; t++) {
-				if (!rule_matches(rule, req, (int)t, NULL))
-					continue;
-				if (rule->section == RULE_QUOTA && rule->per == RULE_PER_TOPIC)
-					add_hit(v->quotas, &v->nquotas, rule, (int)t);
-				else if (!matched && rule->section == RULE_QUOTA)
-					add_hit(v->quotas, &v->nquotas, rule, -1);
-				else if (!matched)
-					add_hit(v->audits, &v->naudits, rule, (int)t);
-				matched = 1;
-			}
-		} else if (rule_matches(rule, req, -1, NULL)) {
-			matched = 1;
-			if (rule->section == RULE_QUOTA)
-				add_hit(v->quotas, &v->nquotas, rule, -1);
-			else
-				add_hit(v->audits, &v->naudits, rule, -1);
-		}
-		if (matched)
-			hit(rule);
+		struct rule_cand c;
+		const struct rule *rule;
+		rule_cand_all(&c, rs, sec);
+		while ((rule = rule_cand_next(&c)))
+			quota_audit(rule, req, nt, v);
 	}
 	return v->error;
 }

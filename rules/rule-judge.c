@@ -11,6 +11,27 @@
 /* A decoded body bigger than this is judged on its header alone. */
 #define RULE_JUDGE_ARENA_LIMIT (256u * 1024 * 1024)
 
+void rule_req_header(struct rule_req *req, const struct kd_req_hdr *h, const struct rule_who *who)
+{
+	req->api_key = h->api_key;
+	req->api_version = h->api_version;
+	req->client_id = h->client_id;
+	req->principal = who->principal;
+	req->broker_id = who->broker_id;
+	req->src_family = who->src_family;
+	memcpy(req->src_addr, who->src_addr, sizeof(req->src_addr));
+}
+
+int rule_judge_needs_body(const struct rule_set *rs, const struct kd_req_hdr *h,
+                          const struct rule_who *who)
+{
+	struct rule_req req;
+	memset(&req, 0, sizeof(req));
+	rule_req_header(&req, h, who);
+	req.acks = -2;
+	return rule_set_needs_body_req(rs, &req);
+}
+
 int rule_judge(struct rule_judge *j, const struct rule_set *rs, const struct kd_req_hdr *h,
                const uint8_t *body, size_t len, const struct kd_topics *map,
                const struct rule_who *who, struct rule_verdict *v)
@@ -20,19 +41,13 @@ int rule_judge(struct rule_judge *j, const struct rule_set *rs, const struct kd_
 	memset(&j->tree, 0, sizeof(j->tree));
 	j->tree.api_key = h->api_key;
 	j->tree.version = h->api_version;
-	if (body && rule_set_needs_body(rs, h->api_key))
+	if (body && rule_judge_needs_body(rs, h, who))
 		kd_tree_decode(&j->tree, &j->arena, h->api_key, h->api_version, 1, body, len);
 	int rc = rule_facts_read(&j->facts, &j->tree, map, rule_set_needs_records(rs), &j->arena);
 	if (rc != KD_OK)
 		return rc;
 	struct rule_req *req = &j->facts.req;
-	req->api_key = h->api_key;
-	req->api_version = h->api_version;
-	req->client_id = h->client_id;
-	req->principal = who->principal;
-	req->broker_id = who->broker_id;
-	req->src_family = who->src_family;
-	memcpy(req->src_addr, who->src_addr, sizeof(req->src_addr));
+	rule_req_header(req, h, who);
 	if (req->ntopics > j->tvcap) {
 		struct rule_topic_verdict *tv = realloc(j->tv, req->ntopics * sizeof(*tv));
 		if (!tv)

@@ -14,6 +14,7 @@
 
 #include "kd-schema.h"
 #include "kd.h"
+#include "rule-index.h"
 #include "rule-mirror.h"
 #include "rule-names.h"
 #include "rule-yaml.h"
@@ -908,6 +909,7 @@ static void set_free(struct rule_set *rs)
 		rule_free(&rs->rules[i]);
 	free(rs->rules);
 	free(rs->needs_body);
+	rule_index_free(rs);
 	free(rs->path);
 	free(rs);
 }
@@ -947,24 +949,13 @@ static int set_index(struct rule_set *rs)
 		if ((rule->match.keys & RULE_M_RECORD_BYTES) ||
 		    (rule->section == RULE_POLICY && (rule->require.keys & RULE_REQ_MAX_RECORD)))
 			rs->needs_records = 1;
-		/* A rule that can refuse needs the body too: the answer mirrors the
-		 * request's topics and partitions (kd-build.h). */
-		/* Mirror rules are matched on the proxy's mirror thread, off the
-		 * forwarding path (px-mirror.c). */
-		if (rule->section == RULE_MIRROR)
-			continue;
-		int body = (rule->match.keys & RULE_M_BODY) || rule->section == RULE_POLICY ||
-		           (rule->section == RULE_ACCESS && rule->deny_set) ||
-		           (rule->section == RULE_QUOTA && rule->per == RULE_PER_TOPIC) ||
-		           (rule->section == RULE_AUDIT && rule->log != RULE_LOG_NONE) ||
-		           rule_rewrite_needs_body(rule);
-		if (!body)
+		if (!rule_needs_body(rule))
 			continue;
 		for (unsigned k = 0; k < rs->nslots; k++)
 			if (rule_has_api(rule, (int16_t)k))
 				rs->needs_body[k] = 1;
 	}
-	return 0;
+	return rule_index_build(rs);
 }
 
 int rule_set_needs_records(const struct rule_set *rs)

@@ -268,6 +268,7 @@ struct rule_rw_out {
 	char msg[320];            /* the first failure, for the log */
 };
 
+struct rule_index;
 struct rule_set {
 	struct rule *rules;
 	unsigned n;
@@ -277,6 +278,7 @@ struct rule_set {
 	uint8_t *needs_body;
 	unsigned nslots;
 	uint8_t needs_records; /* some rule reads single records (sizes) */
+	struct rule_index *ix; /* candidate lists (rule-index.h) */
 	char sha256[65];       /* of the file's bytes, hex */
 	char *path;
 	int64_t loaded_us; /* wall clock of the load */

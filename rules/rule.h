@@ -38,6 +38,14 @@ void rule_set_unref(struct rule_set **rs);
  * (have_body = 0). */
 int rule_set_needs_body(const struct rule_set *rs, int16_t api_key);
 
+/* Whether this request, known by its header facts in req (api_key,
+ * api_version, client_id, principal, source, broker_id; the rest is not
+ * looked at), may meet a rule that needs its body (see
+ * rule_set_needs_body): when 0, judging it on its header alone gives the
+ * verdict the body would. Finer than rule_set_needs_body, and what the
+ * proxy asks before gathering a request whole. */
+int rule_set_needs_body_req(const struct rule_set *rs, const struct rule_req *req);
+
 /* Whether some rule reads single records (record_bytes matchers,
  * max_record_bytes and headers policies), so that facts must decompress
  * Produce batches (rule_facts_read's records argument). */
@@ -118,6 +126,15 @@ int rule_rewrite_tree(struct rule_rewriter *w, const struct rule_set *rs, int di
 void rule_rewriter_free(struct rule_rewriter *w);
 /* The rule's records action, for `kwire rules check`. */
 void rule_rewrite_dump(const struct rule *rule, FILE *f);
+
+/* Fills the header facts of req from the request header h and who. */
+void rule_req_header(struct rule_req *req, const struct kd_req_hdr *h, const struct rule_who *who);
+
+/* Whether rule_judge() would decode the body of the request with header
+ * h from who (rule_set_needs_body_req): the proxy gathers such a request
+ * whole before judging it, and streams the others. */
+int rule_judge_needs_body(const struct rule_set *rs, const struct kd_req_hdr *h,
+                          const struct rule_who *who);
 
 /* ---- text (kwire rules check / explain, /rules) ---- */
 

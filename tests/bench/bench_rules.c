@@ -1,6 +1,8 @@
 /* bench_rules.c: the rules engine's cost per request (rule_eval), and of
  * reading a Produce request's facts (rule_facts_read), for rule sets of
- * 10 and 1,000 rules, with header-only matchers and with topic matchers.
+ * 10, 100 and 1,000 rules, with header-only matchers and with topic
+ * matchers (globs, the index's prefix lists: rules/rule-index.h), and 100
+ * topic regexes, which the index cannot file (every one is tried).
  * Prints figures, asserts nothing.
  *
  * Usage: bench_rules [seconds per figure, default 0.5] */
@@ -24,8 +26,12 @@ static double now(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-/* n access rules; topic: each matches a topic glob, else a client id glob.
- * None matches the benchmark's request, so every rule is tried. */
+enum { M_CLIENT, M_TOPIC, M_REGEX };
+static const char *mname[] = {"client_id", "topic", "topic regex"};
+
+/* n access rules; each matches a client id glob, a topic glob or a topic
+ * regex. None matches the benchmark's request: without the index every
+ * rule is tried. */
 static struct rule_set *ruleset(unsigned n, int topic)
 {
 	size_t cap = 256 + (size_t)n * 96, len = 0;
@@ -34,8 +40,10 @@ static struct rule_set *ruleset(unsigned n, int topic)
 	for (unsigned i = 0; i < n; i++)
 		len += (size_t)snprintf(
 		    y + len, cap - len,
-		    "  - name: r%u\n    match: {%s: \"%s-%u-*\"}\n    deny: true\n", i,
-		    topic ? "topic" : "client_id", topic ? "orders" : "batch", i);
+		    topic == M_REGEX
+		        ? "  - name: r%u\n    match: {%s: \"/%s-%u-.*/\"}\n    deny: true\n"
+		        : "  - name: r%u\n    match: {%s: \"%s-%u-*\"}\n    deny: true\n",
+		    i, topic != M_CLIENT ? "topic" : "client_id", topic ? "orders" : "batch", i);
 	char err[512];
 	struct rule_set *rs = rule_set_load_mem(y, len, "bench.yaml", err, sizeof(err));
 	if (!rs)
@@ -77,8 +85,8 @@ static void eval_row(unsigned n, int topic)
 		iters += 1000;
 		el = now() - t0;
 	} while (el < min_secs);
-	printf("| rule_eval, %5u rules with %-10s matchers | %10.0f ns |\n", n,
-	       topic ? "topic" : "client_id", el / (double)iters * 1e9);
+	printf("| rule_eval, %5u rules with %-11s matchers | %10.0f ns |\n", n, mname[topic],
+	       el / (double)iters * 1e9);
 	rule_set_unref(&rs);
 }
 
@@ -134,10 +142,13 @@ int main(int argc, char **argv)
 	if (argc > 1)
 		min_secs = atof(argv[1]);
 	printf("| what | per request |\n|---|---|\n");
-	eval_row(10, 0);
-	eval_row(10, 1);
-	eval_row(1000, 0);
-	eval_row(1000, 1);
+	eval_row(10, M_CLIENT);
+	eval_row(10, M_TOPIC);
+	eval_row(100, M_CLIENT);
+	eval_row(100, M_TOPIC);
+	eval_row(100, M_REGEX);
+	eval_row(1000, M_CLIENT);
+	eval_row(1000, M_TOPIC);
 	facts_row();
 	return 0;
 }
