@@ -1395,6 +1395,16 @@ static int judge(struct px_conn *conn, struct evbuffer *in, struct kd_frame_info
 			bufferevent_setwatermark(conn->cbev, EV_READ, 0, conn->wm);
 			conn->req_whole = 0;
 		}
+		/* Judged in place when its topic names are all the rules read. */
+		int act = px_judge_walk(&wk->judge, rs, &jin, in, total, &wk->judged);
+		if (act != PX_JUDGE_GATHER) {
+			if (act < 0) {
+				px_log(px, 0, "%s: out of memory judging a request",
+				       conn->client_addr);
+				conn_free(conn);
+			}
+			return act;
+		}
 		jin.frame = evbuffer_pullup(in, total);
 		jin.len = total;
 		/* The pullup may have moved what fi's views point into. */

@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <event2/buffer.h>
+
 #include "kd-build.h"
 #include "kd-hdr.h"
 #include "kd-schema.h"
@@ -77,6 +79,72 @@ static const char *refusal_msg(const struct rule *rule, char *buf, size_t cap)
 	return buf;
 }
 
+/* The counts of a verdict v on j's request into out: topics, quota hits
+ * with their keys (the request's views go away), audits. */
+static void judged_hits(const struct rule_judge *j, const struct rule_verdict *v,
+                        const struct px_judge_in *in, struct px_judged *out)
+{
+	const struct rule_req *req = &j->facts.req;
+	out->ntopics = req->ntopics;
+	out->nrefused = v->nrefused;
+	for (unsigned i = 0; i < v->nquotas; i++) {
+		out->quotas[i] = v->quotas[i];
+		rule_quota_key(&v->quotas[i], req, out->keys[i], sizeof(out->keys[i]));
+		out->qbytes[i] = rule_quota_produce_bytes(&v->quotas[i], req, v, in->fi->size);
+		out->quotas[i].topic = -1;
+	}
+	out->nquotas = v->nquotas;
+	memcpy(out->audits, v->audits, v->naudits * sizeof(v->audits[0]));
+	out->naudits = v->naudits;
+}
+
+int px_judge_walk(struct rule_judge *j, const struct rule_set *rs, const struct px_judge_in *in,
+                  struct evbuffer *buf, uint32_t total, struct px_judged *out)
+{
+	const struct kd_req_hdr *h = &in->fi->req_hdr;
+	struct evbuffer_iovec vec[PX_JUDGE_SEGS];
+	struct kd_view segs[PX_JUDGE_SEGS];
+	if (!rule_set_names_only(rs, h->api_key))
+		return PX_JUDGE_GATHER;
+	int nvec = evbuffer_peek(buf, (ev_ssize_t)total, NULL, vec, PX_JUDGE_SEGS);
+	if (nvec <= 0 || nvec > PX_JUDGE_SEGS)
+		return PX_JUDGE_GATHER; /* in too many pieces: gather it */
+	/* The body: the frame less its size and request header. */
+	size_t skip = 4 + (size_t)h->len, left = total - skip;
+	unsigned n = 0;
+	for (int i = 0; i < nvec && left; i++) {
+		const uint8_t *p = vec[i].iov_base;
+		size_t len = vec[i].iov_len;
+		if (skip >= len) {
+			skip -= len;
+			continue;
+		}
+		p += skip;
+		len -= skip;
+		skip = 0;
+		if (len > left)
+			len = left;
+		segs[n++] = (struct kd_view){p, (uint32_t)len, 0};
+		left -= len;
+	}
+	px_judged_reset(out);
+	struct rule_verdict v;
+	int rc = rule_judge_walk(j, rs, h, segs, n, in->topics, &in->who, &v);
+	if (rc == KD_ENOMEM)
+		return -1;
+	if (rc != KD_OK)
+		return PX_JUDGE_GATHER;
+	if (v.error || v.split) {
+		/* Its answer mirrors the body: judge it again whole, and count
+		 * its hits once. */
+		j->quiet = 1;
+		return PX_JUDGE_GATHER;
+	}
+	judged_hits(j, &v, in, out);
+	out->act = PX_J_FORWARD;
+	return PX_J_FORWARD;
+}
+
 int px_judge(struct rule_judge *j, const struct rule_set *rs, const struct px_judge_in *in,
              struct px_judged *out)
 {
@@ -91,22 +159,10 @@ int px_judge(struct rule_judge *j, const struct rule_set *rs, const struct px_ju
 	if (rc != KD_OK)
 		return rc;
 	struct rule_req *req = &j->facts.req;
-	out->ntopics = req->ntopics;
 	/* Records rewritten (Produce): refusals join the verdict. */
 	if (!v.error && (rc = px_records_produce(j, rs, in, &v, out)) != KD_OK)
 		return rc;
-	out->nrefused = v.nrefused;
-
-	/* Quotas and audits, with their keys (the request's views go away). */
-	for (unsigned i = 0; i < v.nquotas; i++) {
-		out->quotas[i] = v.quotas[i];
-		rule_quota_key(&v.quotas[i], req, out->keys[i], sizeof(out->keys[i]));
-		out->qbytes[i] = rule_quota_produce_bytes(&v.quotas[i], req, &v, in->fi->size);
-		out->quotas[i].topic = -1;
-	}
-	out->nquotas = v.nquotas;
-	memcpy(out->audits, v.audits, v.naudits * sizeof(v.audits[0]));
-	out->naudits = v.naudits;
+	judged_hits(j, &v, in, out);
 
 	const struct rule *first = v.rule;
 	int first_topic = -1;

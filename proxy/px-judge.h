@@ -77,6 +77,23 @@ struct px_judge_in {
 int px_judge(struct rule_judge *j, const struct rule_set *rs, const struct px_judge_in *in,
              struct px_judged *out);
 
+/* px_judge_walk(): the request must be gathered whole and judged by
+ * px_judge(). */
+#define PX_JUDGE_GATHER 101
+/* Pieces of a request px_judge_walk() reads in place (more: gathered). */
+#define PX_JUDGE_SEGS 512
+
+/* Judges a request whose whole frame (total bytes) is at the front of buf,
+ * in place, when the rules read only its topic names (rule_judge_walk):
+ * it is neither copied into one piece nor decoded. Returns PX_J_FORWARD
+ * (out filled as px_judge fills it), PX_JUDGE_GATHER (some topic is
+ * refused, or the rules read more than names, or the body does not walk:
+ * gather it and call px_judge, which counts the hits once), or -1 when out
+ * of memory. */
+struct evbuffer;
+int px_judge_walk(struct rule_judge *j, const struct rule_set *rs, const struct px_judge_in *in,
+                  struct evbuffer *buf, uint32_t total, struct px_judged *out);
+
 /* Whether rs wants the whole frame of the request in (its header and who;
  * frame is not looked at): only when a rule that needs the body can apply
  * to it by its header facts. The others keep streaming. */

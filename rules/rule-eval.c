@@ -309,8 +309,10 @@ static int16_t policy_check(const struct rule *rule, const struct rule_req *req,
 
 /* ---- the verdict ---- */
 
-static void hit(const struct rule *rule)
+static void hit(const struct rule_req *req, const struct rule *rule)
 {
+	if (req->quiet)
+		return;
 	atomic_fetch_add_explicit(&((struct rule *)rule)->hits, 1, memory_order_relaxed);
 }
 
@@ -361,7 +363,7 @@ static void quota_audit(const struct rule *rule, const struct rule_req *req, uns
 			add_hit(v->audits, &v->naudits, rule, -1);
 	}
 	if (matched)
-		hit(rule);
+		hit(req, rule);
 }
 
 int16_t rule_eval(const struct rule_set *rs, const struct rule_req *req, struct rule_verdict *v)
@@ -383,7 +385,7 @@ int16_t rule_eval(const struct rule_set *rs, const struct rule_req *req, struct 
 		int16_t err = 0;
 		const struct rule *by = access_for(rs, req, topic);
 		if (by) {
-			hit(by);
+			hit(req, by);
 			if (by->deny_set)
 				err = rule_deny_error(by, req->api_key);
 		}
@@ -398,7 +400,7 @@ int16_t rule_eval(const struct rule_set *rs, const struct rule_req *req, struct 
 				err = policy_check(rule, req, topic);
 				if (err) {
 					by = rule;
-					hit(rule);
+					hit(req, rule);
 				}
 			}
 		}

@@ -15,6 +15,7 @@
 #include "kd-records.h"
 #include "kd-topics.h"
 #include "kd-tree.h"
+#include "kd-walk.h"
 #include "rule.h"
 
 #define FACTS_DEPTH 32
@@ -299,8 +300,9 @@ static int facts_has_header(void *arg, unsigned topic, const char *name, size_t 
 	return 1;
 }
 
-int rule_facts_read(struct rule_facts *f, const struct kd_tree *t, const struct kd_topics *map,
-                    int records, struct kd_arena *a)
+/* Starts f over for a request of (api_key, version). */
+static void facts_begin(struct rule_facts *f, int16_t api_key, int16_t version,
+                        const struct kd_topics *map, struct kd_arena *a)
 {
 	struct kd_rec_iter it = f->it; /* keeps its decompression buffer */
 	int it_ok = f->it_ok;
@@ -313,12 +315,18 @@ int rule_facts_read(struct rule_facts *f, const struct kd_tree *t, const struct 
 	}
 	f->a = a;
 	f->map = map;
-	f->req.api_key = t->api_key;
-	f->req.api_version = t->version;
+	f->req.api_key = api_key;
+	f->req.api_version = version;
 	f->req.acks = -2;
 	f->req.broker_id = -1;
 	f->req.has_header = facts_has_header;
 	f->req.arg = f;
+}
+
+int rule_facts_read(struct rule_facts *f, const struct kd_tree *t, const struct kd_topics *map,
+                    int records, struct kd_arena *a)
+{
+	facts_begin(f, t->api_key, t->version, map, a);
 	if (!t->root)
 		return KD_OK; /* header facts only */
 	struct fwalk w = {.f = f, .records = records};
@@ -327,6 +335,113 @@ int rule_facts_read(struct rule_facts *f, const struct kd_tree *t, const struct 
 	kd_tree_walk(t, visit, &w);
 	if (w.err)
 		return w.err;
+	f->req.have_body = 1;
+	return KD_OK;
+}
+
+/* ---- topic names off the streaming walker (rule_facts_walk) ---- */
+
+struct swalk {
+	struct fwalk w;
+	/* Per depth of the walk: a TopicId seen, and whether a topic name
+	 * stands beside it in the same struct (then the name names it). */
+	uint8_t id[KD_WALK_DEPTH + 1][16];
+	uint8_t has_id[KD_WALK_DEPTH + 1];
+	uint8_t has_name[KD_WALK_DEPTH + 1];
+};
+
+static void swalk_value(void *arg, unsigned depth, const struct kd_field *fld, const uint8_t *p,
+                        size_t len)
+{
+	static const uint8_t zero[16];
+	struct swalk *sw = arg;
+	struct fwalk *w = &sw->w;
+	if (w->err)
+		return;
+	if (depth > KD_WALK_DEPTH) {
+		w->err = KD_ELIMIT;
+		return;
+	}
+	if (!fld) { /* the struct at depth ends */
+		if (sw->has_id[depth] && !sw->has_name[depth]) {
+			struct kd_view name = kd_topics_get(w->f->map, sw->id[depth]);
+			if (name.null || !name.p) {
+				char *text = kd_arena_alloc(w->f->a, KD_TOPIC_ID_TEXT);
+				if (!text) {
+					w->err = KD_ENOMEM;
+					return;
+				}
+				name.len = (uint32_t)kd_topic_id_text(sw->id[depth], text);
+				name.p = (const uint8_t *)text;
+			}
+			if (topic_index(w, name.p, name.len) < 0)
+				w->err = KD_ENOMEM;
+		}
+		sw->has_id[depth] = sw->has_name[depth] = 0;
+		return;
+	}
+	if (fld->type == KD_T_UUID) {
+		if (len == 16 && memcmp(p, zero, 16)) {
+			memcpy(sw->id[depth], p, 16);
+			sw->has_id[depth] = 1;
+		}
+		return;
+	}
+	if (!len)
+		return;
+	uint8_t *name = kd_arena_alloc_raw(w->f->a, len);
+	if (!name) {
+		w->err = KD_ENOMEM;
+		return;
+	}
+	memcpy(name, p, len);
+	if (topic_index(w, name, len) < 0)
+		w->err = KD_ENOMEM;
+	else if (fld->type == KD_T_STRING)
+		sw->has_name[depth] = 1; /* a field, not an element of a []string */
+}
+
+int rule_facts_walk(struct rule_facts *f, int16_t api_key, int16_t version,
+                    const struct kd_view *segs, unsigned nsegs, const struct kd_topics *map,
+                    struct kd_arena *a)
+{
+	uint64_t len = 0;
+	facts_begin(f, api_key, version, map, a);
+	for (unsigned i = 0; i < nsegs; i++)
+		len += segs[i].len;
+	struct kd_walk kw;
+	int rc = kd_walk_init(&kw, api_key, version, 1, len);
+	if (rc != KD_OK)
+		return rc;
+	struct swalk *sw = kd_arena_alloc(a, sizeof(*sw));
+	if (!sw)
+		return KD_ENOMEM;
+	memset(sw, 0, sizeof(*sw));
+	sw->w.f = f;
+	sw->w.records = 0;
+	kd_walk_on_value(&kw, swalk_value, sw);
+	rc = KD_NEED_MORE;
+	for (unsigned i = 0; i < nsegs && rc == KD_NEED_MORE; i++) {
+		size_t used = 0;
+		rc = kd_walk_feed(&kw, segs[i].p, segs[i].len, &used);
+		if (sw->w.err)
+			return sw->w.err;
+	}
+	if (rc == KD_NEED_MORE) { /* an empty body, or one that ends at a level's end */
+		size_t used = 0;
+		static const uint8_t none[1];
+		rc = kd_walk_feed(&kw, none, 0, &used);
+	}
+	if (rc != KD_WALK_END)
+		return rc < 0 ? rc : KD_EMALFORMED;
+	if (kw.missed)
+		return KD_ELIMIT; /* a name too long to capture: read it whole */
+	/* Only names were read: what the records hold is unknown. */
+	for (unsigned i = 0; i < f->req.ntopics; i++) {
+		f->topics[i].records = -1;
+		f->topics[i].bytes = -1;
+		f->topics[i].max_record_bytes = -1;
+	}
 	f->req.have_body = 1;
 	return KD_OK;
 }

@@ -50,6 +50,10 @@ struct rule_index {
 	/* The rules that need the body, from every section, filed without a
 	 * topic list (only header facts are known when it is asked). */
 	struct ix_sec body;
+	/* Per API key: every rule that needs the body of its requests reads
+	 * only topic names (rule_set_names_only). */
+	uint8_t *names_only;
+	unsigned nnames;
 };
 
 /* ---- hashing: FNV-1a, computed along the name once for every prefix ---- */
@@ -276,8 +280,34 @@ void rule_index_free(struct rule_set *rs)
 	for (int i = 0; i < RULE_NSECTIONS; i++)
 		sec_free(&ix->sec[i]);
 	sec_free(&ix->body);
+	free(ix->names_only);
 	free(ix);
 	rs->ix = NULL;
+}
+
+/* Whether rule reads nothing of a body but topic names. */
+static int names_only(const struct rule *rule)
+{
+	if (rule->match.keys & RULE_M_BODY & ~RULE_M_TOPIC)
+		return 0;
+	return rule->section == RULE_ACCESS || rule->section == RULE_QUOTA ||
+	       (rule->section == RULE_AUDIT && rule->log != RULE_LOG_RECORDS);
+}
+
+static int rule_has_api(const struct rule *rule, int16_t key)
+{
+	if (!(rule->match.keys & RULE_M_API))
+		return 1;
+	for (unsigned i = 0; i < rule->match.napis; i++)
+		if (rule->match.apis[i].key == key)
+			return 1;
+	return 0;
+}
+
+int rule_set_names_only(const struct rule_set *rs, int16_t api_key)
+{
+	struct rule_index *ix = rs->ix;
+	return api_key >= 0 && (unsigned)api_key < ix->nnames && ix->names_only[api_key];
 }
 
 int rule_index_build(struct rule_set *rs)
@@ -294,13 +324,25 @@ int rule_index_build(struct rule_set *rs)
 			goto nomem;
 		s->napi = napi;
 	}
+	ix->names_only = malloc(napi);
+	if (!ix->names_only)
+		goto nomem;
+	memset(ix->names_only, 1, napi);
+	ix->nnames = napi;
 	for (unsigned i = 0; i < rs->n; i++) {
 		const struct rule *rule = &rs->rules[i];
 		struct ix_sec *s = &ix->sec[rule->section];
 		if (list_add(&s->all, rule->idx) || sec_file(s, rule, 1))
 			goto nomem;
-		if (rule_needs_body(rule) && sec_file(&ix->body, rule, 0))
+		if (!rule_needs_body(rule))
+			continue;
+		if (sec_file(&ix->body, rule, 0))
 			goto nomem;
+		if (names_only(rule))
+			continue;
+		for (unsigned k = 0; k < napi; k++)
+			if (rule_has_api(rule, (int16_t)k))
+				ix->names_only[k] = 0;
 	}
 	return 0;
 nomem:

@@ -32,10 +32,15 @@ int rule_judge_needs_body(const struct rule_set *rs, const struct kd_req_hdr *h,
 	return rule_set_needs_body_req(rs, &req);
 }
 
+static int eval(struct rule_judge *j, const struct rule_set *rs, const struct kd_req_hdr *h,
+                const struct rule_who *who, uint8_t quiet, struct rule_verdict *v);
+
 int rule_judge(struct rule_judge *j, const struct rule_set *rs, const struct kd_req_hdr *h,
                const uint8_t *body, size_t len, const struct kd_topics *map,
                const struct rule_who *who, struct rule_verdict *v)
 {
+	uint8_t quiet = j->quiet;
+	j->quiet = 0;
 	kd_arena_reset(&j->arena);
 	j->arena.limit = RULE_JUDGE_ARENA_LIMIT;
 	memset(&j->tree, 0, sizeof(j->tree));
@@ -46,8 +51,16 @@ int rule_judge(struct rule_judge *j, const struct rule_set *rs, const struct kd_
 	int rc = rule_facts_read(&j->facts, &j->tree, map, rule_set_needs_records(rs), &j->arena);
 	if (rc != KD_OK)
 		return rc;
+	return eval(j, rs, h, who, quiet, v);
+}
+
+/* The header facts added to j->facts, and the verdict. */
+static int eval(struct rule_judge *j, const struct rule_set *rs, const struct kd_req_hdr *h,
+                const struct rule_who *who, uint8_t quiet, struct rule_verdict *v)
+{
 	struct rule_req *req = &j->facts.req;
 	rule_req_header(req, h, who);
+	req->quiet = quiet;
 	if (req->ntopics > j->tvcap) {
 		struct rule_topic_verdict *tv = realloc(j->tv, req->ntopics * sizeof(*tv));
 		if (!tv)
@@ -59,6 +72,26 @@ int rule_judge(struct rule_judge *j, const struct rule_set *rs, const struct kd_
 	v->topics = j->tv;
 	rule_eval(rs, req, v);
 	return KD_OK;
+}
+
+int rule_judge_walk(struct rule_judge *j, const struct rule_set *rs, const struct kd_req_hdr *h,
+                    const struct kd_view *body, unsigned nsegs, const struct kd_topics *map,
+                    const struct rule_who *who, struct rule_verdict *v)
+{
+	if (!rule_set_names_only(rs, h->api_key))
+		return KD_EUNSUPPORTED;
+	uint8_t quiet = j->quiet;
+	j->quiet = 0;
+	kd_arena_reset(&j->arena);
+	j->arena.limit = RULE_JUDGE_ARENA_LIMIT;
+	memset(&j->tree, 0, sizeof(j->tree));
+	j->tree.api_key = h->api_key;
+	j->tree.version = h->api_version;
+	int rc =
+	    rule_facts_walk(&j->facts, h->api_key, h->api_version, body, nsegs, map, &j->arena);
+	if (rc != KD_OK)
+		return rc;
+	return eval(j, rs, h, who, quiet, v);
 }
 
 void rule_judge_free(struct rule_judge *j)

@@ -325,6 +325,7 @@ struct rule_req {
 	 * compliant). NULL: unknown. */
 	int (*has_header)(void *arg, unsigned topic, const char *name, size_t len);
 	void *arg;
+	uint8_t quiet; /* rule_eval counts no hits (a request judged twice) */
 };
 
 /* What access and policies decided for one topic of a request. */
@@ -401,6 +402,7 @@ struct rule_judge {
 	struct rule_topic_verdict *tv;
 	unsigned tvcap;
 	struct rule_rewriter rw; /* records rewrite scratch (rule_rewrite_tree) */
+	uint8_t quiet; /* the next judgement counts no hits (rule_judge_walk) */
 };
 
 #endif

@@ -63,6 +63,24 @@ int rule_facts_read(struct rule_facts *f, const struct kd_tree *t, const struct 
                     int records, struct kd_arena *a);
 void rule_facts_free(struct rule_facts *f);
 
+/* Reads only the topics of a request body given in pieces (segs, in
+ * order; the body is all of them) with the streaming walker (kd-walk.h),
+ * without decoding it or holding it in one piece: topic names, and topic
+ * ids resolved through map (else "topic-id:..."), in request order, as
+ * rule_facts_read names them. Records, groups, transactional ids and Acks
+ * stay unknown (record counts and bytes -1). Returns KD_OK (have_body
+ * set), or a negative KD_E* when the body does not walk or a name is too
+ * long to capture (then read it whole with rule_facts_read). */
+int rule_facts_walk(struct rule_facts *f, int16_t api_key, int16_t version,
+                    const struct kd_view *segs, unsigned nsegs, const struct kd_topics *map,
+                    struct kd_arena *a);
+
+/* Whether every rule that needs the body of requests of api_key reads
+ * nothing of it but topic names (access and quota rules with topic
+ * matchers, summary audits): then rule_judge_walk() judges such a request
+ * as rule_judge() would, as long as nothing is refused. */
+int rule_set_names_only(const struct rule_set *rs, int16_t api_key);
+
 /* Judges req. v->topics, when not NULL, has req->ntopics entries and is
  * filled; everything else in v is overwritten. Counts hits. Returns
  * v->error. Thread-safe. */
@@ -126,6 +144,19 @@ int rule_rewrite_tree(struct rule_rewriter *w, const struct rule_set *rs, int di
 void rule_rewriter_free(struct rule_rewriter *w);
 /* The rule's records action, for `kwire rules check`. */
 void rule_rewrite_dump(const struct rule *rule, FILE *f);
+
+/* Judges a request on its topic names read by the streaming walker
+ * (rule_facts_walk over body, in pieces) when rule_set_names_only() holds
+ * for its API: the request is never held in one piece nor decoded. On
+ * KD_OK, v is the verdict rule_judge() would give, but without a decoded
+ * body (j->tree.root NULL): a caller that must answer a refusal or split
+ * the request judges it again with rule_judge(), with j->quiet set so
+ * that the hits are not counted twice. KD_EUNSUPPORTED when the rules read
+ * more than names, another KD_E* when the body does not walk (then
+ * rule_judge() decides). */
+int rule_judge_walk(struct rule_judge *j, const struct rule_set *rs, const struct kd_req_hdr *h,
+                    const struct kd_view *body, unsigned nsegs, const struct kd_topics *map,
+                    const struct rule_who *who, struct rule_verdict *v);
 
 /* Fills the header facts of req from the request header h and who. */
 void rule_req_header(struct rule_req *req, const struct kd_req_hdr *h, const struct rule_who *who);

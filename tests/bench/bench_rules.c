@@ -12,6 +12,7 @@
 #include <time.h>
 
 #include "kd-api-keys-gen.h"
+#include "kd-hdr.h"
 #include "kd-arena.h"
 #include "kd-records.h"
 #include "kd-tree.h"
@@ -137,6 +138,76 @@ static void facts_row(void)
 	kd_arena_free(&b);
 }
 
+/* Judging a Produce v10 of 256 records of 1 KiB (one topic, the size of
+ * the proxy benchmark's requests) under 100 topic rules, the two ways the
+ * proxy can: gathered into one piece (a copy, as evbuffer_pullup makes
+ * it) and decoded (rule_judge), or walked in place over 4 KiB pieces, as
+ * the socket reads left it (rule_judge_walk). */
+static void judge_row(void)
+{
+	struct kd_arena a = {0};
+	struct kd_tree t0;
+	struct kd_wbuf recs = {0}, body = {0};
+	static uint8_t val[1024];
+	static struct kd_wrecord r[256];
+	struct kd_batch_spec spec = {
+	    .magic = 2, .producer_id = -1, .producer_epoch = -1, .base_sequence = -1};
+	for (int i = 0; i < 256; i++)
+		r[i].value = (struct kd_view){val, sizeof(val), 0};
+	kd_batch_write(&recs, &spec, r, 256);
+	kd_tree_init_default(&t0, &a, KD_API_PRODUCE, 10, 1);
+	struct kd_node *td = kd_node_child(t0.root, "TopicData");
+	kd_node_array_add(&t0, td, UINT32_MAX);
+	struct kd_node *te = kd_node_elem(td, 0);
+	kd_node_set_str(&t0, kd_node_child(te, "Name"), "bench", 5);
+	struct kd_node *pd = kd_node_child(te, "PartitionData");
+	kd_node_array_add(&t0, pd, UINT32_MAX);
+	kd_node_set_str(&t0, kd_node_child(kd_node_elem(pd, 0), "Records"), recs.p, recs.len);
+	kd_tree_encode(&t0, &body);
+	struct rule_set *rs = ruleset(100, M_TOPIC);
+	struct kd_req_hdr h;
+	kd_req_hdr_init(&h, KD_API_PRODUCE, 10, 1, "rdkafka");
+	struct rule_who who = {.src_family = 4, .src_addr = {127, 0, 0, 1}, .broker_id = 1};
+	struct rule_judge j = {0};
+	struct kd_view segs[1024];
+	unsigned nsegs = 0;
+	for (size_t off = 0; off < body.len && nsegs < 1024; off += 4096)
+		segs[nsegs++] = (struct kd_view){
+		    body.p + off, (uint32_t)(body.len - off < 4096 ? body.len - off : 4096), 0};
+	for (int walk = 0; walk < 2; walk++) {
+		uint64_t iters = 0;
+		double s0 = now(), el;
+		do {
+			for (int i = 0; i < 100; i++) {
+				struct rule_verdict v;
+				if (walk) {
+					if (rule_judge_walk(&j, rs, &h, segs, nsegs, NULL, &who,
+					                    &v) != KD_OK ||
+					    j.facts.req.ntopics != 1) {
+						fprintf(stderr, "bench_rules: the walk failed\n");
+						exit(1);
+					}
+				} else {
+					uint8_t *copy = malloc(body.len);
+					memcpy(copy, body.p, body.len);
+					rule_judge(&j, rs, &h, copy, body.len, NULL, &who, &v);
+					free(copy);
+				}
+			}
+			iters += 100;
+			el = now() - s0;
+		} while (el < min_secs);
+		double ns = el / (double)iters * 1e9;
+		printf("| judge a Produce of %zu KB, 100 topic rules, %-21s | %10.0f ns |\n",
+		       body.len / 1024, walk ? "walked in place" : "gathered and decoded", ns);
+	}
+	rule_judge_free(&j);
+	rule_set_unref(&rs);
+	kd_wbuf_free(&recs);
+	kd_wbuf_free(&body);
+	kd_arena_free(&a);
+}
+
 int main(int argc, char **argv)
 {
 	if (argc > 1)
@@ -150,5 +221,6 @@ int main(int argc, char **argv)
 	eval_row(1000, M_CLIENT);
 	eval_row(1000, M_TOPIC);
 	facts_row();
+	judge_row();
 	return 0;
 }

@@ -219,6 +219,8 @@ static void on_value(void *arg, unsigned depth, const struct kd_field *f, const 
 	int n;
 	if (!f)
 		n = snprintf(item, sizeof(item), "}%u ", depth);
+	else if (!p)
+		n = snprintf(item, sizeof(item), "%s@%u=(%zu bytes) ", f->name, depth, len);
 	else if (f->type == KD_T_UUID)
 		n = snprintf(item, sizeof(item), "%s@%u=%02x%02x ", f->name, depth, p[0], p[15]);
 	else
