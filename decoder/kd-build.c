@@ -313,6 +313,63 @@ static int set_err_msg(void *arg, struct kd_node *n, const struct kd_walk_ctx *w
 	return es->rc == KD_OK ? 0 : 2;
 }
 
+/* ---- filtering a response's topics ---- */
+
+/* Empties every array inside element e, and zeroes its TopicId: a topic
+ * shown only with its error says nothing else about itself. */
+static int blank_elem(struct kd_node *e)
+{
+	static const uint8_t zero[16];
+	for (uint32_t k = 0; k < e->nkids; k++) {
+		struct kd_node *f = &e->kids[k];
+		if (!f->field || (f->flags & KD_NF_TAGGED))
+			continue;
+		if (f->type == KD_T_ARRAY && !f->null)
+			while (f->nkids)
+				if (kd_node_array_remove(f, f->nkids - 1) != KD_OK)
+					return KD_EMALFORMED;
+		if (f->type == KD_T_UUID && name_is(f->field, "TopicId") &&
+		    kd_node_set_uuid(f, zero) != KD_OK)
+			return KD_EMALFORMED;
+	}
+	return KD_OK;
+}
+
+int kd_build_filter_topics(struct kd_tree *resp, kd_topic_filter_fn *fn, void *arg,
+                           unsigned *dropped, unsigned *errored)
+{
+	struct kd_node *arr = kd_build_topic_array(resp);
+	*dropped = *errored = 0;
+	for (uint32_t i = 0; arr && i < arr->nkids;) {
+		struct kd_node *e = &arr->kids[i];
+		struct kd_view name;
+		const uint8_t *id;
+		int16_t err = 0;
+		const char *msg = NULL;
+		elem_topic(e, &name, &id);
+		int v = fn(arg, name, id, &err, &msg);
+		if (v == KD_FILTER_DROP) {
+			int rc = kd_node_array_remove(arr, i);
+			if (rc != KD_OK)
+				return rc;
+			(*dropped)++;
+			continue;
+		}
+		if (v == KD_FILTER_ERROR) {
+			struct err_set es = {resp, err, msg, KD_OK};
+			int rc = blank_elem(e);
+			if (rc != KD_OK)
+				return rc;
+			kd_node_walk(e, set_err_msg, &es);
+			if (es.rc != KD_OK)
+				return es.rc;
+			(*errored)++;
+		}
+		i++;
+	}
+	return KD_OK;
+}
+
 void kd_split_free(struct kd_split *split)
 {
 	for (uint32_t i = 0; split->names && i < split->nelems; i++)

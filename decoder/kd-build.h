@@ -67,4 +67,33 @@ int kd_build_merge(const struct kd_split *split, const uint8_t *resp_body, size_
 
 void kd_split_free(struct kd_split *split);
 
+/* ---- filtering the topics of a response ---- */
+
+enum kd_filter_verdict {
+	KD_FILTER_KEEP = 0,
+	KD_FILTER_DROP,  /* left out, as if it did not exist */
+	KD_FILTER_ERROR, /* kept with *error (and *msg, may stay NULL) only */
+};
+
+/* Judges one element of a response's topic array: its topic name (null
+ * view when it has none) and TopicId (NULL when it has none). Returns an
+ * enum kd_filter_verdict; for KD_FILTER_ERROR sets *error (and may set
+ * *msg, which must live until the tree is encoded). */
+typedef int kd_topic_filter_fn(void *arg, struct kd_view name, const uint8_t *id, int16_t *error,
+                               const char **msg);
+
+/* Filters the topics a response lists, without per-API code: every
+ * element of its top-level topic array (kd_build_topic_array: Metadata's
+ * Topics, DescribeTopicPartitions' Topics, ...) is kept, left out, or kept
+ * with only an error the way Kafka answers a topic the client may not
+ * describe: every ErrorCode inside it set, ErrorMessage set, every array
+ * inside it emptied (no partitions), TopicId zeroed. resp is edited in
+ * place: kd_tree_encode it. *dropped and *errored count what fn decided.
+ * Returns KD_OK (also when the response has no topic array), or a KD_E*
+ * from an edit. The proxy uses it to hide the topics the rules deny from
+ * Metadata answers (px-judge.c), and a tenant's view can use it the same
+ * way to hide other tenants' topics. */
+int kd_build_filter_topics(struct kd_tree *resp, kd_topic_filter_fn *fn, void *arg,
+                           unsigned *dropped, unsigned *errored);
+
 #endif

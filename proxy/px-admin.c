@@ -398,6 +398,10 @@ static void adm_rules_metrics(struct px_admin *adm, struct kd_wbuf *w, const str
 	adm_counter(w, "kwire_rules_closed_total",
 	            "Connections closed for a refused request whose body does not decode.",
 	            st->rules_closed, "counter");
+	adm_counter(w, "kwire_rules_filtered_total",
+	            "Topics the rules deny, hidden from or shown with their error in Metadata "
+	            "answers.",
+	            st->rules_filtered, "counter");
 	if (px_quota_of(adm->px))
 		px_quota_metrics(px_quota_of(adm->px), w);
 	const char *h = "kwire_rule_hits_total";

@@ -128,6 +128,7 @@ struct px_req {
 	uint8_t *local;
 	size_t local_len;
 	struct kd_split *split;
+	struct px_filter *filter; /* the answer's topics are filtered (px-judge.h) */
 	uint8_t tap; /* taps the request and its answer go to: bit i = px_conn.tapw[i] */
 	struct px_audit_pend *audit; /* what the audit records at the response */
 	struct px_mjob *mjob;        /* a mirrored Produce or an EndTxn (px-mirror.h) */
@@ -526,6 +527,7 @@ static void req_release(struct px_req *req)
 		rule_set_unref(&req->nrs);
 	req->nrule = NULL;
 	px_qreq_free(&req->q);
+	px_filter_free(&req->filter);
 }
 
 static void req_free(struct px_req *req)
@@ -1374,6 +1376,7 @@ static int judge(struct px_conn *conn, struct evbuffer *in, struct kd_frame_info
 	struct px_worker *wk = conn->wk;
 	struct rule_set *rs = px_rules_current(px->rules, &wk->rules_ref);
 	wk->judged.nquotas = 0;
+	wk->judged.filter = 0;
 	struct px_judge_in jin = {
 	    .fi = fi,
 	    .who = {.src_family = conn->src_family, .broker_id = conn->broker_id},
@@ -2026,6 +2029,12 @@ static int c2s(struct px_conn *conn)
 			rw_note(conn, req, &conn->wk->judged, NULL);
 		if (px->rules && fi.kind == KD_EV_REQUEST && req->key == KD_API_FETCH)
 			req->rw_fetch = (uint8_t)fetch_rw_wanted(conn, &fi, req->client_id);
+		if (px->rules && conn->wk->judged.filter &&
+		    !(req->filter = px_filter_new(conn->wk->rules_ref.rs, &conn->wk->judge))) {
+			px_log(px, 0, "%s: out of memory", conn->client_addr);
+			conn_free(conn); /* which drains req */
+			return -1;
+		}
 		if (fi.flags & KD_EVF_NO_RESPONSE) {
 			/* Produce acks=0, or the last token of a SASL v0 exchange */
 			if (fi.kind == KD_EV_REQUEST)
@@ -2262,11 +2271,12 @@ static int edit_mode(const struct px_conn *conn, const struct kd_frame_info *fi)
 }
 
 /* Replaces the broker's answer at the front of in (total bytes) with the
- * same answer plus the topics the rules refused (px_judge_merge), for
- * req. Returns 1 (done: parse the new frame), 0 (wait for the whole
- * answer) or -1 (conn closing). */
-static int merge_split(struct px_conn *conn, struct evbuffer *in, struct px_req *req,
-                       uint32_t total)
+ * answer the rules make of it, for req: the same answer plus the topics
+ * they refused (a split, px_judge_merge), or less the topics they deny
+ * (a filter, px_judge_filter). Returns 1 (done: parse the frame again), 0
+ * (wait for the whole answer) or -1 (conn closing). */
+static int rules_answer(struct px_conn *conn, struct evbuffer *in, struct px_req *req,
+                        uint32_t total)
 {
 	struct px *px = conn->px;
 	if (evbuffer_get_length(in) < total) {
@@ -2277,38 +2287,56 @@ static int merge_split(struct px_conn *conn, struct evbuffer *in, struct px_req 
 	const uint8_t *p = evbuffer_pullup(in, total);
 	struct kd_wbuf wb = {0}, nb = {0};
 	size_t len = total;
+	unsigned dropped = 0, errored = 0;
 	int rc = p ? KD_OK : KD_ENOMEM;
-	if (p && req->nrule && !req->names_done) {
-		/* The refused topics are merged under the client's names. */
-		rc = names_resp(conn, req, req->key, req->ver, p, total, 0, &nb);
-		if (rc == 2) {
-			p = nb.p;
-			len = nb.len;
+	if (p && req->split) {
+		if (req->nrule && !req->names_done) {
+			/* The refused topics are merged under the client's names. */
+			rc = names_resp(conn, req, req->key, req->ver, p, total, 0, &nb);
+			if (rc == 2) {
+				p = nb.p;
+				len = nb.len;
+			}
+			rc = rc < 0 ? rc : KD_OK;
 		}
-		rc = rc < 0 ? rc : KD_OK;
+		if (rc == KD_OK) {
+			rc = px_judge_merge(&conn->wk->judge, req->split, p, len, &wb);
+			rc = rc == KD_OK ? 1 : rc;
+		}
+	} else if (p) {
+		rc = px_judge_filter(&conn->wk->judge, req->filter, p, total, px->topics, &wb,
+		                     &dropped, &errored);
 	}
-	if (rc == KD_OK)
-		rc = px_judge_merge(&conn->wk->judge, req->split, p, len, &wb);
 	kd_wbuf_free(&nb);
-	kd_split_free(req->split);
-	free(req->split);
-	req->split = NULL;
-	if (rc != KD_OK || wb.err) {
+	const char *what = req->split ? "a split request" : "a filtered request";
+	if (req->split) {
+		kd_split_free(req->split);
+		free(req->split);
+		req->split = NULL;
+	}
+	px_filter_free(&req->filter);
+	if (rc < 0 || wb.err) {
 		/* Without the merge the client would wait for the refused topics'
-		 * answers forever: treat it as an undecodable answer. */
+		 * answers forever; unfiltered, it would see what the rules deny:
+		 * treat it as an undecodable answer. */
 		kd_wbuf_free(&wb);
 		PX_INC(px, decode_errors, 1);
-		px_log(px, 0,
-		       "%s: %s v%d answer from %s to a split request not decodable (%s), "
-		       "closing",
-		       conn->client_addr, api_name(req->key), req->ver, conn->up_addr,
-		       kd_strerror(rc != KD_OK ? rc : wb.err));
+		px_log(px, 0, "%s: %s v%d answer from %s to %s not decodable (%s), closing",
+		       conn->client_addr, api_name(req->key), req->ver, conn->up_addr, what,
+		       kd_strerror(rc < 0 ? rc : wb.err));
 		close_upstream(conn);
 		conn_close_soft(conn);
 		return -1;
 	}
-	evbuffer_drain(in, total);
-	evbuffer_prepend(in, wb.p, wb.len);
+	if (dropped + errored) {
+		PX_INC(px, rules_filtered, dropped + errored);
+		px_log(px, 3, "%s: %s #%d: %u denied topics hidden, %u shown with the error",
+		       conn->client_addr, api_name(req->key), req->corr, dropped, errored);
+	}
+	if (rc == 1) {
+		evbuffer_drain(in, total);
+		evbuffer_prepend(in, wb.p, wb.len);
+	}
 	kd_wbuf_free(&wb);
 	return 1;
 }
@@ -2885,8 +2913,8 @@ static int s2c(struct px_conn *conn)
 		 * their answers are merged in first (whole), then the merged frame
 		 * takes the normal path. */
 		struct px_req *req = req_of(&fi.req);
-		if (!opaque && req && req->split) {
-			int mrc = merge_split(conn, in, req, total);
+		if (!opaque && req && (req->split || req->filter)) {
+			int mrc = rules_answer(conn, in, req, total);
 			if (mrc <= 0)
 				return mrc;
 			continue;

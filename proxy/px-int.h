@@ -191,7 +191,7 @@ struct px {
 	struct px_quota *quota;
 	/* What the rules did: requests answered by kwire, split, dropped
 	 * (acks=0) or whose connection was closed (refused, undecodable). */
-	_Atomic uint64_t rules_answered, rules_split, rules_dropped, rules_closed;
+	_Atomic uint64_t rules_answered, rules_split, rules_dropped, rules_closed, rules_filtered;
 	/* `rewrite:` on records (px-records.h): Produce requests and Fetch
 	 * responses rewritten, records changed, records or partitions passed
 	 * unchanged (on_error: pass) and partitions refused. */

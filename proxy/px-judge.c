@@ -141,6 +141,7 @@ int px_judge_walk(struct rule_judge *j, const struct rule_set *rs, const struct 
 		return PX_JUDGE_GATHER;
 	}
 	judged_hits(j, &v, in, out);
+	out->filter = (uint8_t)rule_set_filters_topics(rs, &j->facts.req);
 	out->act = PX_J_FORWARD;
 	return PX_J_FORWARD;
 }
@@ -176,6 +177,7 @@ int px_judge(struct rule_judge *j, const struct rule_set *rs, const struct px_ju
 		snprintf(out->topic, sizeof(out->topic), "%.*s", (int)n->len, (const char *)n->p);
 	}
 	if (!v.error && !v.split) {
+		out->filter = (uint8_t)rule_set_filters_topics(rs, req);
 		if (!out->rewritten)
 			return KD_OK;
 		size_t start = out->out.len;
@@ -277,4 +279,107 @@ int px_judge_merge(struct rule_judge *j, const struct kd_split *split, const uin
 		return rc != KD_OK ? rc : out->err;
 	kd_w_patch_be(out, start, 4, out->len - start - 4);
 	return KD_OK;
+}
+
+/* ---- filtering answers ---- */
+
+struct px_filter *px_filter_new(struct rule_set *rs, const struct rule_judge *j)
+{
+	struct px_filter *f = calloc(1, sizeof(*f));
+	if (!f)
+		return NULL;
+	const struct rule_req *r = &j->facts.req;
+	rule_set_ref(rs);
+	f->rs = rs;
+	f->req.api_key = r->api_key;
+	f->req.api_version = r->api_version;
+	f->req.src_family = r->src_family;
+	memcpy(f->req.src_addr, r->src_addr, sizeof(f->req.src_addr));
+	f->req.broker_id = r->broker_id;
+	f->req.acks = -2;
+	size_t n = r->client_id.p && r->client_id.len < sizeof(f->client_id) ? r->client_id.len : 0;
+	if (n)
+		memcpy(f->client_id, r->client_id.p, n);
+	f->req.client_id =
+	    (struct kd_view){(const uint8_t *)f->client_id, (uint32_t)n, r->client_id.null};
+	n = r->principal.p && r->principal.len < sizeof(f->principal) ? r->principal.len : 0;
+	if (n)
+		memcpy(f->principal, r->principal.p, n);
+	f->req.principal = (struct kd_view){(const uint8_t *)f->principal, (uint32_t)n, 0};
+	return f;
+}
+
+void px_filter_free(struct px_filter **pf)
+{
+	struct px_filter *f = *pf;
+	*pf = NULL;
+	if (!f)
+		return;
+	rule_set_unref(&f->rs);
+	free(f);
+}
+
+struct filter_arg {
+	struct px_filter *f;
+	const struct kd_topics *map;
+	struct kd_arena *a;
+};
+
+static int filter_topic(void *arg, struct kd_view name, const uint8_t *id, int16_t *error,
+                        const char **msg)
+{
+	struct filter_arg *fa = arg;
+	char idtext[KD_TOPIC_ID_TEXT];
+	if ((name.null || !name.p) && id) {
+		name = kd_topics_get(fa->map, id);
+		if (name.null || !name.p) {
+			size_t n = kd_topic_id_text(id, idtext);
+			name = (struct kd_view){(const uint8_t *)idtext, (uint32_t)n, 0};
+		}
+	}
+	if (name.null || !name.p)
+		return KD_FILTER_KEEP;
+	const struct rule *rule = rule_topic_denied(fa->f->rs, &fa->f->req, name, error);
+	if (!rule)
+		return KD_FILTER_KEEP;
+	if (!rule->meta_show)
+		return KD_FILTER_DROP;
+	char *m = kd_arena_alloc(fa->a, RULE_NAME_MAX + 64);
+	if (m)
+		*msg = refusal_msg(rule, m, RULE_NAME_MAX + 64);
+	return KD_FILTER_ERROR;
+}
+
+int px_judge_filter(struct rule_judge *j, struct px_filter *f, const uint8_t *frame, size_t len,
+                    const struct kd_topics *map, struct kd_wbuf *out, unsigned *dropped,
+                    unsigned *errored)
+{
+	struct kd_resp_hdr hdr;
+	int16_t key = f->req.api_key, ver = f->req.api_version;
+	*dropped = *errored = 0;
+	if (len < 4)
+		return KD_EMALFORMED;
+	int rc = kd_resp_hdr_parse(frame + 4, len - 4, key, ver, &hdr);
+	if (rc < 0)
+		return rc == KD_NEED_MORE ? KD_ESHORT : rc;
+	kd_arena_reset(&j->arena);
+	struct kd_tree t;
+	const uint8_t *body = frame + 4 + hdr.len;
+	rc = kd_tree_decode(&t, &j->arena, key, ver, 0, body, len - 4 - hdr.len);
+	if (rc != KD_OK)
+		return rc;
+	struct filter_arg fa = {f, map, &j->arena};
+	rc = kd_build_filter_topics(&t, filter_topic, &fa, dropped, errored);
+	if (rc != KD_OK)
+		return rc;
+	if (!*dropped && !*errored)
+		return 0;
+	size_t start = out->len;
+	kd_w_i32(out, 0);
+	kd_w_raw(out, frame + 4, hdr.len);
+	rc = kd_tree_encode(&t, out);
+	if (rc != KD_OK || out->err)
+		return rc != KD_OK ? rc : out->err;
+	kd_w_patch_be(out, start, 4, out->len - start - 4);
+	return 1;
 }

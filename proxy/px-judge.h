@@ -59,6 +59,7 @@ struct px_judged {
 	uint8_t rewritten;
 	unsigned rw_records, rw_passed, rw_refused;
 	char rw_msg[320];
+	uint8_t filter; /* forwarded, and its answer's topics are filtered (px_filter_new) */
 };
 
 /* What the data path knows of the request besides its bytes. */
@@ -104,6 +105,32 @@ int px_judge_needs_frame(const struct rule_set *rs, const struct px_judge_in *in
  * KD_OK or a KD_E* when the response does not decode. */
 int px_judge_merge(struct rule_judge *j, const struct kd_split *split, const uint8_t *frame,
                    size_t len, struct kd_wbuf *out);
+
+/* ---- answers whose topics the rules filter (Metadata for all topics) ---- */
+
+/* What filtering an answer needs of its request: the rule set it was
+ * judged under (a reference) and its header facts (copied). */
+struct px_filter {
+	struct rule_set *rs;
+	struct rule_req req; /* header facts; views into the copies below */
+	char client_id[256];
+	char principal[256];
+};
+
+/* The filter for the answer to the request j just judged under rs (when
+ * px_judged.filter is set), or NULL when out of memory. */
+struct px_filter *px_filter_new(struct rule_set *rs, const struct rule_judge *j);
+void px_filter_free(struct px_filter **f);
+
+/* The broker's response frame (len bytes, size prefix on) to a request
+ * with filter f, with the topics the rules deny left out or shown with
+ * their error (the deny rule's `metadata:`; kd_build_filter_topics), into
+ * out. Topic ids without a name are named through map (may be NULL).
+ * Returns 1 (out holds the new frame), 0 (nothing to change: forward the
+ * frame as it is) or a negative KD_E* (the response does not decode). */
+int px_judge_filter(struct rule_judge *j, struct px_filter *f, const uint8_t *frame, size_t len,
+                    const struct kd_topics *map, struct kd_wbuf *out, unsigned *dropped,
+                    unsigned *errored);
 
 void px_judged_reset(struct px_judged *out);
 void px_judged_free(struct px_judged *out);

@@ -129,6 +129,7 @@ void px_stats_get(const struct px *px, struct px_stats *out)
 	out->rules_split = atomic_load_explicit(&m->rules_split, memory_order_relaxed);
 	out->rules_dropped = atomic_load_explicit(&m->rules_dropped, memory_order_relaxed);
 	out->rules_closed = atomic_load_explicit(&m->rules_closed, memory_order_relaxed);
+	out->rules_filtered = atomic_load_explicit(&m->rules_filtered, memory_order_relaxed);
 	out->rw_requests = atomic_load_explicit(&m->rw_requests, memory_order_relaxed);
 	out->rw_responses = atomic_load_explicit(&m->rw_responses, memory_order_relaxed);
 	out->rw_records = atomic_load_explicit(&m->rw_records, memory_order_relaxed);

@@ -256,7 +256,7 @@ struct px_stats {
 	/* Rules (px_conf.rules): requests kwire answered itself, split, dropped
 	 * (refused acks=0 Produce), and connections closed for a refused
 	 * request whose body does not decode. */
-	uint64_t rules_answered, rules_split, rules_dropped, rules_closed;
+	uint64_t rules_answered, rules_split, rules_dropped, rules_closed, rules_filtered;
 	/* `rewrite:` on records: requests and responses rewritten, records
 	 * changed, passed unchanged (on_error: pass), partitions refused. */
 	uint64_t rw_requests, rw_responses, rw_records, rw_passed, rw_refused;

@@ -337,6 +337,43 @@ static const struct rule *access_for(const struct rule_set *rs, const struct rul
 	return NULL;
 }
 
+int rule_set_filters_topics(const struct rule_set *rs, const struct rule_req *req)
+{
+	/* Metadata is the one API whose answer lists topics its request did
+	 * not name (all topics: Topics null, or empty in v0). */
+	if (req->api_key != KD_API_METADATA || !req->have_body || req->ntopics)
+		return 0;
+	struct rule_cand c;
+	const struct rule *rule;
+	rule_cand_all(&c, rs, RULE_ACCESS);
+	while ((rule = rule_cand_next(&c)))
+		if (rule->deny_set && (rule->match.keys & RULE_M_TOPIC) &&
+		    rule_header_matches(rule, req))
+			return 1;
+	return 0;
+}
+
+const struct rule *rule_topic_denied(const struct rule_set *rs, const struct rule_req *req,
+                                     struct kd_view name, int16_t *error)
+{
+	struct rule_topic t = {.name = name,
+	                       .records = -1,
+	                       .bytes = -1,
+	                       .max_record_bytes = -1,
+	                       .num_partitions = -1,
+	                       .replication_factor = -1};
+	struct rule_req one = *req;
+	one.have_body = 1;
+	one.topics = &t;
+	one.ntopics = 1;
+	const struct rule *by = access_for(rs, &one, 0);
+	if (!by || !by->deny_set)
+		return NULL;
+	hit(req, by);
+	*error = rule_deny_error(by, req->api_key);
+	return by;
+}
+
 /* Adds rule (a quota or audit) to v's hits when it matches req. */
 static void quota_audit(const struct rule *rule, const struct rule_req *req, unsigned nt,
                         struct rule_verdict *v)

@@ -632,6 +632,16 @@ static int rule_pair(struct yl *y, const char *key, const yaml_node_t *knode,
 			rule->allow = 1;
 			return 0;
 		}
+		if (!strcmp(key, "metadata")) {
+			char buf[16];
+			if (y_str(y, val, key, buf, sizeof(buf)))
+				return -1;
+			if (strcmp(buf, "hide") && strcmp(buf, "show"))
+				return yerr(y, val, "'metadata' is hide or show, not '%s'", buf);
+			rule->meta_show = !strcmp(buf, "show");
+			rule->meta_set = 1;
+			return 0;
+		}
 		break;
 	case RULE_QUOTA:
 		if (!strcmp(key, "per")) {
@@ -733,7 +743,7 @@ static int rule_pair(struct yl *y, const char *key, const yaml_node_t *knode,
 		break;
 	}
 	static const char *const keys[RULE_NSECTIONS] = {
-	    "name, match, deny, allow",
+	    "name, match, deny, allow, metadata",
 	    ("name, match, per, produce_bytes_per_sec, fetch_bytes_per_sec, requests_per_sec, "
 	     "samples, sample_ms"),
 	    "name, match, require",
@@ -761,6 +771,9 @@ static int rule_finish(struct yl *y, struct rule_ctx *rc)
 	case RULE_ACCESS:
 		if (!rule->deny_set && !rule->allow)
 			return yerr(y, rc->node, "access rule '%s' needs 'deny' or 'allow: true'",
+			            rule->name);
+		if (rule->meta_set && !rule->deny_set)
+			return yerr(y, rc->node, "access rule '%s': 'metadata' goes with 'deny'",
 			            rule->name);
 		break;
 	case RULE_QUOTA:

@@ -198,6 +198,9 @@ struct rule {
 	uint8_t allow; /* `allow: true`: stops the walk, forwards */
 	int16_t deny;  /* error code; RULE_DENY_AUTO: the API's authorization error */
 	uint8_t deny_set;
+	uint8_t meta_show; /* `metadata: show`: denied topics stay in Metadata answers, with the
+	                      error */
+	uint8_t meta_set;
 	/* quota */
 	uint8_t per;                    /* enum rule_per */
 	int64_t produce_bps, fetch_bps; /* bytes per second, 0: none */

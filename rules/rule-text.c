@@ -249,6 +249,11 @@ void rule_match_dump(const struct rule_match *m, FILE *f)
 		dump_range(f, "record_bytes", &m->record_bytes);
 }
 
+static int rule_has_topic_matcher(const struct rule *rule)
+{
+	return (rule->match.keys & RULE_M_TOPIC) != 0;
+}
+
 static void dump_action(const struct rule *rule, FILE *f)
 {
 	static const char *const pers[] = {"client_id", "principal", "source", "topic", "shared"};
@@ -262,6 +267,10 @@ static void dump_action(const struct rule *rule, FILE *f)
 			fprintf(f, "deny with the API's authorization error");
 		else
 			fprintf(f, "deny %s (%d)", kd_error_name(rule->deny), rule->deny);
+		if (rule->deny_set && rule_has_topic_matcher(rule))
+			fprintf(f, "; Metadata: %s",
+			        rule->meta_show ? "show denied topics with the error"
+			                        : "hide denied topics from topic lists");
 		break;
 	case RULE_QUOTA:
 		fprintf(f, "per %s:", pers[rule->per]);

@@ -86,6 +86,20 @@ int rule_set_names_only(const struct rule_set *rs, int16_t api_key);
  * v->error. Thread-safe. */
 int16_t rule_eval(const struct rule_set *rs, const struct rule_req *req, struct rule_verdict *v);
 
+/* Whether the answer to req (its facts read) must have its topics
+ * filtered by the access rules (rule_topic_denied): a Metadata request
+ * for all topics (it names none) that an access rule with a topic
+ * matcher and `deny` may apply to by its header facts. */
+int rule_set_filters_topics(const struct rule_set *rs, const struct rule_req *req);
+
+/* The access rule that denies topic name to a request like req (its
+ * header facts; its topics are not looked at), as if req named that topic
+ * alone, or NULL when the topic is not denied. Sets *error to the deny's
+ * error, counts a hit (unless req->quiet). Whether the topic is hidden or
+ * shown with the error is the rule's `metadata:` (meta_show). */
+const struct rule *rule_topic_denied(const struct rule_set *rs, const struct rule_req *req,
+                                     struct kd_view name, int16_t *error);
+
 /* Whether rule matches req, for topic index topic (-1: request-level).
  * When it does not and why is not NULL, why gets the first matcher that
  * failed ("topic", "client_id"...). Counts nothing. */
