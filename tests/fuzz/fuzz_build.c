@@ -69,6 +69,19 @@ static int has_top_topic_array(const struct kd_tree *t)
 	return 0;
 }
 
+/* Drops every third topic, errors every third, keeps the rest. */
+static int filter_cb(void *arg, struct kd_view name, const uint8_t *id, int16_t *error,
+                     const char **msg)
+{
+	(void)name;
+	(void)id;
+	unsigned *seen = arg;
+	unsigned i = (*seen)++;
+	*error = 29;
+	*msg = i % 2 ? "hidden" : NULL;
+	return i % 3 == 0 ? KD_FILTER_DROP : i % 3 == 1 ? KD_FILTER_ERROR : KD_FILTER_KEEP;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	static struct kd_arena a;
@@ -105,6 +118,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				kd_node_walk(&arr->kids[i], echo, &wk);
 			if (wk.missing)
 				abort();
+		}
+		/* Topics filtered out of the answer (kd_build_filter_topics):
+		 * it still encodes and decodes, with the kept ones alone. */
+		unsigned seen = 0, dropped = 0, errored = 0;
+		if (kd_build_filter_topics(&resp, filter_cb, &seen, &dropped, &errored) == KD_OK) {
+			struct kd_wbuf f = {0};
+			struct kd_tree again;
+			if (kd_tree_encode(&resp, &f) != KD_OK ||
+			    kd_tree_decode(&again, &a, key, ver, 0, f.p, f.len) != KD_OK)
+				abort();
+			struct kd_node *fa = kd_build_topic_array(&again);
+			if (dropped + errored > seen || (fa && fa->nkids != seen - dropped))
+				abort();
+			kd_wbuf_free(&f);
 		}
 	} else if (rc != KD_ELIMIT && rc != KD_ENOMEM && rc != KD_EUNSUPPORTED) {
 		abort();
