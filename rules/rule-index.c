@@ -294,7 +294,7 @@ static int names_only(const struct rule *rule)
 	       (rule->section == RULE_AUDIT && rule->log != RULE_LOG_RECORDS);
 }
 
-static int rule_has_api(const struct rule *rule, int16_t key)
+int rule_has_api(const struct rule *rule, int16_t key)
 {
 	if (!(rule->match.keys & RULE_M_API))
 		return 1;

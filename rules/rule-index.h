@@ -67,6 +67,10 @@ int rule_index_needs_body(const struct rule_set *rs, const struct rule_req *req)
  * broker) match req (rule-eval.c). */
 int rule_header_matches(const struct rule *rule, const struct rule_req *req);
 
+/* Whether rule can apply to requests of API key (it has no api matcher,
+ * or names key in it, whatever the versions). */
+int rule_has_api(const struct rule *rule, int16_t key);
+
 /* Whether rule needs the body of the requests it applies to. */
 int rule_needs_body(const struct rule *rule);
 

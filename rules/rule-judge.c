@@ -35,9 +35,9 @@ int rule_judge_needs_body(const struct rule_set *rs, const struct kd_req_hdr *h,
 static int eval(struct rule_judge *j, const struct rule_set *rs, const struct kd_req_hdr *h,
                 const struct rule_who *who, uint8_t quiet, struct rule_verdict *v);
 
-int rule_judge(struct rule_judge *j, const struct rule_set *rs, const struct kd_req_hdr *h,
-               const uint8_t *body, size_t len, const struct kd_topics *map,
-               const struct rule_who *who, struct rule_verdict *v)
+/* Starts j over for the request with header h; returns whether this
+ * judgement is quiet (counts no hits), which only it is. */
+static uint8_t begin(struct rule_judge *j, const struct kd_req_hdr *h)
 {
 	uint8_t quiet = j->quiet;
 	j->quiet = 0;
@@ -46,6 +46,14 @@ int rule_judge(struct rule_judge *j, const struct rule_set *rs, const struct kd_
 	memset(&j->tree, 0, sizeof(j->tree));
 	j->tree.api_key = h->api_key;
 	j->tree.version = h->api_version;
+	return quiet;
+}
+
+int rule_judge(struct rule_judge *j, const struct rule_set *rs, const struct kd_req_hdr *h,
+               const uint8_t *body, size_t len, const struct kd_topics *map,
+               const struct rule_who *who, struct rule_verdict *v)
+{
+	uint8_t quiet = begin(j, h);
 	if (body && rule_judge_needs_body(rs, h, who))
 		kd_tree_decode(&j->tree, &j->arena, h->api_key, h->api_version, 1, body, len);
 	int rc = rule_facts_read(&j->facts, &j->tree, map, rule_set_needs_records(rs), &j->arena);
@@ -80,13 +88,7 @@ int rule_judge_walk(struct rule_judge *j, const struct rule_set *rs, const struc
 {
 	if (!rule_set_names_only(rs, h->api_key))
 		return KD_EUNSUPPORTED;
-	uint8_t quiet = j->quiet;
-	j->quiet = 0;
-	kd_arena_reset(&j->arena);
-	j->arena.limit = RULE_JUDGE_ARENA_LIMIT;
-	memset(&j->tree, 0, sizeof(j->tree));
-	j->tree.api_key = h->api_key;
-	j->tree.version = h->api_version;
+	uint8_t quiet = begin(j, h);
 	int rc =
 	    rule_facts_walk(&j->facts, h->api_key, h->api_version, body, nsegs, map, &j->arena);
 	if (rc != KD_OK)

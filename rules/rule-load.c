@@ -940,17 +940,6 @@ void rule_set_unref(struct rule_set **rsp)
 		set_free(rs);
 }
 
-/* Whether rule can apply to requests of api key. */
-static int rule_has_api(const struct rule *rule, int16_t key)
-{
-	if (!(rule->match.keys & RULE_M_API))
-		return 1;
-	for (unsigned i = 0; i < rule->match.napis; i++)
-		if (rule->match.apis[i].key == key)
-			return 1;
-	return 0;
-}
-
 static int set_index(struct rule_set *rs)
 {
 	rs->nslots = (unsigned)kd_api_key_max + 1;

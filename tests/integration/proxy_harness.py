@@ -18,6 +18,7 @@ import random
 import re
 import select
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -296,3 +297,43 @@ def free_port():
 def check(cond, msg):
     if not cond:
         raise AssertionError(msg)
+
+
+def capture_listeners(c, path):
+    """Starts dumpcap on lo writing kwire's client side to path, and returns
+    it (stop it with stop_capture). Skips (77) when it cannot capture."""
+    dumpcap = shutil.which("dumpcap")
+    if not dumpcap:
+        print("SKIP: no dumpcap (needs: dumpcap)", file=sys.stderr)
+        sys.exit(SKIP)
+    # kwire's listeners only: the bootstrap port L and the broker ports
+    # L+1+id (docs/proxy.md; the harness keeps that range free and below the
+    # ephemeral ports, so no upstream leg or other test's traffic falls in
+    # it). Capturing all of lo would also take in whatever else the machine
+    # runs on loopback, and a busy lo makes dumpcap drop packets.
+    lport = int(c.bootstrap.rsplit(":", 1)[1])
+    flt = f"tcp portrange {lport}-{lport + 1 + c.brokers}"
+    cap = subprocess.Popen([dumpcap, "-q", "-i", "lo", "-B", "64", "-f", flt, "-w", path],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        if cap.poll() is not None:
+            print("SKIP: dumpcap could not capture on lo: " + cap.stderr.read().decode().strip() +
+                  " (needs: root, dumpcap)", file=sys.stderr)
+            sys.exit(SKIP)
+        if os.path.exists(path) and os.path.getsize(path) > 0:
+            time.sleep(0.5)  # the file header is written just before capturing starts
+            return cap
+        time.sleep(0.1)
+    cap.kill()
+    print("SKIP: dumpcap did not start (needs: dumpcap)", file=sys.stderr)
+    sys.exit(SKIP)
+
+
+def stop_capture(cap):
+    cap.send_signal(signal.SIGINT)
+    try:
+        cap.wait(15)
+    except subprocess.TimeoutExpired:
+        cap.kill()
+        cap.wait()

@@ -17,14 +17,13 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from proxy_harness import SKIP, Cluster, check  # noqa: E402
+from proxy_harness import SKIP, Cluster, capture_listeners, check, stop_capture  # noqa: E402
 
 DUMPCAP = shutil.which("dumpcap")
 KCAT = shutil.which("kcat")
@@ -47,25 +46,6 @@ SPLIT = re.compile(r"kwire proxy: debug: (\S+): (\w+) #(-?\d+): \d+ of \d+ topic
 def skip(why):
     print(f"SKIP: {why}", file=sys.stderr)
     sys.exit(SKIP)
-
-
-def start_capture(path, c):
-    # kwire's listeners only (the harness keeps that port range free).
-    lport = int(c.bootstrap.rsplit(":", 1)[1])
-    flt = f"tcp portrange {lport}-{lport + 1 + c.brokers}"
-    cap = subprocess.Popen([DUMPCAP, "-q", "-i", "lo", "-B", "64", "-f", flt, "-w", path],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        if cap.poll() is not None:
-            skip("dumpcap could not capture on lo: " + cap.stderr.read().decode().strip() +
-                 " (needs: root, dumpcap)")
-        if os.path.exists(path) and os.path.getsize(path) > 0:
-            time.sleep(0.5)
-            return cap
-        time.sleep(0.1)
-    cap.kill()
-    skip("dumpcap did not start (needs: dumpcap)")
 
 
 def traffic(c):
@@ -124,13 +104,12 @@ def main():
         f.write(RULES)
     with Cluster(topics=(("orders", 2), ("audit.log", 2)),
                  extra_proxy_args=["--rules", rules, "-v"]) as c:
-        cap = start_capture(pcap, c)
+        cap = capture_listeners(c, pcap)
         try:
             traffic(c)
             time.sleep(1)
         finally:
-            cap.send_signal(signal.SIGINT)
-            cap.wait(15)
+            stop_capture(cap)
         log = c.proxy_stderr()
         split_count = c.metric("kwire_rules_split_total")
     live = {(m[0], m[1], int(m[2]), m[3], m[4]) for m in ANSWERED.findall(log)}

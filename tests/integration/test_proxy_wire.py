@@ -32,7 +32,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from proxy_harness import SKIP, Cluster, check, modern  # noqa: E402
+from proxy_harness import SKIP, Cluster, capture_listeners, check, modern, stop_capture  # noqa: E402,E501
 
 KCAT = shutil.which("kcat")
 DUMPCAP = shutil.which("dumpcap")
@@ -44,38 +44,6 @@ PARTS = 3
 def skip(why):
     print(f"SKIP: {why}", file=sys.stderr)
     sys.exit(SKIP)
-
-
-def start_capture(path, c):
-    # kwire's listeners only: the bootstrap port L and the broker ports
-    # L+1+id (docs/proxy.md; the harness keeps that range free and below the
-    # ephemeral ports, so no upstream leg or other test's traffic falls in
-    # it). Capturing all of lo would also take in whatever else the machine
-    # runs on loopback, and a busy lo makes dumpcap drop packets.
-    lport = int(c.bootstrap.rsplit(":", 1)[1])
-    flt = f"tcp portrange {lport}-{lport + 1 + c.brokers}"
-    cap = subprocess.Popen([DUMPCAP, "-q", "-i", "lo", "-B", "64", "-f", flt, "-w", path],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        if cap.poll() is not None:
-            skip("dumpcap could not capture on lo: " + cap.stderr.read().decode().strip() +
-                 " (needs: root, dumpcap)")
-        if os.path.exists(path) and os.path.getsize(path) > 0:
-            time.sleep(0.5)  # the file header is written just before capturing starts
-            return cap
-        time.sleep(0.1)
-    cap.kill()
-    skip("dumpcap did not start (needs: dumpcap)")
-
-
-def stop_capture(cap):
-    cap.send_signal(signal.SIGINT)
-    try:
-        cap.wait(15)
-    except subprocess.TimeoutExpired:
-        cap.kill()
-        cap.wait()
 
 
 def run(args, **kw):
@@ -241,7 +209,7 @@ def main():
     pcap = os.path.join(tmp, "client-side.pcapng")
     try:
         with Cluster(topics=((TOPIC, PARTS),)) as c:
-            cap = start_capture(pcap, c)
+            cap = capture_listeners(c, pcap)
             try:
                 client_traffic(c)
             finally:
