@@ -290,8 +290,10 @@ static int names_only(const struct rule *rule)
 {
 	if (rule->match.keys & RULE_M_BODY & ~RULE_M_TOPIC)
 		return 0;
+	/* An audit that logs keeps the request's bytes (its summary line, its
+	 * records): it needs the decoded request. */
 	return rule->section == RULE_ACCESS || rule->section == RULE_QUOTA ||
-	       (rule->section == RULE_AUDIT && rule->log != RULE_LOG_RECORDS);
+	       (rule->section == RULE_AUDIT && rule->log == RULE_LOG_NONE);
 }
 
 int rule_has_api(const struct rule *rule, int16_t key)

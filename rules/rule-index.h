@@ -60,7 +60,7 @@ const struct rule *rule_cand_next(struct rule_cand *c);
 /* Whether the header facts of req (API, client id, principal, source,
  * broker) let some rule apply that needs the request's body: a body
  * matcher, a refusal (its answer mirrors the body), a policy, a per-topic
- * quota or a records audit. */
+ * quota or an audit that logs. */
 int rule_index_needs_body(const struct rule_set *rs, const struct rule_req *req);
 
 /* Whether rule's header matchers (API, client id, principal, source,

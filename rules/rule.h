@@ -77,7 +77,7 @@ int rule_facts_walk(struct rule_facts *f, int16_t api_key, int16_t version,
 
 /* Whether every rule that needs the body of requests of api_key reads
  * nothing of it but topic names (access and quota rules with topic
- * matchers, summary audits): then rule_judge_walk() judges such a request
+ * matchers; not policies, nor audits that log): then rule_judge_walk() judges such a request
  * as rule_judge() would, as long as nothing is refused. */
 int rule_set_names_only(const struct rule_set *rs, int16_t api_key);
 

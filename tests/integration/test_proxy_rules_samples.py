@@ -183,10 +183,15 @@ def main():
               c.metric("kwire_rule_hits_total", rule="admin-only-from-ops",
                        section="access") == 0, "nothing refused inside the ops network")
 
-    # The quota and audit samples load into a live kwire, which carries traffic.
+    # The quota and audit samples load into a live kwire, which carries
+    # traffic (the audit's file goes to a temporary folder).
     for name in ("per-client-quotas.yaml", "audit-topic-family.yaml"):
-        with Cluster(topics=topics, extra_proxy_args=[
-                "--rules", os.path.join(SAMPLES, name)]) as c:
+        with open(os.path.join(SAMPLES, name)) as f:
+            text = f.read()
+        path = os.path.join(tmp, name)
+        with open(path, "w") as f:
+            f.write(text.replace("/var/log/kwire/", tmp + "/"))
+        with Cluster(topics=topics, extra_proxy_args=["--rules", path]) as c:
             check(all(e is None for e in produce(c, "orders", client_id="batch-1")),
                   f"{name}: produce")
             check(len(read(c.bootstrap, "orders", 3)) == 3, f"{name}: consume")
