@@ -33,7 +33,7 @@ enum px_judge_act {
 	PX_J_ANSWER,
 	PX_J_DROP,
 	PX_J_SPLIT,
-	PX_J_CLOSE, /* refuse a request whose body does not decode: close, as a broker does */
+	PX_J_CLOSE,   /* refuse a request whose body does not decode: close, as a broker does */
 	PX_J_REWRITE, /* forward out: the request with its records rewritten (px-records.h) */
 };
 
