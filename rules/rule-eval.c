@@ -152,6 +152,10 @@ int rule_header_matches(const struct rule *rule, const struct rule_req *req)
 
 int rule_needs_body(const struct rule *rule)
 {
+	/* Mirror rules are matched on the proxy's mirror thread, off the
+	 * forwarding path (px-mirror.c). */
+	if (rule->section == RULE_MIRROR)
+		return 0;
 	/* A rule that can refuse needs the body too: the answer mirrors the
 	 * request's topics and partitions (kd-build.h). */
 	return (rule->match.keys & RULE_M_BODY) || rule->section == RULE_POLICY ||
