@@ -1387,7 +1387,9 @@ static int judge(struct px_conn *conn, struct evbuffer *in, struct kd_frame_info
 	                                     (uint32_t)strlen(conn->principal), 0};
 	if (!rs->n)
 		return PX_J_FORWARD;
+	int walked = -2; /* not walked: the header alone, or gathered whole */
 	if (px_judge_needs_frame(rs, &jin)) {
+		walked = PX_JUDGE_GATHER;
 		if (evbuffer_get_length(in) < total) {
 			if (total > conn->wm)
 				bufferevent_setwatermark(conn->cbev, EV_READ, 0, total);
@@ -1399,15 +1401,14 @@ static int judge(struct px_conn *conn, struct evbuffer *in, struct kd_frame_info
 			conn->req_whole = 0;
 		}
 		/* Judged in place when its topic names are all the rules read. */
-		int act = px_judge_walk(&wk->judge, rs, &jin, in, total, &wk->judged);
-		if (act != PX_JUDGE_GATHER) {
-			if (act < 0) {
-				px_log(px, 0, "%s: out of memory judging a request",
-				       conn->client_addr);
-				conn_free(conn);
-			}
-			return act;
+		walked = px_judge_walk(&wk->judge, rs, &jin, in, total, &wk->judged);
+		if (walked < 0) {
+			px_log(px, 0, "%s: out of memory judging a request", conn->client_addr);
+			conn_free(conn);
+			return -1;
 		}
+	}
+	if (walked == PX_JUDGE_GATHER) {
 		jin.frame = evbuffer_pullup(in, total);
 		jin.len = total;
 		/* The pullup may have moved what fi's views point into. */
@@ -1418,7 +1419,7 @@ static int judge(struct px_conn *conn, struct evbuffer *in, struct kd_frame_info
 			return -1;
 		}
 	}
-	if (px_judge(&wk->judge, rs, &jin, &wk->judged) != KD_OK) {
+	if (walked != PX_J_FORWARD && px_judge(&wk->judge, rs, &jin, &wk->judged) != KD_OK) {
 		px_log(px, 0, "%s: out of memory judging a request", conn->client_addr);
 		conn_free(conn);
 		return -1;

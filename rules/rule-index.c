@@ -292,7 +292,10 @@ static int names_only(const struct rule *rule)
 		return 0;
 	/* An audit that logs keeps the request's bytes (its summary line, its
 	 * records): it needs the decoded request. */
-	return rule->section == RULE_ACCESS || rule->section == RULE_QUOTA ||
+	/* A per-topic produce quota counts each topic's record bytes. */
+	if (rule->section == RULE_QUOTA)
+		return !(rule->per == RULE_PER_TOPIC && rule->produce_bps);
+	return rule->section == RULE_ACCESS ||
 	       (rule->section == RULE_AUDIT && rule->log == RULE_LOG_NONE);
 }
 
