@@ -2271,6 +2271,38 @@ static int edit_mode(const struct px_conn *conn, const struct kd_frame_info *fi)
 	return PX_SE_WHOLE;
 }
 
+/* Whether the response at the front of in is there whole (total bytes);
+ * if not, lets the input grow to it. Either way the read watermark is
+ * what the next step needs. */
+static int whole_at_front(struct px_conn *conn, struct evbuffer *in, uint32_t total)
+{
+	if (evbuffer_get_length(in) < total) {
+		read_high(conn, total);
+		return 0;
+	}
+	read_high(conn, conn->wm);
+	return 1;
+}
+
+/* Puts the edited response wb in place of the total bytes at the front of
+ * in, to be parsed again. */
+static void replace_front(struct evbuffer *in, uint32_t total, const struct kd_wbuf *wb)
+{
+	evbuffer_drain(in, total);
+	evbuffer_prepend(in, wb->p, wb->len);
+}
+
+/* A response kwire had to edit and could not (logged by the caller):
+ * counted, the broker dropped, the client closed once its output is
+ * written. Returns -1. */
+static int upstream_bad(struct px_conn *conn)
+{
+	PX_INC(conn->px, decode_errors, 1);
+	close_upstream(conn);
+	conn_close_soft(conn);
+	return -1;
+}
+
 /* Replaces the broker's answer at the front of in (total bytes) with the
  * answer the rules make of it, for req: the same answer plus the topics
  * they refused (a split, px_judge_merge), or less the topics they deny
@@ -2280,11 +2312,8 @@ static int rules_answer(struct px_conn *conn, struct evbuffer *in, struct px_req
                         uint32_t total)
 {
 	struct px *px = conn->px;
-	if (evbuffer_get_length(in) < total) {
-		read_high(conn, total);
+	if (!whole_at_front(conn, in, total))
 		return 0;
-	}
-	read_high(conn, conn->wm);
 	const uint8_t *p = evbuffer_pullup(in, total);
 	struct kd_wbuf wb = {0}, nb = {0};
 	size_t len = total;
@@ -2321,13 +2350,10 @@ static int rules_answer(struct px_conn *conn, struct evbuffer *in, struct px_req
 		 * answers forever; unfiltered, it would see what the rules deny:
 		 * treat it as an undecodable answer. */
 		kd_wbuf_free(&wb);
-		PX_INC(px, decode_errors, 1);
 		px_log(px, 0, "%s: %s v%d answer from %s to %s not decodable (%s), closing",
 		       conn->client_addr, api_name(req->key), req->ver, conn->up_addr, what,
 		       kd_strerror(rc < 0 ? rc : wb.err));
-		close_upstream(conn);
-		conn_close_soft(conn);
-		return -1;
+		return upstream_bad(conn);
 	}
 	if (dropped + errored) {
 		PX_INC(px, rules_filtered, dropped + errored);
@@ -2335,8 +2361,7 @@ static int rules_answer(struct px_conn *conn, struct evbuffer *in, struct px_req
 		       conn->client_addr, api_name(req->key), req->corr, dropped, errored);
 	}
 	if (rc == 1) {
-		evbuffer_drain(in, total);
-		evbuffer_prepend(in, wb.p, wb.len);
+		replace_front(in, total, &wb);
 	}
 	kd_wbuf_free(&wb);
 	return 1;
@@ -2349,27 +2374,20 @@ static int rules_answer(struct px_conn *conn, struct evbuffer *in, struct px_req
 static int names_first(struct px_conn *conn, struct evbuffer *in, struct px_req *req,
                        uint32_t total)
 {
-	if (evbuffer_get_length(in) < total) {
-		read_high(conn, total);
+	if (!whole_at_front(conn, in, total))
 		return 0;
-	}
-	read_high(conn, conn->wm);
 	const uint8_t *p = evbuffer_pullup(in, total);
 	struct kd_wbuf wb = {0};
 	int rc = p ? names_resp(conn, req, req->key, req->ver, p, total, 0, &wb) : KD_ENOMEM;
 	if (rc < 0) {
 		kd_wbuf_free(&wb);
-		PX_INC(conn->px, decode_errors, 1);
 		px_log(conn->px, 0, "%s: %s v%d response from %s not decodable (%s), closing",
 		       conn->client_addr, api_name(req->key), req->ver, conn->up_addr,
 		       kd_strerror(rc));
-		close_upstream(conn);
-		conn_close_soft(conn);
-		return -1;
+		return upstream_bad(conn);
 	}
 	if (rc == 2) {
-		evbuffer_drain(in, total);
-		evbuffer_prepend(in, wb.p, wb.len);
+		replace_front(in, total, &wb);
 	}
 	kd_wbuf_free(&wb);
 	return 1;
@@ -2383,11 +2401,8 @@ static int rewrite_fetch(struct px_conn *conn, struct evbuffer *in, struct px_re
                          const struct kd_frame_info *fi, uint32_t total)
 {
 	struct px *px = conn->px;
-	if (evbuffer_get_length(in) < total) {
-		read_high(conn, total);
+	if (!whole_at_front(conn, in, total))
 		return 0;
-	}
-	read_high(conn, conn->wm);
 	req->rw_fetch = 0;
 	struct rule_set *rs = px_rules_current(px->rules, &conn->wk->rules_ref);
 	if (!rs || !rule_set_rewrites(rs, RULE_RW_FETCH))
@@ -2408,18 +2423,14 @@ static int rewrite_fetch(struct px_conn *conn, struct evbuffer *in, struct px_re
 	if (rc < 0) {
 		/* The records a rule masks must never pass unrewritten. */
 		kd_wbuf_free(&wb);
-		PX_INC(px, decode_errors, 1);
 		px_log(px, 0,
 		       "%s: Fetch v%d response from %s could not be rewritten (%s%s), closing",
 		       conn->client_addr, req->ver, conn->up_addr, kd_strerror(rc),
 		       rc == KD_ELIMIT ? ": rewritten, it is over max_frame_bytes" : "");
-		close_upstream(conn);
-		conn_close_soft(conn);
-		return -1;
+		return upstream_bad(conn);
 	}
 	if (rc == 1) {
-		evbuffer_drain(in, total);
-		evbuffer_prepend(in, wb.p, wb.len);
+		replace_front(in, total, &wb);
 	}
 	kd_wbuf_free(&wb);
 	return 1;
