@@ -67,6 +67,29 @@ dpkg_retry() {
 	return 1
 }
 
+# expect_line GREP-FLAGS PATTERN WHAT CMD...: runs CMD with its whole
+# output into a file, then greps the file. Not `CMD | grep -q PATTERN`: grep
+# -q quits at the first match, and a CMD still writing then dies of SIGPIPE,
+# which pipefail makes a failure. The completion's printf writes a line at a
+# time, --upstream first: that failed 64 runs in 500 on a busy machine.
+# On a miss it shows what CMD said.
+expect_line() {
+	local flags=$1 pat=$2 what=$3 rc=0
+	shift 3
+	"$@" >"$tmp/reply.out" 2>"$tmp/reply.err" || rc=$?
+	if [ "$rc" = 0 ] && grep $flags -- "$pat" "$tmp/reply.out" >/dev/null; then
+		return 0
+	fi
+	{
+		echo "FAIL: $what: want a line matching '$pat' (grep $flags) from: $*"
+		echo "exit status $rc; its output:"
+		cat "$tmp/reply.out"
+		echo "its stderr:"
+		cat "$tmp/reply.err"
+	} >&2
+	exit 1
+}
+
 # ---- build the package: what `make package` runs ----
 cpack --config "$BUILD/CPackConfig.cmake" -B "$tmp/pkg" >"$tmp/cpack.out" 2>&1 ||
 	{ cat "$tmp/cpack.out"; fail "cpack"; }
@@ -115,9 +138,9 @@ snapshot() {
 snapshot >"$tmp/before"
 
 dpkg_retry -i "$DEB" || fail "dpkg -i"
-dpkg-query -W -f='${Status}\n' kwire | grep -q "install ok installed" || fail "not installed"
+expect_line -q "install ok installed" "not installed" dpkg-query -W -f='${Status}\n' kwire
 [ "$(readlink -f /usr/bin/kwire)" = /usr/bin/kwire ] || fail "no /usr/bin/kwire"
-/usr/bin/kwire version | grep -q "^kwire " || fail "installed kwire does not run"
+expect_line -q "^kwire " "installed kwire does not run" /usr/bin/kwire version
 
 # ---- the units ----
 U=/lib/systemd/system
@@ -299,17 +322,17 @@ PXPID=
 [ "$rc" = 0 ] || fail "kwire exited $rc on SIGTERM"
 
 # ---- man pages and completion, where they were installed ----
-man -w kwire-proxy | grep -q /usr/share/man/man1/kwire-proxy.1.gz || fail "man kwire-proxy not found"
-man -w 5 kwire.yaml | grep -q /usr/share/man/man5/kwire.yaml.5.gz || fail "man 5 kwire.yaml not found"
-MANWIDTH=80 man kwire.yaml 2>/dev/null | grep -q "access_log_format" || fail "man kwire.yaml"
+expect_line -q /usr/share/man/man1/kwire-proxy.1.gz "man kwire-proxy not found" man -w kwire-proxy
+expect_line -q /usr/share/man/man5/kwire.yaml.5.gz "man 5 kwire.yaml not found" man -w 5 kwire.yaml
+expect_line -q access_log_format "man kwire.yaml" env MANWIDTH=80 man kwire.yaml
 complete_words() {
 	bash -c 'source /usr/share/bash-completion/completions/kwire
 		COMP_WORDS=("$@"); COMP_CWORD=$(($# - 1)); _kwire
 		printf "%s\n" "${COMPREPLY[@]}"' sh "$@"
 }
-complete_words kwire pro | grep -qx proxy || fail "completion: kwire pro"
-complete_words kwire proxy --upst | grep -qx -- --upstream || fail "completion: --upst"
-complete_words kwire sniff -i "" | grep -qx lo || fail "completion: sniff -i"
+expect_line -qx proxy "completion: kwire pro" complete_words kwire pro
+expect_line -qx --upstream "completion: --upst" complete_words kwire proxy --upst
+expect_line -qx lo "completion: sniff -i" complete_words kwire sniff -i ""
 for f in $(complete_words kwire decode --format ""); do
 	/usr/bin/kwire decode --format "$f" -o "$tmp/o.$f" "${KWIRE_DATA:?}/clients/kcat.pcapng" \
 		>/dev/null 2>&1 || /usr/bin/kwire decode --format "$f" "$KWIRE_DATA/clients/kcat.pcapng" \
