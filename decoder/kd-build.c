@@ -5,7 +5,8 @@
  * beside the request: an array of structs in the response is paired with
  * the request's array whose elements carry the same kind of key, found
  * from the schema (entityType topicName/groupId/transactionalId, the UUID
- * TopicId, an INT32 partition index, a ProducerId, a coordinator Key).
+ * TopicId, an INT32 partition index, a ProducerId, a coordinator Key, a
+ * config resource's ResourceType and ResourceName).
  * For
  *
  *   ProduceRequest  TopicData[]{Name, PartitionData[]{Index, Records}}
@@ -31,6 +32,7 @@ enum key_kind {
 	K_PARTITION,
 	K_PRODUCER, /* WriteTxnMarkers: Markers[] by ProducerId */
 	K_KEY,      /* FindCoordinator v4+: CoordinatorKeys -> Coordinators[].Key */
+	K_RESOURCE, /* a config resource: ResourceType and ResourceName */
 };
 
 static int name_is(const struct kd_field *f, const char *name)
@@ -59,6 +61,9 @@ static int field_key(const struct kd_field *f)
 		return K_PRODUCER;
 	if (type == KD_T_STRING && (name_is(f, "Key") || name_is(f, "CoordinatorKeys")))
 		return K_KEY;
+	if ((type == KD_T_STRING && name_is(f, "ResourceName")) ||
+	    (type == KD_T_INT8 && name_is(f, "ResourceType")))
+		return K_RESOURCE;
 	return K_NONE;
 }
 
@@ -145,6 +150,7 @@ static int copy_value(struct kd_tree *t, struct kd_node *dst, const struct kd_no
 		return kd_node_set_str(t, dst, src->val.v.p, src->val.v.len);
 	case KD_T_UUID:
 		return kd_node_set_uuid(dst, src->val.uuid);
+	case KD_T_INT8:
 	case KD_T_INT32:
 	case KD_T_INT64:
 		return kd_node_set_int(dst, src->val.i);

@@ -53,17 +53,23 @@ static int is_name(const struct kd_field *f, const char *name)
 	return f && f->name && !strcmp(f->name, name);
 }
 
+int kd_names_typed_api(int16_t api_key)
+{
+	return api_key == KD_API_DESCRIBE_CONFIGS || api_key == KD_API_ALTER_CONFIGS ||
+	       api_key == KD_API_INCREMENTAL_ALTER_CONFIGS || api_key == KD_API_FIND_COORDINATOR;
+}
+
 /* Whether field f of a message of api_key is a typed name (above). */
 static int typed_field(int16_t api_key, const struct kd_field *f)
 {
 	int type = f->type == KD_T_ARRAY ? f->elem : f->type;
 	if (type != KD_T_STRING)
 		return 0;
-	if (is_name(f, "ResourceName"))
-		return api_key == KD_API_DESCRIBE_CONFIGS || api_key == KD_API_ALTER_CONFIGS ||
-		       api_key == KD_API_INCREMENTAL_ALTER_CONFIGS;
-	return api_key == KD_API_FIND_COORDINATOR &&
-	       (is_name(f, "Key") || is_name(f, "CoordinatorKeys"));
+	if (!kd_names_typed_api(api_key))
+		return 0;
+	if (api_key != KD_API_FIND_COORDINATOR)
+		return is_name(f, "ResourceName");
+	return (is_name(f, "Key") || is_name(f, "CoordinatorKeys"));
 }
 
 /* ---- which messages carry names (cached) ---- */
@@ -234,4 +240,26 @@ int kd_names_map_tree(struct kd_tree *t, kd_name_fn *fn, void *arg, int coord_ke
 	struct nctx c = {t, fn, arg, coord_key_type, res, KD_OK};
 	map_struct(&c, t->root, 0);
 	return c.rc;
+}
+
+/* kd_names_each's mapping function: reports the name, maps nothing. */
+struct each {
+	kd_name_fn *fn;
+	void *arg;
+};
+
+static int each_name(void *arg, int ent, const uint8_t *p, size_t len, struct kd_view *out)
+{
+	struct each *e = arg;
+	e->fn(e->arg, ent, p, len, out);
+	return KD_NAME_SAME;
+}
+
+int kd_names_each(const struct kd_tree *t, kd_name_fn *fn, void *arg)
+{
+	struct each e = {fn, arg};
+	struct kd_names_res res;
+	/* The walk changes a tree only where its function maps a name or, in a
+	 * response, hides one; each_name does neither. */
+	return kd_names_map_tree((struct kd_tree *)t, each_name, &e, -1, &res);
 }

@@ -48,6 +48,16 @@ enum { KD_COORD_GROUP = 0, KD_COORD_TXN = 1, KD_COORD_SHARE = 2 };
 int kd_names_map_tree(struct kd_tree *t, kd_name_fn *fn, void *arg, int coord_key_type,
                       struct kd_names_res *res);
 
+/* Calls fn for every name of the decoded tree t, with its entity, as
+ * kd_names_map_tree finds them, and changes nothing (fn's result and
+ * *out are ignored). A v4+ FindCoordinator response's keys are not names
+ * here (their KeyType is the request's). Returns KD_OK. */
+int kd_names_each(const struct kd_tree *t, kd_name_fn *fn, void *arg);
+
+/* Whether api_key's messages carry typed names (config resources,
+ * coordinator keys): names that no entityType annotates. */
+int kd_names_typed_api(int16_t api_key);
+
 /* Bits of the entities (1u << KD_ENT_*) that (api_key, version, direction)
  * can carry, typed names included: 0 when it names nothing to map. Read
  * from the schema tables once, cached. */

@@ -241,6 +241,10 @@ int16_t rule_deny_error(const struct rule *rule, int16_t api_key)
 		return rule->deny;
 	switch (api_key) {
 	case KD_API_FIND_COORDINATOR:
+		/* A transactional id's coordinator (KeyType 1). */
+		if ((rule->match.keys & (RULE_M_TXN_ID | RULE_M_GROUP)) == RULE_M_TXN_ID)
+			return ERR_TRANSACTIONAL_ID_AUTHORIZATION_FAILED;
+		return ERR_GROUP_AUTHORIZATION_FAILED;
 	case KD_API_JOIN_GROUP:
 	case KD_API_SYNC_GROUP:
 	case KD_API_HEARTBEAT:
@@ -270,6 +274,16 @@ int16_t rule_deny_error(const struct rule *rule, int16_t api_key)
 	case KD_API_OFFSET_FOR_LEADER_EPOCH:
 	case KD_API_DESCRIBE_TOPIC_PARTITIONS:
 		return ERR_TOPIC_AUTHORIZATION_FAILED;
+	case KD_API_DESCRIBE_CONFIGS:
+	case KD_API_ALTER_CONFIGS:
+	case KD_API_INCREMENTAL_ALTER_CONFIGS:
+		/* Config resources are topics, groups or brokers: the error of
+		 * what the rule names. */
+		if (rule->match.keys & RULE_M_TOPIC)
+			return ERR_TOPIC_AUTHORIZATION_FAILED;
+		if (rule->match.keys & RULE_M_GROUP)
+			return ERR_GROUP_AUTHORIZATION_FAILED;
+		return ERR_CLUSTER_AUTHORIZATION_FAILED;
 	default:
 		return ERR_CLUSTER_AUTHORIZATION_FAILED;
 	}

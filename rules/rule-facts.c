@@ -6,12 +6,15 @@
  * stands beside it (resolved through the topic map, else shown as
  * "topic-id:..."); every RECORDS field counts for the topic named by its
  * nearest enclosing element; entity types groupId and transactionalId give
- * the groups and transactional ids. Field names give the rest: Acks at the
+ * the groups and transactional ids, and names the schema leaves unannotated
+ * because a sibling field gives their kind (a config resource, a
+ * coordinator key: kd-names.h) count as such too. Field names give the rest: Acks at the
  * top, NumPartitions and ReplicationFactor beside a topic (CreateTopics).
  * Topics appear once each, in request order. */
 #include <string.h>
 
 #include "kd-arena.h"
+#include "kd-names.h"
 #include "kd-records.h"
 #include "kd-topics.h"
 #include "kd-tree.h"
@@ -267,6 +270,31 @@ nomem:
 	return 2;
 }
 
+/* A name no entityType annotates (kd_names_each): a config resource's
+ * ResourceName by its ResourceType, a FindCoordinator key by its KeyType. */
+static int typed_name(void *arg, int ent, const uint8_t *p, size_t len, struct kd_view *out)
+{
+	struct fwalk *w = arg;
+	struct rule_facts *f = w->f;
+	struct kd_view v = {.p = p, .len = (uint32_t)len};
+	(void)out;
+	if (w->err)
+		return KD_NAME_SAME;
+	if (ent == KD_ENT_TOPIC_NAME) {
+		if (topic_index(w, p, len) < 0)
+			w->err = KD_ENOMEM;
+	} else if (ent == KD_ENT_GROUP_ID) {
+		if (add_view(f, &f->groups, &f->req.ngroups, &f->gcap, v))
+			w->err = KD_ENOMEM;
+		f->req.groups = f->groups;
+	} else if (ent == KD_ENT_TRANSACTIONAL_ID) {
+		if (add_view(f, &f->txns, &f->req.ntxn_ids, &f->tcap, v))
+			w->err = KD_ENOMEM;
+		f->req.txn_ids = f->txns;
+	}
+	return KD_NAME_SAME;
+}
+
 /* rule_req.has_header for facts: whether every record of the topic
  * carries a header named name. Decompresses the topic's batches again: only
  * policies with `headers:` ask. */
@@ -333,6 +361,8 @@ int rule_facts_read(struct rule_facts *f, const struct kd_tree *t, const struct 
 	for (unsigned d = 0; d < FACTS_DEPTH; d++)
 		w.topic_at[d] = -1;
 	kd_tree_walk(t, visit, &w);
+	if (!w.err && kd_names_typed_api(t->api_key))
+		kd_names_each(t, typed_name, &w);
 	if (w.err)
 		return w.err;
 	f->req.have_body = 1;

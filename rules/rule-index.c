@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kd-names.h"
 #include "kd-schema.h"
 #include "rule-index.h"
 #include "rule.h"
@@ -312,7 +313,11 @@ int rule_has_api(const struct rule *rule, int16_t key)
 int rule_set_names_only(const struct rule_set *rs, int16_t api_key)
 {
 	struct rule_index *ix = rs->ix;
-	return api_key >= 0 && (unsigned)api_key < ix->nnames && ix->names_only[api_key];
+	/* Typed names (a config resource, a coordinator key) have their kind
+	 * in a sibling field that may come after them: the walker, which reads
+	 * names as they pass, cannot tell them; the tree can. */
+	return api_key >= 0 && (unsigned)api_key < ix->nnames && ix->names_only[api_key] &&
+	       !kd_names_typed_api(api_key);
 }
 
 int rule_index_build(struct rule_set *rs)

@@ -57,7 +57,12 @@ def codecs_of(req):
 
 def groups_of(req):
     body = req.get("body", {})
-    return [body["GroupId"]] if isinstance(body.get("GroupId"), str) else []
+    if isinstance(body.get("GroupId"), str):
+        return [body["GroupId"]]
+    # FindCoordinator names a group by its Key when KeyType is 0 (or absent, v0).
+    if req["api"] == "FindCoordinator" and body.get("KeyType", 0) == 0:
+        return [k for k in [body.get("Key")] + body.get("CoordinatorKeys", []) if k]
+    return []
 
 
 def rules_json(yaml_text):

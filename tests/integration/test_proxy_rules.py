@@ -8,7 +8,8 @@ clients through kwire in front of the mock cluster (both peers).
   the same broker, batched together by linger.ms) is split: the allowed
   records are written (a consumer reads them), the denied ones fail.
 - kcat and kafka-python get the same error for the denied topic.
-- A consumer in a denied group gets GROUP_AUTHORIZATION_FAILED.
+- A consumer in a denied group gets GROUP_AUTHORIZATION_FAILED, from its
+  FindCoordinator already.
 - DeleteTopics is denied with its per-topic error (kafka-python's client).
 - A policy (acks=all on orders) refuses an acks=1 producer with
   INVALID_REQUIRED_ACKS.
@@ -16,6 +17,7 @@ clients through kwire in front of the mock cluster (both peers).
   producer writes to it; a broken file keeps the running rules.
 - /metrics counts what the rules did.
 """
+import json
 import os
 import signal
 import subprocess
@@ -192,6 +194,12 @@ def main():
         cons.close()
         check(seen is not None and seen.code() == KafkaError.GROUP_AUTHORIZATION_FAILED,
               f"secret group: {seen}")
+        # Refused at FindCoordinator already: the cluster is never asked for
+        # the denied group's coordinator (its Key is the group id).
+        with open(c.log_path) as f:
+            fc = [json.loads(x) for x in f if '"FindCoordinator"' in x]
+        check(any(x.get("error") == "GROUP_AUTHORIZATION_FAILED" for x in fc),
+              f"FindCoordinator of the denied group not refused: {fc}")
 
         # An admin operation, with its per-topic error. The 2.0.2 mock has no
         # controller for an admin client to find, so the request goes to any
@@ -242,7 +250,6 @@ def main():
         check("rules.yaml:2:13: unknown match key 'nope'" in c.proxy_stderr(),
               "the error names FILE:LINE:COL")
         check(c.metric("kwire_rules_answered_total") >= 3, "answers counted")
-        import json
         st = json.loads(c.http("/rules"))
         check(st["reloads"] >= 1 and st["failures"] >= 1 and "nope" in st["last_error"] and
               [r["name"] for r in st["rules"]] == ["no-secret-groups"], f"/rules: {st}")

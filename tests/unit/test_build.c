@@ -276,6 +276,54 @@ static void test_group_and_coordinator_answers(void **state)
 	kd_arena_free(&a);
 }
 
+/* Config resources: every answer element carries its request element's
+ * ResourceType and ResourceName (DescribeConfigs' Results, AlterConfigs'
+ * and IncrementalAlterConfigs' Responses). */
+static void test_config_resource_answers(void **state)
+{
+	(void)state;
+	static const struct {
+		int16_t key, ver;
+		const char *arr;
+	} apis[] = {{KD_API_DESCRIBE_CONFIGS, 0, "Results"},
+	            {KD_API_DESCRIBE_CONFIGS, 4, "Results"},
+	            {KD_API_ALTER_CONFIGS, 2, "Responses"},
+	            {KD_API_INCREMENTAL_ALTER_CONFIGS, 1, "Responses"}};
+	struct kd_arena a = {0};
+	for (size_t i = 0; i < sizeof(apis) / sizeof(apis[0]); i++) {
+		struct kd_tree t0, req, resp;
+		struct kd_wbuf rw = {0}, w = {0};
+		assert_int_equal(kd_tree_init_default(&t0, &a, apis[i].key, apis[i].ver, 1), KD_OK);
+		struct kd_node *res = child(t0.root, "Resources");
+		const char *names[2] = {"orders", "1"};
+		for (uint32_t j = 0; j < 2; j++) {
+			assert_non_null(kd_node_array_add(&t0, res, UINT32_MAX));
+			struct kd_node *e = kd_node_elem(res, j);
+			assert_int_equal(kd_node_set_int(child(e, "ResourceType"), j ? 4 : 2),
+			                 KD_OK);
+			assert_int_equal(kd_node_set_str(&t0, child(e, "ResourceName"), names[j],
+			                                 strlen(names[j])),
+			                 KD_OK);
+		}
+		assert_int_equal(kd_tree_encode(&t0, &rw), KD_OK);
+		assert_int_equal(
+		    kd_tree_decode(&req, &a, apis[i].key, apis[i].ver, 1, rw.p, rw.len), KD_OK);
+		assert_int_equal(kd_build_error_body(&req, ERR, "denied", &a, &resp), KD_OK);
+		struct kd_node *out = child(resp.root, apis[i].arr);
+		assert_int_equal(out->nkids, 2);
+		for (uint32_t j = 0; j < 2; j++) {
+			struct kd_node *e = kd_node_elem(out, j);
+			assert_int_equal(kd_node_int(child(e, "ResourceType")), j ? 4 : 2);
+			assert_true(str_is(child(e, "ResourceName"), names[j]));
+			assert_int_equal(kd_node_int(child(e, "ErrorCode")), ERR);
+		}
+		kd_wbuf_free(&rw);
+		kd_wbuf_free(&w);
+		kd_arena_reset(&a);
+	}
+	kd_arena_free(&a);
+}
+
 /* A Produce to a, b, c with b refused: the broker gets a and c; its answer
  * (in either order) comes back with b merged in between, with b's error
  * and message, and a's and c's own fields kept. */
@@ -364,6 +412,7 @@ int main(void)
 	    cmocka_unit_test(test_every_api_and_version),
 	    cmocka_unit_test(test_produce_answer),
 	    cmocka_unit_test(test_group_and_coordinator_answers),
+	    cmocka_unit_test(test_config_resource_answers),
 	    cmocka_unit_test(test_split_and_merge),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

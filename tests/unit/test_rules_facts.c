@@ -3,7 +3,8 @@
  * sizes and headers of their batches (v3 and flexible v9), Fetch v13+ topic
  * ids resolved through the topic map or marked, CreateTopics' partitions
  * and replication factor, DescribeGroups' groups, OffsetFetch v8's groups
- * and nested topics; then a whole verdict on a decoded Produce. */
+ * and nested topics, config resources and coordinator keys; then a whole verdict on a decoded
+ * Produce. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -250,6 +251,92 @@ static void test_create_topics_and_groups(void **state)
 	kd_arena_reset(&fx->a);
 }
 
+/* Names the schema does not annotate, typed by a sibling field: config
+ * resources by ResourceType (topic 2, group 32; a broker, 4, names
+ * nothing) and FindCoordinator keys by KeyType (v0: a group). Rules on
+ * topics, groups and transactional ids judge them, with the error of what
+ * they name, and never in place (the kind may come after the name). */
+static void test_typed_names(void **state)
+{
+	struct fx *fx = *state;
+	struct kd_tree t0;
+	assert_int_equal(kd_tree_init_default(&t0, &fx->a, KD_API_INCREMENTAL_ALTER_CONFIGS, 1, 1),
+	                 KD_OK);
+	struct kd_node *res = child(t0.root, "Resources");
+	static const struct {
+		int type;
+		const char *name;
+	} r[3] = {{2, "secret"}, {4, "1"}, {32, "g-cfg"}};
+	for (uint32_t i = 0; i < 3; i++) {
+		assert_non_null(kd_node_array_add(&t0, res, UINT32_MAX));
+		struct kd_node *e = kd_node_elem(res, i);
+		assert_int_equal(kd_node_set_int(child(e, "ResourceType"), r[i].type), KD_OK);
+		set_str(&t0, child(e, "ResourceName"), r[i].name);
+	}
+	reparse(fx, &t0, KD_API_INCREMENTAL_ALTER_CONFIGS, 1);
+	assert_int_equal(rule_facts_read(&fx->f, &fx->t, NULL, 0, &fx->a), KD_OK);
+	assert_int_equal(fx->f.req.ntopics, 1);
+	assert_memory_equal(fx->f.req.topics[0].name.p, "secret", 6);
+	assert_int_equal(fx->f.req.ngroups, 1);
+	assert_memory_equal(fx->f.req.groups[0].p, "g-cfg", 5);
+
+	char err[512];
+	const char *yaml = "access:\n"
+	                   "  - match: {topic: secret}\n"
+	                   "    deny: true\n"
+	                   "  - match: {group: \"g-*\"}\n"
+	                   "    deny: true\n"
+	                   "  - match: {transactional_id: \"txn-*\"}\n"
+	                   "    deny: true\n";
+	struct rule_set *rs = rule_set_load_mem(yaml, strlen(yaml), "r", err, sizeof(err));
+	assert_non_null(rs);
+	assert_false(rule_set_names_only(rs, KD_API_INCREMENTAL_ALTER_CONFIGS));
+	assert_false(rule_set_names_only(rs, KD_API_FIND_COORDINATOR));
+	struct rule_topic_verdict tv[2];
+	struct rule_verdict v = {.topics = tv};
+	/* TOPIC_AUTHORIZATION_FAILED: the topic rule comes first. */
+	assert_int_equal(rule_eval(rs, &fx->f.req, &v), 29);
+	kd_arena_reset(&fx->a);
+
+	/* FindCoordinator: v0 (no KeyType: a group), v3 with KeyType 1, v4
+	 * with CoordinatorKeys of KeyType 0. */
+	static const struct {
+		int16_t ver;
+		int ktype;
+		const char *key;
+		unsigned ngroups, ntxn;
+		int16_t error;
+	} fc[] = {{0, -1, "g-a", 1, 0, 30},
+	          {3, 1, "txn-a", 0, 1, 53},
+	          {3, 1, "ok", 0, 1, 0},
+	          {4, 0, "g-b", 2, 0, 30},
+	          {4, 0, "ok", 2, 0, 0}};
+	for (size_t i = 0; i < sizeof(fc) / sizeof(fc[0]); i++) {
+		assert_int_equal(
+		    kd_tree_init_default(&t0, &fx->a, KD_API_FIND_COORDINATOR, fc[i].ver, 1),
+		    KD_OK);
+		if (fc[i].ktype >= 0)
+			assert_int_equal(kd_node_set_int(child(t0.root, "KeyType"), fc[i].ktype),
+			                 KD_OK);
+		if (fc[i].ver < 4) {
+			set_str(&t0, child(t0.root, "Key"), fc[i].key);
+		} else {
+			struct kd_node *keys = child(t0.root, "CoordinatorKeys");
+			for (uint32_t j = 0; j < 2; j++) {
+				assert_non_null(kd_node_array_add(&t0, keys, UINT32_MAX));
+				set_str(&t0, kd_node_elem(keys, j), j ? fc[i].key : "other");
+			}
+		}
+		reparse(fx, &t0, KD_API_FIND_COORDINATOR, fc[i].ver);
+		assert_int_equal(rule_facts_read(&fx->f, &fx->t, NULL, 0, &fx->a), KD_OK);
+		assert_int_equal(fx->f.req.ngroups, fc[i].ngroups);
+		assert_int_equal(fx->f.req.ntxn_ids, fc[i].ntxn);
+		assert_int_equal(rule_eval(rs, &fx->f.req, &v), fc[i].error);
+		kd_arena_reset(&fx->a);
+	}
+	rule_set_unref(&rs);
+}
+
 /* The issue's example on a real Produce: audit is read-only, orders must
  * be durable. */
 static void test_verdict_on_produce(void **state)
@@ -293,6 +380,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_produce_facts, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_fetch_topic_ids, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_create_topics_and_groups, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_typed_names, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_verdict_on_produce, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
