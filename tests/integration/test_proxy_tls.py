@@ -16,6 +16,7 @@ Certificates are made with openssl into a temporary folder (tls_certs.py).
    Kafka-style rule) is in the access log and in /metrics; a rule denying
    Produce to principal User:bob refuses bob's records and not alice's.
 """
+import concurrent.futures
 import os
 import re
 import shutil
@@ -124,14 +125,34 @@ def part_termination(c, certs):
     check(got == sorted(f"kcat {i}" for i in range(N)), f"kcat consumed {len(got)} of {N}")
     print(f"kcat: {N} messages produced and consumed over TLS")
 
-    # confluent-kafka
+    # The other three clients use their own topics and groups: they run side
+    # by side (each mostly waits for its group's first join, held 3 s by the
+    # mock cluster).
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        runs = [pool.submit(f, c, certs) for f in (termination_confluent,
+                                                    termination_kafka_python,
+                                                    termination_kafkajs)]
+        for r in runs:
+            r.result()
+
+    byp = produced_by_partition(c.log_entries(), "tc")
+    check(sum(byp.values()) == N, f"access log counts {byp} records for tc")
+    bad = warnings(c)
+    check(not bad, "kwire complained:\n" + "\n".join(bad[:10]))
+    m = c.metrics()
+    hs = m.get(("kwire_tls_handshakes_total", frozenset()), 0)
+    check(hs > 0, f"kwire_tls_handshakes_total {hs}")
+
+
+def termination_confluent(c, certs):
     errs, got = confluent_roundtrip(c, certs, "tc")
     check(not errs, f"confluent-kafka: delivery errors {errs[:3]}")
     check(sorted(got) == sorted(f"cf {i}" for i in range(N)),
           f"confluent-kafka consumed {len(got)} of {N}")
     print(f"confluent-kafka: {N} messages produced and consumed over TLS")
 
-    # kafka-python
+
+def termination_kafka_python(c, certs):
     kp = dict(security_protocol="SSL", ssl_cafile=certs["ca"], api_version_auto_timeout_ms=10000)
     prod = KafkaProducer(bootstrap_servers=c.bootstrap, acks="all", **kp)
     futs = [prod.send("tp", value=f"kp {i}".encode(), partition=i % 3) for i in range(N)]
@@ -150,7 +171,9 @@ def part_termination(c, certs):
           f"kafka-python consumed {len(got)} of {N}")
     print(f"kafka-python: {N} messages produced and consumed over TLS")
 
-    # kafkajs (tools/clients/kafkajs-client.js: every codec, then a group)
+
+def termination_kafkajs(c, certs):
+    """tools/clients/kafkajs-client.js: every codec, then a group."""
     if NODE and os.path.isdir(os.path.join(NODE_MODULES, "node_modules", "kafkajs")):
         import client_run
         import test_decode_records as tdr
@@ -170,14 +193,6 @@ def part_termination(c, certs):
     else:
         print("SKIP: kafkajs part (needs: kafkajs, tools/install-clients.sh)", file=sys.stderr)
         sys.exit(SKIP)
-
-    byp = produced_by_partition(c.log_entries(), "tc")
-    check(sum(byp.values()) == N, f"access log counts {byp} records for tc")
-    bad = warnings(c)
-    check(not bad, "kwire complained:\n" + "\n".join(bad[:10]))
-    m = c.metrics()
-    hs = m.get(("kwire_tls_handshakes_total", frozenset()), 0)
-    check(hs > 0, f"kwire_tls_handshakes_total {hs}")
 
 
 def part_wrong_protocol(c, certs, plain):
@@ -275,12 +290,15 @@ def main():
     try:
         certs = tls_certs.make_certs(os.path.join(tmp, "certs"))
         tls_args = ["--tls-cert", certs["server"], "--tls-key", certs["server_key"]]
-        with Cluster(topics=(("tk", 3), ("tc", 3), ("tp", 3), ("tjs", 5)),
-                     extra_proxy_args=tls_args) as c:
-            part_termination(c, certs)
-            with Cluster(topics=(("x", 1),)) as plain:
-                part_wrong_protocol(c, certs, plain)
-        part_mtls(certs, tmp)
+        # The mTLS part has its own cluster and proxy: it runs alongside.
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            mtls = pool.submit(part_mtls, certs, tmp)
+            with Cluster(topics=(("tk", 3), ("tc", 3), ("tp", 3), ("tjs", 5)),
+                         extra_proxy_args=tls_args) as c:
+                part_termination(c, certs)
+                with Cluster(topics=(("x", 1),)) as plain:
+                    part_wrong_protocol(c, certs, plain)
+            mtls.result()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print("ok")
