@@ -23,6 +23,7 @@ checked.
    another host, is refused: the client gets no metadata and kwire logs
    "broker certificate refused" with the reason.
 """
+import concurrent.futures
 import os
 import re
 import shutil
@@ -232,6 +233,71 @@ def wait_for(path, pattern, what):
     raise AssertionError(f"{what}: no line matching {pattern!r}:\n" + open(path).read()[-2000:])
 
 
+def start_kwire(s, name, upstream, extra):
+    """kwire proxy to upstream with --upstream-tls-ca and extra; returns its
+    listener and the path of its stderr."""
+    err = os.path.join(s.tmp, f"{name}.err")
+    p = subprocess.Popen([env("KWIRE_BIN"), "proxy", "--upstream", upstream, "--listen",
+                          "127.0.0.1:0", "--no-log", "--upstream-tls-ca", s.certs["ca"]] + extra,
+                         stdout=subprocess.PIPE, stderr=open(err, "w"), env=kwire_env())
+    s.procs.append(p)
+    line = _readline(p, time.monotonic() + 20, "kwire proxy")
+    while not line.startswith("LISTEN "):
+        line = _readline(p, time.monotonic() + 20, "kwire proxy")
+    return line.split()[1], err
+
+
+def case_plain_tls(s, boot, err):
+    roundtrip(boot, "to", {}, "plain")
+    check(not warnings(err), "kwire complained:\n" + "\n".join(warnings(err)[:5]))
+    md = subprocess.run(["kcat", "-L", "-b", boot], capture_output=True, timeout=20)
+    for port in s.brokers.values():
+        check(f":{port}" not in md.stdout.decode(), "a client saw a real broker")
+    return (f"plain -> TLS (haproxy): kcat and confluent-kafka produced and consumed {N} "
+            "messages each")
+
+
+def case_tls_tls(s):
+    certs = s.certs
+    px, boot, err = s.kwire("tls-tls", ["--upstream-tls-ca", certs["ca"],
+                                        "--tls-cert", certs["server"],
+                                        "--tls-key", certs["server_key"]])
+    roundtrip(boot, "to", {"security.protocol": "SSL", "ssl.ca.location": certs["ca"]}, "tls")
+    check(not warnings(err), "kwire complained:\n" + "\n".join(warnings(err)[:5]))
+    return f"TLS -> TLS (haproxy): confluent-kafka produced and consumed {N} messages"
+
+
+def case_sni(s, host, ok):
+    """A terminator that serves only "localhost" answers kwire when kwire's
+    bootstrap is localhost (SNI sent), and not when it is 127.0.0.1 (no SNI
+    for an address, RFC 6066)."""
+    boot, _ = start_kwire(s, f"sni-{host}", f"{host}:{s.sni_port}", [])
+    r = subprocess.run(["kcat", "-L", "-b", boot, "-m", "5"], capture_output=True, timeout=20)
+    check((r.returncode == 0) == ok and (b"broker 1 at" in r.stdout) == ok,
+          f"upstream {host}: kcat -L {'failed' if ok else 'worked'}: {r.stderr.decode()[-300:]}")
+    return None
+
+
+def case_mtls(s, name, extra, ok):
+    """kwire's own client certificate, for a terminator that requires one."""
+    boot, _ = start_kwire(s, f"mtls-{name}", f"127.0.0.1:{s.mtls_port}", extra)
+    r = subprocess.run(["kcat", "-L", "-b", boot, "-m", "5"], capture_output=True, timeout=20)
+    check((r.returncode == 0) == ok and (b"broker 1 at" in r.stdout) == ok,
+          f"mTLS upstream {name}: kcat -L {'failed' if ok else 'worked'}: "
+          f"{r.stderr.decode()[-300:]}")
+    return None
+
+
+def case_refused(s, name, port, pattern):
+    """A refused terminator: an untrusted CA, a certificate for another host."""
+    boot, err = start_kwire(s, name, f"127.0.0.1:{port}", [])
+    r = subprocess.run(["kcat", "-L", "-b", boot, "-m", "3"], capture_output=True, timeout=20)
+    check(r.returncode != 0, f"{name}: a client got metadata through it")
+    wait_for(err, pattern, name)
+    said = re.search(pattern + r".*", open(err).read()).group(0)
+    return f"{name} terminator refused: " + said[:120]
+
+
 def main():
     need()
     check_peer_clients()
@@ -239,7 +305,8 @@ def main():
     try:
         certs = tls_certs.make_certs(os.path.join(tmp, "certs"))
         with Setup(tmp, certs) as s:
-            # plain -> TLS
+            # plain -> TLS, kcat first: it reads topic "to" to its end and
+            # wants only its own records there.
             px, boot, err = s.kwire("plain-tls", ["--upstream-tls-ca", certs["ca"]])
             msgs = "".join(f"kcat {i}\n" for i in range(N)).encode()
             r = subprocess.run(["kcat", "-P", "-b", boot, "-t", "to"], input=msgs,
@@ -249,85 +316,33 @@ def main():
                                 "-q"], capture_output=True, timeout=30)
             got = sorted(r.stdout.decode().split("\n")[:-1])
             check(got == sorted(f"kcat {i}" for i in range(N)), f"kcat consumed {len(got)}")
-            roundtrip(boot, "to", {}, "plain")
-            check(not warnings(err), "kwire complained:\n" + "\n".join(warnings(err)[:5]))
-            md = subprocess.run(["kcat", "-L", "-b", boot], capture_output=True, timeout=20)
-            for port in s.brokers.values():
-                check(f":{port}" not in md.stdout.decode(), "a client saw a real broker")
-            print("plain -> TLS (haproxy): kcat and confluent-kafka produced and consumed "
-                  f"{N} messages each")
-            # TLS -> TLS
-            px, boot, err = s.kwire("tls-tls", ["--upstream-tls-ca", certs["ca"],
-                                                "--tls-cert", certs["server"],
-                                                "--tls-key", certs["server_key"]])
-            roundtrip(boot, "to", {"security.protocol": "SSL", "ssl.ca.location": certs["ca"]},
-                      "tls")
-            check(not warnings(err), "kwire complained:\n" + "\n".join(warnings(err)[:5]))
-            print(f"TLS -> TLS (haproxy): confluent-kafka produced and consumed {N} messages")
-            # SNI: a terminator that serves only "localhost" answers kwire
-            # when kwire's bootstrap is localhost (SNI sent), and not when it
-            # is 127.0.0.1 (no SNI for an address, RFC 6066).
-            for host, ok in (("localhost", True), ("127.0.0.1", False)):
-                err = os.path.join(tmp, f"sni-{host}.err")
-                p = subprocess.Popen([env("KWIRE_BIN"), "proxy", "--upstream",
-                                      f"{host}:{s.sni_port}", "--listen", "127.0.0.1:0",
-                                      "--no-log", "--upstream-tls-ca", certs["ca"]],
-                                     stdout=subprocess.PIPE, stderr=open(err, "w"),
-                                     env=kwire_env())
-                s.procs.append(p)
-                line = _readline(p, time.monotonic() + 20, "kwire proxy")
-                while not line.startswith("LISTEN "):
-                    line = _readline(p, time.monotonic() + 20, "kwire proxy")
-                r = subprocess.run(["kcat", "-L", "-b", line.split()[1], "-m", "5"],
-                                   capture_output=True, timeout=20)
-                check((r.returncode == 0) == ok and (b"broker 1 at" in r.stdout) == ok,
-                      f"upstream {host}: kcat -L {'failed' if ok else 'worked'}: "
-                      f"{r.stderr.decode()[-300:]}")
+            # Then every case side by side, each with its own kwire (and
+            # stderr file): most of each is waiting, for a group's first join
+            # (3 s on the mock) or for kcat -L to give up on a refused path.
+            # The round trips tell their records apart by a tag.
+            rogue = r"broker certificate refused \(unable to get local issuer certificate"
+            wrong = r"broker certificate refused \(.*it is not for 127\.0\.0\.1\)"
+            cases = [
+                (case_plain_tls, s, boot, err),
+                (case_tls_tls, s),
+                (case_sni, s, "localhost", True),
+                (case_sni, s, "127.0.0.1", False),
+                (case_mtls, s, "with-cert", ["--upstream-tls-cert", certs["alice"],
+                                             "--upstream-tls-key", certs["alice_key"]], True),
+                (case_mtls, s, "without-cert", [], False),
+                (case_refused, s, "rogue", s.rogue_port, rogue),
+                (case_refused, s, "wrong-host", s.wrong_port, wrong),
+            ]
+            with concurrent.futures.ThreadPoolExecutor(len(cases)) as pool:
+                runs = [pool.submit(*case) for case in cases]
+                out = [r.result() for r in runs]
+            for line in out[:2]:
+                print(line)
             print("SNI: sent for a host name (an SNI-only terminator answers), not for an address")
-            # kwire's own client certificate, for a terminator that requires one.
-            for name, extra, ok in (("with-cert", ["--upstream-tls-cert", certs["alice"],
-                                                   "--upstream-tls-key", certs["alice_key"]], True),
-                                    ("without-cert", [], False)):
-                err = os.path.join(tmp, f"mtls-{name}.err")
-                p = subprocess.Popen([env("KWIRE_BIN"), "proxy", "--upstream",
-                                      f"127.0.0.1:{s.mtls_port}", "--listen", "127.0.0.1:0",
-                                      "--no-log", "--upstream-tls-ca", certs["ca"]] + extra,
-                                     stdout=subprocess.PIPE, stderr=open(err, "w"),
-                                     env=kwire_env())
-                s.procs.append(p)
-                line = _readline(p, time.monotonic() + 20, "kwire proxy")
-                while not line.startswith("LISTEN "):
-                    line = _readline(p, time.monotonic() + 20, "kwire proxy")
-                r = subprocess.run(["kcat", "-L", "-b", line.split()[1], "-m", "5"],
-                                   capture_output=True, timeout=20)
-                check((r.returncode == 0) == ok and (b"broker 1 at" in r.stdout) == ok,
-                      f"mTLS upstream {name}: kcat -L {'failed' if ok else 'worked'}: "
-                      f"{r.stderr.decode()[-300:]}")
             print("mTLS to the cluster: a terminator requiring a client certificate accepts "
                   "kwire's, and refuses kwire without one")
-            # Refused terminators: an untrusted CA, a certificate for another host.
-            for name, port, pattern in (
-                    ("rogue", s.rogue_port,
-                     r"broker certificate refused \(unable to get local issuer certificate"),
-                    ("wrong-host", s.wrong_port,
-                     r"broker certificate refused \(.*it is not for 127\.0\.0\.1\)")):
-                err = os.path.join(tmp, f"{name}.err")
-                p = subprocess.Popen([env("KWIRE_BIN"), "proxy", "--upstream",
-                                      f"127.0.0.1:{port}", "--listen", "127.0.0.1:0",
-                                      "--no-log",
-                                      "--upstream-tls-ca", certs["ca"]],
-                                     stdout=subprocess.PIPE, stderr=open(err, "w"),
-                                     env=kwire_env())
-                s.procs.append(p)
-                line = _readline(p, time.monotonic() + 20, "kwire proxy")
-                while not line.startswith("LISTEN "):
-                    line = _readline(p, time.monotonic() + 20, "kwire proxy")
-                r = subprocess.run(["kcat", "-L", "-b", line.split()[1], "-m", "3"],
-                                   capture_output=True, timeout=20)
-                check(r.returncode != 0, f"{name}: a client got metadata through it")
-                wait_for(err, pattern, name)
-                print(f"{name} terminator refused: "
-                      + re.search(pattern + r".*", open(err).read()).group(0)[:120])
+            for line in out[6:]:
+                print(line)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print("ok")
