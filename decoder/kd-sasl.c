@@ -2,6 +2,7 @@
  * token classes (kd-sasl.h). Every read is bounded by the given length;
  * nothing is copied out but the user name. */
 #include "kd-sasl.h"
+#include "kd-saslmsg.h"
 
 #include <string.h>
 
@@ -214,48 +215,6 @@ static size_t scram_user(const uint8_t *p, size_t len, struct ob *o)
  * The user is the GS2 authzid, else the "sub" claim of the token when it
  * is a JWT (RFC 7519: base64url(header) "." base64url(payload) "." sig). */
 
-static int b64url_val(uint8_t c)
-{
-	if (c >= 'A' && c <= 'Z')
-		return c - 'A';
-	if (c >= 'a' && c <= 'z')
-		return c - 'a' + 26;
-	if (c >= '0' && c <= '9')
-		return c - '0' + 52;
-	if (c == '-' || c == '+')
-		return 62;
-	if (c == '_' || c == '/')
-		return 63;
-	return -1;
-}
-
-/* Decodes base64url (padding optional) into out; returns the length, or
- * -1 when invalid or larger than cap. */
-static long b64url_decode(const uint8_t *s, size_t n, uint8_t *out, size_t cap)
-{
-	uint32_t acc = 0;
-	unsigned bits = 0;
-	size_t o = 0;
-
-	while (n && s[n - 1] == '=')
-		n--;
-	for (size_t i = 0; i < n; i++) {
-		int v = b64url_val(s[i]);
-		if (v < 0)
-			return -1;
-		acc = acc << 6 | (uint32_t)v;
-		bits += 6;
-		if (bits >= 8) {
-			bits -= 8;
-			if (o >= cap)
-				return -1;
-			out[o++] = (uint8_t)(acc >> bits);
-		}
-		acc &= (1u << bits) - 1;
-	}
-	return (long)o;
-}
-
 static size_t skip_ws(const uint8_t *p, size_t i, size_t n)
 {
 	while (i < n && (p[i] == ' ' || p[i] == '\t' || p[i] == '\n' || p[i] == '\r'))
@@ -383,7 +342,8 @@ static size_t oauth_user(const uint8_t *p, size_t len, struct ob *o)
 
 			if (!d1 || !(d2 = find(d1 + 1, e, '.')))
 				break;
-			n = b64url_decode(d1 + 1, (size_t)(d2 - d1 - 1), payload, sizeof(payload));
+			n = kd_b64_decode(d1 + 1, (size_t)(d2 - d1 - 1), payload, sizeof(payload),
+			                  1);
 			if (n <= 0 || !jwt_sub(payload, (size_t)n, o))
 				break;
 			return o->len;
