@@ -23,6 +23,18 @@ void kd_w_cstr(struct kd_wbuf *out, const char *s)
 	kd_w_raw(out, s, strlen(s));
 }
 
+void kd_w_prom_label(struct kd_wbuf *out, const char *s)
+{
+	for (; *s; s++) {
+		if (*s == '\\' || *s == '"')
+			kd_w_raw(out, "\\", 1);
+		if (*s == '\n')
+			kd_w_raw(out, "\\n", 2);
+		else
+			kd_w_raw(out, s, 1);
+	}
+}
+
 void kd_w_fmt(struct kd_wbuf *out, const char *fmt, ...)
 {
 	char buf[1024];

@@ -73,4 +73,8 @@ void kd_w_fmt(struct kd_wbuf *out, const char *fmt, ...) __attribute__((format(p
 /* NUL-terminated text without quotes or escaping. */
 void kd_w_cstr(struct kd_wbuf *out, const char *s);
 
+/* A Prometheus label value (text exposition format 0.0.4), without its
+ * quotes: backslash, double quote and line feed escaped. */
+void kd_w_prom_label(struct kd_wbuf *out, const char *s);
+
 #endif

@@ -20,6 +20,7 @@
 #include <event2/thread.h>
 
 #include "kd-api-keys-gen.h"
+#include "kd-render.h"
 #include "kd-schema.h"
 #include "kd-topics.h"
 #include "px-admin.h"
@@ -250,36 +251,6 @@ void px_admin_set_log(struct px_admin *adm, struct px_log *log)
 
 /* ---- rendering ---- */
 
-static void w_str(struct kd_wbuf *w, const char *s)
-{
-	kd_w_raw(w, s, strlen(s));
-}
-
-static void w_fmt(struct kd_wbuf *w, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void w_fmt(struct kd_wbuf *w, const char *fmt, ...)
-{
-	char buf[512];
-	va_list ap;
-	va_start(ap, fmt);
-	int n = vsnprintf(buf, sizeof(buf), fmt, ap);
-	va_end(ap);
-	if (n > 0)
-		kd_w_raw(w, buf, (size_t)n < sizeof(buf) ? (size_t)n : sizeof(buf) - 1);
-}
-
-/* A Prometheus label value: backslash, quote and newline escaped. */
-static void w_label(struct kd_wbuf *w, const char *s)
-{
-	for (; *s; s++) {
-		if (*s == '\\' || *s == '"')
-			kd_w_raw(w, "\\", 1);
-		if (*s == '\n')
-			kd_w_raw(w, "\\n", 2);
-		else
-			kd_w_raw(w, s, 1);
-	}
-}
-
 static const char *adm_api_name(int16_t key, char buf[16])
 {
 	const char *name = kd_api_name(key);
@@ -292,13 +263,14 @@ static const char *adm_api_name(int16_t key, char buf[16])
 static void adm_counter(struct kd_wbuf *w, const char *name, const char *help, uint64_t v,
                         const char *type)
 {
-	w_fmt(w, "# HELP %s %s\n# TYPE %s %s\n%s %" PRIu64 "\n", name, help, name, type, name, v);
+	kd_w_fmt(w, "# HELP %s %s\n# TYPE %s %s\n%s %" PRIu64 "\n", name, help, name, type, name,
+	         v);
 }
 
 static void adm_api_family(struct px_admin *adm, struct kd_wbuf *w, const char *name,
                            const char *help, int which)
 {
-	w_fmt(w, "# HELP %s %s\n# TYPE %s counter\n", name, help, name);
+	kd_w_fmt(w, "# HELP %s %s\n# TYPE %s counter\n", name, help, name);
 	for (int16_t key = 0; key < PX_API_MAX; key++) {
 		for (int16_t ver = 0; ver < PX_VER_MAX; ver++) {
 			struct px_api_stats st;
@@ -309,17 +281,17 @@ static void adm_api_family(struct px_admin *adm, struct kd_wbuf *w, const char *
 			if (!st.requests && !st.responses && !st.errors)
 				continue;
 			char nb[16];
-			w_fmt(w, "%s{api=\"%s\",api_key=\"%d\",version=\"%d\"} %" PRIu64 "\n", name,
-			      adm_api_name(key, nb), key, ver, v);
+			kd_w_fmt(w, "%s{api=\"%s\",api_key=\"%d\",version=\"%d\"} %" PRIu64 "\n",
+			         name, adm_api_name(key, nb), key, ver, v);
 		}
 	}
 }
 
 static void adm_topic_line(struct kd_wbuf *w, const char *metric, const char *topic, uint64_t v)
 {
-	w_fmt(w, "%s{topic=\"", metric);
-	w_label(w, topic);
-	w_fmt(w, "\"} %" PRIu64 "\n", v);
+	kd_w_fmt(w, "%s{topic=\"", metric);
+	kd_w_prom_label(w, topic);
+	kd_w_fmt(w, "\"} %" PRIu64 "\n", v);
 }
 
 /* TLS (docs/security.md): handshakes, refusals, clients on the wrong
@@ -339,16 +311,20 @@ static void adm_tls_metrics(struct px_admin *adm, struct kd_wbuf *w)
 	adm_counter(w, "kwire_tls_no_principal_total",
 	            "Clients refused: no principal mapping rule applied to their certificate.",
 	            ts.no_principal, "counter");
-	w_str(w, "# HELP kwire_tls_wrong_protocol_total Clients refused for speaking the other "
-	         "protocol than their listener.\n# TYPE kwire_tls_wrong_protocol_total counter\n");
-	w_fmt(w,
-	      "kwire_tls_wrong_protocol_total{listener=\"plaintext\",client=\"tls\"} %" PRIu64 "\n",
-	      ts.tls_on_plain);
-	w_fmt(w,
-	      "kwire_tls_wrong_protocol_total{listener=\"tls\",client=\"plaintext\"} %" PRIu64 "\n",
-	      ts.plain_on_tls);
-	w_fmt(w, "kwire_tls_wrong_protocol_total{listener=\"tls\",client=\"other\"} %" PRIu64 "\n",
-	      ts.not_tls);
+	kd_w_cstr(w,
+	          "# HELP kwire_tls_wrong_protocol_total Clients refused for speaking the other "
+	          "protocol than their listener.\n# TYPE kwire_tls_wrong_protocol_total counter\n");
+	kd_w_fmt(w,
+	         "kwire_tls_wrong_protocol_total{listener=\"plaintext\",client=\"tls\"} %" PRIu64
+	         "\n",
+	         ts.tls_on_plain);
+	kd_w_fmt(w,
+	         "kwire_tls_wrong_protocol_total{listener=\"tls\",client=\"plaintext\"} %" PRIu64
+	         "\n",
+	         ts.plain_on_tls);
+	kd_w_fmt(w,
+	         "kwire_tls_wrong_protocol_total{listener=\"tls\",client=\"other\"} %" PRIu64 "\n",
+	         ts.not_tls);
 	adm_counter(w, "kwire_tls_reloads_total", "Certificate reloads (SIGHUP or a changed file).",
 	            ts.reloads, "counter");
 	adm_counter(w, "kwire_tls_reload_failures_total",
@@ -405,14 +381,15 @@ static void adm_rules_metrics(struct px_admin *adm, struct kd_wbuf *w, const str
 	if (px_quota_of(adm->px))
 		px_quota_metrics(px_quota_of(adm->px), w);
 	const char *h = "kwire_rule_hits_total";
-	w_fmt(w, "# HELP %s Requests each rule of the set in force matched.\n# TYPE %s counter\n",
-	      h, h);
+	kd_w_fmt(w,
+	         "# HELP %s Requests each rule of the set in force matched.\n# TYPE %s counter\n",
+	         h, h);
 	for (unsigned i = 0; i < rs->n; i++) {
-		w_fmt(w, "%s{rule=\"", h);
-		w_label(w, rs->rules[i].name);
-		w_fmt(w, "\",section=\"%s\"} %" PRIu64 "\n",
-		      rule_section_name(rs->rules[i].section),
-		      atomic_load_explicit(&rs->rules[i].hits, memory_order_relaxed));
+		kd_w_fmt(w, "%s{rule=\"", h);
+		kd_w_prom_label(w, rs->rules[i].name);
+		kd_w_fmt(w, "\",section=\"%s\"} %" PRIu64 "\n",
+		         rule_section_name(rs->rules[i].section),
+		         atomic_load_explicit(&rs->rules[i].hits, memory_order_relaxed));
 	}
 	rule_set_unref(&rs);
 }
@@ -422,33 +399,33 @@ void px_admin_rules_json(struct px_admin *adm, struct kd_wbuf *w)
 {
 	struct px_rules *pr = px_rules_of(adm->px);
 	if (!pr) {
-		w_str(w, "{\"rules\":null}\n");
+		kd_w_cstr(w, "{\"rules\":null}\n");
 		return;
 	}
 	struct px_rules_state rst;
 	struct rule_set *rs = px_rules_state(pr, &rst);
 	char ts[40];
 	kd_sum_fmt_ts(rst.loaded_us, ts, sizeof(ts));
-	w_str(w, "{\"path\":");
+	kd_w_cstr(w, "{\"path\":");
 	kd_sum_json_str(w, (const uint8_t *)rst.path, strlen(rst.path));
-	w_fmt(w,
-	      ",\"sha256\":\"%s\",\"loaded_at\":\"%s\",\"reloads\":%" PRIu64
-	      ",\"failures\":%" PRIu64 ",\"last_error\":",
-	      rst.sha256, ts, rst.reloads, rst.failures);
+	kd_w_fmt(w,
+	         ",\"sha256\":\"%s\",\"loaded_at\":\"%s\",\"reloads\":%" PRIu64
+	         ",\"failures\":%" PRIu64 ",\"last_error\":",
+	         rst.sha256, ts, rst.reloads, rst.failures);
 	if (rst.last_error[0])
 		kd_sum_json_str(w, (const uint8_t *)rst.last_error, strlen(rst.last_error));
 	else
-		w_str(w, "null");
-	w_str(w, ",\"rules\":[");
+		kd_w_cstr(w, "null");
+	kd_w_cstr(w, ",\"rules\":[");
 	for (unsigned i = 0; i < rs->n; i++) {
 		const struct rule *rule = &rs->rules[i];
-		w_str(w, i ? ",{\"name\":" : "{\"name\":");
+		kd_w_cstr(w, i ? ",{\"name\":" : "{\"name\":");
 		kd_sum_json_str(w, (const uint8_t *)rule->name, strlen(rule->name));
-		w_fmt(w, ",\"section\":\"%s\",\"line\":%u,\"hits\":%" PRIu64 "}",
-		      rule_section_name(rule->section), rule->line,
-		      atomic_load_explicit(&rule->hits, memory_order_relaxed));
+		kd_w_fmt(w, ",\"section\":\"%s\",\"line\":%u,\"hits\":%" PRIu64 "}",
+		         rule_section_name(rule->section), rule->line,
+		         atomic_load_explicit(&rule->hits, memory_order_relaxed));
 	}
-	w_str(w, "]}\n");
+	kd_w_cstr(w, "]}\n");
 	rule_set_unref(&rs);
 }
 
@@ -467,10 +444,10 @@ void px_admin_metrics(struct px_admin *adm, struct kd_wbuf *w)
 	               2);
 
 	const char *h = "kwire_request_latency_seconds";
-	w_fmt(w,
-	      "# HELP %s Time from a request's last byte to its response's last byte, "
-	      "per API.\n# TYPE %s histogram\n",
-	      h, h);
+	kd_w_fmt(w,
+	         "# HELP %s Time from a request's last byte to its response's last byte, "
+	         "per API.\n# TYPE %s histogram\n",
+	         h, h);
 	for (int16_t key = 0; key < PX_API_MAX; key++) {
 		struct adm_hist *hs = &adm->hist[key];
 		uint64_t count = atomic_load_explicit(&hs->count, memory_order_relaxed);
@@ -482,15 +459,15 @@ void px_admin_metrics(struct px_admin *adm, struct kd_wbuf *w)
 		for (size_t b = 0; b <= ADM_NB; b++) {
 			cum += atomic_load_explicit(&hs->b[b], memory_order_relaxed);
 			if (b < ADM_NB)
-				w_fmt(w, "%s_bucket{api=\"%s\",le=\"%g\"} %" PRIu64 "\n", h, api,
-				      (double)adm_bounds_us[b] / 1e6, cum);
+				kd_w_fmt(w, "%s_bucket{api=\"%s\",le=\"%g\"} %" PRIu64 "\n", h, api,
+				         (double)adm_bounds_us[b] / 1e6, cum);
 			else
-				w_fmt(w, "%s_bucket{api=\"%s\",le=\"+Inf\"} %" PRIu64 "\n", h, api,
-				      cum);
+				kd_w_fmt(w, "%s_bucket{api=\"%s\",le=\"+Inf\"} %" PRIu64 "\n", h,
+				         api, cum);
 		}
-		w_fmt(w, "%s_sum{api=\"%s\"} %.6f\n", h, api,
-		      (double)atomic_load_explicit(&hs->sum_us, memory_order_relaxed) / 1e6);
-		w_fmt(w, "%s_count{api=\"%s\"} %" PRIu64 "\n", h, api, cum);
+		kd_w_fmt(w, "%s_sum{api=\"%s\"} %.6f\n", h, api,
+		         (double)atomic_load_explicit(&hs->sum_us, memory_order_relaxed) / 1e6);
+		kd_w_fmt(w, "%s_count{api=\"%s\"} %" PRIu64 "\n", h, api, cum);
 	}
 
 	adm_counter(w, "kwire_client_bytes_received_total", "Bytes read from clients.",
@@ -588,20 +565,21 @@ void px_admin_metrics(struct px_admin *adm, struct kd_wbuf *w)
 	};
 	adm_tls_metrics(adm, w);
 	pthread_mutex_lock(&adm->tmu);
-	w_str(w, "# HELP kwire_principal_requests_total Requests per authenticated principal "
-	         "(the first 64 seen; later ones as _other).\n"
-	         "# TYPE kwire_principal_requests_total counter\n");
+	kd_w_cstr(w, "# HELP kwire_principal_requests_total Requests per authenticated principal "
+	             "(the first 64 seen; later ones as _other).\n"
+	             "# TYPE kwire_principal_requests_total counter\n");
 	for (unsigned i = 0; i < adm->nprincipals; i++) {
-		w_str(w, "kwire_principal_requests_total{principal=\"");
-		w_label(w, adm->principals[i].name);
-		w_fmt(w, "\"} %" PRIu64 "\n", adm->principals[i].requests);
+		kd_w_cstr(w, "kwire_principal_requests_total{principal=\"");
+		kd_w_prom_label(w, adm->principals[i].name);
+		kd_w_fmt(w, "\"} %" PRIu64 "\n", adm->principals[i].requests);
 	}
 	if (adm->principal_other)
-		w_fmt(w, "kwire_principal_requests_total{principal=\"_other\"} %" PRIu64 "\n",
-		      adm->principal_other);
+		kd_w_fmt(w, "kwire_principal_requests_total{principal=\"_other\"} %" PRIu64 "\n",
+		         adm->principal_other);
 	adm_fold_ids(adm);
 	for (size_t m = 0; m < sizeof(tm) / sizeof(tm[0]); m++) {
-		w_fmt(w, "# HELP %s %s\n# TYPE %s counter\n", tm[m].name, tm[m].help, tm[m].name);
+		kd_w_fmt(w, "# HELP %s %s\n# TYPE %s counter\n", tm[m].name, tm[m].help,
+		         tm[m].name);
 		for (unsigned i = 0; i < ADM_TOPICS; i++) {
 			const struct adm_topic *t = &adm->topics[i];
 			if (t->by_id && !(t->produce_records | t->produce_bytes | t->fetch_records |
@@ -622,10 +600,10 @@ int px_admin_health(struct px_admin *adm, struct kd_wbuf *w)
 {
 	char what[192];
 	if (adm->log && px_log_health(adm->log, what, sizeof(what))) {
-		w_fmt(w, "degraded: access log: %s\n", what);
+		kd_w_fmt(w, "degraded: access log: %s\n", what);
 		return 1;
 	}
-	w_str(w, "ok\n");
+	kd_w_cstr(w, "ok\n");
 	return 0;
 }
 
@@ -646,19 +624,19 @@ void px_admin_brokers_json(struct px_admin *adm, struct kd_wbuf *w)
 			n = 64;
 		}
 	}
-	w_str(w, "{\"bootstrap_port\":");
-	w_fmt(w, "%u", px_listen_port(adm->px));
-	w_str(w, ",\"brokers\":[");
+	kd_w_cstr(w, "{\"bootstrap_port\":");
+	kd_w_fmt(w, "%u", px_listen_port(adm->px));
+	kd_w_cstr(w, ",\"brokers\":[");
 	for (unsigned i = 0; i < n; i++) {
 		const struct px_broker_ent *e = &all[i];
 		if (i)
-			w_str(w, ",");
-		w_fmt(w, "{\"node_id\":%" PRId32 ",\"host\":", e->node_id);
+			kd_w_cstr(w, ",");
+		kd_w_fmt(w, "{\"node_id\":%" PRId32 ",\"host\":", e->node_id);
 		kd_sum_json_str(w, (const uint8_t *)e->host, strlen(e->host));
-		w_fmt(w, ",\"port\":%u,\"proxy_port\":%u,\"listening\":%s}", e->port, e->proxy_port,
-		      e->listening ? "true" : "false");
+		kd_w_fmt(w, ",\"port\":%u,\"proxy_port\":%u,\"listening\":%s}", e->port,
+		         e->proxy_port, e->listening ? "true" : "false");
 	}
-	w_str(w, "]}\n");
+	kd_w_cstr(w, "]}\n");
 	if (all != ents)
 		free(all);
 }

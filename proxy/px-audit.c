@@ -573,11 +573,6 @@ void px_audit_reopen(struct px_audit *a)
 
 /* ---- the lines ---- */
 
-static void w_str(struct kd_wbuf *w, const char *s)
-{
-	kd_w_raw(w, s, strlen(s));
-}
-
 /* {"ts":...,"event":EVENT,"rule":RULE,"client":...,... (left open). */
 static void ev_head(struct kd_wbuf *w, const char *event, const char *rule,
                     const struct px_audit_who *who)
@@ -586,17 +581,17 @@ static void ev_head(struct kd_wbuf *w, const char *event, const char *rule,
 	char tbuf[40];
 	clock_gettime(CLOCK_REALTIME, &ts);
 	kd_sum_fmt_ts((int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000, tbuf, sizeof(tbuf));
-	w_str(w, "{\"ts\":");
+	kd_w_cstr(w, "{\"ts\":");
 	kd_json_cstr(w, tbuf);
-	w_str(w, ",\"event\":");
+	kd_w_cstr(w, ",\"event\":");
 	kd_json_cstr(w, event);
-	w_str(w, ",\"rule\":");
+	kd_w_cstr(w, ",\"rule\":");
 	kd_json_cstr(w, rule);
-	w_str(w, ",\"client\":");
+	kd_w_cstr(w, ",\"client\":");
 	kd_json_cstr(w, who->client_addr ? who->client_addr : "");
-	w_str(w, ",\"client_id\":");
+	kd_w_cstr(w, ",\"client_id\":");
 	kd_json_view(w, &who->client_id);
-	w_str(w, ",\"principal\":");
+	kd_w_cstr(w, ",\"principal\":");
 	kd_json_cstr(w, who->principal ? who->principal : "");
 	const char *api = kd_api_name(who->api_key);
 	kd_w_fmt(w, ",\"broker\":%d,\"api\":", who->broker_id);
@@ -649,7 +644,7 @@ static void audit_refusal(struct px_audit *a, const struct rule_set *rs, const s
 	ev_head(&w, rule && rule->section == RULE_POLICY ? "policy" : "deny",
 	        rule ? rule->name : "?", who);
 	const char *err = kd_error_name(jd->error);
-	w_str(&w, ",\"error\":");
+	kd_w_cstr(&w, ",\"error\":");
 	if (err)
 		kd_json_cstr(&w, err);
 	else
@@ -661,27 +656,27 @@ static void audit_refusal(struct px_audit *a, const struct rule_set *rs, const s
 	for (unsigned t = 0; t < req->ntopics; t++) {
 		if (!j->tv[t].error && jd->act == PX_J_SPLIT)
 			continue;
-		w_str(&w, nt++ ? "," : "");
+		kd_w_cstr(&w, nt++ ? "," : "");
 		kd_json_view(&w, &req->topics[t].name);
 	}
-	w_str(&w, "]");
+	kd_w_cstr(&w, "]");
 	if (jd->act == PX_J_SPLIT) {
 		/* Each refused topic with its own rule and error. */
-		w_str(&w, ",\"refused\":[");
+		kd_w_cstr(&w, ",\"refused\":[");
 		nt = 0;
 		for (unsigned t = 0; t < req->ntopics; t++) {
 			if (!j->tv[t].error)
 				continue;
-			w_str(&w, nt++ ? ",{\"topic\":" : "{\"topic\":");
+			kd_w_cstr(&w, nt++ ? ",{\"topic\":" : "{\"topic\":");
 			kd_json_view(&w, &req->topics[t].name);
-			w_str(&w, ",\"rule\":");
+			kd_w_cstr(&w, ",\"rule\":");
 			kd_json_cstr(&w, j->tv[t].rule ? j->tv[t].rule->name : "?");
 			const char *e = kd_error_name(j->tv[t].error);
 			kd_w_fmt(&w, ",\"error\":\"%s\"}", e ? e : "?");
 		}
-		w_str(&w, "]");
+		kd_w_cstr(&w, "]");
 	}
-	w_str(&w, "}");
+	kd_w_cstr(&w, "}");
 	struct pa_sink *sinks[RULE_MAX_HITS + 1];
 	unsigned n = event_sinks(a, rs, jd->audits, jd->naudits, sinks);
 	put_all(sinks, n, &w, rule ? rule->name : "");
@@ -694,7 +689,7 @@ void px_audit_throttle(struct px_audit *a, const struct rule_set *rs,
 {
 	struct kd_wbuf w = {0};
 	ev_head(&w, "throttle", rule, who);
-	w_str(&w, ",\"key\":");
+	kd_w_cstr(&w, ",\"key\":");
 	kd_json_cstr(&w, key);
 	kd_w_fmt(&w, ",\"throttle_ms\":%u}", ms);
 	struct pa_sink *sinks[RULE_MAX_HITS + 1];
@@ -721,11 +716,11 @@ static void rec_bytes(struct kd_wbuf *w, const char *what, const struct kd_view 
 {
 	kd_w_fmt(w, ",\"%s\":", what);
 	if (v->null || !v->p) {
-		w_str(w, "null");
+		kd_w_cstr(w, "null");
 		return;
 	}
 	if (redact)
-		w_str(w, "\"[redacted]\"");
+		kd_w_cstr(w, "\"[redacted]\"");
 	else
 		kd_json_str(w, v->p, v->len < max ? v->len : max);
 	kd_w_fmt(w, ",\"%s_size\":%u", what, v->len);
@@ -755,7 +750,7 @@ static void rec_line_start(struct rec_out *o)
 {
 	o->w->len = 0;
 	ev_head(o->w, "records", o->rule->name, o->who);
-	w_str(o->w, ",\"records\":[");
+	kd_w_cstr(o->w, ",\"records\":[");
 	o->n = 0;
 }
 
@@ -763,14 +758,14 @@ static void rec_line_start(struct rec_out *o)
  * it to the sink. */
 static void rec_line_end(struct rec_out *o, const char *problem)
 {
-	w_str(o->w, "]");
+	kd_w_cstr(o->w, "]");
 	if (o->part || o->w->len > PA_LINE_MAX)
 		kd_w_fmt(o->w, ",\"part\":%u", ++o->part);
 	if (problem) {
-		w_str(o->w, ",\"problem\":");
+		kd_w_cstr(o->w, ",\"problem\":");
 		kd_json_cstr(o->w, problem);
 	}
-	w_str(o->w, "}");
+	kd_w_cstr(o->w, "}");
 	if (o->sink && !o->w->err)
 		sink_put(o->sink, o->w, o->rule->name);
 }
@@ -799,7 +794,7 @@ static void rec_blob(struct rec_out *o, const struct kd_view *topic, int32_t par
 				rec_line_start(o);
 			}
 			struct kd_wbuf *w = o->w;
-			w_str(w, o->n++ ? ",{\"topic\":" : "{\"topic\":");
+			kd_w_cstr(w, o->n++ ? ",{\"topic\":" : "{\"topic\":");
 			kd_json_view(w, topic);
 			kd_w_fmt(w, ",\"partition\":%d", part);
 			if (o->fetch)
@@ -809,27 +804,27 @@ static void rec_blob(struct rec_out *o, const struct kd_view *topic, int32_t par
 			          o->rule->max_value_bytes);
 			rec_bytes(w, "value", &rec.value, o->rule->redact_value,
 			          o->rule->max_value_bytes);
-			w_str(w, ",\"headers\":[");
+			kd_w_cstr(w, ",\"headers\":[");
 			struct kd_rec_hdr_iter hi;
 			struct kd_header h;
 			unsigned nh = 0;
 			kd_rec_headers_init(&hi, &rec);
 			while (kd_rec_next_header(&hi, &h) == 1) {
-				w_str(w, nh++ ? ",{\"key\":" : "{\"key\":");
+				kd_w_cstr(w, nh++ ? ",{\"key\":" : "{\"key\":");
 				kd_json_str(w, h.key.p, h.key.len);
-				w_str(w, ",\"value\":");
+				kd_w_cstr(w, ",\"value\":");
 				if (h.value.null || !h.value.p)
-					w_str(w, "null");
+					kd_w_cstr(w, "null");
 				else if (redacted(o->rule, &h.key))
-					w_str(w, "\"[redacted]\"");
+					kd_w_cstr(w, "\"[redacted]\"");
 				else
 					kd_json_str(w, h.value.p,
 					            h.value.len < o->rule->max_value_bytes
 					                ? h.value.len
 					                : o->rule->max_value_bytes);
-				w_str(w, "}");
+				kd_w_cstr(w, "}");
 			}
-			w_str(w, "]}");
+			kd_w_cstr(w, "]}");
 		}
 	}
 }
@@ -1037,9 +1032,9 @@ void px_audit_response(struct px_audit *a, struct px_audit_pend *pend, const str
 		}
 		struct kd_wbuf w = {0};
 		ev_head(&w, "summary", wt->rule->name, &who);
-		w_str(&w, ",\"summary\":");
+		kd_w_cstr(&w, ",\"summary\":");
 		kd_sum_json(sum, &w);
-		w_str(&w, "}");
+		kd_w_cstr(&w, "}");
 		struct pa_sink *s = sink_get(a, pend->rs, wt->rule);
 		put_all(&s, 1, &w, wt->rule->name);
 		kd_wbuf_free(&w);
@@ -1100,18 +1095,6 @@ unsigned px_audit_stats(struct px_audit *a, struct px_audit_sink_stats *out, uns
 	return n;
 }
 
-static void w_label(struct kd_wbuf *w, const char *s)
-{
-	for (; *s; s++) {
-		if (*s == '\\' || *s == '"')
-			kd_w_raw(w, "\\", 1);
-		if (*s == '\n')
-			kd_w_raw(w, "\\n", 2);
-		else
-			kd_w_raw(w, s, 1);
-	}
-}
-
 #define PA_METRICS_MAX 256 /* sinks listed in /metrics */
 
 void px_audit_metrics(struct px_audit *a, struct kd_wbuf *w)
@@ -1140,7 +1123,7 @@ void px_audit_metrics(struct px_audit *a, struct kd_wbuf *w)
 		for (unsigned i = 0; i < n; i++) {
 			uint64_t v[] = {st[i].records, st[i].written, st[i].dropped, st[i].errors};
 			kd_w_fmt(w, "%s{sink=\"", fam[f].name);
-			w_label(w, st[i].name);
+			kd_w_prom_label(w, st[i].name);
 			kd_w_fmt(w, "\"} %" PRIu64 "\n", v[f]);
 		}
 	}

@@ -274,21 +274,12 @@ uint32_t px_quota_response(struct px *px, struct px_quota *q, struct px_qreq *qr
 	return thr;
 }
 
-static void w_label(struct kd_wbuf *w, const char *s)
-{
-	for (; *s; s++) {
-		if (*s == '\\' || *s == '"')
-			kd_w_raw(w, "\\", 1);
-		kd_w_raw(w, s, 1);
-	}
-}
-
 static void w_series(struct kd_wbuf *w, const char *name, const struct qseries *s, int secs)
 {
 	kd_w_fmt(w, "%s{rule=\"", name);
-	w_label(w, s->rule);
+	kd_w_prom_label(w, s->rule);
 	kd_w_cstr(w, "\",key=\"");
-	w_label(w, s->key);
+	kd_w_prom_label(w, s->key);
 	if (secs)
 		kd_w_fmt(w, "\"} %.3f\n", (double)s->ms / 1000.0);
 	else

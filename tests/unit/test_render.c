@@ -302,6 +302,14 @@ static void test_helpers(void **state)
 	assert_int_equal(w.len, 24);
 	assert_memory_equal(w.p, "\"-_-_AAAAAAAAAAAAAAAAAA\"", 24);
 	kd_wbuf_free(&w);
+
+	/* A Prometheus label value: \\, \" and line feeds escaped, the rest
+	 * as it is. */
+	memset(&w, 0, sizeof(w));
+	kd_w_prom_label(&w, "a\\b\"c\nd\te");
+	assert_int_equal(w.len, 12);
+	assert_memory_equal(w.p, "a\\\\b\\\"c\\nd\te", 12);
+	kd_wbuf_free(&w);
 }
 
 /* A control batch (COMMIT marker) and an invalid UTF-8 string in an array. */
