@@ -30,6 +30,7 @@ principal User:bob, a 1.5 s handshake timeout.
    C closes the client's connection with a clear log line.
 """
 import json
+import concurrent.futures
 import os
 import shutil
 import struct
@@ -262,14 +263,20 @@ def main():
                            result="success") >= 3, f"{mech}: successes not counted")
         phase('. wrong password, unknown user')
         # 2. wrong password, unknown user
-        for mech in MECHS:
+        # The refused clients side by side: each waits to be told (kafka-python
+        # for its 2 s max_block_ms).
+        def cf_refused(mech):
             e = su.confluent_refused(su.sasl_conf(c.bootstrap, mech, "alice", "wrong-pw"),
                                      f"librdkafka {mech}, wrong password")
             check("uthentication" in e.str(), f"librdkafka's error: {e.str()}")
-            if mech != "SCRAM-SHA-512":
-                kafka_python_refused(c.bootstrap, mech)
-        kafkajs(c.bootstrap, "SCRAM-SHA-256", "alice", "wrong-pw", 3)
-        kafkajs(c.bootstrap, "PLAIN", "nobody", "x", 3)
+        refusals = [(cf_refused, mech) for mech in MECHS]
+        refusals += [(kafka_python_refused, c.bootstrap, mech) for mech in MECHS
+                     if mech != "SCRAM-SHA-512"]
+        refusals += [(kafkajs, c.bootstrap, "SCRAM-SHA-256", "alice", "wrong-pw", 3),
+                     (kafkajs, c.bootstrap, "PLAIN", "nobody", "x", 3)]
+        with concurrent.futures.ThreadPoolExecutor(len(refusals)) as pool:
+            for r in [pool.submit(*f) for f in refusals]:
+                r.result()
         wire_refusal(c.bootstrap, "alice", "wrong")
         wire_refusal(c.bootstrap, "nobody", "x")
         wire_v2(c.bootstrap)
@@ -295,9 +302,9 @@ def main():
         phase('. limits before authentication')
         # 4. limits before authentication
         limits(c.bootstrap, c.admin)
-        phase('. passthrough: B in front of A')
-        phase("reload")
+        phase(". reload")
         reload(kwire, c, creds)
+        phase(". passthrough: B in front of A")
         # 5. passthrough: B in front of A
         b = su.Proxy(kwire, tmp, "passthrough", ["--upstream", c.bootstrap, "--sasl", "passthrough"])
         try:
@@ -327,42 +334,52 @@ def main():
         # 7. kwire's own identity upstream (C -> A)
         up = ("upstream_sasl_mechanism: SCRAM-SHA-512\nupstream_sasl_username: svc\n"
               f"upstream_sasl_password: \"{USERS['svc']}\"\n")
-        cc = su.Proxy(kwire, tmp, "upstream-sasl", ["--upstream", c.bootstrap, "--sasl",
-                                                     "terminate", "--sasl-credentials", creds],
-                      config=up)
-        try:
-            su.confluent_round(su.sasl_conf(cc.bootstrap, "PLAIN", "alice", USERS["alice"]),
-                               TOPIC, 5, "up-sasl")
-            check(principal_lines(cc.log_entries(), "User:alice", "Produce"),
-                  "C's log names no Produce of User:alice")
-            check(principal_lines(c.log_entries(), "User:svc", "Produce"),
-                  "A's log names no Produce of User:svc (kwire's own identity)")
-            check(cc.metric("kwire_sasl_upstream_authentications_total", result="success") >= 1,
-                  "C counted no upstream authentication")
-            r = subprocess.run([kwire, "proxy", "-c", os.path.join(tmp, "upstream-sasl.yaml"),
-                                "-u", "127.0.0.1:1", "--print-config"], capture_output=True,
-                               text=True, timeout=20)
-            check(USERS["svc"] not in r.stdout and "[redacted]" in r.stdout,
-                  "--print-config shows the upstream password")
-        finally:
-            check(cc.stop() == 0, "upstream-sasl kwire did not exit cleanly:\n" + cc.stderr())
-        bad = su.Proxy(kwire, tmp, "upstream-bad", ["--upstream", c.bootstrap, "--sasl",
-                                                     "terminate", "--sasl-credentials", creds],
-                       config=up.replace(USERS["svc"], "not-svc-pw"))
-        try:
-            from confluent_kafka import Producer
-            p = Producer(su.sasl_conf(bad.bootstrap, "PLAIN", "alice", USERS["alice"]))
+
+        # kwire's identity accepted (C) and refused (bad) side by side: the
+        # refused one waits 4 s for a client's metadata that must not come.
+        def upstream_good():
+            cc = su.Proxy(kwire, tmp, "upstream-sasl", ["--upstream", c.bootstrap, "--sasl",
+                                                         "terminate", "--sasl-credentials", creds],
+                          config=up)
             try:
-                p.list_topics(timeout=4)
-                raise AssertionError("a client got metadata through a kwire the broker refused")
-            except confluent_kafka.KafkaException:
-                pass
-            time.sleep(0.3)
-            check("SASL to" in bad.stderr() and "refused kwire's credentials" in bad.stderr(),
-                  "no clear log line for the refused upstream credentials:\n" + bad.stderr())
-            check("not-svc-pw" not in bad.stderr(), "the upstream password is logged")
-        finally:
-            bad.stop()
+                su.confluent_round(su.sasl_conf(cc.bootstrap, "PLAIN", "alice", USERS["alice"]),
+                                   TOPIC, 5, "up-sasl")
+                check(principal_lines(cc.log_entries(), "User:alice", "Produce"),
+                      "C's log names no Produce of User:alice")
+                check(principal_lines(c.log_entries(), "User:svc", "Produce"),
+                      "A's log names no Produce of User:svc (kwire's own identity)")
+                check(cc.metric("kwire_sasl_upstream_authentications_total",
+                                result="success") >= 1, "C counted no upstream authentication")
+                r = subprocess.run([kwire, "proxy", "-c", os.path.join(tmp, "upstream-sasl.yaml"),
+                                    "-u", "127.0.0.1:1", "--print-config"], capture_output=True,
+                                   text=True, timeout=20)
+                check(USERS["svc"] not in r.stdout and "[redacted]" in r.stdout,
+                      "--print-config shows the upstream password")
+            finally:
+                check(cc.stop() == 0, "upstream-sasl kwire did not exit cleanly:\n" + cc.stderr())
+
+        def upstream_bad():
+            bad = su.Proxy(kwire, tmp, "upstream-bad", ["--upstream", c.bootstrap, "--sasl",
+                                                         "terminate", "--sasl-credentials", creds],
+                           config=up.replace(USERS["svc"], "not-svc-pw"))
+            try:
+                from confluent_kafka import Producer
+                p = Producer(su.sasl_conf(bad.bootstrap, "PLAIN", "alice", USERS["alice"]))
+                try:
+                    p.list_topics(timeout=4)
+                    raise AssertionError("a client got metadata through a kwire the broker refused")
+                except confluent_kafka.KafkaException:
+                    pass
+                time.sleep(0.3)
+                check("SASL to" in bad.stderr() and "refused kwire's credentials" in bad.stderr(),
+                      "no clear log line for the refused upstream credentials:\n" + bad.stderr())
+                check("not-svc-pw" not in bad.stderr(), "the upstream password is logged")
+            finally:
+                bad.stop()
+
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            for r in [pool.submit(upstream_good), pool.submit(upstream_bad)]:
+                r.result()
     print(f"ok (peer {peer()})")
 
 

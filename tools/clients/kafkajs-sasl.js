@@ -52,7 +52,10 @@ async function main () {
     return
   }
 
-  const consumer = kafka.consumer({ groupId: `grp-${tag}` })
+  // maxWaitTimeInMs: disconnect() waits for the fetch in flight, which the
+  // mock cluster holds for its whole max wait once the records are read
+  // (kafkajs's default: 5 s).
+  const consumer = kafka.consumer({ groupId: `grp-${tag}`, maxWaitTimeInMs: 500 })
   await consumer.connect()
   await consumer.subscribe({ topic, fromBeginning: true })
   const seen = new Set()
