@@ -75,22 +75,24 @@ def produce(c, topic, n, **kw):
 
 
 def read_all(c, topic, timeout=20):
+    """Every record of partition 0 of topic, up to its high watermark (asked
+    through kwire): not until some seconds pass without one."""
     cons = Consumer({"bootstrap.servers": c.bootstrap, "group.id": f"rd-{topic}-{time.time()}",
                      "auto.offset.reset": "earliest", "enable.auto.commit": False})
-    cons.assign([TopicPartition(topic, 0, 0)])
+    tp = TopicPartition(topic, 0, 0)
+    lo, hi = cons.get_watermark_offsets(tp, timeout=10)
+    cons.assign([tp])
     got = []
     end = time.monotonic() + timeout
-    idle = 0
-    while time.monotonic() < end and idle < 6:
+    next_offset = lo
+    while next_offset < hi and time.monotonic() < end:
         m = cons.poll(0.5)
-        if m is None:
-            idle += 1 if got else 0
+        if m is None or m.error():
             continue
-        if m.error():
-            continue
-        idle = 0
+        next_offset = m.offset() + 1
         got.append(m.value().decode())
     cons.close()
+    check(next_offset >= hi, f"{topic}: read up to offset {next_offset}, high watermark {hi}")
     return got
 
 
