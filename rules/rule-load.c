@@ -523,34 +523,49 @@ static int redact_pair(struct yl *y, const char *key, const yaml_node_t *knode,
 	return yerr(y, knode, "unknown redact key '%s' (headers, key, value)", key);
 }
 
-/* `properties:` of a Kafka sink: librdkafka property names to values. */
-static int prop_pair(struct yl *y, const char *key, const yaml_node_t *knode,
-                     const yaml_node_t *val, void *ctx)
+/* Adds one property to a sink (rule_sink_prop_fn): 0, or -1 out of memory. */
+static int sink_prop_add(void *ctx, const char *key, const char *val)
 {
-	(void)knode;
 	struct rule_sink *s = ctx;
-	char *v = NULL;
-	if (y_dup(y, val, key, &v))
-		return -1;
 	char **n = realloc(s->props, (s->nprops + 2) * sizeof(*n));
-	char *k = strdup(key);
-	if (!n || !k) {
-		free(v);
-		free(k);
-		if (n)
-			s->props = n;
-		return yerr(y, val, "out of memory");
-	}
+	if (!n)
+		return -1;
 	s->props = n;
+	char *k = strdup(key), *v = strdup(val);
+	if (!k || !v) {
+		free(k);
+		free(v);
+		return -1;
+	}
 	n[s->nprops++] = k;
 	n[s->nprops++] = v;
 	return 0;
 }
 
+/* `properties:` of a Kafka sink: librdkafka property names to values. */
+static int prop_pair(struct yl *y, const char *key, const yaml_node_t *knode,
+                     const yaml_node_t *val, void *ctx)
+{
+	(void)knode;
+	char *v = NULL;
+	if (y_dup(y, val, key, &v))
+		return -1;
+	int rc = sink_prop_add(ctx, key, v);
+	free(v);
+	return rc ? yerr(y, val, "out of memory") : 0;
+}
+
+/* A sink's `to:` being read, and its security keys until it is. */
+struct sink_to {
+	struct rule_sink *s;
+	struct rule_sink_sec sec;
+};
+
 static int sink_pair(struct yl *y, const char *key, const yaml_node_t *knode,
                      const yaml_node_t *val, void *ctx)
 {
-	struct rule_sink *s = ctx;
+	struct sink_to *t = ctx;
+	struct rule_sink *s = t->s;
 	if (!strcmp(key, "file"))
 		return y_dup(y, val, key, &s->file);
 	if (!strcmp(key, "kafka"))
@@ -561,8 +576,25 @@ static int sink_pair(struct yl *y, const char *key, const yaml_node_t *knode,
 		return y_map(y, val, "'properties'", prop_pair, s);
 	if (!strcmp(key, "queue_bytes"))
 		return y_size(y, val, key, 4096, (int64_t)1 << 40, &s->queue_bytes);
+	int rc = rule_sink_sec_pair(y, key, knode, val, &t->sec);
+	if (rc <= 0)
+		return rc;
 	return yerr(y, knode,
-	            "unknown 'to' key '%s' (file, kafka, bootstrap, properties, queue_bytes)", key);
+	            "unknown 'to' key '%s' (file, kafka, bootstrap, tls, sasl, properties, "
+	            "queue_bytes)",
+	            key);
+}
+
+/* An audit rule's `to:` mapping. */
+static int sink_to(struct yl *y, const yaml_node_t *val, struct rule_sink *s)
+{
+	struct sink_to t = {.s = s};
+	int rc = y_map(y, val, "'to'", sink_pair, &t);
+	if (!rc)
+		rc =
+		    rule_sink_sec_finish(y, val, &t.sec, s->props, s->nprops / 2, sink_prop_add, s);
+	rule_sink_sec_free(&t.sec);
+	return rc;
 }
 
 struct rule_ctx {
@@ -738,7 +770,7 @@ static int rule_pair(struct yl *y, const char *key, const yaml_node_t *knode,
 		if (!strcmp(key, "to")) {
 			if (val->type == YAML_SCALAR_NODE)
 				return y_dup(y, val, key, &rule->sink.file);
-			return y_map(y, val, "'to'", sink_pair, &rule->sink);
+			return sink_to(y, val, &rule->sink);
 		}
 		break;
 	}
@@ -802,11 +834,10 @@ static int rule_finish(struct yl *y, struct rule_ctx *rc)
 			rule->max_bytes = 1024 * 1024;
 		if ((rule->sink.bootstrap || rule->sink.nprops || rule->sink.queue_bytes) &&
 		    !rule->sink.kafka)
-			return yerr(
-			    y, rc->node,
-			    "audit '%s': 'bootstrap', 'properties' and 'queue_bytes' go with "
-			    "'kafka: TOPIC'",
-			    rule->name);
+			return yerr(y, rc->node,
+			            "audit '%s': 'bootstrap', 'tls', 'sasl', 'properties' and "
+			            "'queue_bytes' go with 'kafka: TOPIC'",
+			            rule->name);
 		if (rule->sink.file && rule->sink.kafka)
 			return yerr(y, rc->node,
 			            "audit '%s': 'to' is a file or a Kafka topic, not both",

@@ -5,6 +5,7 @@
 #include "kd-api-keys-gen.h"
 #include "kd-schema.h"
 #include "rule-mirror.h"
+#include "rule-yaml.h"
 #include "rule.h"
 
 #define MIRROR_PROPS_MAX 128
@@ -16,51 +17,64 @@ static struct rule_mirror *mirror_of(struct yl *y, const yaml_node_t *node, stru
 	return rule->mirror;
 }
 
+/* Adds one property to m (rule_sink_prop_fn): 0, or -1 out of memory. */
+static int prop_add(void *ctx, const char *key, const char *val)
+{
+	struct rule_mirror *m = ctx;
+	char **v = realloc(m->props, (2 * m->nprops + 3) * sizeof(*v));
+	if (!v)
+		return -1;
+	m->props = v;
+	v[2 * m->nprops] = strdup(key);
+	v[2 * m->nprops + 1] = strdup(val);
+	v[2 * m->nprops + 2] = NULL;
+	if (!v[2 * m->nprops] || !v[2 * m->nprops + 1]) {
+		free(v[2 * m->nprops]);
+		free(v[2 * m->nprops + 1]);
+		v[2 * m->nprops] = NULL;
+		return -1;
+	}
+	m->nprops++;
+	return 0;
+}
+
 static int prop_pair(struct yl *y, const char *key, const yaml_node_t *knode,
                      const yaml_node_t *val, void *ctx)
 {
 	struct rule_mirror *m = ctx;
 	char buf[1024];
-	(void)knode;
 	if (m->nprops >= MIRROR_PROPS_MAX)
 		return yerr(y, val, "'properties': at most %d", MIRROR_PROPS_MAX);
 	if (!strcmp(key, "bootstrap.servers"))
 		return yerr(y, knode, "'properties': give the cluster as 'bootstrap'");
 	if (y_str(y, val, key, buf, sizeof(buf)))
 		return -1;
-	char **v = realloc(m->props, (2 * m->nprops + 3) * sizeof(*v));
-	if (!v)
-		return yerr(y, val, "out of memory");
-	m->props = v;
-	v[2 * m->nprops] = strdup(key);
-	v[2 * m->nprops + 1] = strdup(buf);
-	v[2 * m->nprops + 2] = NULL;
-	if (!v[2 * m->nprops] || !v[2 * m->nprops + 1]) {
-		free(v[2 * m->nprops]);
-		free(v[2 * m->nprops + 1]);
-		v[2 * m->nprops] = NULL;
-		return yerr(y, val, "out of memory");
-	}
-	m->nprops++;
-	return 0;
+	return prop_add(m, key, buf) ? yerr(y, val, "out of memory") : 0;
 }
+
+/* A mirror's `to:` being read: the rule's action, and its security keys
+ * until the whole mapping is read. */
+struct mirror_to {
+	struct rule_mirror *m;
+	struct rule_sink_sec sec;
+};
 
 static int to_pair(struct yl *y, const char *key, const yaml_node_t *knode, const yaml_node_t *val,
                    void *ctx)
 {
-	struct rule_mirror *m = ctx;
+	struct mirror_to *t = ctx;
+	struct rule_mirror *m = t->m;
 	if (!strcmp(key, "bootstrap"))
 		return y_dup(y, val, key, &m->bootstrap);
 	if (!strcmp(key, "queue_bytes"))
 		return y_size(y, val, key, 64 * 1024, 1ll << 40, &m->queue_bytes);
 	if (!strcmp(key, "properties"))
 		return y_map(y, val, "'properties'", prop_pair, m);
-	if (!strcmp(key, "tls") || !strcmp(key, "sasl"))
-		return yerr(y, knode,
-		            "'to': '%s' is not supported by this version of kwire (set the "
-		            "librdkafka security properties under 'properties')",
-		            key);
-	return yerr(y, knode, "unknown 'to' key '%s' (bootstrap, queue_bytes, properties)", key);
+	int rc = rule_sink_sec_pair(y, key, knode, val, &t->sec);
+	if (rc <= 0)
+		return rc;
+	return yerr(y, knode,
+	            "unknown 'to' key '%s' (bootstrap, queue_bytes, tls, sasl, properties)", key);
 }
 
 int rule_mirror_pair(struct yl *y, const char *key, const yaml_node_t *knode,
@@ -109,7 +123,12 @@ int rule_mirror_pair(struct yl *y, const char *key, const yaml_node_t *knode,
 	if (!strcmp(key, "to")) {
 		if (val->type == YAML_SCALAR_NODE)
 			return y_dup(y, val, key, &m->bootstrap);
-		return y_map(y, val, "'to'", to_pair, m);
+		struct mirror_to t = {.m = m};
+		int rc = y_map(y, val, "'to'", to_pair, &t);
+		if (!rc)
+			rc = rule_sink_sec_finish(y, val, &t.sec, m->props, m->nprops, prop_add, m);
+		rule_sink_sec_free(&t.sec);
+		return rc;
 	}
 	return 1;
 }

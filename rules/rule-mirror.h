@@ -10,6 +10,8 @@
  *       to:                            # the mirror cluster (a sink)
  *         bootstrap: dr-kafka:9092
  *         queue_bytes: 64MiB           # byte budget, held records included
+ *         tls: {ca: dr-ca.pem}         # the cluster's own security (rule-sink.c)
+ *         sasl: {mechanism: SCRAM-SHA-512, username: u, password_file: f}
  *         properties: {linger.ms: 5}   # librdkafka producer properties
  *   tap:
  *     - name: billing
@@ -35,7 +37,8 @@ struct rule_mirror {
 	uint8_t by_key;      /* partition: key (the sink's murmur2 hash), else same */
 	char *bootstrap;     /* to.bootstrap */
 	int64_t queue_bytes; /* to.queue_bytes */
-	/* to.properties, as {"key", "value", ..., NULL} for px_ksink_conf.props */
+	/* to.properties, then what to.tls and to.sasl say, as {"key", "value",
+	 * ..., NULL} for px_ksink_conf.props */
 	char **props;
 	unsigned nprops; /* pairs */
 	/* The proxy's sink for this rule, index + 1 (0: none yet); set by the

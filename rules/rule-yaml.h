@@ -42,6 +42,32 @@ typedef int y_pair_fn(struct yl *y, const char *key, const yaml_node_t *knode,
                       const yaml_node_t *val, void *ctx);
 int y_map(struct yl *y, const yaml_node_t *node, const char *what, y_pair_fn *fn, void *ctx);
 
+/* ---- a Kafka sink's `tls:` and `sasl:` (rule-sink.c) ----
+ *
+ * An audit rule's topic and a mirror rule's cluster take, in their `to:`,
+ *   tls: true | {ca: FILE, cert: FILE, key: FILE, verify: true}
+ *   sasl: {mechanism: PLAIN|SCRAM-SHA-256|SCRAM-SHA-512, username: U,
+ *          password: P | password_file: FILE}
+ * which become librdkafka properties (security.protocol, ssl.*, sasl.*)
+ * once the whole `to:` is read. */
+struct rule_sink_sec {
+	uint8_t tls, sasl, no_verify, password_inline;
+	char *ca, *cert, *key;
+	char mechanism[16];
+	char *username, *password, *password_file;
+};
+/* Adds one property; 0, or -1 when out of memory. */
+typedef int rule_sink_prop_fn(void *ctx, const char *key, const char *value);
+/* One key of a `to:`: 0 (read), -1 (error) or 1 (not tls or sasl). */
+int rule_sink_sec_pair(struct yl *y, const char *key, const yaml_node_t *knode,
+                       const yaml_node_t *val, struct rule_sink_sec *s);
+/* Once the `to:` (node) is read: checks s against the properties given
+ * (props: nprops {key, value} pairs; a security property there and tls
+ * or sasl here is an error) and adds s's properties through add. */
+int rule_sink_sec_finish(struct yl *y, const yaml_node_t *node, struct rule_sink_sec *s,
+                         char *const *props, size_t nprops, rule_sink_prop_fn *add, void *ctx);
+void rule_sink_sec_free(struct rule_sink_sec *s);
+
 /* ---- rewrite rules, records part (rule-rewrite.c) ---- */
 
 /* The keys of a rewrite rule's records part, for "unknown key" messages. */

@@ -1,7 +1,7 @@
 /* test_rule_mirror.c: the `mirror:` and `tap:` sections (rule-mirror.h):
  * their keys, defaults and errors, Produce implied, the topic template,
- * that the forwarding path reads no body facts for a mirror, and a dump that
- * never shows a password property. */
+ * that the forwarding path reads no body facts for a mirror, a dump that
+ * never shows a password property, and a sink's `tls:` and `sasl:`. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -98,8 +99,24 @@ static void test_mirror_errors(void **state)
 	             "r.yaml:2:5:", "'api' can only be Produce");
 	expect_error("mirror:\n  - to: h:1\n    partition: random\n",
 	             "r.yaml:3:16:", "not same or key");
-	expect_error("mirror:\n  - to: {bootstrap: h:1, tls: {ca: x}}\n",
-	             "r.yaml:2:26:", "'tls' is not supported");
+	expect_error(
+	    "mirror:\n  - to: {bootstrap: h:1, tls: {ca: x}, properties: {ssl.ca.location: "
+	    "y}}\n",
+	    "r.yaml:2:9:", "'ssl.ca.location' and 'tls'/'sasl' say the same thing");
+	expect_error("mirror:\n  - to: {bootstrap: h:1, sasl: {mechanism: GSSAPI}}\n",
+	             "r.yaml:2:44:", "not PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512");
+	expect_error("mirror:\n  - to: {bootstrap: h:1, sasl: {mechanism: PLAIN, username: u}}\n",
+	             "r.yaml:2:9:", "'sasl' needs 'mechanism', 'username' and 'password'");
+	expect_error("mirror:\n  - to: {bootstrap: h:1, sasl: {password: a, password_file: b}}\n",
+	             "r.yaml:2:46:", "'password' and 'password_file': give one");
+	expect_error("mirror:\n  - to: {bootstrap: h:1, sasl: {password_file: /nonexistent/pw}}\n",
+	             "r.yaml:2:48:", "cannot open /nonexistent/pw");
+	expect_error("mirror:\n  - to: {bootstrap: h:1, tls: {cert: c}}\n",
+	             "r.yaml:2:9:", "'cert' and 'key' go together");
+	expect_error("mirror:\n  - to: {bootstrap: h:1, tls: {crl: c}}\n",
+	             "r.yaml:2:32:", "unknown 'tls' key 'crl' (ca, cert, key, verify)");
+	expect_error("audit:\n  - log: summary\n    to: {file: a.jsonl, tls: true}\n",
+	             "r.yaml:2:5:", "'tls', 'sasl', 'properties' and 'queue_bytes' go with 'kafka");
 	expect_error("mirror:\n  - to: {bootstrap: h:1, properties: {bootstrap.servers: x}}\n",
 	             "r.yaml:2:39:", "give the cluster as 'bootstrap'");
 	expect_error("mirror:\n  - to: {bootstrap: h:1, queue_bytes: 10}\n",
@@ -110,6 +127,73 @@ static void test_mirror_errors(void **state)
 	expect_error("tap:\n  - to: x.pcapng\n    files: 0\n", "r.yaml:3:12:", "not a number");
 	expect_error("tap:\n  - to: x.pcapng\n    topic: x\n",
 	             "r.yaml:3:5:", "unknown key 'topic' (a rule under 'tap' takes");
+}
+
+/* The property pairs {k, v, ...} of props (n pairs) as "k=v,k=v". */
+static void props_text(char *const *props, unsigned n, char *out, size_t cap)
+{
+	size_t o = 0;
+	out[0] = 0;
+	for (unsigned i = 0; i < n && o < cap; i++)
+		o += (size_t)snprintf(out + o, cap - o, "%s%s=%s", i ? "," : "", props[2 * i],
+		                      props[2 * i + 1]);
+}
+
+/* `tls:` and `sasl:` in a mirror's and an audit sink's `to:` become the
+ * librdkafka properties that say the same; the password can come from a
+ * file (its final line feed left out). */
+static void test_sink_security(void **state)
+{
+	(void)state;
+	char pwfile[] = "/tmp/kwire-test-pw-XXXXXX";
+	int fd = mkstemp(pwfile);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, "s3cret-pw\n", 10), 10);
+	close(fd);
+	char yaml[1024], err[512] = "", text[1024];
+	snprintf(yaml, sizeof(yaml),
+	         "mirror:\n"
+	         "  - to:\n"
+	         "      bootstrap: h:1\n"
+	         "      properties: {linger.ms: 5}\n"
+	         "      tls: {ca: ca.pem, cert: c.pem, key: k.pem, verify: false}\n"
+	         "      sasl: {mechanism: SCRAM-SHA-512, username: dr, password_file: %s}\n"
+	         "audit:\n"
+	         "  - log: summary\n"
+	         "    to: {kafka: audit, sasl: {mechanism: PLAIN, username: au, password: p2}}\n"
+	         "  - log: summary\n"
+	         "    to: {kafka: audit2, tls: true}\n",
+	         pwfile);
+	struct rule_set *rs = load(yaml, err, sizeof(err));
+	unlink(pwfile);
+	if (!rs)
+		fail_msg("%s", err);
+	const struct rule_mirror *m = rs->rules[0].mirror;
+	props_text(m->props, m->nprops, text, sizeof(text));
+	assert_string_equal(text, "linger.ms=5,security.protocol=SASL_SSL,ssl.ca.location=ca.pem,"
+	                          "ssl.certificate.location=c.pem,ssl.key.location=k.pem,"
+	                          "enable.ssl.certificate.verification=false,"
+	                          "ssl.endpoint.identification.algorithm=none,"
+	                          "sasl.mechanisms=SCRAM-SHA-512,sasl.username=dr,"
+	                          "sasl.password=s3cret-pw");
+	assert_null(m->props[2 * m->nprops]);
+	const struct rule_sink *a = &rs->rules[1].sink;
+	props_text(a->props, a->nprops / 2, text, sizeof(text));
+	assert_string_equal(text, "security.protocol=SASL_PLAINTEXT,sasl.mechanisms=PLAIN,"
+	                          "sasl.username=au,sasl.password=p2");
+	a = &rs->rules[2].sink;
+	props_text(a->props, a->nprops / 2, text, sizeof(text));
+	assert_string_equal(text, "security.protocol=SSL");
+	/* The dump redacts the password. */
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&buf, &len);
+	rule_set_dump(rs, f);
+	fclose(f);
+	assert_null(strstr(buf, "s3cret-pw"));
+	assert_null(strstr(buf, "=p2"));
+	free(buf);
+	rule_set_unref(&rs);
 }
 
 static void test_mirror_topic(void **state)
@@ -135,6 +219,7 @@ int main(void)
 	    cmocka_unit_test(test_mirror_keys),
 	    cmocka_unit_test(test_mirror_errors),
 	    cmocka_unit_test(test_mirror_topic),
+	    cmocka_unit_test(test_sink_security),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
