@@ -112,8 +112,11 @@ def kp_producer(c, topic, stats, out):
     def ok(md):
         stats.append((time.monotonic(), len(VALUE)))
     t0 = out["t0"]
-    while time.monotonic() < t0 + RUN:
-        kp.send(topic, VALUE).add_callback(ok)
+    try:
+        while time.monotonic() < t0 + RUN:
+            kp.send(topic, VALUE).add_callback(ok)
+    except Exception as e:  # e.g. its buffer stayed full for max_block_ms
+        out["error"] = f"{time.monotonic() - t0:.1f} s into the window: {e!r}"
     out["metrics"] = kp.metrics()["producer-metrics"]
     try:
         kp.flush(60)
@@ -292,6 +295,16 @@ def main():
         r_rdk, r_kp, r_cons = (in_window(s, t0) for s in (rdk, kp, cons))
         r_fast = sum(n for t, n in fast if t < t0 + FAST) / FAST
         kpm = kp_out.get("metrics", {})
+        # A send that failed stops that producer: say so first, with what
+        # kwire's side shows for its connection.
+        if "error" in kp_out:
+            thr = c.metric("kwire_quota_throttle_seconds_total", rule="kp-produce", key="kp-slow")
+            last = [e for e in c.log_entries() if e.get("api") == "Produce" and
+                    any(p.get("topic") == "qb" for p in e.get("partitions", []))][-3:]
+            print(f"kafka-python producer stopped, {kp_out['error']}; its metrics {kpm}; "
+                  f"kwire's throttle seconds for kp-slow {thr}; the access log's last "
+                  f"Produce lines of its topic qb: {last}", file=sys.stderr)
+        check("error" not in kp_out, f"the kafka-python producer failed {kp_out.get('error')}")
         print(f"over {RUN:.0f} s (quota {QUOTA / 1e6:.3f} MB/s): librdkafka producer "
               f"{r_rdk / QUOTA:.3f} of the quota, kafka-python producer {r_kp / QUOTA:.3f}, "
               f"librdkafka consumer {r_cons / QUOTA:.3f}, unthrottled producer "
