@@ -6,15 +6,21 @@
  *      no rules, with a header injection rule, and with a JSON masking rule
  *      (three fields: a hash, a replacement, a drop). The rules apply to
  *      Produce (the producer's rate) and to Fetch (the consumer's rate).
- *      Each case is the median of --reps runs, interleaved.
+ *      Each case is the median of --reps runs, interleaved. Besides the
+ *      rates, the CPU time kwire's own threads (workers and acceptor) spend
+ *      per 100 MB of record values moved, during the produce phase and the
+ *      consume phase: steadier than the rates on a shared machine, since
+ *      the producer, consumer and mock brokers share the same cores.
  *   2. Where the time goes, per codec: one batch of 500 such records, the
  *      time to decompress it, to compress it, to rewrite it with the
  *      header rule and with the masking rule (kd_rec_rewrite: decompress,
  *      edit, recompress, CRC), in MB/s of uncompressed records.
  *
  * Prints figures and asserts nothing (STYLE.md "Tests").
- *   bench_records [--messages N] [--reps N] [--codec C] */
+ *   bench_records [--messages N] [--reps N] [--codec C] [--rules none|headers|mask]
+ * (--rules: that case alone, without the others: for a profiler.) */
 #include <getopt.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +34,7 @@
 #include "kd-recedit.h"
 #include "kd-records.h"
 #include "kd-tree.h"
+#include "px-int.h" /* the worker threads, for their CPU time */
 #include "px-mock.h"
 #include "px.h"
 #include "rule.h"
@@ -103,7 +110,7 @@ static size_t json_value(char *buf, size_t cap, long i)
 static void quiet_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
 {
 	(void)rk;
-	if (level <= 3)
+	if (level <= 3 || getenv("BENCH_RDDEBUG"))
 		fprintf(stderr, "bench_records: rdkafka: %s: %s\n", fac, buf);
 }
 
@@ -119,6 +126,8 @@ static rd_kafka_t *client(rd_kafka_type_t type, const char *bootstrap, const cha
 	for (; kv && kv[0]; kv += 2)
 		if (rd_kafka_conf_set(conf, kv[0], kv[1], errstr, sizeof(errstr)))
 			die(kv[0], errstr);
+	if (type == RD_KAFKA_CONSUMER && getenv("BENCH_RDDEBUG"))
+		rd_kafka_conf_set(conf, "debug", getenv("BENCH_RDDEBUG"), errstr, sizeof(errstr));
 	if (dr)
 		rd_kafka_conf_set_dr_msg_cb(conf, dr);
 	rd_kafka_conf_set_opaque(conf, opaque);
@@ -137,8 +146,24 @@ static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaque)
 
 struct tput {
 	double prate, crate; /* messages per second */
+	double pcpu, ccpu;   /* kwire CPU seconds per 100 MB of values */
 	int incomplete;
 };
+
+/* CPU seconds used so far by kwire's threads: its workers and acceptor
+ * (px-int.h). The producer, consumer and mock brokers are not counted. */
+static double px_cpu_s(const struct px *px)
+{
+	double s = 0;
+	for (unsigned i = 0; i <= px->nworkers; i++) {
+		pthread_t th = i < px->nworkers ? px->workers[i].thread : px->athread;
+		clockid_t cid;
+		struct timespec ts;
+		if (pthread_getcpuclockid(th, &cid) == 0 && clock_gettime(cid, &ts) == 0)
+			s += (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+	}
+	return s;
+}
 
 static void run(const char *codec, int r, long n, struct tput *out)
 {
@@ -155,7 +180,7 @@ static void run(const char *codec, int r, long n, struct tput *out)
 	px_conf_init(&conf);
 	snprintf(conf.listen.host, sizeof(conf.listen.host), "127.0.0.1");
 	conf.listen.port = 0;
-	conf.log_level = 0;
+	conf.log_level = getenv("BENCH_LOG") ? atoi(getenv("BENCH_LOG")) : 0;
 	if (rules[0])
 		conf.rules = strdup(rules);
 	if (px_mock_conf_upstream(mock, &conf, err, sizeof(err)))
@@ -165,6 +190,8 @@ static void run(const char *codec, int r, long n, struct tput *out)
 	if (!px || px_start(px, err, sizeof(err)))
 		die("px", err);
 	snprintf(bootstrap, sizeof(bootstrap), "127.0.0.1:%u", px_listen_port(px));
+	for (unsigned i = 0; i < px->nworkers; i++) /* for a profiler: perf --comm */
+		pthread_setname_np(px->workers[i].thread, "kwire-worker");
 
 	long st[2] = {0, 0};
 	const char *pkv[] = {"acks",
@@ -185,6 +212,10 @@ static void run(const char *codec, int r, long n, struct tput *out)
 		                  RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
 	rd_kafka_flush(rk, 30000);
 	long warm = st[0];
+	double vbytes = 0;
+	for (long i = 0; i < n; i++)
+		vbytes += (double)vlen[i & 63];
+	double cpu0 = px_cpu_s(px);
 	double t0 = now_s();
 	for (long i = 0; i < n; i++) {
 		while (rd_kafka_producev(rk, RD_KAFKA_V_TOPIC("bench"),
@@ -200,6 +231,7 @@ static void run(const char *codec, int r, long n, struct tput *out)
 	double pt = now_s() - t0;
 	long produced = st[0] - warm;
 	out->prate = (double)produced / pt;
+	out->pcpu = (px_cpu_s(px) - cpu0) / (vbytes / 1e8);
 	rd_kafka_destroy(rk);
 
 	const char *ckv[] = {
@@ -213,6 +245,7 @@ static void run(const char *codec, int r, long n, struct tput *out)
 	rd_kafka_topic_partition_list_destroy(parts);
 	long got = 0;
 	double first = 0;
+	cpu0 = px_cpu_s(px);
 	t0 = now_s();
 	while (got < produced + warm && now_s() - t0 < 60) {
 		rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 100);
@@ -223,6 +256,10 @@ static void run(const char *codec, int r, long n, struct tput *out)
 		rd_kafka_message_destroy(m);
 	}
 	out->crate = got > 1 ? (double)(got - 1) / (now_s() - first) : 0;
+	/* The consumer fetched the warm-up records too. */
+	for (long i = 0; i < warm && i < PARTS; i++)
+		vbytes += (double)vlen[i];
+	out->ccpu = (px_cpu_s(px) - cpu0) / (vbytes / 1e8);
 	out->incomplete = produced != n || got < produced + warm;
 	rd_kafka_consumer_close(rk);
 	rd_kafka_destroy(rk);
@@ -376,13 +413,14 @@ int main(int argc, char **argv)
 {
 	long n = 30000;
 	int reps = 3;
-	int only = -1;
+	int only = -1, only_r = -1;
 	static const struct option lo[] = {{"messages", required_argument, NULL, 'm'},
 	                                   {"reps", required_argument, NULL, 'r'},
 	                                   {"codec", required_argument, NULL, 'c'},
+	                                   {"rules", required_argument, NULL, 'R'},
 	                                   {NULL, 0, NULL, 0}};
 	int c;
-	while ((c = getopt_long(argc, argv, "m:r:c:", lo, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "m:r:c:R:", lo, NULL)) != -1) {
 		if (c == 'm')
 			n = atol(optarg);
 		else if (c == 'r')
@@ -391,9 +429,15 @@ int main(int argc, char **argv)
 			for (int k = 0; k < 5; k++)
 				if (!strcmp(optarg, codecs[k]))
 					only = k;
+		} else if (c == 'R' && (!strcmp(optarg, "none") || !strcmp(optarg, "headers") ||
+		                        !strcmp(optarg, "mask"))) {
+			only_r = !strcmp(optarg, "none")      ? R_NONE
+			         : !strcmp(optarg, "headers") ? R_HEADERS
+			                                      : R_MASK;
 		} else {
 			fprintf(stderr,
-			        "usage: bench_records [--messages N] [--reps N] [--codec C]\n");
+			        "usage: bench_records [--messages N] [--reps N] [--codec C] "
+			        "[--rules none|headers|mask]\n");
 			return 2;
 		}
 	}
@@ -409,40 +453,58 @@ int main(int argc, char **argv)
 	printf("bench_records: librdkafka %s, %ld JSON messages of about 1 KiB per run, "
 	       "median of %d runs\n",
 	       rd_kafka_version_str(), n, reps);
-	printf("Proxied throughput through kwire, msgs/s (%% of no rules):\n");
-	printf("  %-7s %-10s %12s %8s %12s %8s\n", "codec", "rules", "produce", "", "consume", "");
+	printf("Proxied throughput through kwire, msgs/s (%% of no rules), and the CPU time\n"
+	       "kwire's threads spent per 100 MB of values (ms; + what rules add to it):\n");
+	printf("  %-7s %-10s %12s %8s %12s %8s %14s %14s\n", "codec", "rules", "produce", "",
+	       "consume", "", "CPU produce", "CPU consume");
 	for (int k = 0; k < 5; k++) {
 		if ((only >= 0 && k != only) || !kd_codec_available(k))
 			continue;
-		double p[R_N][15], q[R_N][15];
+		double p[R_N][15], q[R_N][15], pc[R_N][15], qc[R_N][15];
 		int incomplete[R_N] = {0};
 		for (int rep = 0; rep < reps; rep++)
 			for (int r = 0; r < R_N; r++) {
-				struct tput t;
+				struct tput t = {0};
+				if (only_r >= 0 && r != only_r)
+					continue;
 				run(codecs[k], r, n, &t);
 				p[r][rep] = t.prate;
 				q[r][rep] = t.crate;
+				pc[r][rep] = t.pcpu;
+				qc[r][rep] = t.ccpu;
 				incomplete[r] |= t.incomplete;
 			}
-		double base_p = 0, base_q = 0;
+		double base_p = 0, base_q = 0, base_pc = 0, base_qc = 0;
 		for (int r = 0; r < R_N; r++) {
 			qsort(p[r], (size_t)reps, sizeof(double), cmp_double);
 			qsort(q[r], (size_t)reps, sizeof(double), cmp_double);
+			qsort(pc[r], (size_t)reps, sizeof(double), cmp_double);
+			qsort(qc[r], (size_t)reps, sizeof(double), cmp_double);
+			if (only_r >= 0 && r != only_r)
+				continue;
 			double mp = p[r][reps / 2], mq = q[r][reps / 2];
-			if (r == R_NONE) {
+			double mpc = 1e3 * pc[r][reps / 2], mqc = 1e3 * qc[r][reps / 2];
+			if (r == R_NONE || only_r >= 0) {
 				base_p = mp;
 				base_q = mq;
+				base_pc = mpc;
+				base_qc = mqc;
 			}
-			printf("  %-7s %-10s %12.0f %7.0f%% %12.0f %7.0f%%%s\n", codecs[k],
-			       rule_name[r], mp, 100 * mp / base_p, mq, 100 * mq / base_q,
+			printf("  %-7s %-10s %12.0f %7.0f%% %12.0f %7.0f%% %6.0f (%+5.0f) %6.0f "
+			       "(%+5.0f)%s\n",
+			       codecs[k], rule_name[r], mp, 100 * mp / base_p, mq,
+			       100 * mq / base_q, mpc, mpc - base_pc, mqc, mqc - base_qc,
 			       incomplete[r] ? "  (incomplete run)" : "");
 		}
 	}
+	if (only_r >= 0)
+		goto out;
 	printf("Where the time goes: one batch of 500 records, MB/s of uncompressed records:\n");
 	printf("  %-7s %9s %9s %9s %9s\n", "codec", "decomp", "comp", "headers", "mask");
 	for (int k = 0; k < 5; k++)
 		if ((only < 0 || k == only) && kd_codec_available(k))
 			micro(k);
+out:
 	unlink(keyfile);
 	return 0;
 }
