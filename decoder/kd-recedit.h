@@ -8,9 +8,18 @@
  * lastOffsetDelta, baseTimestamp, maxTimestamp, producerId, producerEpoch,
  * baseSequence and the record count; each record keeps its offset and
  * timestamp deltas and its key. The codec's fastest level is used (gzip
- * and zstd level 1): the producer's level is not on the wire. batchLength and the CRC-32C are computed
- * anew. A batch with no change, and every control batch, is copied byte for
- * byte. A partial last batch (the end of a Fetch partition) is left out.
+ * and zstd level 1): the producer's level is not on the wire. batchLength and the CRC-32C are
+ * computed anew. A batch with no change, and every control batch, is copied byte for byte. A
+ * partial last batch (the end of a Fetch partition) is left out.
+ *
+ * Splicing: when the callback changed only headers (the value is the
+ * record's own, not null), a record is written as its new length, its own
+ * bytes from attributes to the end of the value copied as one span, and its
+ * new headers; the batch header is the original one with batchLength and
+ * the CRC-32C patched. For a batch written in Kafka's canonical varints
+ * (every client does) this gives the same bytes as the general path, which
+ * encodes each field again (tests/unit/test_recedit.c compares them); any
+ * other input keeps its own field encodings, still a valid batch.
  * Pure: no I/O. */
 #ifndef KD_RECEDIT_H
 #define KD_RECEDIT_H
@@ -38,6 +47,7 @@ typedef int kd_rec_edit_fn(void *arg, const struct kd_batch *b, const struct kd_
 struct kd_recedit_stats {
 	uint32_t batches;     /* v2 data batches seen */
 	uint32_t rewritten;   /* of those, written anew */
+	uint32_t spliced;     /* of those, spliced (only headers changed) */
 	uint32_t records;     /* records changed */
 	uint8_t tail_dropped; /* a partial last batch was left out */
 };
@@ -49,7 +59,9 @@ struct kd_recedit_stats {
 struct kd_recedit {
 	struct kd_rec_iter it;
 	uint8_t it_ok;
+	uint8_t no_splice; /* always the general path (tests compare the two) */
 	struct kd_wrecord *recs;
+	struct kd_view *spans; /* splicing: each record's attributes..value bytes */
 	uint32_t cap;
 	struct kd_arena arena;
 	struct kd_wbuf tmp;

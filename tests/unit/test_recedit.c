@@ -11,6 +11,7 @@
 #include <cmocka.h>
 
 #include "kd-codec.h"
+#include "kd-crc.h"
 #include "kd-json.h"
 #include "kd-recedit.h"
 #include "kd-records.h"
@@ -375,6 +376,193 @@ static void test_rewrite_unchanged_and_errors(void **state)
 	kd_wbuf_free(&out);
 }
 
+/* ---- splicing against the general path ---- */
+
+static uint64_t rnd_state;
+
+static uint32_t rnd(uint32_t n)
+{
+	rnd_state ^= rnd_state << 13;
+	rnd_state ^= rnd_state >> 7;
+	rnd_state ^= rnd_state << 17;
+	return n ? (uint32_t)(rnd_state % n) : 0;
+}
+
+/* A length that often sits on a varint boundary (63/64, 8191/8192 zigzagged). */
+static uint32_t rnd_len(uint32_t max)
+{
+	static const uint32_t edges[] = {0, 1, 63, 64, 65, 127, 128, 8191, 8192};
+	uint32_t n = rnd(3) ? rnd(max) : edges[rnd(sizeof(edges) / sizeof(edges[0]))];
+	return n > max ? max : n;
+}
+
+static struct kd_view rnd_blob(uint8_t *pool, uint32_t max, int nullable)
+{
+	if (nullable && !rnd(8))
+		return (struct kd_view){NULL, 0, 1};
+	uint32_t n = rnd_len(max);
+	for (uint32_t i = 0; i < n; i++)
+		pool[i] = (uint8_t)rnd(256);
+	return (struct kd_view){pool, n, 0};
+}
+
+/* What the edit callback of the splice test does: headers only. */
+struct hedit {
+	struct kd_header add[3];
+	unsigned nadd;
+	struct kd_view remove; /* len 0: none */
+};
+
+static int hedit_fn(void *arg, const struct kd_batch *b, const struct kd_record *rec,
+                    struct kd_rec_edit *ed, struct kd_arena *a, char *err, size_t errlen)
+{
+	(void)b;
+	(void)rec;
+	(void)err;
+	(void)errlen;
+	struct hedit *he = arg;
+	struct kd_header *h = kd_arena_alloc(a, (ed->nheaders + he->nadd + 1) * sizeof(*h));
+	uint32_t n = 0;
+	int changed = 0;
+	for (uint32_t i = 0; i < ed->nheaders; i++) {
+		if (he->remove.len && ed->headers[i].key.len == he->remove.len &&
+		    !memcmp(ed->headers[i].key.p, he->remove.p, he->remove.len)) {
+			changed = 1;
+			continue;
+		}
+		h[n++] = ed->headers[i];
+	}
+	for (unsigned k = 0; k < he->nadd; k++, changed = 1)
+		h[n++] = he->add[k];
+	ed->headers = h;
+	ed->nheaders = n;
+	return changed;
+}
+
+/* Every batch of out has the CRC-32C it says, computed here with the table
+ * implementation (the writer uses the SSE4.2 one where the CPU has it). */
+static void check_crcs_sw(const struct kd_wbuf *out)
+{
+	size_t at = 0;
+	while (at < out->len) {
+		assert_true(out->len - at >= 61);
+		uint32_t len = (uint32_t)kd_load_be(out->p + at + 8, 4);
+		assert_true(at + 12 + len <= out->len);
+		assert_int_equal(out->p[at + 16], 2);
+		uint32_t crc = (uint32_t)kd_load_be(out->p + at + 17, 4);
+		assert_int_equal(crc, kd_crc32c_sw(0, out->p + at + 21, 12 + len - 21));
+		at += 12 + len;
+	}
+}
+
+static void test_splice_matches_general(void **state)
+{
+	(void)state;
+	static const int codecs[] = {KD_CODEC_NONE, KD_CODEC_GZIP, KD_CODEC_SNAPPY, KD_CODEC_LZ4,
+	                             KD_CODEC_ZSTD};
+	static uint8_t pool[64][9000];
+	struct kd_recedit fast = {0}, slow = {0};
+	rnd_state = 0x9e3779b97f4a7c15ull;
+	unsigned spliced = 0;
+	for (size_t c = 0; c < 5; c++) {
+		if (!kd_codec_available(codecs[c]))
+			continue;
+		for (int iter = 0; iter < 60; iter++) {
+			struct kd_wbuf in = {0}, a = {0}, b = {0};
+			struct kd_header hs[40][4];
+			struct kd_wrecord r[40];
+			unsigned used = 0, total = 0;
+			memset(hs, 0, sizeof(hs));
+			int nulls = !rnd(4); /* some batches hold a null value: not spliced */
+			/* Two batches, so that the second's header is patched at an offset. */
+			for (int nb = 0; nb < 2; nb++) {
+				uint32_t n = rnd(40);
+				int32_t od = 0;
+				total += n;
+				for (uint32_t i = 0; i < n; i++) {
+					unsigned nh = rnd(4);
+					for (unsigned h = 0; h < nh; h++) {
+						hs[i][h].key = rnd_blob(pool[used++ % 64], 70, 0);
+						hs[i][h].value =
+						    rnd_blob(pool[used++ % 64], 200, 1);
+					}
+					od += 1 + (int32_t)rnd(3);
+					r[i] = (struct kd_wrecord){
+					    .timestamp =
+					        1700000000000LL + (int64_t)rnd(2000000) - 1000000,
+					    .offset_delta = od,
+					    .key = rnd_blob(pool[used++ % 64], 100, 1),
+					    .value = rnd_blob(pool[used++ % 64], 9000, nulls),
+					    .headers = hs[i],
+					    .header_count = nh};
+					if (!nulls && r[i].value.null)
+						r[i].value.null = 0;
+				}
+				struct kd_batch_spec spec = {
+				    .magic = 2,
+				    .codec = (uint8_t)codecs[c],
+				    .explicit_offsets = 1,
+				    .base_offset = 1000 * nb + (int64_t)rnd(100000),
+				    .partition_leader_epoch = (int32_t)rnd(10),
+				    .producer_id = rnd(2) ? -1 : (int64_t)rnd(1u << 30),
+				    .producer_epoch = (int16_t)rnd(5),
+				    .base_sequence = (int32_t)rnd(1u << 30),
+				    .transactional = (uint8_t)rnd(2),
+				    .timestamp_type = (uint8_t)rnd(2),
+				    .log_append_time = 1700000005000LL};
+				assert_int_equal(kd_batch_write(&in, &spec, r, n), KD_OK);
+			}
+			struct hedit he = {.nadd = rnd(4)};
+			for (unsigned k = 0; k < he.nadd; k++) {
+				he.add[k].key = rnd_blob(pool[used++ % 64], 200, 0);
+				he.add[k].value = rnd_blob(pool[used++ % 64], 9000, 1);
+			}
+			if (rnd(2) && hs[0][0].key.len)
+				he.remove = hs[0][0].key;
+			struct kd_recedit_stats sa, sb;
+			char err[256] = "";
+			slow.no_splice = 1;
+			assert_int_equal(kd_rec_rewrite(&fast, in.p, in.len, NULL, hedit_fn, &he,
+			                                &a, &sa, err, sizeof(err)),
+			                 KD_OK);
+			assert_int_equal(kd_rec_rewrite(&slow, in.p, in.len, NULL, hedit_fn, &he,
+			                                &b, &sb, err, sizeof(err)),
+			                 KD_OK);
+			assert_int_equal(sb.spliced, 0);
+			assert_int_equal(sa.rewritten, sb.rewritten);
+			if (nulls)
+				assert_true(sa.spliced <= sa.rewritten);
+			else
+				assert_int_equal(sa.spliced, sa.rewritten);
+			spliced += sa.spliced;
+			/* Byte for byte the general path's output, every codec. */
+			assert_int_equal(a.len, b.len);
+			assert_memory_equal(a.p, b.p, a.len);
+			check_crcs_sw(&a);
+			/* And it decodes to the edited records. */
+			struct kd_rec_iter it;
+			struct kd_batch *bt;
+			kd_rec_iter_init(&it, a.p, a.len, NULL);
+			int got = 0;
+			while (kd_rec_next_batch(&it, &bt) == 1) {
+				struct kd_record rec;
+				assert_true(bt->crc_ok);
+				assert_int_equal(bt->codec, codecs[c]);
+				while (kd_rec_next_record(&it, &rec) == 1)
+					got++;
+			}
+			kd_rec_iter_free(&it);
+			assert_int_equal(got, (int)total);
+			kd_wbuf_free(&in);
+			kd_wbuf_free(&a);
+			kd_wbuf_free(&b);
+		}
+	}
+	assert_true(spliced > 100);
+	kd_recedit_free(&fast);
+	kd_recedit_free(&slow);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -384,6 +572,7 @@ int main(void)
 	    cmocka_unit_test(test_json_invalid),
 	    cmocka_unit_test(test_rewrite_codecs),
 	    cmocka_unit_test(test_rewrite_unchanged_and_errors),
+	    cmocka_unit_test(test_splice_matches_general),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
