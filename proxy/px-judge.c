@@ -183,7 +183,8 @@ int px_judge(struct rule_judge *j, const struct rule_set *rs, const struct px_ju
 		size_t start = out->out.len;
 		kd_w_i32(&out->out, 0);
 		kd_w_raw(&out->out, in->frame + 4, h->len);
-		rc = kd_tree_encode(&j->tree, &out->out);
+		/* The request's own bytes with the new record sets spliced in. */
+		rc = rule_rewrite_encode(&j->rw, &j->tree, &out->out);
 		if (rc != KD_OK || out->out.err)
 			return rc != KD_OK ? rc : out->out.err;
 		kd_w_patch_be(&out->out, start, 4, out->out.len - start - 4);

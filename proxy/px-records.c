@@ -53,6 +53,9 @@ int px_records_produce(struct rule_judge *j, const struct rule_set *rs,
 	if (!j->tree.root || !rule_set_rewrites(rs, RULE_RW_PRODUCE))
 		return KD_OK;
 	ctx_fill(&ctx, in->fi->req_hdr.client_id, &in->who);
+	/* The new records stay in j->rw: px_judge splices them into the frame
+	 * it forwards (rule_rewrite_encode), or commits them to the tree. */
+	j->rw.defer = 1;
 	int rc =
 	    rule_rewrite_tree(&j->rw, rs, RULE_RW_PRODUCE, &j->tree, req, in->topics, &ctx, &res);
 	if (rc != KD_OK)
@@ -86,6 +89,9 @@ int px_records_produce(struct rule_judge *j, const struct rule_set *rs,
 			v->split = 1;
 		}
 	}
+	/* A split is built from the tree: the new records go into it. */
+	if (v->split || v->error)
+		return rule_rewrite_commit(&j->rw, &j->tree);
 	return KD_OK;
 }
 
@@ -138,6 +144,7 @@ int px_records_fetch(struct rule_judge *j, const struct rule_set *rs, int16_t ve
 	memcpy(req.src_addr, who->src_addr, sizeof(req.src_addr));
 	struct rule_rw_ctx ctx;
 	ctx_fill(&ctx, client_id, who);
+	j->rw.defer = 1;
 	rc = rule_rewrite_tree(&j->rw, rs, RULE_RW_FETCH, &j->tree, &req, map, &ctx, res);
 	if (rc != KD_OK)
 		return rc;
@@ -146,7 +153,9 @@ int px_records_fetch(struct rule_judge *j, const struct rule_set *rs, int16_t ve
 	size_t start = out->len;
 	kd_w_i32(out, 0);
 	kd_w_raw(out, p + 4, hdr.len);
-	rc = kd_tree_encode(&j->tree, out);
+	/* The response's own bytes, its rewritten record sets spliced in;
+	 * partitions not rewritten are copied as they came. */
+	rc = rule_rewrite_encode(&j->rw, &j->tree, out);
 	if (rc != KD_OK || out->err) {
 		out->len = start;
 		return rc != KD_OK ? rc : KD_ENOMEM;

@@ -779,9 +779,10 @@ static struct kd_node *part_array(struct kd_node *e, unsigned *recs_at)
 }
 
 /* Every partition of Fetch response topic e: UNKNOWN_TOPIC_ID, no records. */
-static void unknown_topic(struct kd_tree *t, struct kd_node *e, struct kd_view name,
-                          struct rule_rw_out *out)
+static void unknown_topic(struct rule_rewriter *w, struct kd_tree *t, struct kd_node *e,
+                          struct kd_view name, struct rule_rw_out *out)
 {
+	w->tree_edited = 1;
 	unsigned recs_at = 0;
 	struct kd_node *parts = part_array(e, &recs_at);
 	for (uint32_t p = 0; parts && p < parts->nkids; p++) {
@@ -801,11 +802,32 @@ static void unknown_topic(struct kd_tree *t, struct kd_node *e, struct kd_view n
 		         (int)name.len, (const char *)name.p);
 }
 
+/* Notes that w->out[at..) holds the new records of node n. */
+static int seg_add(struct rule_rewriter *w, struct kd_node *n, size_t at)
+{
+	if (w->out.err)
+		return KD_ENOMEM;
+	if (w->nsegs == w->segcap) {
+		unsigned cap = w->segcap ? 2 * w->segcap : 16;
+		struct rule_rw_seg *v = realloc(w->segs, cap * sizeof(*v));
+		if (!v)
+			return KD_ENOMEM;
+		w->segs = v;
+		w->segcap = cap;
+	}
+	w->segs[w->nsegs++] = (struct rule_rw_seg){n, at, w->out.len - at};
+	return KD_OK;
+}
+
 int rule_rewrite_tree(struct rule_rewriter *w, const struct rule_set *rs, int dir,
                       struct kd_tree *t, const struct rule_req *req, const struct kd_topics *map,
                       const struct rule_rw_ctx *ctx, struct rule_rw_out *out)
 {
 	memset(out, 0, sizeof(*out));
+	w->out.len = 0;
+	w->out.err = KD_OK;
+	w->nsegs = 0;
+	w->tree_edited = 0;
 	struct kd_node *arr = t->root ? kd_build_topic_array(t) : NULL;
 	if (!arr || arr->null || !arr->nkids)
 		return KD_OK;
@@ -835,7 +857,7 @@ int rule_rewrite_tree(struct rule_rewriter *w, const struct rule_set *rs, int di
 			 * told, and its records must not pass unmasked. The
 			 * partitions answer UNKNOWN_TOPIC_ID; the client asks for
 			 * metadata (which teaches kwire the name) and fetches again. */
-			unknown_topic(t, e, name, out);
+			unknown_topic(w, t, e, name, out);
 			continue;
 		}
 		struct rule_topic one = {.name = name,
@@ -868,7 +890,7 @@ int rule_rewrite_tree(struct rule_rewriter *w, const struct rule_set *rs, int di
 				continue;
 			struct kd_recedit_stats st;
 			char err[256] = "";
-			w->out.len = 0;
+			size_t at = w->out.len;
 			/* A batch is held decompressed, as records and re-encoded
 			 * at once: bounded by the decoder's 64 MiB per batch, and
 			 * by a record count no real producer reaches. */
@@ -892,6 +914,7 @@ int rule_rewrite_tree(struct rule_rewriter *w, const struct rule_set *rs, int di
 							kd_node_set_int(ec,
 							                RULE_ERR_INVALID_RECORD);
 						kd_node_set_str(t, recs, "", 0);
+						w->tree_edited = 1;
 						out->changed++;
 						continue;
 					}
@@ -909,15 +932,119 @@ int rule_rewrite_tree(struct rule_rewriter *w, const struct rule_set *rs, int di
 			out->passed += pl.passed;
 			pl.passed = 0;
 			if (st.rewritten || st.tail_dropped) {
-				if (kd_node_set_str(t, recs, w->out.p, w->out.len) != KD_OK) {
+				if (seg_add(w, recs, at) != KD_OK) {
 					rc = KD_ENOMEM;
 					break;
 				}
 				out->changed++;
+			} else {
+				w->out.len = at; /* kd_rec_rewrite copied it: unchanged */
 			}
 		}
 	}
 	plan_macs_free(&pl);
+	if (rc == KD_OK && !w->defer)
+		rc = rule_rewrite_commit(w, t);
+	if (rc != KD_OK)
+		w->nsegs = 0;
+	return rc;
+}
+
+int rule_rewrite_commit(struct rule_rewriter *w, struct kd_tree *t)
+{
+	int rc = KD_OK;
+	for (unsigned i = 0; i < w->nsegs && rc == KD_OK; i++)
+		rc = kd_node_set_str(t, w->segs[i].node, w->out.p + w->segs[i].off, w->segs[i].len);
+	w->nsegs = 0;
+	return rc == KD_OK ? KD_OK : KD_ENOMEM;
+}
+
+static unsigned uvar_size(uint64_t v)
+{
+	unsigned n = 1;
+	while (v >= 0x80) {
+		v >>= 7;
+		n++;
+	}
+	return n;
+}
+
+/* The length prefix of RECORDS node n (not edited: its view is in body)
+ * ends at its bytes: where it starts, or (size_t)-1 when the bytes before
+ * the view are not that prefix (then the tree is encoded instead). */
+static size_t prefix_at(const struct kd_node *n, const uint8_t *body, size_t blen)
+{
+	const uint8_t *p = n->val.v.p;
+	size_t len = n->val.v.len;
+	if ((n->flags & (KD_NF_EDITED | KD_NF_TAGGED)) || n->null || !p || p < body || len > blen ||
+	    (size_t)(p - body) > blen - len)
+		return (size_t)-1;
+	size_t off = (size_t)(p - body);
+	struct kd_cur cur;
+	if (n->flags & KD_NF_COMPACT) {
+		/* UNSIGNED_VARINT len + 1. A longer (overlong) prefix cannot end
+		 * in a shorter valid one of the same value: a mismatch. */
+		unsigned k = uvar_size((uint64_t)len + 1);
+		uint32_t v;
+		if (off < k)
+			return (size_t)-1;
+		kd_cur_init(&cur, body + off - k, k);
+		if (kd_cur_uvarint(&cur, &v) != KD_OK || kd_cur_left(&cur) || v != len + 1)
+			return (size_t)-1;
+		return off - k;
+	}
+	int32_t v;
+	if (off < 4)
+		return (size_t)-1;
+	kd_cur_init(&cur, body + off - 4, 4);
+	if (kd_cur_i32(&cur, &v) != KD_OK || (size_t)v != len)
+		return (size_t)-1;
+	return off - 4;
+}
+
+/* The body of t with the segments spliced in: 1 done, 0 not possible. */
+static int splice_body(struct rule_rewriter *w, const struct kd_tree *t, struct kd_wbuf *out)
+{
+	const uint8_t *body = t->raw.p;
+	size_t blen = t->raw.len, at = 0, start = out->len;
+	if (w->tree_edited || !body)
+		return 0;
+	for (unsigned i = 0; i < w->nsegs; i++) {
+		const struct rule_rw_seg *sg = &w->segs[i];
+		size_t pre = prefix_at(sg->node, body, blen);
+		if (pre == (size_t)-1 || pre < at || sg->len > INT32_MAX - 1) {
+			out->len = start;
+			return 0;
+		}
+		kd_w_raw(out, body + at, pre - at);
+		if (sg->node->flags & KD_NF_COMPACT)
+			kd_w_uvarint(out, (uint32_t)sg->len + 1);
+		else
+			kd_w_i32(out, (int32_t)sg->len);
+		kd_w_raw(out, w->out.p + sg->off, sg->len);
+		at = (size_t)(sg->node->val.v.p - body) + sg->node->val.v.len;
+	}
+	kd_w_raw(out, body + at, blen - at);
+	return 1;
+}
+
+int rule_rewrite_encode(struct rule_rewriter *w, struct kd_tree *t, struct kd_wbuf *out)
+{
+	size_t start = out->len;
+	int rc;
+	w->spliced = (uint8_t)splice_body(w, t, out);
+	if (w->spliced) {
+		w->nsegs = 0;
+		rc = out->err ? KD_ENOMEM : KD_OK;
+	} else {
+		rc = rule_rewrite_commit(w, t);
+		if (rc == KD_OK)
+			rc = kd_tree_encode(t, out);
+		if (rc == KD_OK && out->err)
+			rc = KD_ENOMEM;
+	}
+	if (rc != KD_OK)
+		out->len = start;
 	return rc;
 }
 
@@ -926,4 +1053,7 @@ void rule_rewriter_free(struct rule_rewriter *w)
 	kd_wbuf_free(&w->out);
 	kd_wbuf_free(&w->json);
 	kd_recedit_free(&w->edit);
+	free(w->segs);
+	w->segs = NULL;
+	w->nsegs = w->segcap = 0;
 }

@@ -388,11 +388,21 @@ struct rule_who {
 };
 
 /* Scratch for rule_rewrite_tree, one per thread; all-zero is valid,
- * rule_rewriter_free() releases it. */
+ * rule_rewriter_free() releases it. With defer set, the new records stay
+ * in out (segs: where each partition's are) for rule_rewrite_encode. */
+struct rule_rw_seg {
+	struct kd_node *node; /* the RECORDS node the bytes replace */
+	size_t off, len;      /* in rule_rewriter.out */
+};
 struct rule_rewriter {
-	struct kd_wbuf out;     /* a partition's new records */
+	struct kd_wbuf out;     /* the rewritten partitions' new records */
 	struct kd_wbuf json;    /* a record's masked value */
 	struct kd_recedit edit; /* the record rewriter's buffers */
+	struct rule_rw_seg *segs;
+	unsigned nsegs, segcap;
+	uint8_t defer;       /* leave the new records in out (rule_rewrite_encode) */
+	uint8_t tree_edited; /* other nodes were edited: the tree must be encoded */
+	uint8_t spliced;     /* the last rule_rewrite_encode spliced (did not encode) */
 };
 
 /* Scratch for judging requests one after another (rule_judge), one per
@@ -405,7 +415,7 @@ struct rule_judge {
 	struct rule_topic_verdict *tv;
 	unsigned tvcap;
 	struct rule_rewriter rw; /* records rewrite scratch (rule_rewrite_tree) */
-	uint8_t quiet; /* the next judgement counts no hits (rule_judge_walk) */
+	uint8_t quiet;           /* the next judgement counts no hits (rule_judge_walk) */
 };
 
 #endif

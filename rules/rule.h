@@ -156,6 +156,17 @@ int rule_rewrite_tree(struct rule_rewriter *w, const struct rule_set *rs, int di
                       struct kd_tree *t, const struct rule_req *req, const struct kd_topics *map,
                       const struct rule_rw_ctx *ctx, struct rule_rw_out *out);
 void rule_rewriter_free(struct rule_rewriter *w);
+/* With w->defer set, rule_rewrite_tree leaves the new records of the
+ * partitions it rewrote in w (the tree keeps the old ones) until one of
+ * these, before the tree or w is used again:
+ * rule_rewrite_commit puts them into the tree (kd_node_set_str), for a
+ * caller that edits or splits it further; rule_rewrite_encode appends the
+ * body of t with them to out: the body's own bytes with each rewritten
+ * RECORDS field (and its length prefix) replaced, or, when the tree had
+ * other edits or a field's prefix is not where the body says,
+ * kd_tree_encode of the committed tree. Both return KD_OK or a KD_E*. */
+int rule_rewrite_commit(struct rule_rewriter *w, struct kd_tree *t);
+int rule_rewrite_encode(struct rule_rewriter *w, struct kd_tree *t, struct kd_wbuf *out);
 /* The rule's records action, for `kwire rules check`. */
 void rule_rewrite_dump(const struct rule *rule, FILE *f);
 

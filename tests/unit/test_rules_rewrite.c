@@ -354,13 +354,124 @@ static void test_fetch_by_topic_id(void **state)
 	rule_set_unref(&rs);
 }
 
+/* A Produce v9 body (compact lengths) with the same topics and batches as
+ * produce_body's: built as a tree and encoded. */
+static void produce_body_v9(struct kd_wbuf *w, const char *const *topics, unsigned n,
+                            const char *const *values, unsigned nv)
+{
+	struct kd_wbuf v3 = {0};
+	struct kd_arena a3 = {0}, a = {0};
+	struct kd_tree t3, t;
+	produce_body(&v3, topics, n, values, nv, 0);
+	assert_int_equal(kd_tree_decode(&t3, &a3, 0, 3, 1, v3.p, v3.len), KD_OK);
+	assert_int_equal(kd_tree_init_default(&t, &a, 0, 9, 1), KD_OK);
+	kd_node_set_int(kd_node_child(t.root, "Acks"), -1);
+	struct kd_node *arr = kd_node_child(t.root, "TopicData");
+	for (unsigned i = 0; i < n; i++) {
+		struct kd_node *e = kd_node_array_add(&t, arr, UINT32_MAX);
+		assert_non_null(e);
+		assert_int_equal(
+		    kd_node_set_str(&t, kd_node_child(e, "Name"), topics[i], strlen(topics[i])),
+		    KD_OK);
+		struct kd_node *pd =
+		    kd_node_array_add(&t, kd_node_child(e, "PartitionData"), UINT32_MAX);
+		struct kd_view r = records_of(&t3, i);
+		assert_int_equal(kd_node_set_str(&t, kd_node_child(pd, "Records"), r.p, r.len),
+		                 KD_OK);
+	}
+	assert_int_equal(kd_tree_encode(&t, w), KD_OK);
+	kd_arena_free(&a);
+	kd_arena_free(&a3);
+	kd_wbuf_free(&v3);
+}
+
+/* rule_rewrite_encode splices the new record sets into the body's own
+ * bytes: the same bytes as the tree edited in place and encoded, with
+ * INT32 (v3) and compact (v9) lengths, a prefix that grows a byte (the
+ * records pass 127 bytes), and topics left alone between rewritten ones. */
+static void test_splice_encode(void **state)
+{
+	(void)state;
+	struct rule_set *rs = load("rewrite:\n"
+	                           "  - match: {api: Produce, topic: \"t-*\"}\n"
+	                           "    headers: {add: {x-kwire: \"${client_id} on ${instance} at "
+	                           "${time_ms} via a proxy between client and cluster\"},"
+	                           " remove: [authorization]}\n");
+	static const char *const topics[] = {"t-1", "other", "t-2", "t-3"};
+	static const char *const values[] = {"{\"n\":1}", "{\"n\":22}"};
+	for (int v = 0; v < 2; v++) {
+		int16_t ver = v ? 9 : 3;
+		struct kd_wbuf body = {0}, spliced = {0}, encoded = {0};
+		if (v)
+			produce_body_v9(&body, topics, 4, values, 1);
+		else
+			produce_body(&body, topics, 4, values, 2, 0);
+		struct rule_req req = {.api_key = 0,
+		                       .api_version = ver,
+		                       .have_body = 1,
+		                       .acks = -1,
+		                       .client_id = V("app-1")};
+		struct rule_rw_ctx ctx = {.client_id = V("app-1"), .instance = "n", .now_ms = 1};
+		struct rule_rw_out out;
+		struct kd_arena a1 = {0}, a2 = {0};
+		struct kd_tree t1, t2;
+		struct rule_rewriter w1 = {.defer = 1}, w2 = {0};
+		assert_int_equal(kd_tree_decode(&t1, &a1, 0, ver, 1, body.p, body.len), KD_OK);
+		assert_int_equal(kd_tree_decode(&t2, &a2, 0, ver, 1, body.p, body.len), KD_OK);
+		assert_int_equal(
+		    rule_rewrite_tree(&w1, rs, RULE_RW_PRODUCE, &t1, &req, NULL, &ctx, &out),
+		    KD_OK);
+		assert_int_equal(out.changed, 3);
+		/* Deferred: the tree still holds the old records. */
+		assert_int_equal(records_of(&t1, 0).p - body.p > 0, 1);
+		assert_int_equal(rule_rewrite_encode(&w1, &t1, &spliced), KD_OK);
+		assert_true(w1.spliced);
+		assert_int_equal(
+		    rule_rewrite_tree(&w2, rs, RULE_RW_PRODUCE, &t2, &req, NULL, &ctx, &out),
+		    KD_OK);
+		assert_int_equal(kd_tree_encode(&t2, &encoded), KD_OK);
+		assert_int_equal(spliced.len, encoded.len);
+		assert_memory_equal(spliced.p, encoded.p, spliced.len);
+		assert_true(spliced.len > body.len);
+		if (v) { /* the compact length went from one byte to two */
+			struct kd_arena a4 = {0};
+			struct kd_tree t4;
+			assert_int_equal(
+			    kd_tree_decode(&t4, &a4, 0, ver, 1, spliced.p, spliced.len), KD_OK);
+			assert_true(records_of(&t1, 0).len <= 127);
+			assert_true(records_of(&t4, 0).len > 127);
+			kd_arena_free(&a4);
+		}
+		/* Committed instead: the tree holds them, and encodes the same. */
+		struct kd_arena a3 = {0};
+		struct kd_tree t3;
+		struct kd_wbuf enc3 = {0};
+		assert_int_equal(kd_tree_decode(&t3, &a3, 0, ver, 1, body.p, body.len), KD_OK);
+		assert_int_equal(
+		    rule_rewrite_tree(&w1, rs, RULE_RW_PRODUCE, &t3, &req, NULL, &ctx, &out),
+		    KD_OK);
+		assert_int_equal(rule_rewrite_commit(&w1, &t3), KD_OK);
+		assert_int_equal(kd_tree_encode(&t3, &enc3), KD_OK);
+		assert_memory_equal(enc3.p, encoded.p, encoded.len);
+		kd_wbuf_free(&enc3);
+		kd_arena_free(&a3);
+		rule_rewriter_free(&w1);
+		rule_rewriter_free(&w2);
+		kd_arena_free(&a1);
+		kd_arena_free(&a2);
+		kd_wbuf_free(&body);
+		kd_wbuf_free(&spliced);
+		kd_wbuf_free(&encoded);
+	}
+	rule_set_unref(&rs);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_headers_and_masks),
-	    cmocka_unit_test(test_on_error),
-	    cmocka_unit_test(test_may_apply),
-	    cmocka_unit_test(test_fetch_by_topic_id),
+	    cmocka_unit_test(test_headers_and_masks), cmocka_unit_test(test_on_error),
+	    cmocka_unit_test(test_may_apply),         cmocka_unit_test(test_fetch_by_topic_id),
+	    cmocka_unit_test(test_splice_encode),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
