@@ -1507,11 +1507,15 @@ static int rules_act(struct px_conn *conn, struct evbuffer *in, struct px_req *r
 	PX_INC(px, bytes_in_client, total);
 	rw_note(conn, req, jd, 0);
 	if (act == PX_J_REWRITE) {
-		/* The request with its records rewritten, in place of the frame. */
-		evbuffer_add(bufferevent_get_output(conn->ubev), jd->out.p, jd->out.len);
+		/* The request with its records rewritten, in place of the frame:
+		 * its buffer handed to the output, not copied. */
+		size_t flen = jd->out.len;
 		if (req->mjob)
-			px_mirror_req_frame(req->mjob, jd->out.p, jd->out.len);
-		PX_INC(px, bytes_out_upstream, jd->out.len);
+			px_mirror_req_frame(req->mjob, jd->out.p, flen);
+		if (px_records_hand_over(bufferevent_get_output(conn->ubev), &jd->out, 0))
+			px_log(px, 0, "%s: out of memory forwarding a rewritten request",
+			       conn->client_addr);
+		PX_INC(px, bytes_out_upstream, flen);
 		if (fi->flags & KD_EVF_NO_RESPONSE) {
 			acks0_note(conn, req->corr);
 			emit_pair(conn, req, 0, NULL, 0, 0, 1, 0);
@@ -2430,7 +2434,12 @@ static int rewrite_fetch(struct px_conn *conn, struct evbuffer *in, struct px_re
 		return upstream_bad(conn);
 	}
 	if (rc == 1) {
-		replace_front(in, total, &wb);
+		/* Its buffer put in front, not copied (px-records.h). */
+		evbuffer_drain(in, total);
+		if (px_records_hand_over(in, &wb, 1)) {
+			px_log(px, 0, "%s: out of memory rewriting a Fetch response", conn->client_addr);
+			return upstream_bad(conn);
+		}
 	}
 	kd_wbuf_free(&wb);
 	return 1;

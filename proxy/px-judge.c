@@ -181,6 +181,9 @@ int px_judge(struct rule_judge *j, const struct rule_set *rs, const struct px_ju
 		if (!out->rewritten)
 			return KD_OK;
 		size_t start = out->out.len;
+		/* Room for the request and some growth, reserved at once (the
+		 * buffer is handed to the output, px_records_hand_over). */
+		kd_wbuf_reserve(&out->out, in->len + in->len / 8 + 256);
 		kd_w_i32(&out->out, 0);
 		kd_w_raw(&out->out, in->frame + 4, h->len);
 		/* The request's own bytes with the new record sets spliced in. */

@@ -38,6 +38,7 @@
 #include "px-mirror.h"
 #include "px-tap.h"
 #include "px-quota.h"
+#include "px-records.h"
 #include "px-tls.h"
 #include "rule.h"
 
@@ -899,6 +900,7 @@ static void raise_nofile(struct px *px)
 static void threads_init(void)
 {
 	evthread_use_pthreads();
+	px_malloc_tune(); /* px-records.h */
 }
 
 int px_start(struct px *px, char *err, size_t errlen)

@@ -1,7 +1,11 @@
 /* px-records.c: records rewriting in the proxy (px-records.h). */
+#include <malloc.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
 #include <unistd.h>
+
+#include <event2/buffer.h>
 
 #include "kd-api-keys-gen.h"
 #include "kd-tree.h"
@@ -151,6 +155,8 @@ int px_records_fetch(struct rule_judge *j, const struct rule_set *rs, int16_t ve
 	if (!res->changed)
 		return 0;
 	size_t start = out->len;
+	/* Room for the response and some growth, reserved at once. */
+	kd_wbuf_reserve(out, len + len / 8 + 256);
 	kd_w_i32(out, 0);
 	kd_w_raw(out, p + 4, hdr.len);
 	/* The response's own bytes, its rewritten record sets spliced in;
@@ -162,4 +168,47 @@ int px_records_fetch(struct rule_judge *j, const struct rule_set *rs, int16_t ve
 	}
 	kd_w_patch_be(out, start, 4, out->len - start - 4);
 	return 1;
+}
+
+static void free_frame(const void *data, size_t len, void *arg)
+{
+	(void)len;
+	(void)arg;
+	free((void *)data);
+}
+
+int px_records_hand_over(struct evbuffer *out, struct kd_wbuf *w, int prepend)
+{
+	int rc = -1;
+	if (w->len && !w->err) {
+		if (!prepend) {
+			rc = evbuffer_add_reference(out, w->p, w->len, free_frame, NULL);
+			if (rc == 0)
+				w->p = NULL; /* out frees it */
+		} else {
+			struct evbuffer *tmp = evbuffer_new();
+			if (tmp &&
+			    evbuffer_add_reference(tmp, w->p, w->len, free_frame, NULL) == 0) {
+				w->p = NULL; /* tmp, then out, frees it */
+				rc = evbuffer_prepend_buffer(out, tmp);
+			}
+			if (tmp)
+				evbuffer_free(tmp);
+		}
+	}
+	kd_wbuf_free(w);
+	return rc == 0 ? 0 : -1;
+}
+
+void px_malloc_tune(void)
+{
+#if defined(__GLIBC__) && defined(M_MMAP_THRESHOLD) && defined(M_TRIM_THRESHOLD)
+	const char *t = getenv("GLIBC_TUNABLES");
+	if (getenv("MALLOC_MMAP_THRESHOLD_") || getenv("MALLOC_TRIM_THRESHOLD_") ||
+	    (t && strstr(t, "glibc.malloc.")))
+		return; /* the operator's own choice */
+	/* glibc's own ceilings for the thresholds it adjusts by itself */
+	mallopt(M_MMAP_THRESHOLD, 32 << 20);
+	mallopt(M_TRIM_THRESHOLD, 64 << 20);
+#endif
 }

@@ -40,4 +40,23 @@ int px_records_fetch(struct rule_judge *j, const struct rule_set *rs, int16_t ve
                      size_t len, struct kd_view client_id, const struct rule_who *who,
                      const struct kd_topics *map, struct kd_wbuf *out, struct rule_rw_out *res);
 
+/* Appends (prepend 0) or prepends (1) the frame in w to out without
+ * copying it: out takes w's memory and frees it once written. A rewritten
+ * frame is sent once: the next one gets a buffer of its own size, reserved
+ * at once, instead of being copied into a new chain. w is left empty
+ * either way. Returns 0, or -1 when out could not take it (out of memory;
+ * the frame is lost: the caller handles it as a failed rewrite). */
+struct evbuffer;
+int px_records_hand_over(struct evbuffer *out, struct kd_wbuf *w, int prepend);
+
+/* **Decision** (docs/rules.md, "Speed"): glibc's malloc gives memory back
+ * to the kernel, and takes big blocks from mmap, below thresholds it
+ * raises only as it sees big blocks freed; a proxy that gathers and
+ * rewrites frames of hundreds of kilobytes then faults the same pages in
+ * again for every frame. Called once at start, this sets the thresholds
+ * to the ceilings glibc's own adjustment reaches (32 MiB for mmap, 64 MiB
+ * kept before trimming), unless MALLOC_MMAP_THRESHOLD_,
+ * MALLOC_TRIM_THRESHOLD_ or a glibc.malloc tunable says otherwise. */
+void px_malloc_tune(void);
+
 #endif
