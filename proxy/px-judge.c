@@ -180,17 +180,13 @@ int px_judge(struct rule_judge *j, const struct rule_set *rs, const struct px_ju
 		out->filter = (uint8_t)rule_set_filters_topics(rs, req);
 		if (!out->rewritten)
 			return KD_OK;
-		size_t start = out->out.len;
-		/* Room for the request and some growth, reserved at once (the
-		 * buffer is handed to the output, px_records_hand_over). */
-		kd_wbuf_reserve(&out->out, in->len + in->len / 8 + 256);
-		kd_w_i32(&out->out, 0);
-		kd_w_raw(&out->out, in->frame + 4, h->len);
-		/* The request's own bytes with the new record sets spliced in. */
+		/* px_records_produce began the frame in out->out (size, header,
+		 * the body with its new record sets so far): the rest of it. */
 		rc = rule_rewrite_encode(&j->rw, &j->tree, &out->out);
+		j->rw.dest = NULL;
 		if (rc != KD_OK || out->out.err)
 			return rc != KD_OK ? rc : out->out.err;
-		kd_w_patch_be(&out->out, start, 4, out->out.len - start - 4);
+		kd_w_patch_be(&out->out, 0, 4, out->out.len - 4);
 		out->act = PX_J_REWRITE;
 		return KD_OK;
 	}

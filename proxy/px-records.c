@@ -57,13 +57,29 @@ int px_records_produce(struct rule_judge *j, const struct rule_set *rs,
 	if (!j->tree.root || !rule_set_rewrites(rs, RULE_RW_PRODUCE))
 		return KD_OK;
 	ctx_fill(&ctx, in->fi->req_hdr.client_id, &in->who);
-	/* The new records stay in j->rw: px_judge splices them into the frame
-	 * it forwards (rule_rewrite_encode), or commits them to the tree. */
+	/* The frame kwire forwards is made in out->out as the records are
+	 * rewritten: its size (patched by px_judge), the request header, the
+	 * body's bytes with the new record sets (rule_rewrite_tree with dest);
+	 * px_judge ends it (rule_rewrite_encode). Reserved at once: room for
+	 * the request and some growth. */
+	const size_t hlen = in->fi->req_hdr.len;
+	out->out.len = 0;
+	kd_wbuf_reserve(&out->out, in->len + in->len / 8 + 256);
+	kd_w_i32(&out->out, 0);
+	kd_w_raw(&out->out, in->frame + 4, hlen);
+	if (out->out.err)
+		return KD_ENOMEM;
 	j->rw.defer = 1;
+	j->rw.dest = &out->out;
 	int rc =
 	    rule_rewrite_tree(&j->rw, rs, RULE_RW_PRODUCE, &j->tree, req, in->topics, &ctx, &res);
-	if (rc != KD_OK)
-		return rc;
+	if (rc != KD_OK || !res.changed) {
+		/* Nothing rewritten (refusals are judged below). */
+		j->rw.dest = NULL;
+		out->out.len = 0;
+		if (rc != KD_OK)
+			return rc;
+	}
 	out->rw_records = res.records;
 	out->rw_passed = res.passed;
 	out->rw_refused = res.refused;
@@ -94,8 +110,12 @@ int px_records_produce(struct rule_judge *j, const struct rule_set *rs,
 		}
 	}
 	/* A split is built from the tree: the new records go into it. */
-	if (v->split || v->error)
-		return rule_rewrite_commit(&j->rw, &j->tree);
+	if (v->split || v->error) {
+		rc = rule_rewrite_commit(&j->rw, &j->tree);
+		j->rw.dest = NULL;
+		out->out.len = 0;
+		return rc;
+	}
 	return KD_OK;
 }
 
@@ -148,20 +168,25 @@ int px_records_fetch(struct rule_judge *j, const struct rule_set *rs, int16_t ve
 	memcpy(req.src_addr, who->src_addr, sizeof(req.src_addr));
 	struct rule_rw_ctx ctx;
 	ctx_fill(&ctx, client_id, who);
-	j->rw.defer = 1;
-	rc = rule_rewrite_tree(&j->rw, rs, RULE_RW_FETCH, &j->tree, &req, map, &ctx, res);
-	if (rc != KD_OK)
-		return rc;
-	if (!res->changed)
-		return 0;
+	/* The new frame is made in out as the records are rewritten: its
+	 * size, the response header, then the body's own bytes with the new
+	 * record sets in place of the old (rule_rewrite_tree with dest);
+	 * partitions not rewritten are copied as they came. Reserved at once:
+	 * room for the response and some growth. */
 	size_t start = out->len;
-	/* Room for the response and some growth, reserved at once. */
 	kd_wbuf_reserve(out, len + len / 8 + 256);
 	kd_w_i32(out, 0);
 	kd_w_raw(out, p + 4, hdr.len);
-	/* The response's own bytes, its rewritten record sets spliced in;
-	 * partitions not rewritten are copied as they came. */
-	rc = rule_rewrite_encode(&j->rw, &j->tree, out);
+	j->rw.defer = 1;
+	j->rw.dest = out;
+	rc = rule_rewrite_tree(&j->rw, rs, RULE_RW_FETCH, &j->tree, &req, map, &ctx, res);
+	if (rc == KD_OK && res->changed)
+		rc = rule_rewrite_encode(&j->rw, &j->tree, out);
+	j->rw.dest = NULL;
+	if (rc == KD_OK && !res->changed) {
+		out->len = start;
+		return 0;
+	}
 	if (rc != KD_OK || out->err) {
 		out->len = start;
 		return rc != KD_OK ? rc : KD_ENOMEM;

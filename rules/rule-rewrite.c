@@ -7,6 +7,7 @@
  * kd-json.h); here are the rules' choices. No network I/O; the hash key
  * file is read when the rules are loaded. */
 #include <arpa/inet.h>
+#include <assert.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -802,10 +803,71 @@ static void unknown_topic(struct rule_rewriter *w, struct kd_tree *t, struct kd_
 		         (int)name.len, (const char *)name.p);
 }
 
-/* Notes that w->out[at..) holds the new records of node n. */
+static size_t prefix_at(const struct kd_node *n, const uint8_t *body, size_t blen);
+static unsigned uvar_size(uint64_t v);
+
+/* Dest mode (rule_rewriter.dest): writes the body's bytes from where the
+ * last rewritten field ended up to the length prefix of RECORDS node n,
+ * then room for the prefix, its size in *k0 (0 when n's prefix is not
+ * where the body says: the tree is then encoded instead, tree_edited). */
+static int dest_gap(struct rule_rewriter *w, const struct kd_tree *t, const struct kd_node *n,
+                    size_t *k0)
+{
+	const uint8_t *body = t->raw.p;
+	size_t pre = body ? prefix_at(n, body, t->raw.len) : (size_t)-1;
+	*k0 = 0;
+	if (pre == (size_t)-1 || pre < w->body_at) {
+		w->tree_edited = 1;
+		return KD_OK;
+	}
+	size_t k = (size_t)(n->val.v.p - body) - pre;
+	kd_w_raw(w->dest, body + w->body_at, pre - w->body_at);
+	if (!kd_wbuf_reserve(w->dest, k))
+		return KD_ENOMEM;
+	w->dest->len += k;
+	*k0 = k;
+	return KD_OK;
+}
+
+/* Dest mode: writes the length prefix of n's new records, which start at
+ * *at in dest right after the k0 bytes of room dest_gap left (moved when
+ * the prefix takes another size: *at follows), and notes where n ends in
+ * the body. */
+static int dest_prefix(struct rule_rewriter *w, const struct kd_node *n, size_t k0, size_t *at)
+{
+	struct kd_wbuf *d = w->dest;
+	size_t len = d->len - *at;
+	int compact = (n->flags & KD_NF_COMPACT) != 0;
+	size_t k = compact ? uvar_size((uint64_t)len + 1) : 4;
+	if (len > INT32_MAX - 1)
+		return KD_ELIMIT;
+	if (k != k0) {
+		if (k > k0 && !kd_wbuf_reserve(d, k - k0))
+			return KD_ENOMEM;
+		memmove(d->p + *at - k0 + k, d->p + *at, len);
+		d->len = d->len - k0 + k;
+		*at = *at - k0 + k;
+	}
+	size_t pos = *at - k;
+	if (compact) {
+		uint64_t v = (uint64_t)len + 1;
+		while (v >= 0x80) {
+			d->p[pos++] = (uint8_t)(v | 0x80);
+			v >>= 7;
+		}
+		d->p[pos] = (uint8_t)v;
+	} else {
+		kd_w_patch_be(d, pos, 4, len);
+	}
+	w->body_at = (size_t)(n->val.v.p - w->body) + n->val.v.len;
+	return KD_OK;
+}
+
+/* Notes that dst[at..) (dest, or w->out) holds the new records of node n. */
 static int seg_add(struct rule_rewriter *w, struct kd_node *n, size_t at)
 {
-	if (w->out.err)
+	const struct kd_wbuf *dst = w->dest ? w->dest : &w->out;
+	if (dst->err)
 		return KD_ENOMEM;
 	if (w->nsegs == w->segcap) {
 		unsigned cap = w->segcap ? 2 * w->segcap : 16;
@@ -815,7 +877,7 @@ static int seg_add(struct rule_rewriter *w, struct kd_node *n, size_t at)
 		w->segs = v;
 		w->segcap = cap;
 	}
-	w->segs[w->nsegs++] = (struct rule_rw_seg){n, at, w->out.len - at};
+	w->segs[w->nsegs++] = (struct rule_rw_seg){n, at, dst->len - at};
 	return KD_OK;
 }
 
@@ -828,6 +890,10 @@ int rule_rewrite_tree(struct rule_rewriter *w, const struct rule_set *rs, int di
 	w->out.err = KD_OK;
 	w->nsegs = 0;
 	w->tree_edited = 0;
+	w->body_at = 0;
+	w->body = t->raw.p;
+	struct kd_wbuf *dst = w->dest ? w->dest : &w->out;
+	w->dest_start = dst->len;
 	struct kd_node *arr = t->root ? kd_build_topic_array(t) : NULL;
 	if (!arr || arr->null || !arr->nkids)
 		return KD_OK;
@@ -890,13 +956,22 @@ int rule_rewrite_tree(struct rule_rewriter *w, const struct rule_set *rs, int di
 				continue;
 			struct kd_recedit_stats st;
 			char err[256] = "";
-			size_t at = w->out.len;
+			/* Into dest: the body's bytes up to this field's length
+			 * prefix, room for the prefix, then the records. */
+			size_t mark = dst->len, k0 = 0;
+			if (w->dest && !w->tree_edited && dest_gap(w, t, recs, &k0) != KD_OK) {
+				rc = KD_ENOMEM;
+				break;
+			}
+			size_t at = dst->len;
 			/* A batch is held decompressed, as records and re-encoded
 			 * at once: bounded by the decoder's 64 MiB per batch, and
 			 * by a record count no real producer reaches. */
 			static const struct kd_rec_limits lim = {.max_records = 1u << 20};
 			int rrc = kd_rec_rewrite(&w->edit, recs->val.v.p, recs->val.v.len, &lim,
-			                         plan_edit, &pl, &w->out, &st, err, sizeof(err));
+			                         plan_edit, &pl, dst, &st, err, sizeof(err));
+			if (rrc != KD_OK)
+				dst->len = mark;
 			if (rrc == KD_ENOMEM) {
 				rc = rrc;
 				break;
@@ -932,13 +1007,17 @@ int rule_rewrite_tree(struct rule_rewriter *w, const struct rule_set *rs, int di
 			out->passed += pl.passed;
 			pl.passed = 0;
 			if (st.rewritten || st.tail_dropped) {
+				if (k0 && dest_prefix(w, recs, k0, &at) != KD_OK) {
+					rc = KD_ENOMEM;
+					break;
+				}
 				if (seg_add(w, recs, at) != KD_OK) {
 					rc = KD_ENOMEM;
 					break;
 				}
 				out->changed++;
 			} else {
-				w->out.len = at; /* kd_rec_rewrite copied it: unchanged */
+				dst->len = mark; /* kd_rec_rewrite copied it: unchanged */
 			}
 		}
 	}
@@ -952,10 +1031,14 @@ int rule_rewrite_tree(struct rule_rewriter *w, const struct rule_set *rs, int di
 
 int rule_rewrite_commit(struct rule_rewriter *w, struct kd_tree *t)
 {
+	const struct kd_wbuf *src = w->dest ? w->dest : &w->out;
 	int rc = KD_OK;
 	for (unsigned i = 0; i < w->nsegs && rc == KD_OK; i++)
-		rc = kd_node_set_str(t, w->segs[i].node, w->out.p + w->segs[i].off, w->segs[i].len);
+		rc = kd_node_set_str(t, w->segs[i].node, src->p + w->segs[i].off, w->segs[i].len);
 	w->nsegs = 0;
+	/* What dest holds past its start is the caller's no more. */
+	if (w->dest)
+		w->dest->len = w->dest_start;
 	return rc == KD_OK ? KD_OK : KD_ENOMEM;
 }
 
@@ -1032,12 +1115,21 @@ int rule_rewrite_encode(struct rule_rewriter *w, struct kd_tree *t, struct kd_wb
 {
 	size_t start = out->len;
 	int rc;
-	w->spliced = (uint8_t)splice_body(w, t, out);
+	if (w->dest) {
+		/* The rewritten fields are in out already: the rest of the body. */
+		assert(out == w->dest);
+		start = w->dest_start;
+		w->spliced = !w->tree_edited;
+		if (w->spliced)
+			kd_w_raw(out, t->raw.p + w->body_at, t->raw.len - w->body_at);
+	} else {
+		w->spliced = (uint8_t)splice_body(w, t, out);
+	}
 	if (w->spliced) {
 		w->nsegs = 0;
 		rc = out->err ? KD_ENOMEM : KD_OK;
 	} else {
-		rc = rule_rewrite_commit(w, t);
+		rc = rule_rewrite_commit(w, t); /* dest: back to its start */
 		if (rc == KD_OK)
 			rc = kd_tree_encode(t, out);
 		if (rc == KD_OK && out->err)

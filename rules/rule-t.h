@@ -403,6 +403,12 @@ struct rule_rewriter {
 	uint8_t defer;       /* leave the new records in out (rule_rewrite_encode) */
 	uint8_t tree_edited; /* other nodes were edited: the tree must be encoded */
 	uint8_t spliced;     /* the last rule_rewrite_encode spliced (did not encode) */
+	/* With defer: the caller's buffer for the new body, which then takes
+	 * the body's bytes and the new records as they are made (no copy from
+	 * out); NULL: out. body_at: bytes of the body written so far. */
+	struct kd_wbuf *dest;
+	size_t dest_start, body_at;
+	const uint8_t *body;
 };
 
 /* Scratch for judging requests one after another (rule_judge), one per

@@ -318,6 +318,8 @@ static void test_fetch_by_topic_id(void **state)
 	struct rule_req req = {
 	    .api_key = 1, .api_version = 13, .have_body = 1, .acks = -2, .client_id = V("c")};
 	struct rule_rw_ctx ctx = {.client_id = V("c"), .now_ms = 1};
+	struct kd_wbuf body0 = {0}; /* the response as the broker sent it */
+	assert_int_equal(kd_tree_encode(&t, &body0), KD_OK);
 	struct rule_rewriter w = {0};
 	struct rule_rw_out out;
 	assert_int_equal(rule_rewrite_tree(&w, rs, RULE_RW_FETCH, &t, &req, map, &ctx, &out),
@@ -346,6 +348,26 @@ static void test_fetch_by_topic_id(void **state)
 	/* The tree encodes (lengths recomputed). */
 	struct kd_wbuf enc = {0};
 	assert_int_equal(kd_tree_encode(&t, &enc), KD_OK);
+	/* In the proxy's way (dest): a partition answered UNKNOWN_TOPIC_ID is
+	 * an edit besides the records, so the tree is encoded, to the same
+	 * bytes, after what the caller wrote. */
+	struct kd_arena a6 = {0};
+	struct kd_tree t6;
+	struct kd_wbuf d = {0};
+	struct rule_rewriter w6 = {.defer = 1, .dest = &d};
+	kd_w_raw(&d, "HDR", 3);
+	assert_int_equal(kd_tree_decode(&t6, &a6, 1, 13, 0, body0.p, body0.len), KD_OK);
+	assert_int_equal(rule_rewrite_tree(&w6, rs, RULE_RW_FETCH, &t6, &req, map, &ctx, &out),
+	                 KD_OK);
+	assert_int_equal(out.changed, 2);
+	assert_int_equal(rule_rewrite_encode(&w6, &t6, &d), KD_OK);
+	assert_false(w6.spliced);
+	assert_int_equal(d.len, 3 + enc.len);
+	assert_memory_equal(d.p + 3, enc.p, enc.len);
+	kd_wbuf_free(&d);
+	rule_rewriter_free(&w6);
+	kd_arena_free(&a6);
+	kd_wbuf_free(&body0);
 	kd_wbuf_free(&enc);
 	rule_rewriter_free(&w);
 	kd_arena_free(&a);
@@ -442,6 +464,39 @@ static void test_splice_encode(void **state)
 			assert_true(records_of(&t4, 0).len > 127);
 			kd_arena_free(&a4);
 		}
+		/* Made in the caller's buffer as the records are rewritten (dest,
+		 * as the proxy does), after what the caller wrote there. */
+		struct kd_arena a5 = {0};
+		struct kd_tree t5;
+		struct kd_wbuf d = {0};
+		struct rule_rewriter w5 = {.defer = 1, .dest = &d};
+		kd_w_raw(&d, "HDR", 3);
+		assert_int_equal(kd_tree_decode(&t5, &a5, 0, ver, 1, body.p, body.len), KD_OK);
+		assert_int_equal(
+		    rule_rewrite_tree(&w5, rs, RULE_RW_PRODUCE, &t5, &req, NULL, &ctx, &out),
+		    KD_OK);
+		assert_int_equal(rule_rewrite_encode(&w5, &t5, &d), KD_OK);
+		assert_true(w5.spliced);
+		assert_int_equal(d.len, 3 + encoded.len);
+		assert_memory_equal(d.p, "HDR", 3);
+		assert_memory_equal(d.p + 3, encoded.p, encoded.len);
+		/* ... and committed from there: the caller's bytes are left. */
+		kd_arena_reset(&a5);
+		d.len = 3;
+		assert_int_equal(kd_tree_decode(&t5, &a5, 0, ver, 1, body.p, body.len), KD_OK);
+		assert_int_equal(
+		    rule_rewrite_tree(&w5, rs, RULE_RW_PRODUCE, &t5, &req, NULL, &ctx, &out),
+		    KD_OK);
+		assert_int_equal(rule_rewrite_commit(&w5, &t5), KD_OK);
+		assert_int_equal(d.len, 3);
+		struct kd_wbuf enc5 = {0};
+		assert_int_equal(kd_tree_encode(&t5, &enc5), KD_OK);
+		assert_int_equal(enc5.len, encoded.len);
+		assert_memory_equal(enc5.p, encoded.p, encoded.len);
+		kd_wbuf_free(&enc5);
+		kd_wbuf_free(&d);
+		rule_rewriter_free(&w5);
+		kd_arena_free(&a5);
 		/* Committed instead: the tree holds them, and encodes the same. */
 		struct kd_arena a3 = {0};
 		struct kd_tree t3;
