@@ -22,6 +22,18 @@ static struct rule_set *load(const char *yaml, char *err, size_t errlen)
 	return rule_set_load_mem(yaml, strlen(yaml), "r.yaml", err, errlen);
 }
 
+/* `kwire rules check`'s text of rs (free it). */
+static char *dump(const struct rule_set *rs)
+{
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&buf, &len);
+	assert_non_null(f);
+	rule_set_dump(rs, f);
+	fclose(f);
+	return buf;
+}
+
 static void expect_error(const char *yaml, const char *where, const char *what)
 {
 	char err[512] = "";
@@ -78,11 +90,7 @@ static void test_mirror_keys(void **state)
 	assert_false(rule_set_needs_body(rs, KD_API_END_TXN));
 	assert_false(rule_set_needs_body(rs, KD_API_FETCH));
 	/* The dump shows the rules, never the password. */
-	char *buf = NULL;
-	size_t len = 0;
-	FILE *f = open_memstream(&buf, &len);
-	rule_set_dump(rs, f);
-	fclose(f);
+	char *buf = dump(rs);
 	assert_non_null(strstr(buf, "mirror to 127.0.0.1:9092, topic dr.{topic}.copy"));
 	assert_non_null(strstr(buf, "tap to billing.pcapng"));
 	assert_null(strstr(buf, "hunter2"));
@@ -185,11 +193,7 @@ static void test_sink_security(void **state)
 	props_text(a->props, a->nprops / 2, text, sizeof(text));
 	assert_string_equal(text, "security.protocol=SSL");
 	/* The dump redacts the password. */
-	char *buf = NULL;
-	size_t len = 0;
-	FILE *f = open_memstream(&buf, &len);
-	rule_set_dump(rs, f);
-	fclose(f);
+	char *buf = dump(rs);
 	assert_null(strstr(buf, "s3cret-pw"));
 	assert_null(strstr(buf, "=p2"));
 	free(buf);
