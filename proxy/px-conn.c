@@ -296,12 +296,7 @@ static unsigned tap_rules(struct px_conn *conn, const struct rule_set *rs,
 	unsigned mask = 0;
 	for (unsigned r = 0; r < rs->n; r++) {
 		struct rule *rule = &rs->rules[r];
-		if (rule->section != RULE_TAP)
-			continue;
-		int hit = req->ntopics ? 0 : rule_matches(rule, req, -1, NULL);
-		for (unsigned t = 0; t < req->ntopics && !hit; t++)
-			hit = rule_matches(rule, req, (int)t, NULL);
-		if (!hit)
+		if (!rule_tap_matches(rule, req))
 			continue;
 		atomic_fetch_add_explicit(&rule->hits, 1, memory_order_relaxed);
 		struct px_tap *tap =

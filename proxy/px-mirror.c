@@ -698,7 +698,7 @@ static void do_produce(struct px_mirror *m, struct px_mjob *job)
 		struct kd_node *parts = kd_node_child(&topics->kids[i], "PartitionData");
 		for (unsigned r = 0; r < job->rs->n; r++) {
 			const struct rule *rule = &job->rs->rules[r];
-			if (rule->section != RULE_MIRROR || !rule_matches(rule, req, (int)t, NULL))
+			if (!rule_mirror_matches(rule, req, (int)t))
 				continue;
 			atomic_fetch_add_explicit(&((struct rule *)rule)->hits, 1,
 			                          memory_order_relaxed);

@@ -230,3 +230,18 @@ int rule_mirror_topic(const char *tpl, const char *t, size_t tlen, char *out, si
 	out[o] = 0;
 	return o ? (int)o : -1;
 }
+
+int rule_mirror_matches(const struct rule *rule, const struct rule_req *req, int topic)
+{
+	return rule->section == RULE_MIRROR && rule_matches(rule, req, topic, NULL);
+}
+
+int rule_tap_matches(const struct rule *rule, const struct rule_req *req)
+{
+	if (rule->section != RULE_TAP)
+		return 0;
+	int hit = req->ntopics ? 0 : rule_matches(rule, req, -1, NULL);
+	for (unsigned t = 0; t < req->ntopics && !hit; t++)
+		hit = rule_matches(rule, req, (int)t, NULL);
+	return hit;
+}

@@ -68,4 +68,14 @@ void rule_mirror_dump(const struct rule *rule, FILE *f);
  * not be a valid topic name (empty, longer than 249 bytes). */
 int rule_mirror_topic(const char *tpl, const char *t, size_t tlen, char *out, size_t cap);
 
+/* Whether mirror rule rule copies topic (an index into req->topics) of
+ * Produce request req (its facts, under the cluster's names): the matcher
+ * of the proxy's mirror thread (px-mirror.c) and of `kwire decode
+ * --rules`. 0 for rules of other sections. */
+int rule_mirror_matches(const struct rule *rule, const struct rule_req *req, int topic);
+/* Whether tap rule rule writes request req (its facts) and its answer to
+ * its file: a request that names no topic by its request-level matchers,
+ * else by any one of its topics. The matcher of the proxy (px-conn.c) and
+ * of `kwire decode --rules`. 0 for rules of other sections. */
+int rule_tap_matches(const struct rule *rule, const struct rule_req *req);
 #endif

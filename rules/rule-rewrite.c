@@ -1149,3 +1149,27 @@ void rule_rewriter_free(struct rule_rewriter *w)
 	w->segs = NULL;
 	w->nsegs = w->segcap = 0;
 }
+
+/* ---- what a rule's masks name (kwire decode --rules) ---- */
+
+unsigned rule_rewrite_nmasks(const struct rule *rule)
+{
+	return rule->section == RULE_REWRITE && rule->records ? rule->records->nmasks : 0;
+}
+
+const char *rule_rewrite_mask_path(const struct rule *rule, unsigned k, const char **done)
+{
+	const struct rw_mask *m = &rule->records->masks[k];
+	*done = m->op == KD_JMASK_HASH ? "hashed" : m->op == KD_JMASK_DROP ? "dropped" : "replaced";
+	return m->path_text;
+}
+
+int rule_rewrite_mask_hits(const struct rule *rule, unsigned k, const uint8_t *p, size_t len,
+                           struct kd_wbuf *scratch)
+{
+	/* Counted as a drop: the same path walk, without the HMAC key. */
+	struct kd_jmask m = {.path = &rule->records->masks[k].path, .op = KD_JMASK_DROP};
+	scratch->len = 0;
+	int rc = kd_json_mask(p, len, &m, 1, NULL, scratch);
+	return rc > 0 ? rc : 0;
+}

@@ -167,6 +167,15 @@ void rule_rewriter_free(struct rule_rewriter *w);
  * kd_tree_encode of the committed tree. Both return KD_OK or a KD_E*. */
 int rule_rewrite_commit(struct rule_rewriter *w, struct kd_tree *t);
 int rule_rewrite_encode(struct rule_rewriter *w, struct kd_tree *t, struct kd_wbuf *out);
+/* A records rule's masks, for `kwire decode --rules`: how many; mask k's
+ * path as written, with what it does to a value in *done ("replaced",
+ * "hashed", "dropped"); and how many values of JSON value p[0..len) it
+ * names (0 when p is not JSON; scratch is reused). */
+unsigned rule_rewrite_nmasks(const struct rule *rule);
+const char *rule_rewrite_mask_path(const struct rule *rule, unsigned k, const char **done);
+struct kd_wbuf;
+int rule_rewrite_mask_hits(const struct rule *rule, unsigned k, const uint8_t *p, size_t len,
+                           struct kd_wbuf *scratch);
 /* The rule's records action, for `kwire rules check`. */
 void rule_rewrite_dump(const struct rule *rule, FILE *f);
 
