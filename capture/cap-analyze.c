@@ -690,6 +690,7 @@ static void pair_emit(struct cap_an *an, struct an_flow *fl, struct an_pend *pen
 
 static void pend_free(struct an_pend *pend)
 {
+	an_rules_pend_free(&pend->rules);
 	free(pend->body);
 	free(pend);
 }
@@ -728,6 +729,8 @@ static void on_popped(struct cap_an *an, struct an_flow *fl, const struct kd_eve
 	struct an_pend *pend = pend_take(fl, &ev->req);
 	if (!pend)
 		return;
+	if (an->rules)
+		an_rules_unanswered(an, fl, &pend->rules, pend->ts_us);
 	pair_emit(an, fl, pend, &pend->sum, NULL, 0, 0);
 	pend_free(pend);
 }
@@ -743,6 +746,8 @@ static void on_request(struct cap_an *an, struct an_flow *fl, const struct kd_ev
 	pend->ts_us = (int64_t)ev->ts_us;
 	pend->body = NULL;
 	pend->blen = 0;
+	pend->rules.mplan = NULL;
+	pend->rules.nmplan = 0;
 	kd_sum_init(&pend->sum);
 	pend->sum.arena = &an->arena; /* empty between messages; the summary resets it */
 	pend->sum.ts_us = (int64_t)ev->ts_us;
@@ -848,7 +853,7 @@ static void on_response(struct cap_an *an, struct an_flow *fl, const struct kd_e
 		sum->latency_us = ev->latency_us;
 	if (an->rules && pend)
 		an_rules_response(an, fl, &pend->rules, (uint64_t)ev->frame_len + 4,
-		                  (int64_t)ev->ts_us);
+		                  (int64_t)ev->ts_us, body, blen);
 	if (ev->flags & KD_EVF_UNPAIRED)
 		an_problem(an, fl, "response #%d answers no request seen in the capture",
 		           ev->resp_hdr.correlation_id);
@@ -883,8 +888,12 @@ static void on_opaque(struct cap_an *an, struct an_flow *fl, const struct kd_eve
 		return;
 	}
 	pend->ts_us = (int64_t)ev->ts_us;
+	pend->rules.mplan = NULL;
+	pend->rules.nmplan = 0;
 	pend->body = NULL;
 	pend->blen = 0;
+	pend->rules.mplan = NULL;
+	pend->rules.nmplan = 0;
 	kd_sum_init(&pend->sum);
 	pend->sum.ts_us = (int64_t)ev->ts_us;
 	pend->sum.correlation_id = -1;

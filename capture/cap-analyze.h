@@ -142,6 +142,9 @@ struct an_rules_pend {
 		const struct rule *rule;
 		char key[AN_RULES_KEY];
 	} fetch[AN_RULES_FETCH_HITS];
+	/* a Produce's records the mirror rules copy once it is answered */
+	struct an_mplan *mplan;
+	unsigned nmplan;
 };
 struct an_eps;
 struct an_undec;
@@ -197,8 +200,14 @@ void an_rules_free(struct an_rules **r);
 struct kd_event;
 void an_rules_request(struct cap_an *an, const struct an_flow *fl, const struct kd_event *ev,
                       struct an_rules_pend *rp);
-void an_rules_response(struct cap_an *an, const struct an_flow *fl, const struct an_rules_pend *rp,
-                       uint64_t resp_bytes, int64_t ts_us);
+/* The response to rp's request (body: its body, NULL when not at hand). */
+void an_rules_response(struct cap_an *an, const struct an_flow *fl, struct an_rules_pend *rp,
+                       uint64_t resp_bytes, int64_t ts_us, const uint8_t *body, size_t blen);
+/* rp's request will have no response in the capture. */
+void an_rules_unanswered(struct cap_an *an, const struct an_flow *fl, struct an_rules_pend *rp,
+                         int64_t ts_us);
+/* Frees what rp holds (any an_pend's, --rules or not). */
+void an_rules_pend_free(struct an_rules_pend *rp);
 void an_rules_report(struct cap_an *an);
 
 /* The report of flows that carried payload but were not decoded, as lines
