@@ -333,11 +333,9 @@ static void mirror_whole(struct px_conn *conn, struct evbuffer *src, size_t off,
 	if (!conn->req_mjob)
 		return;
 	uint8_t *tmp = src ? malloc(n ? n : 1) : NULL;
-	struct evbuffer_ptr ptr;
 	if (!src)
 		px_mirror_req_frame(conn->req_mjob, p, n);
-	else if (tmp && evbuffer_ptr_set(src, &ptr, off, EVBUFFER_PTR_SET) == 0 &&
-	         evbuffer_copyout_from(src, &ptr, tmp, n) == (ev_ssize_t)n)
+	else if (tmp && px_mirror_copy(src, off, tmp, n) == 0)
 		px_mirror_req_frame(conn->req_mjob, tmp, n);
 	free(tmp);
 	if (conn->req_mjob_own)

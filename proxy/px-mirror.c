@@ -26,6 +26,7 @@
 #include "px-ksink.h"
 #include "px-mirror.h"
 #include "rule-mirror.h"
+#include "rule-names.h"
 #include "rule.h"
 
 #define MIRROR_RESP_MAX (1u << 20) /* a Produce or EndTxn answer is far smaller */
@@ -253,13 +254,40 @@ void px_mirror_req_frame(struct px_mjob *job, const uint8_t *p, size_t len)
 	job->req_total = job->req_len = len;
 }
 
+int px_mirror_copy(struct evbuffer *src, size_t off, void *dst, size_t n)
+{
+	/* evbuffer_peek, not evbuffer_copyout_from: the latter fails on a
+	 * buffer whose start is frozen, as a bufferevent's output is
+	 * between its writes (the answers kwire edits whole are copied from
+	 * there). */
+	struct evbuffer_ptr ptr;
+	struct evbuffer_iovec vec[16];
+	uint8_t *d = dst;
+	if (evbuffer_ptr_set(src, &ptr, off, EVBUFFER_PTR_SET) < 0)
+		return -1;
+	while (n) {
+		int nv = evbuffer_peek(src, (ev_ssize_t)n, &ptr, vec, 16);
+		if (nv <= 0)
+			return -1;
+		size_t got = 0;
+		for (int i = 0; i < nv && i < 16 && got < n; i++) {
+			size_t k = vec[i].iov_len < n - got ? vec[i].iov_len : n - got;
+			memcpy(d + got, vec[i].iov_base, k);
+			got += k;
+		}
+		d += got;
+		n -= got;
+		if (n && evbuffer_ptr_set(src, &ptr, got, EVBUFFER_PTR_ADD) < 0)
+			return -1;
+	}
+	return 0;
+}
+
 void px_mirror_req_buf(struct px_mjob *job, struct evbuffer *src, size_t off, size_t n)
 {
-	struct evbuffer_ptr ptr;
 	size_t total = job->req_total;
 	if (job->req_broken || job->req_len + n > total ||
-	    evbuffer_ptr_set(src, &ptr, off, EVBUFFER_PTR_SET) < 0 ||
-	    evbuffer_copyout_from(src, &ptr, job->req + job->req_len, n) != (ev_ssize_t)n) {
+	    px_mirror_copy(src, off, job->req + job->req_len, n) != 0) {
 		job->req_broken = 1;
 		return;
 	}
@@ -294,11 +322,7 @@ static uint8_t *resp_room(struct px_mjob *job, size_t n)
 void px_mirror_resp_buf(struct px_mjob *job, struct evbuffer *src, size_t off, size_t n)
 {
 	uint8_t *p = resp_room(job, n);
-	struct evbuffer_ptr ptr;
-	if (!p)
-		return;
-	if (evbuffer_ptr_set(src, &ptr, off, EVBUFFER_PTR_SET) < 0 ||
-	    evbuffer_copyout_from(src, &ptr, p, n) != (ev_ssize_t)n)
+	if (p && px_mirror_copy(src, off, p, n) != 0)
 		job->broken = 1;
 }
 
@@ -559,10 +583,17 @@ static void txn_hold(struct px_mirror *m, const struct kd_batch *b, unsigned s, 
 /* The error code the response gives topic/partition; -1 when it does not
  * answer it. */
 static int part_error(struct px_mirror *m, const struct kd_node *resps, struct kd_view topic,
-                      int32_t part)
+                      int32_t part, const struct rule *names)
 {
+	char buf[512];
 	for (uint32_t i = 0; resps && i < resps->nkids; i++) {
 		struct kd_view n = topic_name(m->topics, &resps->kids[i]);
+		/* A client whose names a rewrite rule maps: an answer kwire
+		 * edited whole is copied as the client got it, with its names
+		 * (the request as the broker got it, with the cluster's). */
+		if (names && !n.null && (n.len != topic.len || memcmp(n.p, topic.p, n.len)))
+			rule_names_map(names->names, RULE_N_TOPIC, 1, n.p, n.len, buf, sizeof(buf),
+			               &n);
 		if (n.null || n.len != topic.len || memcmp(n.p, topic.p, n.len))
 			continue;
 		struct kd_node *ps = kd_node_child(&resps->kids[i], "PartitionResponses");
@@ -675,6 +706,7 @@ static void do_produce(struct px_mirror *m, struct px_mjob *job)
 	req->broker_id = job->who.broker_id;
 	req->src_family = job->who.src_family;
 	memcpy(req->src_addr, job->who.src_addr, sizeof(req->src_addr));
+	const struct rule *names = rule_names_for(job->rs, req);
 	int unacked = 0;
 	if (!job->acks0) {
 		body =
@@ -709,7 +741,7 @@ static void do_produce(struct px_mirror *m, struct px_mjob *job)
 					continue;
 				int32_t part = (int32_t)idx->val.i;
 				if (unacked ||
-				    (!job->acks0 && part_error(m, resps, name, part) != 0))
+				    (!job->acks0 && part_error(m, resps, name, part, names) != 0))
 					atomic_fetch_add(&m->unacked, blob_records(recs));
 				else
 					mirror_part(m, rule, name, part, recs);

@@ -52,6 +52,9 @@ void px_mirror_free(struct px_mirror **m);
 struct rule_who;
 struct px_mjob *px_mirror_request(struct px_mirror *m, struct rule_set *rs, int act,
                                   const struct kd_frame_info *fi, const struct rule_who *who);
+/* Copies n bytes of src from off into dst, also from a buffer whose
+ * start is frozen (a bufferevent's output). 0, or -1 when src is short. */
+int px_mirror_copy(struct evbuffer *src, size_t off, void *dst, size_t n);
 /* n request bytes from src at off, in order. */
 void px_mirror_req_buf(struct px_mjob *job, struct evbuffer *src, size_t off, size_t n);
 /* The request as it was forwarded, whole, instead (PX_J_REWRITE: the main
