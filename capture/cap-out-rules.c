@@ -174,6 +174,17 @@ static void act_str(struct cap_an *an, const char *key, const char *word, const 
 	}
 }
 
+/* Why, at the end of a line: ,"why":"..." or ": ..." (text, after intro). */
+static void act_why(struct cap_an *an, const char *intro, const char *why)
+{
+	if (is_json(an)) {
+		act_str(an, "why", "", why, strlen(why));
+		return;
+	}
+	kd_w_fmt(&an->ob, "%s: ", intro);
+	kd_w_raw(&an->ob, why, strlen(why));
+}
+
 /* One action line: text or a JSON object. */
 static void action(struct cap_an *an, const struct an_flow *fl, int64_t ts_us,
                    const struct rule_req *req, int32_t corr, const char *what,
@@ -660,7 +671,7 @@ static void rw_message(struct cap_an *an, const struct an_flow *fl, int64_t ts_u
 			         kd_error_name(res.err[i]));
 			act_str(an, "topic", "topic", res.names[i].p, res.names[i].len);
 			if (res.msg[0])
-				act_str(an, "why", ":", res.msg, strlen(res.msg));
+				act_why(an, "", res.msg);
 			act_end(an);
 			continue;
 		}
@@ -684,7 +695,7 @@ static void rw_message(struct cap_an *an, const struct an_flow *fl, int64_t ts_u
 					kd_w_fmt(o, " (and %u more)", more_rp);
 			}
 			if (res.msg[0])
-				act_str(an, "why", ":", res.msg, strlen(res.msg));
+				act_why(an, "", res.msg);
 			act_end(an);
 		}
 		if (!tp.changed)
@@ -696,7 +707,7 @@ static void rw_message(struct cap_an *an, const struct an_flow *fl, int64_t ts_u
 		}
 		act_begin(an, fl, ts_us, key, ver, corr, cid, "rewrite", first);
 		if (is_json(an)) {
-			kd_w_fmt(o, ",\"direction\":\"%s\",\"rules\":[", dirw);
+			kd_w_fmt(o, ",\"direction\":\"%s\",\"applied_rules\":[", dirw);
 			for (unsigned k = 0; k < tp.nrules; k++) {
 				kd_w_cstr(o, k ? "," : "");
 				kd_sum_json_str(o, (const uint8_t *)tp.rules[k]->name,
@@ -782,7 +793,7 @@ static void rw_message(struct cap_an *an, const struct an_flow *fl, int64_t ts_u
 		else
 			kd_w_fmt(o, " %s: %u records or batches went unchanged", dirw, res.passed);
 		if (res.msg[0])
-			act_str(an, "why", "(on_error: pass):", res.msg, strlen(res.msg));
+			act_why(an, " (on_error: pass)", res.msg);
 		act_end(an);
 	}
 	if (any)

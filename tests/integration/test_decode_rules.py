@@ -10,6 +10,14 @@ each section has a known answer:
 - audit: every request naming a kcat-grp group is audited;
 - quotas: a tiny request rate throttles, a huge one never does.
 A broken rules file fails with FILE:LINE:COL and exit status 1.
+
+rewrite, mirror and tap (check_rewrite_mirror_tap), read off the same
+decode: a names prefix maps every topic (Produce's kcat-codecs is
+t.kcat-codecs), a header added to and one removed from every record of the
+Produce requests to kcat-codecs, a mirror of the cluster's names copies
+exactly the records whose Produce the capture shows answered without error,
+to dr.t.TOPIC on the same partitions (a mirror rule on the client's name
+copies nothing), and a tap rule taps every Produce request.
 """
 import json
 import os
@@ -32,12 +40,12 @@ def decode(*args):
     return p.stdout
 
 
-def requests():
+def requests(direction="request"):
     """(api, body) of every request in the capture, from the plain decoder."""
     out = []
     for line in decode("--format", "json").splitlines():
         o = json.loads(line)
-        if o.get("direction") == "request":
+        if o.get("direction") == direction:
             out.append(o)
     return out
 
@@ -74,9 +82,85 @@ def rules_json(yaml_text):
     finally:
         os.unlink(path)
     acts = [json.loads(x) for x in lines]
-    report = [a for a in acts if "rules" in a]
+    report = [a for a in acts if "action" not in a]
     assert len(report) == 1, "one rules report at the end"
     return [a for a in acts if "rules" not in a], report[0]["rules"]
+
+
+def check_rewrite_mirror_tap(reqs):
+    resps = {(r["client"], r["correlation_id"]): r for r in requests("response")}
+    produces = [r for r in reqs if r["api"] == "Produce"]
+    acts, rep = rules_json(
+        "rewrite:\n"
+        "  - name: tenant\n"
+        "    match: {client_id: rdkafka}\n"
+        "    prefix: t.\n"
+        "  - name: tag\n"
+        "    match: {api: Produce, topic: kcat-codecs}\n"
+        "    headers: {add: {x-dry: \"${client_id}\"}, remove: [trace]}\n"
+        "mirror:\n"
+        "  - name: dr\n"
+        "    match: {topic: \"t.kcat-*\"}\n"
+        "    topic: \"dr.{topic}\"\n"
+        "    to: {bootstrap: \"127.0.0.1:1\"}\n"
+        "  - name: client-names\n"
+        "    match: {topic: kcat-codecs}\n"
+        "    to: {bootstrap: \"127.0.0.1:1\"}\n"
+        "tap:\n"
+        "  - name: produce-tap\n"
+        "    match: {api: Produce}\n"
+        "    to: /var/log/kwire/produce.pcapng\n")
+    key = {(a["client"], a["correlation_id"]): a for a in acts if a["action"] == "map"}
+    named = [r for r in reqs if r["api"] in ("Produce", "Metadata", "Fetch", "ListOffsets")
+             and r.get("body") and (topics_of(r) or r["body"].get("Topics"))]
+    assert named and all((r["client"], r["correlation_id"]) in key for r in named), \
+        "every request naming a topic is mapped"
+    want_mirror, want_parts = 0, set()
+    for r in produces:
+        recs, trace = 0, 0
+        for t in r["body"]["TopicData"]:
+            for p in t["PartitionData"]:
+                n = sum(b["record_count"] for b in p["Records"]["batches"])
+                recs += n
+                trace += sum(1 for b in p["Records"]["batches"] for x in b["records"]
+                             if any(h["key"] == "trace" for h in x["headers"]))
+                answer = resps.get((r["client"], r["correlation_id"]))
+                errs = [q["ErrorCode"] for rt in (answer or {}).get("body", {}).get("Responses", [])
+                        if rt["Name"] == t["Name"] for q in rt["PartitionResponses"]
+                        if q["Index"] == p["Index"]]
+                if errs == [0]:
+                    want_mirror += n
+                    want_parts.add((r["client"], r["correlation_id"], p["Index"], n))
+        m = key[(r["client"], r["correlation_id"])]
+        assert m["names"] == [{"kind": "topic", "client": t, "cluster": "t." + t}
+                              for t in topics_of(r)], m
+        rw = [a for a in acts if a["action"] == "rewrite" and
+              (a["client"], a["correlation_id"]) == (r["client"], r["correlation_id"])]
+        if topics_of(r) != ["kcat-codecs"]:
+            assert not rw, rw
+            continue
+        assert len(rw) == 1 and rw[0]["changed"] == rw[0]["records"] == recs, (rw, recs)
+        hdr = {h["name"]: h for h in rw[0]["headers"]}
+        assert hdr["x-dry"]["added"] == recs and hdr.get("trace", {}).get("removed", 0) == trace \
+            and set(hdr) <= {"x-dry", "trace"}, (hdr, recs, trace)
+    mirrored = [a for a in acts if a["action"] == "mirror"]
+    assert all(a["rule"] == "dr" and a["to_topic"] == "dr.t." + a["topic"] and
+               a["partitioning"] == "same" for a in mirrored), mirrored
+    assert want_mirror > 0 and sum(a["records"] for a in mirrored) == want_mirror, \
+        (want_mirror, mirrored)
+    assert {(a["client"], a["correlation_id"], p["partition"], p["records"])
+            for a in mirrored for p in a["partitions"]} == want_parts
+    skipped = sum(a["records"] for a in acts if a["action"] == "skip")
+    assert skipped + want_mirror == sum(b["record_count"] for r in produces
+                                        for t in r["body"]["TopicData"]
+                                        for p in t["PartitionData"]
+                                        for b in p["Records"]["batches"]), skipped
+    taps = sorted((a["client"], a["correlation_id"]) for a in acts if a["action"] == "tap")
+    assert taps == sorted((r["client"], r["correlation_id"]) for r in produces), taps
+    by_rule = {e["rule"]: e for e in rep["by_rule"]}
+    assert by_rule["dr"]["records"] == want_mirror and by_rule["client-names"]["records"] == 0 \
+        and by_rule["produce-tap"]["matched"] == len(produces), by_rule
+    assert rep["mirrored_records"] == want_mirror and rep["tapped"] == len(produces), rep
 
 
 def main():
@@ -136,7 +220,8 @@ def main():
     os.unlink(path)
     assert p.returncode == 1, p
     assert f"{path}:2:13: unknown match key 'topik'" in p.stderr, p.stderr
-    print("1 passed, 0 failed")
+    check_rewrite_mirror_tap(reqs)
+    print("2 passed, 0 failed")
 
 
 if __name__ == "__main__":
