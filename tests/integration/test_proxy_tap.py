@@ -19,6 +19,11 @@ what kwire forwards, which kwire decode, tshark and Wireshark read.
    their answers: Produce to one topic, not to the other, nor any other API;
    the pairs are those of the access log for that topic; /metrics labels
    the rule's file.
+5. Over TLS: kwire terminates TLS (--tls-cert), kcat produces and consumes
+   over TLS with the global tap and a `tap:` rule on: both files are the
+   plaintext kwire forwarded (kwire decode gives the access log's pairs,
+   tshark decodes them, every record value kcat produced is in the file as
+   it was written), which a capture of the wire cannot give.
 """
 import os
 import re
@@ -46,16 +51,16 @@ def strip(line):
     return re.sub(r" [0-9.]+ms$", "", line)
 
 
-def produce_consume(bootstrap, topic):
-    data = "".join(f"k{i}:v{i}\n" for i in range(RECORDS))
-    r = subprocess.run(["kcat", "-P", "-b", bootstrap, "-t", topic, "-K:", "-H", "trace=abc"],
-                       input=data, capture_output=True, text=True, timeout=60)
+def produce_consume(bootstrap, topic, extra=(), value="v{i}"):
+    data = "".join(f"k{i}:{value.format(i=i)}\n" for i in range(RECORDS))
+    r = subprocess.run(["kcat", "-P", "-b", bootstrap, "-t", topic, "-K:", "-H", "trace=abc",
+                        *extra], input=data, capture_output=True, text=True, timeout=60)
     check(r.returncode == 0, f"kcat -P failed: {r.stderr}")
-    r = subprocess.run(["kcat", "-C", "-b", bootstrap, "-t", topic, "-e", "-q", "-f", "%k=%s\n"],
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run(["kcat", "-C", "-b", bootstrap, "-t", topic, "-e", "-q", "-f", "%k=%s\n",
+                        *extra], capture_output=True, text=True, timeout=60)
     check(r.returncode == 0, f"kcat -C failed: {r.stderr}")
     got = sorted(r.stdout.split())
-    check(got == sorted(f"k{i}=v{i}" for i in range(RECORDS)),
+    check(got == sorted(f"k{i}={value.format(i=i)}" for i in range(RECORDS)),
           f"consumed {len(got)} records, not the {RECORDS} produced")
 
 
@@ -89,8 +94,14 @@ def check_pairs(kwire):
           "kwire decode of the tap differs from the access log:\n only in the log:\n  " +
           "\n  ".join(sorted(set(log) - set(pairs))[:10]) + "\n only in the tap:\n  " +
           "\n  ".join(sorted(set(pairs) - set(log))[:10]))
-    # tshark reads it: Kafka on the brokers' ports, nothing lost or malformed
-    # beyond the mock's known ApiVersions v3 answer (docs/peers.md).
+    tshark_check(tap, real_ports, log)
+
+
+def tshark_check(tap, real_ports, log):
+    """tshark reads tap: Kafka on the brokers' ports, as many Produce
+    requests as the access log (lines) shows, nothing lost or malformed."""
+    # Nothing lost or malformed beyond the mock's known ApiVersions v3
+    # answer (docs/peers.md).
     args = ["tshark", "-r", tap, "-n"]
     for p in real_ports:
         args += ["-d", f"tcp.port=={p},kafka"]
@@ -210,6 +221,57 @@ def check_rule_tap(kwire):
           "\n".join(pairs[:10]) + "\n--- log:\n" + "\n".join(log[:10]))
 
 
+def check_tls(kwire):
+    """The tap of a TLS listener holds the plaintext: the pairs and records."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import tls_certs
+    tmp = tempfile.mkdtemp(prefix="kwire-taptls-")
+    certs = tls_certs.make_certs(os.path.join(tmp, "certs"))
+    tap, rtap = os.path.join(tmp, "tap.pcapng"), os.path.join(tmp, "rule.pcapng")
+    rules = os.path.join(tmp, "rules.yaml")
+    with open(rules, "w") as f:
+        f.write(f"tap:\n  - name: sec\n    match: {{topic: sec}}\n    to: {rtap}\n")
+    ssl = ["-X", "security.protocol=SSL", "-X", f"ssl.ca.location={certs['ca']}"]
+    value = "plain-{i}-secret-payload"
+    with Cluster(topics=(("sec", 3),), log_format="text",
+                 extra_proxy_args=["--tls-cert", certs["server"], "--tls-key",
+                                   certs["server_key"], "--tap", tap, "--rules", rules]) as c:
+        # The listener is TLS: a plaintext client gets nothing.
+        r = subprocess.run(["kcat", "-L", "-b", c.bootstrap, "-m", "3"], capture_output=True,
+                           timeout=30)
+        check(r.returncode != 0, "a plaintext client got metadata from the TLS listener")
+        produce_consume(c.bootstrap, "sec", ssl, value)
+        check(c.metric("kwire_tap_dropped_packets_total") == 0, "the tap dropped packets")
+        check(c.stop_proxy() == 0, "kwire proxy did not exit 0")
+        with open(c.log_path) as f:
+            log = [strip(x) for x in f.read().splitlines()
+                   if x.strip() and not x.startswith("!")]
+        real_ports = sorted(c.real_ports())
+    # The failed plaintext attempt is no pair: only TLS clients' pairs.
+    pairs = [strip(x) for x in decode(kwire, tap).splitlines()
+             if x.strip() and not x.startswith("!")]
+    check(len(log) > 10 and any(" Produce " in x for x in log) and
+          any(" Fetch " in x for x in log), f"access log too short: {log}")
+    check(sorted(pairs) == sorted(log),
+          "kwire decode of the TLS listener's tap differs from the access log:\n only in the "
+          "log:\n  " + "\n  ".join(sorted(set(log) - set(pairs))[:10]) +
+          "\n only in the tap:\n  " + "\n  ".join(sorted(set(pairs) - set(log))[:10]))
+    tshark_check(tap, real_ports, log)
+    # The records kcat produced, as it wrote them, in both files (the rule's
+    # holds its topic's pairs: Produce, Fetch, Metadata of sec).
+    for path in (tap, rtap):
+        with open(path, "rb") as f:
+            raw = f.read()
+        missing = [i for i in range(RECORDS) if value.format(i=i).encode() not in raw]
+        check(not missing, f"{os.path.basename(path)}: records not in plaintext: {missing[:5]}")
+    rpairs = [strip(x) for x in decode(kwire, rtap).splitlines()
+              if x.strip() and not x.startswith("!")]
+    check(rpairs and set(rpairs) <= set(log) and
+          sorted(x for x in rpairs if " Produce " in x) ==
+          sorted(x for x in log if " Produce " in x),
+          "the rule's tap: not the access log's pairs for its topic:\n" + "\n".join(rpairs[:10]))
+
+
 def main():
     kwire = env("KWIRE_BIN")
     need("kcat")
@@ -219,6 +281,7 @@ def main():
         check_secrets(kwire)
     check_rotation(kwire)
     check_rule_tap(kwire)
+    check_tls(kwire)
     print("ok")
 
 
