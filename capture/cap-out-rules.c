@@ -391,8 +391,12 @@ static const struct rule *names_request(struct cap_an *an, const struct an_flow 
 #define RW_MASKS_SHOWN 32 /* (rule, mask) pairs per topic */
 #define RW_RULES_SHOWN 16 /* rules per topic */
 
+#define RW_HDR_NAME 128 /* bytes of a header name kept (longer ones: cut) */
+
 struct rw_hstat {
-	struct kd_view name; /* into the captured or rewritten message */
+	/* a copy: records of a compressed batch live in the iterator's buffer */
+	uint8_t name[RW_HDR_NAME];
+	uint32_t len;
 	uint64_t added, replaced, removed;
 };
 
@@ -444,13 +448,16 @@ static void hdr_note(struct rw_topic *tp, const struct kd_record *o, const struc
 		return;
 	struct rw_hstat *hs = NULL;
 	for (unsigned i = 0; i < tp->nh && !hs; i++)
-		if (tp->h[i].name.len == name.len && !memcmp(tp->h[i].name.p, name.p, name.len))
+		if (tp->h[i].len == (name.len < RW_HDR_NAME ? name.len : RW_HDR_NAME) &&
+		    !memcmp(tp->h[i].name, name.p, tp->h[i].len))
 			hs = &tp->h[i];
 	if (!hs) {
 		if (tp->nh == RW_HDRS_SHOWN)
 			return;
 		hs = &tp->h[tp->nh++];
-		*hs = (struct rw_hstat){.name = name};
+		memset(hs, 0, sizeof(*hs));
+		hs->len = name.len < RW_HDR_NAME ? name.len : RW_HDR_NAME;
+		memcpy(hs->name, name.p, hs->len);
 	}
 	if (!oc)
 		hs->added++;
@@ -676,9 +683,15 @@ static void rw_message(struct cap_an *an, const struct an_flow *fl, int64_t ts_u
 			continue;
 		}
 		if (nrp) {
-			ctr(r, first)->refused += nrp + more_rp;
+			/* The first applied rule with on_error: refuse refused them
+			 * (an unknown topic id: the first applied rule). */
+			const struct rule *by = first;
+			for (unsigned k = tp.nrules; k-- > 0;)
+				if (rule_rewrite_refuses(tp.rules[k]))
+					by = tp.rules[k];
+			ctr(r, by)->refused += nrp + more_rp;
 			any = 1;
-			act_begin(an, fl, ts_us, key, ver, corr, cid, "refuse", first);
+			act_begin(an, fl, ts_us, key, ver, corr, cid, "refuse", by);
 			kd_w_fmt(o, is_json(an) ? ",\"error\":\"%s\"" : " with %s",
 			         kd_error_name(rp_err));
 			act_str(an, "topic", "topic", res.names[i].p, res.names[i].len);
@@ -724,7 +737,7 @@ static void rw_message(struct cap_an *an, const struct an_flow *fl, int64_t ts_u
 			    (unsigned long long)tp.values);
 			for (unsigned k = 0; k < tp.nh; k++) {
 				kd_w_cstr(o, k ? ",{\"name\":" : "{\"name\":");
-				kd_sum_json_str(o, tp.h[k].name.p, tp.h[k].name.len);
+				kd_sum_json_str(o, tp.h[k].name, tp.h[k].len);
 				kd_w_fmt(o, ",\"added\":%llu,\"replaced\":%llu,\"removed\":%llu}",
 				         (unsigned long long)tp.h[k].added,
 				         (unsigned long long)tp.h[k].replaced,
@@ -755,7 +768,7 @@ static void rw_message(struct cap_an *an, const struct an_flow *fl, int64_t ts_u
 			         (unsigned long long)tp.parts);
 			for (unsigned k = 0; k < tp.nh; k++) {
 				kd_w_cstr(o, k ? ", " : "; headers: ");
-				kd_w_raw(o, tp.h[k].name.p, tp.h[k].name.len);
+				kd_w_raw(o, tp.h[k].name, tp.h[k].len);
 				if (tp.h[k].added)
 					kd_w_fmt(o, " added %llu",
 					         (unsigned long long)tp.h[k].added);

@@ -1173,3 +1173,9 @@ int rule_rewrite_mask_hits(const struct rule *rule, unsigned k, const uint8_t *p
 	int rc = kd_json_mask(p, len, &m, 1, NULL, scratch);
 	return rc > 0 ? rc : 0;
 }
+
+int rule_rewrite_refuses(const struct rule *rule)
+{
+	return rule->section == RULE_REWRITE && rule->records &&
+	       rule->records->on_error == RULE_RW_REFUSE;
+}

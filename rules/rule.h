@@ -172,6 +172,9 @@ int rule_rewrite_encode(struct rule_rewriter *w, struct kd_tree *t, struct kd_wb
  * "hashed", "dropped"); and how many values of JSON value p[0..len) it
  * names (0 when p is not JSON; scratch is reused). */
 unsigned rule_rewrite_nmasks(const struct rule *rule);
+/* Whether a records rule has on_error: refuse (the first such rule that
+ * applies to a topic is the one that refuses it). */
+int rule_rewrite_refuses(const struct rule *rule);
 const char *rule_rewrite_mask_path(const struct rule *rule, unsigned k, const char **done);
 struct kd_wbuf;
 int rule_rewrite_mask_hits(const struct rule *rule, unsigned k, const uint8_t *p, size_t len,
