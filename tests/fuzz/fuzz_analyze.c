@@ -5,7 +5,10 @@
  * their endpoint turns out to be a broker, broker endpoints learnt from
  * responses, every output format and the report of flows not decoded.
  *
- * The first input byte picks the format and options; the rest is the
+ * The first input byte picks the format and options (with a format other
+ * than stats, bit 3 runs the rules engine over the capture instead,
+ * `--rules`, with a file of every section: access, policies, quotas,
+ * audit, names and records rewrites, mirror and tap); the rest is the
  * capture. Output goes to /dev/null; ASan and UBSan do the checking, and
  * the reassembler must hold nothing at the end. */
 #include <stdint.h>
@@ -13,8 +16,70 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <unistd.h>
+
 #include "cap-analyze.h"
 #include "cap.h"
+
+static const char rules_yaml[] =
+    "access:\n"
+    "  - {name: deny-secret, match: {topic: \"secret*\"}, deny: true}\n"
+    "policies:\n"
+    "  - {name: codecs, match: {api: Produce}, require: {compression: [lz4, zstd, none]}}\n"
+    "quotas:\n"
+    "  - {name: rate, requests_per_sec: 5}\n"
+    "  - {name: bytes, per: topic, produce_bytes_per_sec: 1000, fetch_bytes_per_sec: 1000}\n"
+    "audit:\n"
+    "  - {name: all, match: {api: [Produce, JoinGroup]}, log: summary}\n"
+    "rewrite:\n"
+    "  - name: tenant\n"
+    "    match: {client_id: \"t*\"}\n"
+    "    topics: {prefix: acme., alias: {old: acme.new}}\n"
+    "    groups: {prefix: g.}\n"
+    "    transactional_ids: {prefix: x.}\n"
+    "  - name: records\n"
+    "    match: {api: [Produce, Fetch]}\n"
+    "    headers: {add: {a: \"${client_id}${source}${time}\"}, set: {b: x}, remove: [c]}\n"
+    "    mask: [{path: a.b, hash: true}, {path: \"c[*].d\", drop: true}, {path: e, replace: "
+    "\"*\"}]\n"
+    "    hash_key_file: KEYFILE\n"
+    "  - {name: strict, match: {api: Fetch, client_id: \"s*\"}, mask: [{path: z, drop: true}], "
+    "on_error: refuse}\n"
+    "mirror:\n"
+    "  - {name: dr, match: {topic: \"*\"}, topic: \"dr.{topic}\", to: {bootstrap: "
+    "\"127.0.0.1:1\"}}\n"
+    "  - {name: bykey, match: {topic: \"a*\"}, partition: key, to: {bootstrap: \"127.0.0.1:1\"}}\n"
+    "tap:\n"
+    "  - {name: tap, match: {client_id: \"*\"}, to: /nonexistent/tap.pcapng}\n";
+
+static char key[64] = "/tmp/fuzz-analyze-key-XXXXXX";
+static char rp[64] = "/tmp/fuzz-analyze-rules-XXXXXX";
+
+static void rules_unlink(void)
+{
+	unlink(key);
+	unlink(rp);
+}
+
+/* The rules file (and its hash key), written once, removed at exit. */
+static const char *rules_path(void)
+{
+	static char path[64];
+	if (path[0])
+		return path;
+	int kf = mkstemp(key), rf = mkstemp(rp);
+	if (kf < 0 || rf < 0 || write(kf, "0123456789abcdef0123456789abcdef", 32) != 32)
+		abort();
+	close(kf);
+	const char *at = strstr(rules_yaml, "KEYFILE");
+	if (write(rf, rules_yaml, (size_t)(at - rules_yaml)) < 0 ||
+	    write(rf, key, strlen(key)) < 0 || write(rf, at + 7, strlen(at + 7)) < 0)
+		abort();
+	close(rf);
+	atexit(rules_unlink);
+	memcpy(path, rp, sizeof(rp));
+	return path;
+}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -34,6 +99,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		opts.nports = 2;
 	}
 	opts.no_detect = (mode >> 6 & 3) == 3;
+	if (opts.format != CAP_AN_STATS && opts.stats_json)
+		opts.rules_path = rules_path();
 	struct cap_tcp_opts topts = {
 	    .flow_buf_max = 8192,
 	    .total_buf_max = 32768,
