@@ -13,7 +13,9 @@ kwire answered itself, and for every split the same refused topic.
 
 A second run does the same for the rewrite, mirror and tap sections
 (check_rewrite_mirror_tap): a tenant's names mapped and refused, records
-rewritten (headers, JSON masks, on_error pass and refuse), a mirror to the
+rewritten (headers, JSON masks, on_error pass and refuse; on Produce and
+on a consumer's Fetch answers: those in a capture of kwire's upstream side,
+where they are as the cluster sent them), a mirror to the
 same cluster, a Produce answered NOT_LEADER_OR_FOLLOWER (the mirror skips
 it) and a tap rule; the dry run's lines are checked against what the
 proxy did: its /metrics, the records a direct consumer reads from the
@@ -107,6 +109,10 @@ RW_RULES = """rewrite:
       - {{path: user.email, hash: true}}
       - {{path: card, drop: true}}
     hash_key_file: {key}
+  - name: reader-mask
+    match: {{api: Fetch, client_id: "reader-*", topic: orders}}
+    headers: {{add: {{x-read: "yes"}}}}
+    mask: [{{path: n, replace: "0"}}]
   - name: strict
     match: {{api: Produce, topic: strict}}
     mask: [{{path: ssn, replace: "***"}}]
@@ -167,6 +173,20 @@ def rw_traffic(c):
                         "-X", "client.id=tap-k"], input=b"a\nb\n", capture_output=True,
                        timeout=60)
     check(r.returncode == 0, f"kcat tap-k: {r.stderr!r}")
+    # A consumer whose Fetch responses a records rule rewrites.
+    from confluent_kafka import Consumer, TopicPartition
+    cons = Consumer({"bootstrap.servers": c.bootstrap, "group.id": "reader",
+                     "client.id": "reader-1", "enable.auto.commit": False})
+    cons.assign([TopicPartition("orders", 0, 0)])
+    read = []
+    end = time.monotonic() + 20
+    while len(read) < JSON_N + PLAIN_N and time.monotonic() < end:
+        m = cons.poll(0.5)
+        if m is not None and not m.error():
+            read.append((m.headers() or [], m.value()))
+    cons.close()
+    check(len(read) == JSON_N + PLAIN_N, f"reader read {len(read)}")
+    return read
 
 
 def upstream_records(bootstrap, topic):
@@ -202,6 +222,22 @@ def reload_rules(c, path, text):
         time.sleep(0.1)
 
 
+def capture_upstream(c, path):
+    """dumpcap of the brokers' own ports (kwire's upstream side), where the
+    Fetch answers are as the cluster sent them; stop with stop_capture."""
+    flt = " or ".join(f"tcp port {p}" for p in sorted(c.real_ports()))
+    cap = subprocess.Popen([DUMPCAP, "-q", "-i", "lo", "-B", "64", "-f", flt, "-w", path],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 15
+    while not (os.path.exists(path) and os.path.getsize(path) > 0):
+        if cap.poll() is not None or time.monotonic() > deadline:
+            cap.kill()
+            skip("dumpcap could not capture the upstream side (needs: root, dumpcap)")
+        time.sleep(0.1)
+    time.sleep(0.5)
+    return cap
+
+
 def dry_run(c, rules, pcap):
     r = subprocess.run([c.kwire, "decode", "--rules", rules, "--format", "json", pcap],
                        capture_output=True, timeout=120)
@@ -214,6 +250,7 @@ def check_rewrite_mirror_tap():
     tmp = tempfile.mkdtemp(prefix="kwire-dryrun-rw-")
     rules, key = os.path.join(tmp, "rules.yaml"), os.path.join(tmp, "mask.key")
     pcap, tap = os.path.join(tmp, "client.pcapng"), os.path.join(tmp, "tap.pcapng")
+    upcap = os.path.join(tmp, "upstream.pcapng")
     with open(key, "w") as f:
         f.write("0123456789abcdef0123456789abcdef\n")
     with open(rules, "w") as f:
@@ -225,11 +262,13 @@ def check_rewrite_mirror_tap():
         text = RW_RULES.format(key=key, upstream=c.upstream, tap=tap)
         reload_rules(c, rules, text)
         cap = capture_listeners(c, pcap)
+        ucap = capture_upstream(c, upcap)
         try:
-            rw_traffic(c)
+            read = rw_traffic(c)
             time.sleep(1)
         finally:
             stop_capture(cap)
+            stop_capture(ucap)
         deadline = time.monotonic() + 20
         while c.metric("kwire_mirror_queue_bytes") > 0 and time.monotonic() < deadline:
             time.sleep(0.2)
@@ -242,6 +281,7 @@ def check_rewrite_mirror_tap():
               for t in ("orders", "t1.orders", "xorders")}
         check(c.stop_proxy() == 0, "kwire proxy did not exit 0")
         acts, summary = dry_run(c, rules, pcap)
+        up_acts, _ = dry_run(c, rules, upcap)
 
     def total(action, rule, field="records", **match):
         return sum(a.get(field, 0) for a in acts if a["action"] == action and a["rule"] == rule
@@ -281,10 +321,28 @@ def check_rewrite_mirror_tap():
     no_card = sum(1 for _, v in stored if v.startswith(b"{") and "card" not in json.loads(v))
     check(fields == {("user.email", "hashed"): hashed, ("card", "dropped"): no_card} and
           hashed == JSON_N == no_card, f"fields: stored {hashed}/{no_card}, dry run {fields}")
-    changed = sum(a["changed"] for a in acts if a["action"] == "rewrite")
+    # Fetch: what the consumer read is what the dry run said of the answers
+    # as the cluster sent them (the client side shows them rewritten).
+    fr = [a for a in up_acts if a["action"] == "rewrite" and a["rule"] == "reader-mask"]
+    check(fr and all(a["direction"] == "response" and a["client_id"] == "reader-1" and
+                     a["topic"] == "orders" for a in fr), f"Fetch rewrites: {fr}")
+    tagged = sum(1 for h, _ in read if ("x-read", b"yes") in h)
+    zeroed = sum(1 for _, v in read if v.startswith(b"{") and json.loads(v)["n"] == "0")
+    check(tagged == JSON_N + PLAIN_N == sum(a["changed"] for a in fr) and
+          sum(h["added"] for a in fr for h in a["headers"] if h["name"] == "x-read") == tagged
+          and sum(f["values"] for a in fr for f in a["fields"]
+                  if f["path"] == "n" and f["done"] == "replaced") == zeroed == JSON_N,
+          f"Fetch: read {tagged} tagged, {zeroed} masked; dry run {fr}")
+    changed = sum(a["changed"] for a in acts if a["action"] == "rewrite" and
+                  a["direction"] == "request") + sum(a["changed"] for a in fr)
     check(changed == live["records"], f"records changed: dry {changed}, live {live}")
-    passed = sum(a["passed"] for a in acts if a["action"] == "pass")
-    check(passed == live["passed"] == PLAIN_N + TENANT_N, f"passed: dry {passed}, live {live}")
+    passed = sum(a["passed"] for a in acts if a["action"] == "pass" and
+                 a["direction"] == "request") + \
+        sum(a["passed"] for a in up_acts if a["action"] == "pass" and a["rule"] == "reader-mask")
+    # Not JSON: the app's and the tenant's plain Produce records, and the
+    # app's again in the reader's Fetch.
+    check(passed == live["passed"] == 2 * PLAIN_N + TENANT_N,
+          f"passed: dry {passed}, live {live}")
     ref = [a for a in acts if a["action"] == "refuse" and a["rule"] == "strict"]
     check(len(ref) == live["refused"] == 1 and ref[0]["error"] == "INVALID_RECORD" and
           ref[0]["topic"] == "strict", f"strict: dry {ref}, live {live}")
