@@ -6,10 +6,9 @@
  * Ethernet and IPv4 (or IPv6) header around every segment and sequence
  * numbers that reassemble: kwire decode, tshark and Wireshark read the
  * file as if it had been captured on the wire, but it holds the plaintext
- * kwire forwarded (after TLS is terminated, once the Security issue
- * lands). Sensitive fields (SaslAuthenticate's AuthBytes and every other
- * field the schema marks sensitive, and SASL v0 tokens) are written as
- * zeros (kd-redact.h).
+ * kwire forwarded (on a TLS listener, after TLS is terminated). Sensitive
+ * fields (SaslAuthenticate's AuthBytes and every other field the schema
+ * marks sensitive, and SASL v0 tokens) are written as zeros (kd-redact.h).
  *
  * Threads: a struct px_tap_flow belongs to the connection's worker and is
  * only used there; each struct px_tap has one writer thread that takes
