@@ -8,8 +8,8 @@ JOBS       ?= $(shell nproc)
 # clients, brokers and group joins, not on a CPU (docs/testing.md has the
 # budget, the measurements and how to keep a test short). On 2 cores, in a
 # clean clone, with other builds loading the machine (load 5-8): plain tests
-# 308 s, ASan+UBSan tests 335 s, builds 254 s; with nproc tests at a time the
-# two test stages took about 500 s each before the waits were cut.
+# 308-334 s, ASan+UBSan tests 312-335 s, the whole `make test` 17m51s; with
+# nproc at a time the test stages took about 500 s each before the cuts.
 # test_package's failure at nproc+1 was SIGPIPE under pipefail (fixed in the
 # test); test_proxy_quotas@2.12 failing once under ASan is open (docs/testing.md).
 TEST_JOBS  ?= $(shell echo $$(( $(JOBS) + 1 )))
