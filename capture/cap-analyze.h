@@ -145,6 +145,9 @@ struct an_rules_pend {
 	/* a Produce's records the mirror rules copy once it is answered */
 	struct an_mplan *mplan;
 	unsigned nmplan;
+	/* an EndTxn: its producer id, and 1 abort, 2 commit (0: none) */
+	int64_t endtxn_pid;
+	int8_t endtxn;
 };
 struct an_eps;
 struct an_undec;

@@ -36,6 +36,7 @@
 #define QUOTA_KEYS_MAX 100000 /* (rule, key) rate states kept */
 #define MP_NAME 250           /* a topic name's bytes, at most 249 */
 #define RWREF_MAX 16
+#define TXH_MAX 65536 /* transactional (rule, topic, partition)s held */
 
 struct rule_ctr {
 	uint64_t denied, refused, throttled, throttle_ms, max_throttle_ms, audited;
@@ -60,6 +61,9 @@ struct an_rules {
 	struct rule_rewriter rw;
 	struct kd_wbuf scratch;
 	char *nbuf; /* a mapped name (as px_names' buffer) */
+	/* acknowledged transactional records, waiting for their EndTxn */
+	struct an_mplan *txh;
+	unsigned ntxh, captxh;
 	/* the topics of the last Produce its records rewrite refused */
 	char rwref[RWREF_MAX][MP_NAME];
 	unsigned nrwref;
@@ -110,6 +114,7 @@ void an_rules_free(struct an_rules **pr)
 	kd_wbuf_free(&r->scratch);
 	kd_arena_free(&r->arena);
 	free(r->nbuf);
+	free(r->txh);
 	free(r->ctr);
 	free(r);
 }
@@ -821,6 +826,7 @@ struct an_mplan {
 	const struct rule *rule;
 	int32_t part;
 	uint64_t records, txn;  /* plain records; transactional ones (held) */
+	int64_t pid;            /* the transactional batches' producer id */
 	uint16_t clen, xlen;    /* xlen 0: the template gives no topic name */
 	char captured[MP_NAME]; /* the topic as the capture names it (its answer too) */
 	char target[MP_NAME];
@@ -952,9 +958,10 @@ static void mirror_plan(struct cap_an *an, const struct an_flow *fl, const struc
 				       rc != KD_REC_TRUNCATED) {
 					if (rc < 0 || b->control || b->record_count < 0)
 						continue;
-					if (b->transactional && b->producer_id >= 0)
+					if (b->transactional && b->producer_id >= 0) {
 						mp->txn += (uint64_t)b->record_count;
-					else
+						mp->pid = b->producer_id;
+					} else
 						mp->records += (uint64_t)b->record_count;
 				}
 				kd_rec_iter_free(&it);
@@ -986,8 +993,8 @@ enum { MP_MIRROR, MP_SKIP, MP_HOLD };
 
 /* The lines of plan entries [from, to) (one rule, one topic) of kind. */
 static void mirror_lines(struct cap_an *an, const struct an_flow *fl,
-                         const struct an_rules_pend *rp, int64_t ts_us, unsigned from, unsigned to,
-                         const int *err, int kind, const char *why)
+                         const struct an_rules_pend *rp, int16_t api, int64_t ts_us, unsigned from,
+                         unsigned to, const int *err, int kind, const char *why)
 {
 	struct an_rules *r = an->rules;
 	struct kd_wbuf *o = &an->ob;
@@ -1016,8 +1023,7 @@ static void mirror_lines(struct cap_an *an, const struct an_flow *fl,
 		c->held += n;
 	}
 	struct kd_view cid = {(const uint8_t *)rp->client_id, (uint32_t)strlen(rp->client_id), 0};
-	act_begin(an, fl, ts_us, KD_API_PRODUCE, rp->api_version, rp->corr, cid, what[kind],
-	          m0->rule);
+	act_begin(an, fl, ts_us, api, rp->api_version, rp->corr, cid, what[kind], m0->rule);
 	act_str(an, "topic", "topic", m0->captured, m0->clen);
 	int by_key = m0->rule->mirror->by_key;
 	if (is_json(an)) {
@@ -1068,10 +1074,15 @@ static void mirror_lines(struct cap_an *an, const struct an_flow *fl,
 		}
 		first = 0;
 	}
-	if (is_json(an))
+	if (is_json(an)) {
 		kd_w_cstr(o, "]");
-	else if (kind == MP_HOLD)
+		if (api == KD_API_END_TXN && kind == MP_MIRROR)
+			kd_w_cstr(o, ",\"transaction\":\"committed\"");
+	} else if (kind == MP_HOLD) {
 		kd_w_cstr(o, "; mirrored if their transaction commits");
+	} else if (api == KD_API_END_TXN && kind == MP_MIRROR) {
+		kd_w_cstr(o, "; the transaction committed");
+	}
 	act_end(an);
 }
 
@@ -1108,15 +1119,81 @@ static void mirror_resolve(struct cap_an *an, const struct an_flow *fl, struct a
 		       rp->mplan[j].clen == rp->mplan[i].clen &&
 		       !memcmp(rp->mplan[j].captured, rp->mplan[i].captured, rp->mplan[i].clen))
 			j++;
-		mirror_lines(an, fl, rp, ts_us, i, j, err, MP_MIRROR, NULL);
-		mirror_lines(an, fl, rp, ts_us, i, j, err, MP_HOLD, NULL);
+		mirror_lines(an, fl, rp, KD_API_PRODUCE, ts_us, i, j, err, MP_MIRROR, NULL);
+		mirror_lines(an, fl, rp, KD_API_PRODUCE, ts_us, i, j, err, MP_HOLD, NULL);
 		const char *w = why;
 		if (!rp->mplan[i].xlen)
 			w = "the mirror topic is not a topic name";
-		mirror_lines(an, fl, rp, ts_us, i, j, err, MP_SKIP, w ? w : "unacknowledged");
+		mirror_lines(an, fl, rp, KD_API_PRODUCE, ts_us, i, j, err, MP_SKIP,
+		             w ? w : "unacknowledged");
+	}
+	/* Acknowledged transactional records wait for their EndTxn. */
+	struct an_rules *r = an->rules;
+	for (unsigned i = 0; i < rp->nmplan; i++) {
+		const struct an_mplan *mp = &rp->mplan[i];
+		if (err[i] || !mp->xlen || !mp->txn)
+			continue;
+		if (r->ntxh == r->captxh) {
+			unsigned cap = r->captxh ? 2 * r->captxh : 64;
+			struct an_mplan *t =
+			    cap <= TXH_MAX ? realloc(r->txh, cap * sizeof(*t)) : NULL;
+			if (!t) {
+				ctr(r, mp->rule)->skipped += mp->txn;
+				continue;
+			}
+			r->txh = t;
+			r->captxh = cap;
+		}
+		struct an_mplan *h = &r->txh[r->ntxh++];
+		*h = *mp;
+		h->records = mp->txn;
+		h->txn = 0;
 	}
 	free(err);
 	an_rules_pend_free(rp);
+}
+
+/* An EndTxn of producer id pid answered without error: the records held
+ * for it are mirrored (commit) or skipped (abort), as the mirror does. */
+static void txn_end(struct cap_an *an, const struct an_flow *fl, const struct an_rules_pend *rp,
+                    int64_t ts_us, int64_t pid, int commit)
+{
+	struct an_rules *r = an->rules;
+	unsigned n = 0;
+	for (unsigned i = 0; i < r->ntxh; i++)
+		n += r->txh[i].pid == pid;
+	if (!n)
+		return;
+	struct an_mplan *ended = malloc(n * sizeof(*ended));
+	int *err = calloc(n, sizeof(*err));
+	if (!ended || !err) {
+		an_problem(an, fl, "rules: out of memory");
+		goto out;
+	}
+	unsigned k = 0, keep = 0;
+	for (unsigned i = 0; i < r->ntxh; i++) {
+		if (r->txh[i].pid == pid) {
+			ended[k] = r->txh[i];
+			err[k++] = commit ? 0 : -1;
+		} else {
+			r->txh[keep++] = r->txh[i];
+		}
+	}
+	r->ntxh = keep;
+	struct an_rules_pend view = *rp;
+	view.mplan = ended;
+	view.nmplan = n;
+	for (unsigned i = 0, j; i < n; i = j) {
+		j = i + 1;
+		while (j < n && ended[j].rule == ended[i].rule && ended[j].clen == ended[i].clen &&
+		       !memcmp(ended[j].captured, ended[i].captured, ended[i].clen))
+			j++;
+		mirror_lines(an, fl, &view, KD_API_END_TXN, ts_us, i, j, err,
+		             commit ? MP_MIRROR : MP_SKIP, "aborted");
+	}
+out:
+	free(ended);
+	free(err);
 }
 
 void an_rules_unanswered(struct cap_an *an, const struct an_flow *fl, struct an_rules_pend *rp,
@@ -1244,6 +1321,19 @@ void an_rules_request(struct cap_an *an, const struct an_flow *fl, const struct 
 	}
 	if (r->rs->nsec[RULE_TAP])
 		tap_request(an, fl, ev, req);
+	if (r->rs->nsec[RULE_MIRROR] && has_body && req->api_key == KD_API_END_TXN) {
+		struct kd_tree t;
+		kd_arena_reset(&r->arena);
+		if (kd_tree_decode(&t, &r->arena, KD_API_END_TXN, req->api_version, 1, ev->body.p,
+		                   ev->body.len) == KD_OK) {
+			struct kd_node *pid = kd_node_child(t.root, "ProducerId");
+			struct kd_node *c = kd_node_child(t.root, "Committed");
+			if (pid && c) {
+				rp->endtxn_pid = kd_node_int(pid);
+				rp->endtxn = c->val.u ? 2 : 1;
+			}
+		}
+	}
 }
 
 void an_rules_response(struct cap_an *an, const struct an_flow *fl, struct an_rules_pend *rp,
@@ -1268,6 +1358,16 @@ void an_rules_response(struct cap_an *an, const struct an_flow *fl, struct an_ru
 		if (ok)
 			resps = kd_node_child(t.root, "Responses");
 		mirror_resolve(an, fl, rp, ts_us, resps, ok, 0);
+	}
+	if (body && rp->endtxn) {
+		struct kd_tree t;
+		kd_arena_reset(&r->arena);
+		struct kd_node *ec = NULL;
+		if (kd_tree_decode(&t, &r->arena, KD_API_END_TXN, rp->api_version, 0, body, blen) ==
+		    KD_OK)
+			ec = kd_node_child(t.root, "ErrorCode");
+		if (ec && kd_node_int(ec) == 0)
+			txn_end(an, fl, rp, ts_us, rp->endtxn_pid, rp->endtxn == 2);
 	}
 	if (body && rp->api_key == KD_API_FETCH && rule_set_rewrites(r->rs, RULE_RW_FETCH)) {
 		/* The consumer's header facts; a capture knows no listener. */

@@ -17,7 +17,7 @@ rewritten (headers, JSON masks, on_error pass and refuse; on Produce and
 on a consumer's Fetch answers: those in a capture of kwire's upstream side,
 where they are as the cluster sent them), a mirror to the
 same cluster, a Produce answered NOT_LEADER_OR_FOLLOWER (the mirror skips
-it) and a tap rule; the dry run's lines are checked against what the
+it), a committed and an aborted transaction, and a tap rule; the dry run's lines are checked against what the
 proxy did: its /metrics, the records a direct consumer reads from the
 cluster, the clients' errors and the tap file's pairs.
 
@@ -128,7 +128,7 @@ tap:
     to: {tap}
 """
 
-JSON_N, PLAIN_N, TENANT_N, X_N = 10, 5, 4, 3
+JSON_N, PLAIN_N, TENANT_N, X_N, TXN_COMMIT, TXN_ABORT = 10, 5, 4, 3, 3, 2
 
 
 def rw_traffic(c):
@@ -169,6 +169,16 @@ def rw_traffic(c):
     for i in range(X_N):
         p.produce("xorders", f"x{i}".encode(), partition=0)
     check(p.flush(30) == 0, "xorders after the leader moved")
+    # Transactions: the mirror copies the committed one, not the aborted.
+    tp = P2({"bootstrap.servers": c.bootstrap, "client.id": "txn-p",
+             "transactional.id": "dryrun-txn", "linger.ms": 5})
+    tp.init_transactions(30)
+    for n, commit in ((TXN_COMMIT, True), (TXN_ABORT, False)):
+        tp.begin_transaction()
+        for i in range(n):
+            tp.produce("xorders", f"txn{i}".encode(), partition=0)
+        tp.flush(30)
+        (tp.commit_transaction if commit else tp.abort_transaction)(30)
     r = subprocess.run([KCAT, "-b", c.bootstrap, "-P", "-t", "other", "-p", "0",
                         "-X", "client.id=tap-k"], input=b"a\nb\n", capture_output=True,
                        timeout=60)
@@ -276,6 +286,7 @@ def check_rewrite_mirror_tap():
         live["mirrored"] = c.metric("kwire_mirror_records_mirrored_total")
         live["unacked"] = c.metric("kwire_mirror_records_skipped_total",
                                    reason="unacknowledged")
+        live["aborted"] = c.metric("kwire_mirror_records_skipped_total", reason="aborted")
         up = {t: upstream_records(c.upstream, t) for t in ("orders", "t1.orders")}
         dr = {t: len(upstream_records(c.upstream, "dr." + t))
               for t in ("orders", "t1.orders", "xorders")}
@@ -353,11 +364,19 @@ def check_rewrite_mirror_tap():
     for t in dr:
         check(total("mirror", "dr", to_topic="dr." + t) == dr[t],
               f"dr.{t}: dry {total('mirror', 'dr', to_topic='dr.' + t)}, cluster {dr[t]}")
-    skipped = total("skip", "dr")
+    skipped = total("skip", "dr", reason="unacknowledged")
     check(skipped == live["unacked"] and skipped >= 1,
           f"unacknowledged: dry {skipped}, live {live}")
-    check(all(p.get("error") == "NOT_LEADER_OR_FOLLOWER" for a in acts if a["action"] == "skip"
+    check(all(p.get("error") == "NOT_LEADER_OR_FOLLOWER" for a in acts
+              if a["action"] == "skip" and a["reason"] == "unacknowledged"
               for p in a["partitions"]), "skip reasons")
+    # The transactions: held at their Produce, then committed or aborted.
+    held = total("hold", "dr", client_id="txn-p")
+    committed = total("mirror", "dr", api="EndTxn", transaction="committed")
+    aborted = total("skip", "dr", api="EndTxn", reason="aborted")
+    check(held == TXN_COMMIT + TXN_ABORT and committed == TXN_COMMIT and
+          aborted == live["aborted"] == TXN_ABORT,
+          f"transactions: held {held}, committed {committed}, aborted {aborted}, live {live}")
     # Tap: the pairs in the rule's file are the requests the dry run taps.
     r = subprocess.run([c.kwire, "decode", "--format", "json", tap], capture_output=True,
                        timeout=60)
