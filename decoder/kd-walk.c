@@ -198,6 +198,14 @@ static int end_token(struct kd_walk *w)
 	}
 }
 
+uint32_t kd_walk_elems_after(const struct kd_walk *w)
+{
+	for (unsigned d = w->depth; d > 0; d--)
+		if (w->lvl[d - 1].arr)
+			return w->lvl[d - 1].left;
+	return 0;
+}
+
 /* Pops a finished level; returns KD_WALK_END when it was the body. */
 static int pop(struct kd_walk *w)
 {

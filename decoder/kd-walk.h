@@ -116,6 +116,12 @@ void kd_walk_on_value(struct kd_walk *w, kd_walk_value_fn *fn, void *arg);
  * counted in w->missed. */
 void kd_walk_capture(struct kd_walk *w, uint32_t ents);
 
+/* Inside a value callback: the elements that follow the current one in
+ * the innermost array around the walk's position (0 in the last element,
+ * or outside any array). Lets a caller know that no more elements, and
+ * so no more of their values, come. */
+uint32_t kd_walk_elems_after(const struct kd_walk *w);
+
 /* Feeds the next len bytes of the body. *used is set to the bytes walked.
  * Returns KD_NEED_MORE (all of them walked, the body goes on),
  * KD_WALK_STOP (stopped before the stop point, which is w->off; feed the

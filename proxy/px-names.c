@@ -209,7 +209,15 @@ static void sp_value(void *arg, unsigned depth, const struct kd_field *f, const 
 	if (!f || f->type == KD_T_UUID || sp->bad)
 		return;
 	int kind = rule_names_kind(f->entity);
-	if (kind < 0 || !len)
+	if (kind < 0)
+		return;
+	if (sp->produce && f->entity == KD_ENT_TOPIC_NAME) {
+		if (kd_walk_elems_after(w))
+			sp->named_more = 1;
+		else
+			sp->named_all = 1;
+	}
+	if (!len)
 		return; /* an empty name names nothing */
 	struct kd_view out;
 	int rc = rule_names_map(sp->pn->nm, kind, sp->pn->to_cluster, p, len, sp->pn->buf,
@@ -267,6 +275,7 @@ int px_names_sp_init(struct px_names_sp *sp, struct px_names *pn, const struct r
 	pn->nm = rule->names;
 	pn->to_cluster = is_request;
 	sp->body_at = body_at;
+	sp->produce = is_request && api_key == KD_API_PRODUCE;
 	int rc = kd_walk_init(&sp->walk, api_key, version, is_request, body_len);
 	if (rc != KD_OK) {
 		sp->bad = 1;

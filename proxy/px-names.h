@@ -31,6 +31,15 @@ struct px_names_sp {
 	uint32_t body_at;
 	uint8_t bad;
 	uint8_t ended;
+	/* A Produce request: its topic names are its last names (TopicData
+	 * is its last field that holds any; TransactionalId comes first).
+	 * named_all: the last topic's name was walked, so the edits, and
+	 * delta, are final before the body has all arrived; named_more: a
+	 * topic's name was walked that has topics after it, whose names lie
+	 * after its records. */
+	uint8_t produce;
+	uint8_t named_all;
+	uint8_t named_more;
 	struct px_names_edit *ed;
 	unsigned ned, cap;
 	struct kd_wbuf bytes;
@@ -123,7 +132,11 @@ int px_names_sp_init(struct px_names_sp *sp, struct px_names *pn, const struct r
                      int16_t api_key, int16_t version, int is_request, uint32_t body_at,
                      uint32_t body_len);
 /* Feeds the next n bytes of the body. Returns KD_NEED_MORE, KD_WALK_END
- * (done: sp->ed holds the edits), or a negative KD_E* (sp->bad set). */
+ * (done: sp->ed holds the edits), or a negative KD_E* (sp->bad set). A
+ * Produce request's walk may be fed a prefix only: once sp->named_all is
+ * set, sp->ed and sp->delta are those of the whole frame (the rest holds
+ * no name), so that the frame can stream with its size corrected up
+ * front. */
 int px_names_sp_feed(struct px_names_sp *sp, const uint8_t *p, size_t n);
 void px_names_sp_free(struct px_names_sp *sp);
 

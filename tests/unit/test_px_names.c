@@ -323,6 +323,98 @@ static void test_splice_is_whole(void **state)
 	rule_set_unref(&rs);
 }
 
+/* A Produce request of ntopics topics named names[], v ver, into f. */
+static void produce_frame(struct kd_arena *a, int16_t ver, const char *const *names,
+                          unsigned ntopics, struct kd_wbuf *f, struct kd_req_hdr *h)
+{
+	static const uint8_t records[3000] = {9, 8, 7};
+	struct kd_tree t;
+	assert_int_equal(kd_tree_init_default(&t, a, KD_API_PRODUCE, ver, 1), KD_OK);
+	set(&t, t.root, "TransactionalId", "tx");
+	for (unsigned i = 0; i < ntopics; i++) {
+		struct kd_node *e = add(&t, t.root, "TopicData");
+		set(&t, e, "Name", names[i]);
+		struct kd_node *p = add(&t, e, "PartitionData");
+		kd_node_set_str(&t, kd_node_child(p, "Records"), records, sizeof(records));
+	}
+	req_frame(&t, f, h);
+}
+
+/* A Produce request fed a prefix at a time: with one topic, once its name
+ * is in (named_all), the edits and the size change are those of the
+ * whole frame, so it can stream; with several, a later topic's name lies
+ * after the first one's records (named_more), and nothing is final before
+ * the last name. A name whose new length prefix is a byte wider (125 + 5
+ * bytes: 126 -> 131 as a compact length) changes the size by 6. */
+static void test_produce_names_before_records(void **state)
+{
+	(void)state;
+	struct rule_set *rs;
+	const struct rule *rule = load_rule(&rs);
+	struct kd_arena a = {0};
+	struct kd_wbuf f = {0}, whole = {0};
+	struct kd_req_hdr h;
+	int kt, bad;
+	char longname[126];
+	memset(longname, 'n', 125);
+	longname[125] = '\0';
+	const char *one[] = {"orders"}, *wide[] = {longname}, *two[] = {"orders", "legacy"};
+	struct {
+		int16_t ver;
+		const char *const *names;
+		unsigned n;
+		int64_t delta;
+	} cases[] = {{9, one, 1, 5 + 5},
+	             {3, one, 1, 5 + 5},
+	             {9, wide, 1, 5 + 6},
+	             {9, two, 2, 5 + 5 + 4},
+	             {7, two, 2, 5 + 5 + 4}};
+	for (unsigned c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
+		produce_frame(&a, cases[c].ver, cases[c].names, cases[c].n, &f, &h);
+		whole.len = 0;
+		assert_int_equal(px_names_request(&pn, rule, f.p, f.len, &h, 0, &kt, &bad, &whole),
+		                 PX_N_MAPPED);
+		uint32_t body_at = 4 + h.len;
+		struct px_names_sp *sp = &pn.sp;
+		assert_int_equal(px_names_sp_init(sp, &pn, rule, KD_API_PRODUCE, cases[c].ver, 1,
+		                                  body_at, (uint32_t)f.len - body_at),
+		                 KD_OK);
+		size_t i = body_at;
+		while (i < f.len && !sp->named_all)
+			px_names_sp_feed(sp, f.p + i++, 1);
+		assert_false(sp->bad);
+		assert_true(sp->named_all);
+		assert_int_equal(sp->delta, cases[c].delta);
+		assert_int_equal((int64_t)f.len + sp->delta, (int64_t)whole.len);
+		assert_int_equal(sp->named_more, cases[c].n > 1);
+		/* one topic: final before the records (3000 bytes) are in */
+		if (cases[c].n == 1)
+			assert_true(i + 2000 < f.len);
+		else
+			assert_true(i >
+			            body_at + 3000); /* the last name is after the first records */
+		/* the bytes up to the last name, mapped, are the whole path's */
+		const struct px_names_edit *e = &sp->ed[sp->ned - 1];
+		struct kd_wbuf head = {0};
+		kd_w_i32(&head, (int32_t)((int64_t)f.len - 4 + sp->delta));
+		uint32_t pos = 4;
+		for (unsigned k = 0; k < sp->ned; k++) {
+			kd_w_raw(&head, f.p + pos, sp->ed[k].off - pos);
+			kd_w_raw(&head, sp->bytes.p + sp->ed[k].at, sp->ed[k].nlen);
+			pos = sp->ed[k].off + sp->ed[k].len;
+		}
+		assert_int_equal(pos, e->off + e->len);
+		assert_memory_equal(head.p, whole.p, head.len);
+		/* and the rest is the client's */
+		assert_memory_equal(whole.p + head.len, f.p + pos, f.len - pos);
+		kd_wbuf_free(&head);
+	}
+	kd_wbuf_free(&f);
+	kd_wbuf_free(&whole);
+	kd_arena_free(&a);
+	rule_set_unref(&rs);
+}
+
 static int teardown(void **state)
 {
 	(void)state;
@@ -337,6 +429,7 @@ int main(void)
 	    cmocka_unit_test(test_list_groups),
 	    cmocka_unit_test(test_api_versions_and_refusals),
 	    cmocka_unit_test(test_splice_is_whole),
+	    cmocka_unit_test(test_produce_names_before_records),
 	};
 	return cmocka_run_group_tests(tests, NULL, teardown);
 }
