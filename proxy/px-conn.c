@@ -1683,9 +1683,15 @@ static int sasl_c2s(struct px_conn *conn, struct evbuffer *in, struct kd_frame_i
 
 /* ---- names (px-names.h) ---- */
 
+static int names_walk(struct px_conn *conn, struct evbuffer *in, uint32_t total, uint32_t body_at,
+                      int16_t key, int16_t ver, int is_req, const struct rule *rule);
+
 /* The rewrite rule that maps the names of the request whose header is in
  * fi (into *rule, with the set in *rs), and whether it must be gathered
- * whole first: returns PX_JUDGE_WAIT until it is, else 0. */
+ * whole first: returns PX_JUDGE_WAIT until it is, else 0. A Produce
+ * request whose names are all in (one topic) goes on before its records
+ * are: it streams, unless mirror rules are loaded (a mirror job copies the
+ * whole request with the cluster's names, mirror_whole). */
 static int names_pick(struct px_conn *conn, struct evbuffer *in, const struct kd_frame_info *fi,
                       uint32_t total, struct rule_set **rs, const struct rule **rule)
 {
@@ -1706,6 +1712,13 @@ static int names_pick(struct px_conn *conn, struct evbuffer *in, const struct kd
 	if (!(*rule = rule_names_for(cur, &rq)))
 		return 0;
 	*rs = cur;
+	if (evbuffer_get_length(in) < total && px_names_splices(h->api_key, h->api_version, 1) &&
+	    !cur->nsec[RULE_MIRROR]) {
+		int sw =
+		    names_walk(conn, in, total, 4 + h->len, h->api_key, h->api_version, 1, *rule);
+		if (sw == 1 || (sw == 2 && evbuffer_get_length(in) < conn->wm))
+			return sw == 1 ? 0 : PX_JUDGE_WAIT;
+	}
 	if (evbuffer_get_length(in) < total) {
 		if (total > conn->wm)
 			bufferevent_setwatermark(conn->cbev, EV_READ, 0, total);
@@ -1779,7 +1792,10 @@ oom:
 /* Walks the frame at the front of in (total bytes, its body at body_at)
  * for its names under rule (px_names_sp). Returns 1 when wk->names->sp
  * holds the edits, 0 when the frame must take the whole-frame path, -1
- * when out of memory. */
+ * when out of memory. A Produce request may be walked before it has all
+ * arrived: 1 then means its names are all in (sp->named_all: it can
+ * stream), 2 that they may be once more bytes are (its first topic's
+ * name is not in yet). */
 static int names_walk(struct px_conn *conn, struct evbuffer *in, uint32_t total, uint32_t body_at,
                       int16_t key, int16_t ver, int is_req, const struct rule *rule)
 {
@@ -1793,27 +1809,38 @@ static int names_walk(struct px_conn *conn, struct evbuffer *in, uint32_t total,
 	if (evbuffer_ptr_set(in, &ptr, body_at, EVBUFFER_PTR_SET) < 0)
 		return 0;
 	size_t at = body_at;
-	while (at < total && !sp->bad && !sp->ended) {
+	size_t end = evbuffer_get_length(in) < total ? evbuffer_get_length(in) : total;
+	int whole = end == total;
+	/* In part: the walk stops at the last name, the rest is not in. */
+	while (at < end && !sp->bad && !sp->ended && (whole || !sp->named_all)) {
 		struct evbuffer_iovec vec[16];
-		int nvec = evbuffer_peek(in, (ev_ssize_t)(total - at), &ptr, vec, 16);
+		int nvec = evbuffer_peek(in, (ev_ssize_t)(end - at), &ptr, vec, 16);
 		if (nvec <= 0)
 			break;
-		for (int i = 0; i < nvec && i < 16 && at < total && !sp->bad && !sp->ended; i++) {
-			size_t n = vec[i].iov_len < total - at ? vec[i].iov_len : total - at;
+		for (int i = 0; i < nvec && i < 16 && at < end && !sp->bad && !sp->ended; i++) {
+			size_t n = vec[i].iov_len < end - at ? vec[i].iov_len : end - at;
 			px_names_sp_feed(sp, vec[i].iov_base, n);
 			at += n;
 		}
-		if (evbuffer_ptr_set(in, &ptr, at, EVBUFFER_PTR_SET) < 0)
+		if (at < end && evbuffer_ptr_set(in, &ptr, at, EVBUFFER_PTR_SET) < 0)
 			break;
 	}
-	return !sp->bad && sp->ended && (int64_t)total + sp->delta - 4 <= INT32_MAX;
+	if (sp->bad || (int64_t)total + sp->delta - 4 > INT32_MAX)
+		return 0;
+	if (whole)
+		return sp->ended;
+	if (sp->named_all)
+		return 1;
+	return sp->named_more ? 0 : 2;
 }
 
 /* Moves the frame at the front of in (total bytes) to out with the names
  * wk->names->sp found replaced; the bytes between them are moved, not
- * copied. Returns the bytes written. */
+ * copied. Returns the bytes written. Streaming (upto < total), it stops
+ * after the last name, at upto: the caller forwards the frame's last
+ * total - upto bytes as they come. */
 static size_t names_splice_out(struct px_conn *conn, struct evbuffer *in, struct evbuffer *out,
-                               uint32_t total)
+                               uint32_t total, uint32_t upto)
 {
 	const struct px_names_sp *sp = &conn->wk->names->sp;
 	uint64_t nsize = (uint64_t)((int64_t)total - 4 + sp->delta);
@@ -1829,8 +1856,16 @@ static size_t names_splice_out(struct px_conn *conn, struct evbuffer *in, struct
 		evbuffer_add(out, sp->bytes.p + e->at, e->nlen);
 		pos = e->off + e->len;
 	}
-	evbuffer_remove_buffer(in, out, total - pos);
-	return nsize + 4;
+	evbuffer_remove_buffer(in, out, upto - pos);
+	return (size_t)((int64_t)upto + sp->delta);
+}
+
+/* Where a streamed Produce's last name ends (its edits are all before). */
+static uint32_t names_splice_end(const struct px_conn *conn)
+{
+	const struct px_names_sp *sp = &conn->wk->names->sp;
+	const struct px_names_edit *e = &sp->ed[sp->ned - 1];
+	return e->off + e->len;
 }
 
 /* Maps the names of a response back for a mapped client: the frame is
@@ -1941,13 +1976,22 @@ static int c2s(struct px_conn *conn)
 				return -1;
 			int16_t key = fi.req_hdr.api_key, ver = fi.req_hdr.api_version;
 			int sw = 0;
+			int part = evbuffer_get_length(in) < total;
 			if (nrule && act == PX_J_FORWARD && px_names_splices(key, ver, 1) &&
 			    (sw = names_walk(conn, in, total, 4 + fi.req_hdr.len, key, ver, 1,
 			                     nrule)) > 0) {
-				/* a Produce: its names replaced, its records moved */
+				if (part && (sw != 1 || conn->mjob_next)) {
+					/* Rules reloaded since names_pick (a mirror):
+					 * gathered whole after all. */
+					bufferevent_setwatermark(conn->cbev, EV_READ, 0, total);
+					conn->req_whole = 1;
+					return 0;
+				}
+				/* a Produce: its names replaced, its records moved
+				 * (part: the rest streams, names_pick) */
 				atomic_fetch_add_explicit(&((struct rule *)nrule)->hits, 1,
 				                          memory_order_relaxed);
-				mapped = conn->wk->names->sp.ned ? 2 : 0;
+				mapped = conn->wk->names->sp.ned ? (part ? 3 : 2) : 0;
 			} else if (sw < 0) {
 				px_log(px, 0, "%s: out of memory", conn->client_addr);
 				conn_free(conn);
@@ -2048,11 +2092,23 @@ static int c2s(struct px_conn *conn)
 			conn->req_mjob = req->mjob; /* the FIFO's req owns it */
 			conn->req_mjob_own = 0;
 		}
+		if (mapped == 3) {
+			/* Streams: the size corrected and the names mapped now,
+			 * the records as they come (req_left). */
+			uint32_t upto = names_splice_end(conn);
+			tap_bytes(conn, (unsigned)tap, PX_TAP_C2S, in, 0, NULL, upto);
+			size_t n = names_splice_out(conn, in, out, total, upto);
+			PX_INC(px, bytes_in_client, upto);
+			PX_INC(px, bytes_out_upstream, n);
+			conn->req_left = total - upto;
+			conn->req_tap = (uint8_t)tap;
+			continue;
+		}
 		if (mapped) /* the tap has the client's view */
 			tap_bytes(conn, (unsigned)tap, PX_TAP_C2S, in, 0, NULL, total);
 		if (mapped == 2) {
 			size_t out0 = evbuffer_get_length(out);
-			size_t n = names_splice_out(conn, in, out, total);
+			size_t n = names_splice_out(conn, in, out, total, total);
 			mirror_whole(conn, out, out0, NULL, n);
 			PX_INC(px, bytes_in_client, total);
 			PX_INC(px, bytes_out_upstream, n);
@@ -2816,7 +2872,7 @@ static int s2c_splice(struct px_conn *conn, struct kd_frame_info *fi, struct px_
 	 * broker got); the tap shows the client's. */
 	if (req->mjob)
 		px_mirror_resp_buf(req->mjob, in, 0, total);
-	size_t n = names_splice_out(conn, in, out, total);
+	size_t n = names_splice_out(conn, in, out, total, total);
 	tap_frame(conn, req, PX_TAP_S2C);
 	tap_bytes(conn, req->tap, PX_TAP_S2C, out, out0, NULL, n);
 	PX_INC(px, bytes_in_upstream, total);
