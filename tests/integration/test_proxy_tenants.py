@@ -2,7 +2,7 @@
 "Names"): two tenants, client ids acme-* and globex-*, each mapped to its
 own prefix, run kcat, kafka-python, confluent-kafka (a transactional
 producer and a read_committed group) and kafkajs through kwire against one
-mock cluster (both peers):
+mock cluster (both peers), both tenants at once:
 
 - each produces, consumes, commits offsets (and reads them back) and lists
   topics, seeing only its own names, without prefix;
@@ -15,6 +15,7 @@ Neither mock cluster answers CreateTopics, ListGroups or DescribeGroups
 (librdkafka's mock brokers do not implement them), so group listing and
 topic creation are tested frame by frame in tests/unit/test_px_names.c.
 """
+import concurrent.futures
 import json
 import os
 import shutil
@@ -148,6 +149,33 @@ def run_confluent(c, t):
     cons.close()
 
 
+def run_big(c, t):
+    """Produce requests of 700 KB: they reach kwire in pieces, and one
+    topic's request streams to the broker with its size corrected up front
+    (docs/proxy.md "Names", Speed); the records come back whole."""
+    vals = [bytes([65 + i]) * 700_000 + f"-{t}-{i}".encode() for i in range(3)]
+    # A small send buffer: the client writes each request in pieces, as
+    # over a real network, rather than all at once into loopback's buffer.
+    p = Producer({"bootstrap.servers": c.bootstrap, "client.id": f"{t}-big",
+                  "linger.ms": 0, "socket.send.buffer.bytes": 16384})
+    for v in vals:
+        p.produce("big", v, partition=0)
+        check(p.flush(30) == 0, f"{t}: big produce")
+    cons = Consumer({"bootstrap.servers": c.bootstrap, "client.id": f"{t}-big-c",
+                     "group.id": "big-grp", "enable.auto.commit": False})
+    cons.assign([TopicPartition("big", 0, 0)])
+    got = []
+    end = time.monotonic() + 30
+    while time.monotonic() < end and len(got) < len(vals):
+        m = cons.poll(0.5)
+        if m is None or m.error():
+            continue
+        check(m.topic() == "big", f"{t}: big read topic {m.topic()}")
+        got.append(m.value())
+    cons.close()
+    check(got == vals, f"{t}: big records came back as {[(len(v), v[-12:]) for v in got]}")
+
+
 def run_kafkajs(c, t, tmp):
     exp = os.path.join(tmp, f"{t}-kjs.txt")
     r = subprocess.run([NODE, KJS, "--topic", "kjs", "--n", "4", "--group", "kjs-grp",
@@ -171,17 +199,27 @@ def main():
         f.write(RULES)
     topics = [("plain", 1)]
     for t in TENANTS:
-        topics += [(f"{t}.orders", 3), (f"{t}.events", 2), (f"{t}.kjs", 5)]
-    with Cluster(topics=topics, extra_proxy_args=["--rules", rules]) as c:
+        topics += [(f"{t}.orders", 3), (f"{t}.events", 2), (f"{t}.kjs", 5), (f"{t}.big", 1)]
+    # --buffer 128 KiB: the access log copies at most that much of a
+    # request (px_set_hooks), so run_big's requests (700 KB) are forwarded
+    # before their last byte is in, as they are without an access log.
+    with Cluster(topics=topics, extra_proxy_args=["--rules", rules, "--buffer", "131072"]) as c:
         # The unprefixed topic holds a record, put there directly.
         p = Producer({"bootstrap.servers": c.upstream})
         p.produce("plain", b"plain-record")
         check(p.flush(20) == 0, "direct produce to plain")
-        for t in TENANTS:
+        # The two tenants run at once (as they would on one cluster): each
+        # one's clients in turn, both tenants side by side.
+        def tenant(t):
             run_kcat(c, t)
             run_kafka_python(c, t)
             run_confluent(c, t)
+            run_big(c, t)
             run_kafkajs(c, t, tmp)
+
+        with concurrent.futures.ThreadPoolExecutor(len(TENANTS)) as ex:
+            for f in [ex.submit(tenant, t) for t in TENANTS]:
+                f.result()  # re-raises a tenant's failed check
         # What the cluster holds: only prefixed names.
         adm = AdminClient({"bootstrap.servers": c.upstream})
         names = set(adm.list_topics(timeout=10).topics)
