@@ -25,13 +25,17 @@
  * Prints figures side by side and asserts nothing (STYLE.md "Tests").
  *   bench_proxy [--messages N] [--pings N] [--idle N] [--reps N] [--kwire PATH]
  *               [--modern-lib DIR | --no-modern] [--throughput-only] [--via N]
+ *               [--produce-only]
  * The kwire binary defaults to ../kwire next to this executable; DIR to the
  * librdkafka 2.12.0 that tools/install-rdkafka-modern.sh builds.
  * --via N (0 direct, 1 kwire, 2 kwire with the log, 3 names, 4 header
  * rules, 5 topic rules) measures that case alone, for a profiler
  * (`perf record -g bench_proxy --throughput-only --via 5`).
  * --throughput-only runs part 1 on the linked library alone and prints it in
- * a line format the parent reads (PEER and TPUT lines). */
+ * a line format the parent reads (PEER and TPUT lines), and, PCPU lines,
+ * the CPU seconds of the whole process (clients, mock brokers and kwire)
+ * per 100 MB produced. --produce-only leaves out the consumers, so that
+ * --messages can be larger (a longer, steadier produce phase). */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -259,8 +263,21 @@ static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaque)
 
 struct tput {
 	double prod_s, cons_s;
+	double prod_cpu; /* CPU seconds of this whole process while producing */
 	long produced, consumed;
 };
+
+/* --produce-only: no consumer (longer produce runs: the mock broker
+ * evicts what a consumer would need beyond about 30000 messages). */
+static int produce_only;
+
+static double cpu_s(void)
+{
+	struct rusage ru;
+	getrusage(RUSAGE_SELF, &ru);
+	return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+	       (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+}
 
 static void run_throughput(int via, long n, struct tput *out)
 {
@@ -287,7 +304,7 @@ static void run_throughput(int via, long n, struct tput *out)
 		                  RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
 	rd_kafka_flush(rk, 30000);
 	long warm = st.ok;
-	double t0 = now_s();
+	double t0 = now_s(), c0 = cpu_s();
 	for (long i = 0; i < n; i++) {
 		while (rd_kafka_producev(rk, RD_KAFKA_V_TOPIC("bench"),
 		                         RD_KAFKA_V_PARTITION((int32_t)(i % BENCH_PARTS)),
@@ -300,8 +317,15 @@ static void run_throughput(int via, long n, struct tput *out)
 	}
 	rd_kafka_flush(rk, 120000);
 	out->prod_s = now_s() - t0;
+	out->prod_cpu = cpu_s() - c0;
 	out->produced = st.ok - warm;
 	rd_kafka_destroy(rk);
+	if (produce_only) {
+		out->consumed = out->produced;
+		out->cons_s = 1;
+		setup_stop(&s);
+		return;
+	}
 
 	const char *ckv[] = {"group.id",
 	                     "bench",
@@ -344,6 +368,7 @@ struct peer_tput {
 	char version[32];
 	int produce_v, fetch_v;
 	double prate[VIA_N], crate[VIA_N]; /* messages per second */
+	double pcpu[VIA_N];                /* CPU seconds per 100 MB produced */
 	int incomplete[VIA_N];
 	int ok;
 };
@@ -357,19 +382,20 @@ static void throughput_set(long n, int reps, struct peer_tput *pt)
 {
 	/* The machine may be shared: each case runs reps times (interleaved),
 	 * and the median rate is kept. */
-	double prate[VIA_N][16], crate[VIA_N][16];
+	double prate[VIA_N][16], crate[VIA_N][16], pcpu[VIA_N][16];
 
 	memset(pt, 0, sizeof(*pt));
 	for (int r = 0; r < reps; r++) {
 		for (int via = VIA_DIRECT; via < VIA_N; via++) {
 			struct tput t;
 			if (only_via >= 0 && via != only_via) {
-				prate[via][r] = crate[via][r] = 0;
+				prate[via][r] = crate[via][r] = pcpu[via][r] = 0;
 				continue;
 			}
 			run_throughput(via, n, &t);
 			prate[via][r] = (double)t.produced / t.prod_s;
 			crate[via][r] = (double)t.consumed / t.cons_s;
+			pcpu[via][r] = t.prod_cpu / ((double)t.produced * MSG_SIZE / 1e8);
 			if (t.produced != n || t.consumed < n)
 				pt->incomplete[via] = 1;
 		}
@@ -377,6 +403,8 @@ static void throughput_set(long n, int reps, struct peer_tput *pt)
 	for (int via = VIA_DIRECT; via < VIA_N; via++) {
 		qsort(prate[via], (size_t)reps, sizeof(double), cmp_double);
 		qsort(crate[via], (size_t)reps, sizeof(double), cmp_double);
+		qsort(pcpu[via], (size_t)reps, sizeof(double), cmp_double);
+		pt->pcpu[via] = pcpu[via][reps / 2];
 		pt->prate[via] = prate[via][reps / 2];
 		pt->crate[via] = crate[via][reps / 2];
 	}
@@ -693,6 +721,7 @@ int main(int argc, char **argv)
 	                                   {"no-modern", no_argument, NULL, 'N'},
 	                                   {"throughput-only", no_argument, NULL, 'T'},
 	                                   {"via", required_argument, NULL, 'V'},
+	                                   {"produce-only", no_argument, NULL, 'P'},
 	                                   {NULL, 0, NULL, 0}};
 	int c;
 	while ((c = getopt_long(argc, argv, "m:p:i:k:r:", lo, NULL)) != -1) {
@@ -721,6 +750,9 @@ int main(int argc, char **argv)
 		case 'T':
 			only_tput = 1;
 			break;
+		case 'P':
+			produce_only = 1;
+			break;
 		case 'V':
 			only_via = atoi(optarg) >= 0 && atoi(optarg) < VIA_N ? atoi(optarg) : -1;
 			break;
@@ -728,7 +760,7 @@ int main(int argc, char **argv)
 			fprintf(stderr,
 			        "usage: bench_proxy [--messages N] [--pings N] [--idle N] "
 			        "[--reps N] [--kwire PATH] [--modern-lib DIR | --no-modern] "
-			        "[--throughput-only] [--via N]\n");
+			        "[--throughput-only] [--via N] [--produce-only]\n");
 			return 2;
 		}
 	}
@@ -771,6 +803,8 @@ int main(int argc, char **argv)
 		for (int via = VIA_DIRECT; via < VIA_N; via++)
 			printf("TPUT %d %.3f %.3f %d\n", via, pt.prate[via], pt.crate[via],
 			       pt.incomplete[via]);
+		for (int via = VIA_DIRECT; via < VIA_N; via++)
+			printf("PCPU %d %.3f\n", via, pt.pcpu[via]);
 		return 0;
 	}
 
