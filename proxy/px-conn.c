@@ -2907,8 +2907,15 @@ static int s2c(struct px_conn *conn)
 				n = conn->resp_left;
 			if (conn->se && conn->se->mode)
 				se_pass(conn, in, n);
-			if (conn->cur)
+			if (conn->cur) {
 				s2c_seen(conn, conn->cur, in, 0, n);
+				/* The mirror learns of the answer before the client
+				 * can (forward() may write it at once): a client's
+				 * next step, say an EndTxn on another connection,
+				 * must reach the mirror after it. */
+				if (n == conn->resp_left)
+					px_mirror_done(&conn->cur->mjob);
+			}
 			n = forward(conn, in, conn->cbev, n);
 			if (!n)
 				return 0;
