@@ -35,6 +35,11 @@ struct px_ksink {
 	_Atomic uint64_t produced, delivered, failed, dropped, queue_bytes, queue_bytes_max,
 	    latency_sum, latency_max, errors;
 	_Atomic int down_logged; /* "every broker down" logged since the last delivery */
+	/* Every broker down while messages were queued (or before the
+	 * first delivery), and no delivery since (px_ksink_down); the last
+	 * probe let through meanwhile. */
+	_Atomic int down;
+	_Atomic uint64_t probe_us;
 };
 
 /* What a queued message carries to its report: the caller's opaque and
@@ -85,6 +90,7 @@ static void ks_dr(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
 		KS_INC(ks, latency_sum, (uint64_t)lat);
 		ks_max(&ks->latency_max, (uint64_t)lat);
 		atomic_store_explicit(&ks->down_logged, 0, memory_order_relaxed);
+		atomic_store_explicit(&ks->down, 0, memory_order_relaxed);
 	} else {
 		KS_INC(ks, failed, 1);
 	}
@@ -111,6 +117,12 @@ static void ks_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
 	(void)rk;
 	struct px_ksink *ks = opaque;
 	KS_INC(ks, errors, 1);
+	/* Down only when it matters: a cluster that closed the idle
+	 * connections of a sink with nothing queued is not down (one never
+	 * reached yet is). */
+	if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN &&
+	    (KS_GET(ks, queue_bytes) > 0 || !KS_GET(ks, delivered)))
+		atomic_store_explicit(&ks->down, 1, memory_order_relaxed);
 	if (!atomic_exchange_explicit(&ks->down_logged, 1, memory_order_relaxed))
 		kslog(ks, 1,
 		      "kafka sink %s: %s: %s (records are queued up to %zu bytes, then "
@@ -297,6 +309,20 @@ void px_ksink_free(struct px_ksink **pks)
 	free(ks);
 }
 
+int px_ksink_down(struct px_ksink *ks)
+{
+	if (!atomic_load_explicit(&ks->down, memory_order_relaxed))
+		return 0;
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	uint64_t now = (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+	uint64_t last = atomic_load_explicit(&ks->probe_us, memory_order_relaxed);
+	if (now - last >= PX_KSINK_PROBE_US &&
+	    atomic_compare_exchange_strong(&ks->probe_us, &last, now))
+		return 0; /* the probe: its delivery will say the cluster is back */
+	return 1;
+}
+
 void px_ksink_stats(const struct px_ksink *ks, struct px_ksink_stats *out)
 {
 	struct px_ksink *k = (struct px_ksink *)ks; /* atomics are read only */
@@ -306,6 +332,7 @@ void px_ksink_stats(const struct px_ksink *ks, struct px_ksink_stats *out)
 	out->failed = KS_GET(k, failed);
 	out->dropped = KS_GET(k, dropped);
 	out->queue_bytes = KS_GET(k, queue_bytes);
+	out->down = atomic_load_explicit(&k->down, memory_order_relaxed);
 	out->queue_bytes_max = KS_GET(k, queue_bytes_max);
 	out->queue_budget = ks->budget;
 	out->latency_us_sum = KS_GET(k, latency_sum);

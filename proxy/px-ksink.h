@@ -113,9 +113,21 @@ struct px_ksink_stats {
 	uint64_t latency_us_sum;  /* of delivered messages */
 	uint64_t latency_us_max;
 	uint64_t errors; /* librdkafka error events (e.g. every broker down) */
+	int down;        /* px_ksink_down's state */
 };
 
 void px_ksink_stats(const struct px_ksink *ks, struct px_ksink_stats *out);
+
+/* 1 while the sink's cluster is known down: librdkafka said every broker
+ * was down while messages were queued (or before any was ever delivered:
+ * a cluster that closes the idle connections of a sink with nothing to
+ * send is not down), and none was delivered since. A
+ * caller that would rather not queue what cannot be sent (the mirror)
+ * drops its messages instead. Once per PX_KSINK_PROBE_US it returns 0 all
+ * the same (a probe): the message then queued is what tells, once
+ * delivered, that the cluster is back. Any thread. */
+int px_ksink_down(struct px_ksink *ks);
+#define PX_KSINK_PROBE_US 1000000u
 const char *px_ksink_name(const struct px_ksink *ks);
 
 /* Appends the sinks' counters to w in Prometheus text format, one family

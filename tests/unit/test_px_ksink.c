@@ -357,6 +357,61 @@ static void test_cluster_killed(void **state)
 	assert_int_equal(atomic_load(&rep.n), 10 + (200 - dropped));
 }
 
+/* A mock cluster command ("down 1"); 0 when it answered OK. */
+static int mc_command(struct mc *mc, const char *cmd)
+{
+	char line[256];
+	fprintf(mc->in, "%s\n", cmd);
+	fflush(mc->in);
+	return fgets(line, sizeof(line), mc->out) && !strncmp(line, "OK", 2) ? 0 : -1;
+}
+
+/* px_ksink_down: not down while the cluster answers; down once every
+ * broker is gone with messages queued, letting one probe through a
+ * second; not down again once the cluster is back and a message (the
+ * probe) is delivered. */
+static void test_down_and_back(void **state)
+{
+	(void)state;
+	struct mc mc;
+	assert_int_equal(mc_start(&mc), 0);
+	struct reports rep = {0};
+	struct px_ksink_conf kc = {.name = "down",
+	                           .bootstrap = mc.bootstrap,
+	                           .flush_timeout_ms = 200,
+	                           .on_delivery = on_delivery,
+	                           .delivery_arg = &rep,
+	                           .log = quiet};
+	char err[256];
+	struct px_ksink *ks = px_ksink_new(&kc, err, sizeof(err));
+	assert_non_null(ks);
+	assert_int_equal(px_ksink_produce(ks, "sink", -1, "k", 1, "v", 1, NULL, 0, 0, NULL),
+	                 PX_KSINK_QUEUED);
+	WAIT_FOR(atomic_load(&rep.ok) == 1);
+	assert_int_equal(px_ksink_down(ks), 0);
+	assert_int_equal(mc_command(&mc, "down 1"), 0);
+	assert_int_equal(mc_command(&mc, "down 2"), 0);
+	assert_int_equal(px_ksink_produce(ks, "sink", -1, "k", 1, "v", 1, NULL, 0, 0, NULL),
+	                 PX_KSINK_QUEUED);
+	struct px_ksink_stats st;
+	px_ksink_stats(ks, &st);
+	WAIT_FOR((px_ksink_stats(ks, &st), st.down));
+	assert_true(st.down);
+	/* The first call of a second lets a probe through, the next do not. */
+	int first = px_ksink_down(ks);
+	assert_int_equal(px_ksink_down(ks), 1);
+	assert_int_equal(px_ksink_down(ks), 1);
+	(void)first;
+	assert_int_equal(mc_command(&mc, "up 1"), 0);
+	assert_int_equal(mc_command(&mc, "up 2"), 0);
+	WAIT_FOR((px_ksink_stats(ks, &st), !st.down));
+	assert_false(st.down);
+	assert_int_equal(px_ksink_down(ks), 0);
+	assert_true(atomic_load(&rep.ok) >= 2); /* what was queued while down got through */
+	px_ksink_free(&ks);
+	mc_stop(&mc);
+}
+
 /* A property librdkafka refuses is an error naming it; a missing
  * bootstrap too. */
 static void test_bad_conf(void **state)
@@ -393,9 +448,8 @@ int main(void)
 		return 1;
 	}
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_roundtrip),
-	    cmocka_unit_test(test_budget_dead_cluster),
-	    cmocka_unit_test(test_cluster_killed),
+	    cmocka_unit_test(test_roundtrip),      cmocka_unit_test(test_budget_dead_cluster),
+	    cmocka_unit_test(test_cluster_killed), cmocka_unit_test(test_down_and_back),
 	    cmocka_unit_test(test_bad_conf),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
