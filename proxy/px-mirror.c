@@ -16,6 +16,7 @@
 #include "kd-api-keys-gen.h"
 #include "kd-arena.h"
 #include "kd-hdr.h"
+#include "kd-rec-entry.h"
 #include "kd-records.h"
 #include "kd-render.h"
 #include "kd-stream-t.h"
@@ -36,9 +37,21 @@
 #define MIRROR_TXN_MAX_US (15ull * 60 * 1000000)
 #define MIRROR_SINKS_MAX 256
 #define MIRROR_NICE 10 /* the mirror thread's nice value (and its producers') */
+/* Jobs are handed over in rounds: a worker wakes the mirror thread only
+ * when it sleeps idle or this many jobs wait; else the thread, busy, takes
+ * what came in at most MIRROR_NAP_NS later. One wakeup per round, not per
+ * Produce (a futex call and two context switches on the main path). */
+#define MIRROR_WAKE_JOBS 64
+#define MIRROR_NAP_NS 2000000L
 /* kwire's own hold (requests awaiting answers or the mirror thread, open
  * transactions): the rules' largest queue_bytes, and at least this. */
 #define MIRROR_HOLD_MIN (64ll << 20)
+/* Request copies are taken from a pool of buffers and given back to it:
+ * a fresh buffer the size of a Produce comes from mmap and costs a page
+ * fault per 4 KiB on the forwarding path (they were a third of what the
+ * mirror cost the workers). The pool keeps at most this much. */
+#define MIRROR_POOL_BYTES ((size_t)32 << 20)
+#define MIRROR_POOL_MIN ((size_t)64 << 10) /* the smallest buffer made */
 
 enum { MJ_PRODUCE = 1, MJ_ENDTXN = 2 };
 
@@ -56,7 +69,8 @@ struct px_mjob {
 	uint8_t req_broken; /* the request could not be copied whole */
 	int16_t ver;
 	struct rule_set *rs;
-	uint8_t *req; /* the request frame, copied as it is forwarded; then the client id */
+	uint8_t *req;   /* the request frame, copied as it is forwarded; then the client id */
+	size_t req_cap; /* req's size (a pool buffer) */
 	size_t req_len, req_total; /* bytes copied, of the frame's */
 	uint8_t *resp;
 	size_t resp_len, resp_cap;
@@ -68,10 +82,9 @@ struct msink {
 	char *key; /* rule name, bootstrap and properties */
 	struct px_ksink *ks;
 	uint8_t failed; /* could not be made: logged once, records dropped */
-	/* Set by the mirror thread while the sink's queue is (nearly) full, as
-	 * when its cluster is down: workers then drop its records at once,
-	 * without copying or queueing, so that a dead mirror costs the main
-	 * path nothing. */
+	/* Set by the mirror thread while the sink's queue is (nearly) full:
+	 * its records are then counted from their batch headers and dropped
+	 * (drop_counted), as while its cluster is down (px_ksink_down). */
 	_Atomic int full;
 };
 
@@ -83,6 +96,7 @@ struct mheld {
 	int32_t partition;
 	uint8_t by_key;
 	int64_t records;
+	uint8_t drop; /* its sink was down or full: counted dropped at a commit, no raw */
 	size_t len;
 	uint8_t raw[]; /* the batch, as produced */
 };
@@ -96,15 +110,26 @@ struct mtxn {
 	size_t bytes;
 };
 
+/* A free buffer of the pool, its first bytes. */
+struct mbuf {
+	struct mbuf *next;
+	size_t cap;
+};
+
 struct px_mirror {
 	void (*log)(void *arg, int level, const char *msg);
 	void *log_arg;
 	const struct kd_topics *topics;
 	pthread_t thread;
-	pthread_mutex_t mu; /* queue, stop, done_seq */
+	pthread_mutex_t mu;  /* queue, stop, done_seq */
+	pthread_mutex_t pmu; /* pool, pool_bytes */
+	struct mbuf *pool;
+	size_t pool_bytes;
 	pthread_cond_t cond, done_cond;
 	struct px_mjob *head, *tail;
 	uint64_t enq_seq, done_seq;
+	unsigned qlen; /* jobs at head */
+	int idle;      /* the thread waits for work (a job wakes it) */
 	int stop;
 	_Atomic int64_t held;   /* bytes of jobs and held transactions */
 	_Atomic int64_t budget; /* the largest queue_bytes of the mirror rules seen */
@@ -162,13 +187,56 @@ static void drop(struct px_mirror *m, uint64_t records, const char *why)
 
 /* ---- the worker's side ---- */
 
+/* A buffer of at least need bytes (its size in *cap), from the pool when
+ * one there is large enough; NULL when out of memory. Any thread. */
+static uint8_t *buf_get(struct px_mirror *m, size_t need, size_t *cap)
+{
+	struct mbuf *b = NULL;
+	pthread_mutex_lock(&m->pmu);
+	for (struct mbuf **pp = &m->pool; *pp; pp = &(*pp)->next)
+		if ((*pp)->cap >= need) {
+			b = *pp;
+			*pp = b->next;
+			m->pool_bytes -= b->cap;
+			break;
+		}
+	pthread_mutex_unlock(&m->pmu);
+	if (b) {
+		*cap = b->cap;
+		return (uint8_t *)b;
+	}
+	size_t c = MIRROR_POOL_MIN;
+	while (c < need && c < ((size_t)1 << 40))
+		c *= 2;
+	*cap = c;
+	return malloc(c);
+}
+
+/* Gives p (cap bytes, from buf_get) back to the pool, or frees it. */
+static void buf_put(struct px_mirror *m, uint8_t *p, size_t cap)
+{
+	if (!p)
+		return;
+	pthread_mutex_lock(&m->pmu);
+	if (m->pool_bytes + cap <= MIRROR_POOL_BYTES) {
+		struct mbuf *b = (struct mbuf *)(void *)p;
+		b->cap = cap;
+		b->next = m->pool;
+		m->pool = b;
+		m->pool_bytes += cap;
+		p = NULL;
+	}
+	pthread_mutex_unlock(&m->pmu);
+	free(p);
+}
+
 static void job_free(struct px_mjob *job)
 {
 	if (!job)
 		return;
 	atomic_fetch_sub(&job->m->held, (int64_t)job->bytes);
 	rule_set_unref(&job->rs);
-	free(job->req);
+	buf_put(job->m, job->req, job->req_cap);
 	free(job->resp);
 	free(job);
 }
@@ -220,7 +288,7 @@ struct px_mjob *px_mirror_request(struct px_mirror *m, struct rule_set *rs, int 
 	job->who.principal = (struct kd_view){(const uint8_t *)job->principal, (uint32_t)pl, 0};
 	job->bytes = len + cl + sizeof(*job);
 	if (atomic_fetch_add(&m->held, (int64_t)job->bytes) + (int64_t)job->bytes > budget ||
-	    !(job->req = malloc(len + cl))) {
+	    !(job->req = buf_get(m, len + cl, &job->req_cap))) {
 		/* The records are not known yet (the body is not decoded on the
 		 * forwarding path): counted from the frame's batches at once. */
 		atomic_fetch_add(&m->dropped_requests, 1);
@@ -238,16 +306,17 @@ struct px_mjob *px_mirror_request(struct px_mirror *m, struct rule_set *rs, int 
 
 void px_mirror_req_frame(struct px_mjob *job, const uint8_t *p, size_t len)
 {
-	size_t cl = job->client_id.len;
-	uint8_t *r = malloc(len + cl);
+	size_t cl = job->client_id.len, cap;
+	uint8_t *r = buf_get(job->m, len + cl, &cap);
 	if (!r) {
 		job->req_broken = 1;
 		return;
 	}
 	memcpy(r, p, len);
 	memcpy(r + len, job->client_id.p, cl);
-	free(job->req);
+	buf_put(job->m, job->req, job->req_cap);
 	job->req = r;
+	job->req_cap = cap;
 	job->client_id.p = r + len;
 	atomic_fetch_add(&job->m->held, (int64_t)len - (int64_t)job->req_total);
 	job->bytes = job->bytes - job->req_total + len;
@@ -348,7 +417,8 @@ void px_mirror_done(struct px_mjob **jobp)
 		m->head = job;
 	m->tail = job;
 	m->enq_seq++;
-	pthread_cond_signal(&m->cond);
+	if (m->idle || ++m->qlen >= MIRROR_WAKE_JOBS)
+		pthread_cond_signal(&m->cond);
 	pthread_mutex_unlock(&m->mu);
 }
 
@@ -524,7 +594,10 @@ static void txn_end(struct px_mirror *m, struct mtxn *t, int commit, int timed_o
 {
 	for (struct mheld *h = t->head, *next; h; h = next) {
 		next = h->next;
-		if (commit)
+		if (commit && h->drop)
+			drop(m, (uint64_t)h->records,
+			     "the mirror cluster is down or its queue full");
+		else if (commit)
 			produce_blob(m, h->sink, h->topic, h->partition, h->by_key, h->raw, h->len,
 			             1, t->pid);
 		else if (timed_out)
@@ -542,35 +615,41 @@ static void txn_end(struct px_mirror *m, struct mtxn *t, int commit, int timed_o
 	free(t);
 }
 
-/* Holds a transactional batch until its EndTxn. */
-static void txn_hold(struct px_mirror *m, const struct kd_batch *b, unsigned s, const char *topic,
+/* Holds a transactional batch (raw, len) of producer pid until its EndTxn;
+ * raw NULL: its records are only counted then (dropped at a commit). */
+static void txn_hold(struct px_mirror *m, int64_t pid, int16_t epoch, int64_t records,
+                     const uint8_t *raw, size_t len, unsigned s, const char *topic,
                      int32_t partition, int by_key)
 {
-	struct mtxn *t = txn_find(m, b->producer_id, 1);
-	if (t && t->head && b->producer_epoch > t->epoch) {
+	struct mtxn *t = txn_find(m, pid, 1);
+	if (t && t->head && epoch > t->epoch) {
 		/* A new epoch: the producer was fenced, its open transaction aborted. */
 		txn_end(m, t, 0, 0);
-		t = txn_find(m, b->producer_id, 1);
+		t = txn_find(m, pid, 1);
 	}
 	int64_t budget = atomic_load(&m->budget);
-	size_t bytes = sizeof(struct mheld) + b->raw.len;
+	if (!raw)
+		len = 0;
+	size_t bytes = sizeof(struct mheld) + len;
 	struct mheld *h = NULL;
 	if (t && atomic_load(&m->held) + (int64_t)bytes <= budget)
 		h = malloc(bytes);
 	if (!h) {
-		drop(m, b->record_count > 0 ? (uint64_t)b->record_count : 0,
+		drop(m, records > 0 ? (uint64_t)records : 0,
 		     "the mirror queue is full (held transactions)");
 		return;
 	}
-	t->epoch = b->producer_epoch;
+	t->epoch = epoch;
 	h->next = NULL;
 	h->sink = s;
 	snprintf(h->topic, sizeof(h->topic), "%s", topic);
 	h->partition = partition;
 	h->by_key = (uint8_t)by_key;
-	h->records = b->record_count;
-	h->len = b->raw.len;
-	memcpy(h->raw, b->raw.p, b->raw.len);
+	h->records = records;
+	h->drop = !raw;
+	h->len = len;
+	if (len)
+		memcpy(h->raw, raw, len);
 	if (t->tail)
 		t->tail->next = h;
 	else
@@ -636,6 +715,31 @@ static uint64_t blob_records(const struct kd_node *recs)
 	return pk.records > 0 ? (uint64_t)pk.records : 0;
 }
 
+/* One partition's records for a sink that is down or full, counted from
+ * the batch headers alone (kd-rec-entry.h: no record decoded, no CRC,
+ * nothing decompressed): dropped now, or, a transaction's, held as counts
+ * until its end, so that an aborted transaction's records are counted
+ * aborted, not dropped. */
+static void drop_counted(struct px_mirror *m, const struct kd_node *recs, unsigned s,
+                         const char *target, int32_t part, int by_key)
+{
+	struct kd_cur cur;
+	struct kd_rec_entry e;
+	uint64_t plain = 0;
+	kd_cur_init(&cur, recs->val.v.p, recs->val.v.len);
+	while (kd_rec_entry_next(&cur, &e) == 1) {
+		if (e.control)
+			continue;
+		if (e.transactional && e.producer_id >= 0)
+			txn_hold(m, e.producer_id, e.producer_epoch, e.records, NULL, 0, s, target,
+			         part, by_key);
+		else
+			plain += (uint64_t)e.records;
+	}
+	if (plain)
+		drop(m, plain, "the mirror cluster is down or its queue full");
+}
+
 /* One partition's records for one rule: produced, held (transactional),
  * or counted. */
 static void mirror_part(struct px_mirror *m, const struct rule *rule, struct kd_view topic,
@@ -647,13 +751,18 @@ static void mirror_part(struct px_mirror *m, const struct rule *rule, struct kd_
 		drop(m, blob_records(recs), "the mirror's producer could not start");
 		return;
 	}
-	if (atomic_load(&m->sinks[s].full)) {
-		drop(m, blob_records(recs), "the mirror cluster's queue is full");
-		return;
-	}
+	/* Its cluster down or its queue (nearly) full: the records are only
+	 * counted, from the batch headers (no record is decoded, nothing
+	 * decompressed); a transaction's wait for its end, as counts, so that
+	 * an aborted one's records are counted aborted, not dropped. */
+	int count_only = atomic_load(&m->sinks[s].full) || px_ksink_down(m->sinks[s].ks);
 	if (rule_mirror_topic(rule->mirror->topic, (const char *)topic.p, topic.len, target,
 	                      sizeof(target)) < 0) {
 		drop(m, blob_records(recs), "the mirror topic is not a topic name");
+		return;
+	}
+	if (count_only) {
+		drop_counted(m, recs, (unsigned)s, target, part, rule->mirror->by_key);
 		return;
 	}
 	/* Transactional batches wait for their EndTxn; the others go now. */
@@ -665,7 +774,8 @@ static void mirror_part(struct px_mirror *m, const struct rule *rule, struct kd_
 		if (rc < 0 || b->control)
 			continue;
 		if (b->transactional && b->producer_id >= 0)
-			txn_hold(m, b, (unsigned)s, target, part, rule->mirror->by_key);
+			txn_hold(m, b->producer_id, b->producer_epoch, b->record_count, b->raw.p,
+			         b->raw.len, (unsigned)s, target, part, rule->mirror->by_key);
 		else
 			plain = 1;
 	}
@@ -804,6 +914,7 @@ static void *mirror_main(void *arg)
 	 * thread, and the threads of the producers it starts (librdkafka's,
 	 * which inherit it), yield to the forwarding workers. Linux's nice
 	 * value is per thread. */
+	pthread_setname_np(pthread_self(), "kwire-mirror"); /* top -H, bench_mirror */
 	if (setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), MIRROR_NICE) != 0)
 		mlog(m, 3, "mirror: could not lower the mirror thread's priority");
 	pthread_mutex_lock(&m->mu);
@@ -812,6 +923,7 @@ static void *mirror_main(void *arg)
 			struct timespec ts;
 			clock_gettime(CLOCK_REALTIME, &ts);
 			ts.tv_sec += 1;
+			m->idle = 1;
 			if (pthread_cond_timedwait(&m->cond, &m->mu, &ts)) {
 				pthread_mutex_unlock(&m->mu);
 				expire_txns(m);
@@ -819,9 +931,23 @@ static void *mirror_main(void *arg)
 				pthread_mutex_lock(&m->mu);
 			}
 		}
+		if (m->idle && !m->stop && m->qlen < MIRROR_WAKE_JOBS) {
+			/* Woken by the first job of a round: let the round fill. */
+			struct timespec ts;
+			clock_gettime(CLOCK_REALTIME, &ts);
+			ts.tv_nsec += MIRROR_NAP_NS;
+			if (ts.tv_nsec >= 1000000000L) {
+				ts.tv_sec++;
+				ts.tv_nsec -= 1000000000L;
+			}
+			m->idle = 0;
+			pthread_cond_timedwait(&m->cond, &m->mu, &ts);
+		}
+		m->idle = 0;
 		struct px_mjob *list = m->head;
 		uint64_t seq = m->enq_seq;
 		m->head = m->tail = NULL;
+		m->qlen = 0;
 		int stop = m->stop;
 		pthread_mutex_unlock(&m->mu);
 		while (list) {
@@ -856,11 +982,13 @@ struct px_mirror *px_mirror_new(void (*log)(void *arg, int level, const char *ms
 	m->topics = topics;
 	pthread_mutex_init(&m->mu, NULL);
 	pthread_mutex_init(&m->smu, NULL);
+	pthread_mutex_init(&m->pmu, NULL);
 	pthread_cond_init(&m->cond, NULL);
 	pthread_cond_init(&m->done_cond, NULL);
 	if (pthread_create(&m->thread, NULL, mirror_main, m)) {
 		pthread_mutex_destroy(&m->mu);
 		pthread_mutex_destroy(&m->smu);
+		pthread_mutex_destroy(&m->pmu);
 		pthread_cond_destroy(&m->cond);
 		pthread_cond_destroy(&m->done_cond);
 		free(m);
@@ -901,6 +1029,12 @@ void px_mirror_free(struct px_mirror **mp)
 	rule_facts_free(&m->facts);
 	kd_arena_free(&m->arena);
 	free(m->hdrs);
+	while (m->pool) {
+		struct mbuf *b = m->pool;
+		m->pool = b->next;
+		free(b);
+	}
+	pthread_mutex_destroy(&m->pmu);
 	pthread_mutex_destroy(&m->mu);
 	pthread_mutex_destroy(&m->smu);
 	pthread_cond_destroy(&m->cond);

@@ -13,8 +13,13 @@
  *            transactional batches, held by producer id until an EndTxn
  *            (also a job) commits them or aborts them
  *
- * The forwarding path only copies bytes and takes one lock per job; all
- * decoding, decompression and producing is on the mirror thread. What
+ * The forwarding path only copies bytes (into buffers from a pool) and
+ * takes one lock per job, waking the mirror thread once per round of jobs;
+ * all decoding, decompression and producing is on the mirror thread. A
+ * sink whose cluster is down (px_ksink_down) or whose queue is nearly full
+ * gets nothing: the records it would get are counted from their batch
+ * headers alone (kd-rec-entry.h) and dropped, a transaction's at its end
+ * (aborted ones are counted aborted). What
  * kwire holds (jobs waiting for answers or for the thread, held
  * transactions) is bounded by the rules' queue_bytes: over it a job is
  * dropped and its records counted, with a warning at most once a minute.
