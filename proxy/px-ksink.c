@@ -39,6 +39,7 @@ struct px_ksink {
 	 * first delivery), and no delivery since (px_ksink_down); the last
 	 * probe let through meanwhile. */
 	_Atomic int down;
+	_Atomic int all_down; /* librdkafka said every broker down, no delivery since */
 	_Atomic uint64_t probe_us;
 };
 
@@ -91,6 +92,7 @@ static void ks_dr(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
 		ks_max(&ks->latency_max, (uint64_t)lat);
 		atomic_store_explicit(&ks->down_logged, 0, memory_order_relaxed);
 		atomic_store_explicit(&ks->down, 0, memory_order_relaxed);
+		atomic_store_explicit(&ks->all_down, 0, memory_order_relaxed);
 	} else {
 		KS_INC(ks, failed, 1);
 	}
@@ -119,10 +121,18 @@ static void ks_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
 	KS_INC(ks, errors, 1);
 	/* Down only when it matters: a cluster that closed the idle
 	 * connections of a sink with nothing queued is not down (one never
-	 * reached yet is). */
-	if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN &&
-	    (KS_GET(ks, queue_bytes) > 0 || !KS_GET(ks, delivered)))
+	 * reached yet is). Every broker down while idle, then a connection
+	 * that fails once there is something to send, is down: librdkafka
+	 * says "every broker down" only once until one is up again. */
+	int queued = KS_GET(ks, queue_bytes) > 0;
+	if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN) {
+		atomic_store_explicit(&ks->all_down, 1, memory_order_relaxed);
+		if (queued || !KS_GET(ks, delivered))
+			atomic_store_explicit(&ks->down, 1, memory_order_relaxed);
+	} else if (queued && atomic_load_explicit(&ks->all_down, memory_order_relaxed) &&
+	           (err == RD_KAFKA_RESP_ERR__TRANSPORT || err == RD_KAFKA_RESP_ERR__RESOLVE)) {
 		atomic_store_explicit(&ks->down, 1, memory_order_relaxed);
+	}
 	if (!atomic_exchange_explicit(&ks->down_logged, 1, memory_order_relaxed))
 		kslog(ks, 1,
 		      "kafka sink %s: %s: %s (records are queued up to %zu bytes, then "
@@ -391,6 +401,9 @@ void px_ksink_metrics(struct kd_wbuf *w, const char *prefix, struct px_ksink *co
 	     "Delivery latency of delivered messages, from produce to acknowledgement."},
 	    {"errors_total", "counter",
 	     "librdkafka error events (e.g. every broker of the sink cluster down)."},
+	    {"down", "gauge",
+	     "1 while every broker of the sink cluster is known down (px_ksink_down: the "
+	     "mirror then drops instead of queueing), else 0."},
 	};
 	for (unsigned f = 0; f < sizeof(fam) / sizeof(fam[0]); f++) {
 		w_fmt(w, "# HELP %s_%s %s\n# TYPE %s_%s %s\n", prefix, fam[f].suffix, fam[f].help,
@@ -401,7 +414,7 @@ void px_ksink_metrics(struct kd_wbuf *w, const char *prefix, struct px_ksink *co
 			uint64_t v[] = {
 			    st.produced,    st.delivered,       st.failed,       st.dropped,
 			    st.queue_bytes, st.queue_bytes_max, st.queue_budget, 0,
-			    st.errors};
+			    st.errors,      (uint64_t)st.down};
 			if (!strcmp(fam[f].type, "summary")) {
 				w_fmt(w, "%s_%s_sum{sink=\"", prefix, fam[f].suffix);
 				w_label(w, sinks[i]->name);

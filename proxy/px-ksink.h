@@ -121,7 +121,8 @@ void px_ksink_stats(const struct px_ksink *ks, struct px_ksink_stats *out);
 /* 1 while the sink's cluster is known down: librdkafka said every broker
  * was down while messages were queued (or before any was ever delivered:
  * a cluster that closes the idle connections of a sink with nothing to
- * send is not down), and none was delivered since. A
+ * send is not down), or said so while none were and then failed to
+ * connect with some queued; and none was delivered since. A
  * caller that would rather not queue what cannot be sent (the mirror)
  * drops its messages instead. Once per PX_KSINK_PROBE_US it returns 0 all
  * the same (a probe): the message then queued is what tells, once
