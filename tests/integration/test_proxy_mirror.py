@@ -13,19 +13,21 @@ clients (the peer's librdkafka):
    one's do not (counted as skipped, reason aborted), also with the
    EndTxn on another connection than the Produce.
 3. B's broker down during a run, then up again: what B is missing is
-   exactly what /metrics counts dropped or failed, and B has no record A
-   does not.
+   exactly what /metrics counts dropped or failed, B has no record A does
+   not, and once a probe got through (B known up again) B gets every record
+   produced since.
 5. A `rewrite:` rule sets a header on Produce: B gets the records as A
    stores them, header included.
-4. B down (nobody listening): A's produce throughput, as a rate over a run,
-   against the same run with no rules, best of 3 runs each, alternated
-   (printed). The 95% goal of the issue cannot be asserted here: on two
-   cores shared with other test suites single runs vary by 2-3x, and the
-   best-of-3 ratio has measured anywhere from 52% to 118% between two runs
-   of the same build. What is asserted is that a dead mirror does not block
-   A (at least a third of the no-rules rate; blocking would cost several
-   times that), and that every record is counted dropped or failed; the
-   ratio itself is measured by tests/bench/bench_mirror.
+4. B down (nobody listening), against no rules, runs alternated (run
+   first, so that no other part's mirror producer idles beside it): every
+   record is counted dropped or failed, none mirrored; kwire's CPU time
+   per byte of Produce requests (its threads' schedstat) is at most 2.5
+   times that of no rules (it measures 1.0-1.3; a dead mirror decoding and
+   queueing every record, as before, cost 4.7). The records/s of each run
+   are printed, never asserted: on two shared cores they vary two to three
+   times between runs of the same build (docs/rules.md "mirror", Speed;
+   tests/bench/bench_mirror measures both side by side).
+Reads stop at the high watermarks read first, not after an idle wait.
 """
 import os
 import subprocess
@@ -103,9 +105,10 @@ def mirror_rules(bootstrap, extra=""):
             f"    to: {{bootstrap: \"{bootstrap}\", queue_bytes: 32MiB{extra}}}\n")
 
 
-def produce(bootstrap, topic, n, prefix, acked=None, conf=None):
-    """n records with keys, values and two headers; returns (acknowledged
-    (key, partition) set, seconds from the first produce to the flush)."""
+def produce(bootstrap, topic, n, prefix, acked=None, conf=None, pad=""):
+    """n records with keys, values (pad appended) and two headers; returns
+    (acknowledged (key, partition) set, seconds from the first produce to
+    the flush)."""
     acked = set() if acked is None else acked
     c = {"bootstrap.servers": bootstrap, "linger.ms": 5, "batch.num.messages": 10000,
          "queue.buffering.max.messages": 1000000}
@@ -121,7 +124,7 @@ def produce(bootstrap, topic, n, prefix, acked=None, conf=None):
         k = f"{prefix}{i}"
         while True:
             try:
-                p.produce(topic, key=k, value=f"value-{i}", partition=i % PARTS,
+                p.produce(topic, key=k, value=f"value-{i}{pad}", partition=i % PARTS,
                           headers=[("h1", f"x{i}"), ("h2", "")], on_delivery=dr)
                 break
             except BufferError:
@@ -134,22 +137,29 @@ def produce(bootstrap, topic, n, prefix, acked=None, conf=None):
     return acked, took
 
 
-def consume(bootstrap, topic, want, idle=3.0):
-    """Every record of topic (all partitions from the start):
+def consume(bootstrap, topic):
+    """Every record of topic (all partitions from the start, up to the high
+    watermarks read first, so that the read stops as soon as all is in):
     {key: (partition, value, headers)}, and the number read (duplicates
     included)."""
     c = confluent_kafka.Consumer({"bootstrap.servers": bootstrap, "group.id": "mirror-check",
                                   "enable.auto.commit": False,
                                   "enable.partition.eof": False})
+    marks = {p: c.get_watermark_offsets(confluent_kafka.TopicPartition(topic, p), timeout=10)
+             for p in range(PARTS)}
+    nxt = {p: lo for p, (lo, _) in marks.items()}
+    high = {p: hi for p, (_, hi) in marks.items()}
     c.assign([confluent_kafka.TopicPartition(topic, p, confluent_kafka.OFFSET_BEGINNING)
               for p in range(PARTS)])
     out, n = {}, 0
     last = time.monotonic()
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        msgs = c.consume(10000, 0.5)
+    # The idle limit only ends a read that cannot reach a watermark (a
+    # transaction marker last in a partition: none of the topics read here).
+    while time.monotonic() < deadline and any(nxt[p] < high[p] for p in high):
+        msgs = c.consume(10000, 0.2)
         if not msgs:
-            if time.monotonic() - last > idle or (n >= want and time.monotonic() - last > 0.5):
+            if time.monotonic() - last > 3:
                 break
             continue
         last = time.monotonic()
@@ -157,6 +167,7 @@ def consume(bootstrap, topic, want, idle=3.0):
             if m.error():
                 continue
             n += 1
+            nxt[m.partition()] = m.offset() + 1
             hdrs = tuple((k, v.decode() if v is not None else None)
                          for k, v in (m.headers() or []))
             out[m.key().decode()] = (m.partition(), m.value().decode(), hdrs)
@@ -182,14 +193,17 @@ def settle(c, want, what):
 
 def part1(c, rules, b):
     reload_rules(c, rules, mirror_rules(b.bootstrap))
+    base = settle(c, 0, "before part 1")
+    lat0 = c.metric("kwire_mirror_delivery_latency_seconds_count")
     acked, took = produce(c.bootstrap, "m-main", N, "k")
     check(len(acked) == N, f"A acknowledged {len(acked)} of {N}")
-    got_a, na = consume(c.upstream, "m-main", N)
+    got_a, na = consume(c.upstream, "m-main")
     check(len(got_a) == N and na == N, f"A has {len(got_a)} records ({na} read), not {N}")
-    m = settle(c, N, "part 1")
+    m = settle(c, sum(base.values()) + N, "part 1")
+    m = {k: m[k] - base[k] for k in m}
     check(m["mirrored"] == N and m["dropped"] == 0 and m["failed"] == 0 and m["unacked"] == 0,
           f"part 1 counters: {m}")
-    got_b, nb = consume(b.bootstrap, "m-main", N)
+    got_b, nb = consume(b.bootstrap, "m-main")
     check(nb == len(got_b), f"B holds duplicates: {nb} records read, {len(got_b)} keys")
     check(set(got_b) == {k for k, _ in acked},
           f"B has {len(got_b)} records, A acknowledged {len(acked)}")
@@ -199,7 +213,7 @@ def part1(c, rules, b):
               f"{k}: B's partition {part}, A's {got_a[k][0]}")
         check(value == f"value-{i}" and hdrs == (("h1", f"x{i}"), ("h2", "")),
               f"{k}: B has {value!r} {hdrs!r}")
-    check(c.metric("kwire_mirror_delivery_latency_seconds_count") == N,
+    check(c.metric("kwire_mirror_delivery_latency_seconds_count") - lat0 == N,
           "delivery latency not counted for every record")
     print(f"part 1: {N} records through kwire to A in {took:.2f} s; B has all {len(got_b)}")
 
@@ -222,7 +236,7 @@ def part2(c, b):
     m = settle(c, sum(base.values()) + 100, "part 2")
     check(m["aborted"] - base["aborted"] == 50, f"aborted records not counted: {m}")
     check(m["mirrored"] - base["mirrored"] == 50, f"committed records not mirrored: {m}")
-    got_b, nb = consume(b.bootstrap, "m-txn", 50)
+    got_b, nb = consume(b.bootstrap, "m-txn")
     check(sorted(got_b) == sorted(f"commit-{i}" for i in range(50)) and nb == 50,
           f"B has {sorted(got_b)[:5]}... ({nb} read): not the 50 committed records")
     print("part 2: the committed transaction reached B, the aborted one did not")
@@ -240,12 +254,26 @@ def part3(c, rules, b):
     b.command("down 1")
     time.sleep(0.5)
     produce(c.bootstrap, "m-down", 40000, "d", acked)
-    time.sleep(3)
+    time.sleep(2)  # past message.timeout.ms: what was queued fails
     b.command("up 1")
     produce(c.bootstrap, "m-down", 20000, "w", acked)
+    # While B was known down (or the mirror's queue full) its records were
+    # dropped, one probe a second let through; once the mirror's producer
+    # has reconnected (a delivery), records reach B again.
+    delivered = metric_sum(c, "kwire_mirror_sink_delivered_total")
+    deadline = time.monotonic() + 30
+    rnd = 0
+    while (metric_sum(c, "kwire_mirror_sink_delivered_total") == delivered or
+           metric_sum(c, "kwire_mirror_sink_down") > 0):
+        check(time.monotonic() < deadline, "B is up again, but the mirror does not reach it")
+        produce(c.bootstrap, "m-down", 100, f"p{rnd}-", acked)
+        rnd += 1
+        time.sleep(0.3)
+    back, _ = produce(c.bootstrap, "m-down", 2000, "z")
+    acked |= back
     m = settle(c, sum(base.values()) + len(acked), "part 3")
     d = {k: m[k] - base[k] for k in m}
-    got_b, nb = consume(b.bootstrap, "m-down", len(acked))
+    got_b, nb = consume(b.bootstrap, "m-down")
     check(nb == len(got_b), f"B holds duplicates: {nb} read, {len(got_b)} keys")
     check(set(got_b) <= {k for k, _ in acked}, "B has records A did not acknowledge")
     missing = len(acked) - len(got_b)
@@ -256,6 +284,9 @@ def part3(c, rules, b):
     # ways, and the counters say exactly which, does not.
     check(d["dropped"] > 0 and d["failed"] > 0 and got_b,
           f"B down did not lose records both ways, or B got nothing at all: {d}")
+    check({k for k, _ in back} <= set(got_b),
+          f"B is back, but has {len({k for k, _ in back} & set(got_b))} of the 2000 records "
+          "produced since")
     print(f"part 3: B down for a while: {missing} records missing, {d['dropped']:.0f} dropped + "
           f"{d['failed']:.0f} failed")
 
@@ -267,8 +298,8 @@ def part5(c, rules, b):
     base = settle(c, 0, "before part 5")
     produce(c.bootstrap, "m-rw", 60, "x")
     settle(c, sum(base.values()) + 60, "part 5")
-    got_b, _ = consume(b.bootstrap, "m-rw", 60)
-    got_a, _ = consume(c.upstream, "m-rw", 60)
+    got_b, _ = consume(b.bootstrap, "m-rw")
+    got_a, _ = consume(c.upstream, "m-rw")
     check(len(got_b) == 60 and got_b == got_a,
           f"rewritten records: B has {len(got_b)}, not the 60 A has, as A has them")
     check(all(("x-origin", "kwire") in h for _, _, h in got_b.values()),
@@ -276,32 +307,86 @@ def part5(c, rules, b):
     print("part 5: records rewritten on their way to A reach B as A stores them")
 
 
+def metric_sum(c, name):
+    """The sum of every series of a metric."""
+    return sum(v for (k, _), v in c.metrics().items() if k == name)
+
+
+def kwire_cpu(pid):
+    """CPU seconds kwire's threads have used (schedstat: time on a CPU;
+    workers, the mirror thread and its producers' librdkafka threads)."""
+    ns = 0
+    for t in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{t}/schedstat") as f:
+                ns += int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            pass  # a thread that just ended
+    return ns / 1e9
+
+
 def part4(c, rules):
+    """B down (nobody listening) against no rules, runs alternated: the
+    drop counter says exactly what B misses, and kwire's CPU time per byte
+    of Produce requests is compared (docs/rules.md "mirror", Speed)."""
     dead = f"127.0.0.1:{free_port()}"
-    rates = {"no rules": [], "mirror, B down": []}
-    n = 100000
-    for rnd in range(3):
-        for mode in rates:
+    modes = ("no rules", "mirror, B down")
+    rates = {m: [] for m in modes}
+    cpu = {m: 0.0 for m in modes}
+    nbytes = {m: 0.0 for m in modes}
+    n, pad = 30000, "v" * 1000
+    # Once: the mirror's producer starts and learns that B is down (one
+    # refused connection); what is measured is kwire while B stays down.
+    reload_rules(c, rules, mirror_rules(dead, ", properties: {message.timeout.ms: 1000}"))
+    deadline = time.monotonic() + 20
+    while metric_sum(c, "kwire_mirror_sink_down") < 1:
+        check(time.monotonic() < deadline, "B down: the mirror's producer never said so")
+        produce(c.bootstrap, "m-rate", 10, "warm")
+    for rnd in range(2):
+        for mode in modes:
             reload_rules(c, rules, "" if mode == "no rules" else
-                         mirror_rules(dead, ", properties: {message.timeout.ms: 2000}"))
+                         mirror_rules(dead, ", properties: {message.timeout.ms: 1000}"))
             base = settle(c, 0, "before a throughput run")
-            acked, took = produce(c.bootstrap, "m-rate", n, f"r{rnd}{mode[0]}")
+            in0, cpu0 = c.metric("kwire_client_bytes_received_total"), kwire_cpu(c.pid())
+            handed0 = metric_sum(c, "kwire_mirror_sink_produced_total")
+            acked, took = produce(c.bootstrap, "m-rate", n, f"r{rnd}{mode[0]}", pad=pad)
             check(len(acked) == n, f"{mode}: A acknowledged {len(acked)} of {n}")
             rates[mode].append(n / took)
+            deadline = time.monotonic() + 30
+            # kwire's CPU is counted until the mirror has dealt with every
+            # record (dropped, or handed to its producer, to fail later),
+            # less what serving /metrics to this loop cost it.
+            served = 0.0
+            while mode != "no rules":
+                t = kwire_cpu(c.pid())
+                done = (c.metric("kwire_mirror_records_dropped_total") - base["dropped"] +
+                        metric_sum(c, "kwire_mirror_sink_produced_total") - handed0 >= n)
+                served += kwire_cpu(c.pid()) - t
+                if done:
+                    break
+                check(time.monotonic() < deadline, "B down: the mirror did not catch up")
+                time.sleep(0.05)
+            cpu[mode] += kwire_cpu(c.pid()) - cpu0 - served
+            nbytes[mode] += c.metric("kwire_client_bytes_received_total") - in0
             if mode != "no rules":
                 m = settle(c, sum(base.values()) + n, "B down")
                 d = {k: m[k] - base[k] for k in m}
                 check(d["mirrored"] == 0 and d["dropped"] + d["failed"] == n,
                       f"B down: {n} records, counters {d}")
-    best = {k: max(v) for k, v in rates.items()}
-    ratio = best["mirror, B down"] / best["no rules"]
+    per = {m: cpu[m] / nbytes[m] * 1e11 for m in modes}  # CPU ms per 100 MB
+    ratio = per["mirror, B down"] / per["no rules"]
     print("part 4: produce through kwire, records/s per run: " +
           "; ".join(f"{k}: " + ", ".join(f"{r:.0f}" for r in v) for k, v in rates.items()) +
-          f"; best mirror/no-rules = {ratio:.1%} (goal 95%)")
-    # Asserted: not blocked by the dead mirror (that would be several times
-    # slower: records waiting for the 2 s delivery timeout). The 95% goal is
-    # measured by tests/bench/bench_mirror, not asserted here.
-    check(ratio >= 0.33, f"with B down A's throughput fell to {ratio:.1%} of no rules")
+          "; kwire CPU per 100 MB of Produce requests: " +
+          ", ".join(f"{k} {v:.0f} ms" for k, v in per.items()) +
+          f"; B down / no rules = {ratio:.2f}")
+    # **Decision** (docs/rules.md): the rates are printed, never asserted
+    # (they vary two to three times with the machine's load); kwire's CPU
+    # time per byte is asserted, with room: it measures 1.0-1.3 times
+    # no rules, and a dead mirror that decoded and queued every record, as
+    # before, cost 4.7 times.
+    check(ratio < 2.5, f"with B down kwire spends {ratio:.2f} times the CPU per byte of "
+          "no rules")
 
 
 def free_port():
@@ -322,11 +407,14 @@ def main():
     try:
         topics = tuple((t, PARTS) for t in ("m-main", "m-txn", "m-down", "m-rw", "m-rate"))
         with Cluster(topics=topics, extra_proxy_args=["--rules", rules, "--no-log"]) as c:
-            part1(c, rules, b)
-            part2(c, b)
-            part3(c, rules, b)
-            part5(c, rules, b)
-            part4(c, rules)
+            # Part 4 first: kwire's CPU time is then its alone, with no idle
+            # producer of another part's mirror running beside it.
+            for name, part in (("4", lambda: part4(c, rules)), ("1", lambda: part1(c, rules, b)),
+                               ("2", lambda: part2(c, b)), ("3", lambda: part3(c, rules, b)),
+                               ("5", lambda: part5(c, rules, b))):
+                t0 = time.monotonic()
+                part()
+                print(f"(part {name}: {time.monotonic() - t0:.1f} s)")
     finally:
         b.stop()
     print("ok")
