@@ -1276,9 +1276,16 @@ static void conn_who(const struct px_conn *conn, struct rule_who *who)
 
 static void qtimer_cb(evutil_socket_t fd, short what, void *arg)
 {
+	struct px_conn *conn = arg;
 	(void)fd;
 	(void)what;
-	pump(arg);
+	/* Waits that are over are done with: qtimer_sync arms no more for them. */
+	uint64_t now = px_now_us();
+	if (conn->mute_us <= now)
+		conn->mute_us = 0;
+	if (conn->hold_us <= now)
+		conn->hold_us = 0;
+	pump(conn);
 }
 
 /* Whether the client is not read for a throttle now (1 ms of slack: the
@@ -1303,14 +1310,11 @@ static void mute(struct px_conn *conn, uint32_t ms)
 }
 
 /* Arms the quota timer for the earliest of the mute's end and the held
- * response's release (from flow(), after every pump). */
+ * response's release (from flow(), after every pump), even one already
+ * past: px_quota_timer_at. */
 static void qtimer_sync(struct px_conn *conn)
 {
-	uint64_t now = px_now_us(), at = 0;
-	if (conn->mute_us > now)
-		at = conn->mute_us;
-	if (conn->hold_us > now && (!at || conn->hold_us < at))
-		at = conn->hold_us;
+	uint64_t now = px_now_us(), at = px_quota_timer_at(conn->mute_us, conn->hold_us);
 	if (!at)
 		return;
 	if (!conn->qtimer && !(conn->qtimer = evtimer_new(conn->wk->base, qtimer_cb, conn))) {
@@ -1318,7 +1322,7 @@ static void qtimer_sync(struct px_conn *conn)
 		conn->mute_us = conn->hold_us = 0;
 		return;
 	}
-	uint64_t d = at - now;
+	uint64_t d = at > now ? at - now : 0;
 	struct timeval tv = {(time_t)(d / 1000000), (suseconds_t)(d % 1000000)};
 	evtimer_add(conn->qtimer, &tv);
 }

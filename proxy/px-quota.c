@@ -113,6 +113,14 @@ uint64_t px_quota_wait(struct px_quota *q, const struct px_qlast *l, uint64_t no
 	return us > now_us ? us : 0;
 }
 
+uint64_t px_quota_timer_at(uint64_t mute_us, uint64_t hold_us)
+{
+	uint64_t at = mute_us;
+	if (hold_us && (!at || hold_us < at))
+		at = hold_us;
+	return at;
+}
+
 void px_qlast_free(struct px_qlast **lp)
 {
 	struct px_qlast *l = *lp;

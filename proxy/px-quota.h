@@ -95,6 +95,16 @@ int px_quota_remember(struct px_qlast **lp, struct rule_set *rs, const struct px
 uint64_t px_quota_wait(struct px_quota *q, const struct px_qlast *l, uint64_t now_us);
 void px_qlast_free(struct px_qlast **lp);
 
+/* When a connection's quota timer must fire (px_now_us clock; 0: none)
+ * for a mute until mute_us and an answer held until hold_us (0: neither):
+ * the earlier, even one already past (then at once). A reader
+ * that stopped on a mute or hold looked at the clock before, and may have
+ * been descheduled until after it ended: with no timer for it, nothing
+ * would run it again (a client with all its requests in flight, waiting
+ * for their answers, sends nothing more). The timer's callback clears the
+ * times that are past. */
+uint64_t px_quota_timer_at(uint64_t mute_us, uint64_t hold_us);
+
 /* The one place a throttle is decided: rule rule's quota for key asked
  * for ms of throttle on a request of who (kind: enum rule_quota_kind).
  * Counts it in the metrics, logs it (debug) and records it in the audit
