@@ -1034,7 +1034,10 @@ int rule_rewrite_commit(struct rule_rewriter *w, struct kd_tree *t)
 	const struct kd_wbuf *src = w->dest ? w->dest : &w->out;
 	int rc = KD_OK;
 	for (unsigned i = 0; i < w->nsegs && rc == KD_OK; i++)
-		rc = kd_node_set_str(t, w->segs[i].node, src->p + w->segs[i].off, w->segs[i].len);
+		/* A partial batch alone leaves an empty set: src may hold nothing. */
+		rc = kd_node_set_str(t, w->segs[i].node,
+		                     src->p ? src->p + w->segs[i].off : (const uint8_t *)"",
+		                     w->segs[i].len);
 	w->nsegs = 0;
 	/* What dest holds past its start is the caller's no more. */
 	if (w->dest)
@@ -1104,7 +1107,8 @@ static int splice_body(struct rule_rewriter *w, const struct kd_tree *t, struct 
 			kd_w_uvarint(out, (uint32_t)sg->len + 1);
 		else
 			kd_w_i32(out, (int32_t)sg->len);
-		kd_w_raw(out, w->out.p + sg->off, sg->len);
+		if (sg->len)
+			kd_w_raw(out, w->out.p + sg->off, sg->len);
 		at = (size_t)(sg->node->val.v.p - body) + sg->node->val.v.len;
 	}
 	kd_w_raw(out, body + at, blen - at);
