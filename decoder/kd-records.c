@@ -702,24 +702,14 @@ int kd_rec_next_record(struct kd_rec_iter *it, struct kd_record *rec)
 
 /* ---- writing ---- */
 
-static unsigned uvar_size(uint64_t v)
-{
-	unsigned n = 1;
-	while (v >= 0x80) {
-		v >>= 7;
-		n++;
-	}
-	return n;
-}
-
 static unsigned varint_size(int32_t v)
 {
-	return uvar_size(((uint32_t)v << 1) ^ (uint32_t)(v >> 31));
+	return kd_uvar_size(((uint32_t)v << 1) ^ (uint32_t)(v >> 31));
 }
 
 static unsigned varlong_size(int64_t v)
 {
-	return uvar_size(((uint64_t)v << 1) ^ (uint64_t)(v >> 63));
+	return kd_uvar_size(((uint64_t)v << 1) ^ (uint64_t)(v >> 63));
 }
 
 static uint64_t vblob_size(const struct kd_view *v)

@@ -18,6 +18,7 @@
 
 #include <librdkafka/rdkafka.h>
 
+#include "kd-render.h"
 #include "px-ksink.h"
 
 struct px_ksink {
@@ -357,31 +358,6 @@ const char *px_ksink_name(const struct px_ksink *ks)
 
 /* ---- /metrics ---- */
 
-static void w_fmt(struct kd_wbuf *w, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void w_fmt(struct kd_wbuf *w, const char *fmt, ...)
-{
-	char buf[512];
-	va_list ap;
-	va_start(ap, fmt);
-	int n = vsnprintf(buf, sizeof(buf), fmt, ap);
-	va_end(ap);
-	if (n > 0)
-		kd_w_raw(w, buf, (size_t)n < sizeof(buf) ? (size_t)n : sizeof(buf) - 1);
-}
-
-/* A Prometheus label value: backslash, quote and newline escaped. */
-static void w_label(struct kd_wbuf *w, const char *s)
-{
-	for (; *s; s++) {
-		if (*s == '\\' || *s == '"')
-			kd_w_raw(w, "\\", 1);
-		if (*s == '\n')
-			kd_w_raw(w, "\\n", 2);
-		else
-			kd_w_raw(w, s, 1);
-	}
-}
-
 void px_ksink_metrics(struct kd_wbuf *w, const char *prefix, struct px_ksink *const *sinks,
                       unsigned n)
 {
@@ -406,8 +382,8 @@ void px_ksink_metrics(struct kd_wbuf *w, const char *prefix, struct px_ksink *co
 	     "mirror then drops instead of queueing), else 0."},
 	};
 	for (unsigned f = 0; f < sizeof(fam) / sizeof(fam[0]); f++) {
-		w_fmt(w, "# HELP %s_%s %s\n# TYPE %s_%s %s\n", prefix, fam[f].suffix, fam[f].help,
-		      prefix, fam[f].suffix, fam[f].type);
+		kd_w_fmt(w, "# HELP %s_%s %s\n# TYPE %s_%s %s\n", prefix, fam[f].suffix,
+		         fam[f].help, prefix, fam[f].suffix, fam[f].type);
 		for (unsigned i = 0; i < n; i++) {
 			struct px_ksink_stats st;
 			px_ksink_stats(sinks[i], &st);
@@ -416,17 +392,17 @@ void px_ksink_metrics(struct kd_wbuf *w, const char *prefix, struct px_ksink *co
 			    st.queue_bytes, st.queue_bytes_max, st.queue_budget, 0,
 			    st.errors,      (uint64_t)st.down};
 			if (!strcmp(fam[f].type, "summary")) {
-				w_fmt(w, "%s_%s_sum{sink=\"", prefix, fam[f].suffix);
-				w_label(w, sinks[i]->name);
-				w_fmt(w, "\"} %.6f\n", (double)st.latency_us_sum / 1e6);
-				w_fmt(w, "%s_%s_count{sink=\"", prefix, fam[f].suffix);
-				w_label(w, sinks[i]->name);
-				w_fmt(w, "\"} %" PRIu64 "\n", st.delivered);
+				kd_w_fmt(w, "%s_%s_sum{sink=\"", prefix, fam[f].suffix);
+				kd_w_prom_label(w, sinks[i]->name);
+				kd_w_fmt(w, "\"} %.6f\n", (double)st.latency_us_sum / 1e6);
+				kd_w_fmt(w, "%s_%s_count{sink=\"", prefix, fam[f].suffix);
+				kd_w_prom_label(w, sinks[i]->name);
+				kd_w_fmt(w, "\"} %" PRIu64 "\n", st.delivered);
 				continue;
 			}
-			w_fmt(w, "%s_%s{sink=\"", prefix, fam[f].suffix);
-			w_label(w, sinks[i]->name);
-			w_fmt(w, "\"} %" PRIu64 "\n", v[f]);
+			kd_w_fmt(w, "%s_%s{sink=\"", prefix, fam[f].suffix);
+			kd_w_prom_label(w, sinks[i]->name);
+			kd_w_fmt(w, "\"} %" PRIu64 "\n", v[f]);
 		}
 	}
 }

@@ -804,7 +804,6 @@ static void unknown_topic(struct rule_rewriter *w, struct kd_tree *t, struct kd_
 }
 
 static size_t prefix_at(const struct kd_node *n, const uint8_t *body, size_t blen);
-static unsigned uvar_size(uint64_t v);
 
 /* Dest mode (rule_rewriter.dest): writes the body's bytes from where the
  * last rewritten field ended up to the length prefix of RECORDS node n,
@@ -838,7 +837,7 @@ static int dest_prefix(struct rule_rewriter *w, const struct kd_node *n, size_t 
 	struct kd_wbuf *d = w->dest;
 	size_t len = d->len - *at;
 	int compact = (n->flags & KD_NF_COMPACT) != 0;
-	size_t k = compact ? uvar_size((uint64_t)len + 1) : 4;
+	size_t k = compact ? kd_uvar_size((uint64_t)len + 1) : 4;
 	if (len > INT32_MAX - 1)
 		return KD_ELIMIT;
 	if (k != k0) {
@@ -1045,16 +1044,6 @@ int rule_rewrite_commit(struct rule_rewriter *w, struct kd_tree *t)
 	return rc == KD_OK ? KD_OK : KD_ENOMEM;
 }
 
-static unsigned uvar_size(uint64_t v)
-{
-	unsigned n = 1;
-	while (v >= 0x80) {
-		v >>= 7;
-		n++;
-	}
-	return n;
-}
-
 /* The length prefix of RECORDS node n (not edited: its view is in body)
  * ends at its bytes: where it starts, or (size_t)-1 when the bytes before
  * the view are not that prefix (then the tree is encoded instead). */
@@ -1070,7 +1059,7 @@ static size_t prefix_at(const struct kd_node *n, const uint8_t *body, size_t ble
 	if (n->flags & KD_NF_COMPACT) {
 		/* UNSIGNED_VARINT len + 1. A longer (overlong) prefix cannot end
 		 * in a shorter valid one of the same value: a mismatch. */
-		unsigned k = uvar_size((uint64_t)len + 1);
+		unsigned k = kd_uvar_size((uint64_t)len + 1);
 		uint32_t v;
 		if (off < k)
 			return (size_t)-1;
