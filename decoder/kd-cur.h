@@ -242,7 +242,7 @@ static inline int kd_cur_len(struct kd_cur *cur, int compact, unsigned width, in
 /* STRING / NULLABLE_STRING / COMPACT_(NULLABLE_)STRING (width 2) and the
  * BYTES forms (width 4) into a view. Null is accepted only when nullable. */
 static inline int kd_cur_blob(struct kd_cur *cur, int compact, unsigned width, int nullable,
-                              struct kd_view *out)
+			      struct kd_view *out)
 {
 	size_t off = cur->off;
 	int32_t n;
@@ -340,30 +340,12 @@ static inline void kd_w_patch_be(struct kd_wbuf *w, size_t at, unsigned n, uint6
 		w->p[at + i] = (uint8_t)(v >> (8 * (n - 1 - i)));
 }
 
-static inline void kd_w_i8(struct kd_wbuf *w, int8_t v)
-{
-	kd_w_be(w, 1, (uint8_t)v);
-}
-static inline void kd_w_i16(struct kd_wbuf *w, int16_t v)
-{
-	kd_w_be(w, 2, (uint16_t)v);
-}
-static inline void kd_w_u16(struct kd_wbuf *w, uint16_t v)
-{
-	kd_w_be(w, 2, v);
-}
-static inline void kd_w_i32(struct kd_wbuf *w, int32_t v)
-{
-	kd_w_be(w, 4, (uint32_t)v);
-}
-static inline void kd_w_u32(struct kd_wbuf *w, uint32_t v)
-{
-	kd_w_be(w, 4, v);
-}
-static inline void kd_w_i64(struct kd_wbuf *w, int64_t v)
-{
-	kd_w_be(w, 8, (uint64_t)v);
-}
+static inline void kd_w_i8(struct kd_wbuf *w, int8_t v) { kd_w_be(w, 1, (uint8_t)v); }
+static inline void kd_w_i16(struct kd_wbuf *w, int16_t v) { kd_w_be(w, 2, (uint16_t)v); }
+static inline void kd_w_u16(struct kd_wbuf *w, uint16_t v) { kd_w_be(w, 2, v); }
+static inline void kd_w_i32(struct kd_wbuf *w, int32_t v) { kd_w_be(w, 4, (uint32_t)v); }
+static inline void kd_w_u32(struct kd_wbuf *w, uint32_t v) { kd_w_be(w, 4, v); }
+static inline void kd_w_i64(struct kd_wbuf *w, int64_t v) { kd_w_be(w, 8, (uint64_t)v); }
 
 static inline void kd_w_f64(struct kd_wbuf *w, double v)
 {
@@ -397,10 +379,7 @@ static inline void kd_w_uvar(struct kd_wbuf *w, uint64_t v)
 	w->len += i;
 }
 
-static inline void kd_w_uvarint(struct kd_wbuf *w, uint32_t v)
-{
-	kd_w_uvar(w, v);
-}
+static inline void kd_w_uvarint(struct kd_wbuf *w, uint32_t v) { kd_w_uvar(w, v); }
 
 static inline void kd_w_varint(struct kd_wbuf *w, int32_t v)
 {
@@ -424,8 +403,7 @@ static inline void kd_w_len(struct kd_wbuf *w, int compact, unsigned width, int3
 }
 
 /* A string (width 2) or bytes (width 4); a view with null set writes null. */
-static inline void kd_w_blob(struct kd_wbuf *w, int compact, unsigned width,
-                             const struct kd_view *v)
+static inline void kd_w_blob(struct kd_wbuf *w, int compact, unsigned width, const struct kd_view *v)
 {
 	if (v->null) {
 		kd_w_len(w, compact, width, -1);
