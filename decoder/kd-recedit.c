@@ -35,16 +35,6 @@ static int grow(struct kd_recedit *s, uint32_t n)
 #define V2_HDR 61
 #define V2_CRC_START 21
 
-static inline unsigned uvar_size(uint32_t v)
-{
-	unsigned n = 1;
-	while (v >= 0x80) {
-		v >>= 7;
-		n++;
-	}
-	return n;
-}
-
 static inline uint32_t zz(int32_t v)
 {
 	return ((uint32_t)v << 1) ^ (uint32_t)(v >> 31);
@@ -86,14 +76,14 @@ static int splice_records(struct kd_wbuf *w, const struct kd_wrecord *recs,
 {
 	for (uint32_t i = 0; i < n; i++) {
 		const struct kd_wrecord *r = &recs[i];
-		uint64_t len = (uint64_t)spans[i].len + uvar_size(zz((int32_t)r->header_count));
+		uint64_t len = (uint64_t)spans[i].len + kd_uvar_size(zz((int32_t)r->header_count));
 		if (r->header_count > INT32_MAX)
 			return KD_ELIMIT;
 		for (uint32_t h = 0; h < r->header_count; h++) {
 			const struct kd_header *hd = &r->headers[h];
-			len += uvar_size(zz((int32_t)hd->key.len)) + (uint64_t)hd->key.len;
+			len += kd_uvar_size(zz((int32_t)hd->key.len)) + (uint64_t)hd->key.len;
 			len += hd->value.null ? 1
-			                      : uvar_size(zz((int32_t)hd->value.len)) +
+			                      : kd_uvar_size(zz((int32_t)hd->value.len)) +
 			                            (uint64_t)hd->value.len;
 		}
 		if (len > INT32_MAX)
