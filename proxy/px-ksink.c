@@ -4,7 +4,8 @@
  * message counts its key, value, headers and PX_KSINK_MSG_OVERHEAD from
  * px_ksink_produce() until its delivery report. librdkafka's
  * queue.buffering.max.kbytes is set to the budget too, so that its queue
- * cannot grow past it either; produce is called without
+ * cannot grow past it either, and its message count limit out of the way
+ * (the budget alone decides); produce is called without
  * RD_KAFKA_MSG_F_BLOCK, so a full queue is an immediate QUEUE_FULL, which
  * is a drop. */
 #include <inttypes.h>
@@ -198,6 +199,9 @@ struct px_ksink *px_ksink_new(const struct px_ksink_conf *conf, char *err, size_
 	 * and the producer is idempotent-off (a sink is not exactly-once). */
 	if (ks_set(kc, "bootstrap.servers", conf->bootstrap, err, errlen) ||
 	    ks_set(kc, "queue.buffering.max.kbytes", kbytes, err, errlen) ||
+	    /* The budget is in bytes: librdkafka's count limit (100,000
+	     * messages by default) would drop small records well before it. */
+	    ks_set(kc, "queue.buffering.max.messages", "2147483647", err, errlen) ||
 	    ks_set(kc, "message.timeout.ms", "30000", err, errlen) ||
 	    ks_set(kc, "client.id", "kwire", err, errlen))
 		goto fail_conf;

@@ -316,6 +316,35 @@ static void test_budget_dead_cluster(void **state)
 	assert_int_equal(atomic_load(&rep.bad), queued);
 }
 
+/* Small records fill the byte budget, not librdkafka's message count
+ * limit (100,000 by default): 150,000 records of 67 bytes fit in 16 MiB
+ * and are all queued. */
+static void test_budget_small_records(void **state)
+{
+	(void)state;
+	struct reports rep = {0};
+	struct px_ksink_conf kc = {.name = "small",
+	                           .bootstrap = "127.0.0.1:1",
+	                           .max_queue_bytes = 16u << 20,
+	                           .flush_timeout_ms = 200,
+	                           .on_delivery = on_delivery,
+	                           .delivery_arg = &rep,
+	                           .log = quiet};
+	char err[256];
+	struct px_ksink *ks = px_ksink_new(&kc, err, sizeof(err));
+	assert_non_null(ks);
+	unsigned queued = 0;
+	for (unsigned i = 0; i < 150000; i++)
+		queued += px_ksink_produce(ks, "sink", 0, "k1", 2, "v", 1, NULL, 0, 0, NULL) ==
+		          PX_KSINK_QUEUED;
+	assert_int_equal(queued, 150000);
+	struct px_ksink_stats st;
+	px_ksink_stats(ks, &st);
+	assert_int_equal(st.dropped, 0);
+	px_ksink_free(&ks);
+	assert_int_equal(atomic_load(&rep.n), queued);
+}
+
 /* The sink cluster is killed while the sink runs: produce keeps returning
  * (queue, then drop), the delivered count stops, drops rise. */
 static void test_cluster_killed(void **state)
@@ -448,8 +477,11 @@ int main(void)
 		return 1;
 	}
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_roundtrip),      cmocka_unit_test(test_budget_dead_cluster),
-	    cmocka_unit_test(test_cluster_killed), cmocka_unit_test(test_down_and_back),
+	    cmocka_unit_test(test_roundtrip),
+	    cmocka_unit_test(test_budget_dead_cluster),
+	    cmocka_unit_test(test_budget_small_records),
+	    cmocka_unit_test(test_cluster_killed),
+	    cmocka_unit_test(test_down_and_back),
 	    cmocka_unit_test(test_bad_conf),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
