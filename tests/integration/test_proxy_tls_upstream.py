@@ -72,6 +72,23 @@ class Setup:
         subprocess.run(["ip", "netns", "add", self.ns], check=True)
         subprocess.run(["ip", "netns", "exec", self.ns, "ip", "link", "set", "lo", "up"],
                        check=True)
+        # HAProxy listens outside the namespace on the port numbers the mock's
+        # brokers got in theirs: one of them may be taken here by anything
+        # else on the machine. Then the mock starts again, on new ports.
+        for attempt in range(3):
+            err = self._start()
+            if err is None:
+                break
+            self._stop()
+            if "Address already in use" not in err or attempt == 2:
+                subprocess.run(["ip", "netns", "del", self.ns])
+                raise RuntimeError("haproxy did not start:\n" + err)
+        self.bootstrap = ",".join(f"127.0.0.1:{p}" for p in self.brokers.values())
+        return self
+
+    def _start(self):
+        """The mock cluster in the namespace and HAProxy in front of it; None,
+        or HAProxy's complaint when it did not start."""
         args = ["ip", "netns", "exec", self.ns, mockcluster_path(), "--brokers", "3",
                 "--topic", "to:3"]
         for p in range(3):
@@ -130,11 +147,16 @@ class Setup:
         deadline = time.monotonic() + 10
         while not all(listening(p) for p in ports):
             if self.hap.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("haproxy did not start:\n"
-                                   + open(os.path.join(self.tmp, "haproxy.err")).read())
+                return open(os.path.join(self.tmp, "haproxy.err")).read()
             time.sleep(0.1)
-        self.bootstrap = ",".join(f"127.0.0.1:{p}" for p in self.brokers.values())
-        return self
+        return None
+
+    def _stop(self):
+        for p in (self.hap, self.mc):
+            if p and p.poll() is None:
+                p.kill()
+                p.wait()
+        self.hap = self.mc = None
 
     def kwire(self, name, extra):
         """Starts kwire proxy (plaintext listener unless extra says TLS);
