@@ -34,8 +34,8 @@ struct px_ksink {
 	pthread_t thread;
 	int started;
 	_Atomic int stop;
-	_Atomic uint64_t produced, delivered, failed, dropped, queue_bytes, queue_bytes_max,
-	    latency_sum, latency_max, errors;
+	_Atomic uint64_t produced, delivered, failed, maybe_stored, dropped, queue_bytes,
+	    queue_bytes_max, latency_sum, latency_max, errors;
 	_Atomic int down_logged; /* "every broker down" logged since the last delivery */
 	/* Every broker down while messages were queued (or before the
 	 * first delivery), and no delivery since (px_ksink_down); the last
@@ -98,6 +98,10 @@ static void ks_dr(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
 	} else {
 		KS_INC(ks, failed, 1);
 	}
+	uint8_t maybe =
+	    m->err && rd_kafka_message_status(m) == RD_KAFKA_MSG_STATUS_POSSIBLY_PERSISTED;
+	if (maybe)
+		KS_INC(ks, maybe_stored, 1);
 	if (ks->on_delivery) {
 		struct px_ksink_report rep = {
 		    .opaque = km->opaque,
@@ -108,6 +112,7 @@ static void ks_dr(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
 		    .offset = m->err ? -1 : m->offset,
 		    .latency_us = lat,
 		    .bytes = km->bytes,
+		    .maybe_stored = maybe,
 		};
 		ks->on_delivery(ks->delivery_arg, &rep);
 	}
@@ -345,6 +350,7 @@ void px_ksink_stats(const struct px_ksink *ks, struct px_ksink_stats *out)
 	out->produced = KS_GET(k, produced);
 	out->delivered = KS_GET(k, delivered);
 	out->failed = KS_GET(k, failed);
+	out->maybe_stored = KS_GET(k, maybe_stored);
 	out->dropped = KS_GET(k, dropped);
 	out->queue_bytes = KS_GET(k, queue_bytes);
 	out->down = atomic_load_explicit(&k->down, memory_order_relaxed);

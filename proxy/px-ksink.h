@@ -43,6 +43,10 @@ struct px_ksink_report {
 	int64_t offset;     /* -1 when not delivered */
 	int64_t latency_us; /* from px_ksink_produce to the report */
 	size_t bytes;       /* what the message counted against the budget */
+	/* err set, but the cluster may have stored the message all the same:
+	 * it timed out while sent and unanswered (librdkafka's
+	 * RD_KAFKA_MSG_STATUS_POSSIBLY_PERSISTED). */
+	uint8_t maybe_stored;
 };
 
 typedef void px_ksink_delivery_fn(void *arg, const struct px_ksink_report *rep);
@@ -106,6 +110,7 @@ struct px_ksink_stats {
 	uint64_t produced;        /* queued (PX_KSINK_QUEUED) */
 	uint64_t delivered;       /* acknowledged by the sink cluster */
 	uint64_t failed;          /* reported failed (timed out, refused, purged at free) */
+	uint64_t maybe_stored;    /* of those, possibly stored (px_ksink_report.maybe_stored) */
 	uint64_t dropped;         /* never queued (PX_KSINK_DROPPED) */
 	uint64_t queue_bytes;     /* now: produced, not yet reported */
 	uint64_t queue_bytes_max; /* high-water mark */

@@ -134,7 +134,7 @@ struct px_mirror {
 	_Atomic int64_t held;   /* bytes of jobs and held transactions */
 	_Atomic int64_t budget; /* the largest queue_bytes of the mirror rules seen */
 	_Atomic uint64_t warn_us;
-	_Atomic uint64_t dropped, unacked, aborted, produced, delivered, failed;
+	_Atomic uint64_t dropped, unacked, aborted, produced, delivered, failed, uncertain;
 	_Atomic uint64_t lat_sum_us, lat_count;
 	_Atomic uint64_t jobs;
 	_Atomic uint64_t dropped_requests;
@@ -441,7 +441,8 @@ static void on_delivery(void *arg, const struct px_ksink_report *rep)
 {
 	struct px_mirror *m = arg;
 	if (rep->err) {
-		atomic_fetch_add(&m->failed, 1);
+		/* Timed out while sent: the mirror cluster may have it. */
+		atomic_fetch_add(rep->maybe_stored ? &m->uncertain : &m->failed, 1);
 		return;
 	}
 	atomic_fetch_add(&m->delivered, 1);
@@ -1068,10 +1069,13 @@ void px_mirror_metrics(struct px_mirror *m, struct kd_wbuf *w)
 	     "producer could not start, or their transaction did not end in 15 minutes."},
 	    {"kwire_mirror_records_failed_total",
 	     "Records a mirror cluster did not acknowledge in time, or refused."},
+	    {"kwire_mirror_records_uncertain_total",
+	     "Records that timed out after they were sent, unanswered: the mirror cluster may "
+	     "or may not have stored them."},
 	};
 	uint64_t cv[] = {atomic_load(&m->delivered), atomic_load(&m->dropped),
-	                 atomic_load(&m->failed)};
-	for (size_t i = 0; i < 3; i++)
+	                 atomic_load(&m->failed), atomic_load(&m->uncertain)};
+	for (size_t i = 0; i < sizeof(cv) / sizeof(cv[0]); i++)
 		kd_w_fmt(w, "# HELP %s %s\n# TYPE %s counter\n%s %" PRIu64 "\n", c[i].name,
 		         c[i].help, c[i].name, c[i].name, cv[i]);
 	const char *sk = "kwire_mirror_records_skipped_total";

@@ -89,7 +89,7 @@ static void sleep_ms(unsigned ms)
 /* ---- delivery reports ---- */
 
 struct reports {
-	_Atomic unsigned n, ok, bad;
+	_Atomic unsigned n, ok, bad, maybe;
 	_Atomic int partition1; /* reports of messages produced to partition 1 that landed there */
 };
 
@@ -99,6 +99,8 @@ static void on_delivery(void *arg, const struct px_ksink_report *rep)
 	atomic_fetch_add(&r->n, 1);
 	if (rep->err) {
 		atomic_fetch_add(&r->bad, 1);
+		if (rep->maybe_stored)
+			atomic_fetch_add(&r->maybe, 1);
 		return;
 	}
 	atomic_fetch_add(&r->ok, 1);
@@ -443,6 +445,62 @@ static void test_down_and_back(void **state)
 
 /* A property librdkafka refuses is an error naming it; a missing
  * bootstrap too. */
+/* A message whose request times out after it was sent, its answer still
+ * to come (each broker answers 3 s late), is failed and flagged maybe
+ * stored (the mock cluster stores it on receipt). One never sent (a
+ * cluster not there, purged at free) fails without the flag. */
+static void test_maybe_stored(void **state)
+{
+	(void)state;
+	struct mc mc;
+	assert_int_equal(mc_start(&mc), 0);
+	struct reports rep = {0};
+	const char *props[] = {"request.timeout.ms", "1000", "message.timeout.ms", "2000", NULL};
+	struct px_ksink_conf kc = {.name = "slow",
+	                           .bootstrap = mc.bootstrap,
+	                           .props = props,
+	                           .flush_timeout_ms = 200,
+	                           .on_delivery = on_delivery,
+	                           .delivery_arg = &rep,
+	                           .log = quiet};
+	char err[256];
+	struct px_ksink *ks = px_ksink_new(&kc, err, sizeof(err));
+	assert_non_null(ks);
+	/* Connected, metadata known: the next messages are sent at once. */
+	assert_int_equal(px_ksink_produce(ks, "sink", 0, "k", 1, "first", 5, NULL, 0, 0, NULL),
+	                 PX_KSINK_QUEUED);
+	WAIT_FOR(atomic_load(&rep.ok) == 1);
+	assert_int_equal(atomic_load(&rep.ok), 1);
+	assert_int_equal(mc_command(&mc, "rtt 1 3000"), 0);
+	assert_int_equal(mc_command(&mc, "rtt 2 3000"), 0);
+	for (unsigned i = 0; i < 5; i++)
+		assert_int_equal(
+		    px_ksink_produce(ks, "sink", 0, "k", 1, "late", 4, NULL, 0, 0, NULL),
+		    PX_KSINK_QUEUED);
+	WAIT_FOR(atomic_load(&rep.n) == 6);
+	assert_int_equal(atomic_load(&rep.bad), 5);
+	assert_int_equal(atomic_load(&rep.maybe), 5);
+	struct px_ksink_stats st;
+	px_ksink_stats(ks, &st);
+	assert_int_equal(st.failed, 5);
+	assert_int_equal(st.maybe_stored, 5);
+	px_ksink_free(&ks);
+	mc_stop(&mc);
+
+	/* Never sent: failed, not maybe stored. */
+	struct reports dead = {0};
+	kc.bootstrap = "127.0.0.1:1";
+	kc.props = NULL;
+	kc.delivery_arg = &dead;
+	ks = px_ksink_new(&kc, err, sizeof(err));
+	assert_non_null(ks);
+	assert_int_equal(px_ksink_produce(ks, "sink", 0, "k", 1, "v", 1, NULL, 0, 0, NULL),
+	                 PX_KSINK_QUEUED);
+	px_ksink_free(&ks);
+	assert_int_equal(atomic_load(&dead.bad), 1);
+	assert_int_equal(atomic_load(&dead.maybe), 0);
+}
+
 static void test_bad_conf(void **state)
 {
 	(void)state;
@@ -480,6 +538,7 @@ int main(void)
 	    cmocka_unit_test(test_roundtrip),
 	    cmocka_unit_test(test_budget_dead_cluster),
 	    cmocka_unit_test(test_budget_small_records),
+	    cmocka_unit_test(test_maybe_stored),
 	    cmocka_unit_test(test_cluster_killed),
 	    cmocka_unit_test(test_down_and_back),
 	    cmocka_unit_test(test_bad_conf),
