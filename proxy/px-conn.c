@@ -2197,6 +2197,18 @@ static void log_hex(const struct px *px, int16_t key, const uint8_t *p, size_t l
 static void read_high(struct px_conn *conn, size_t high);
 static void note_trailing(struct px_conn *conn, int16_t key, int16_t ver, uint64_t extra);
 
+/* A response kwire cannot read or had to edit and could not, or a
+ * broker breaking the protocol (logged by the caller): counted, the
+ * broker dropped, the client closed once its output is written. Returns
+ * -1. */
+static int upstream_bad(struct px_conn *conn)
+{
+	PX_INC(conn->px, decode_errors, 1);
+	close_upstream(conn);
+	conn_close_soft(conn);
+	return -1;
+}
+
 /* A response kwire edits, whole in the upstream input. Returns -1 when
  * conn was freed or is closing, else 0. */
 static int s2c_edit(struct px_conn *conn, struct kd_frame_info *fi, struct px_req *req)
@@ -2255,14 +2267,11 @@ static int s2c_edit(struct px_conn *conn, struct kd_frame_info *fi, struct px_re
 		 * through (a client must not learn a real address, nor versions
 		 * beyond kwire's tables). */
 		kd_wbuf_free(&wb);
-		PX_INC(px, decode_errors, 1);
 		/* req stays in the FIFO: conn_free reports it unanswered. */
 		px_log(px, 0, "%s: %s v%d response from %s not decodable (%s), closing",
 		       conn->client_addr, api_name(key), ver, conn->up_addr, kd_strerror(rc));
 		log_hex(px, key, p, total);
-		close_upstream(conn);
-		conn_close_soft(conn);
-		return -1;
+		return upstream_bad(conn);
 	}
 	uint8_t *copy = NULL;
 	size_t copy_len = 0;
@@ -2347,17 +2356,6 @@ static void replace_front(struct evbuffer *in, uint32_t total, const struct kd_w
 {
 	evbuffer_drain(in, total);
 	evbuffer_prepend(in, wb->p, wb->len);
-}
-
-/* A response kwire had to edit and could not (logged by the caller):
- * counted, the broker dropped, the client closed once its output is
- * written. Returns -1. */
-static int upstream_bad(struct px_conn *conn)
-{
-	PX_INC(conn->px, decode_errors, 1);
-	close_upstream(conn);
-	conn_close_soft(conn);
-	return -1;
 }
 
 /* Replaces the broker's answer at the front of in (total bytes) with the
@@ -2834,12 +2832,9 @@ fail:
 	 * never let it through (a client must not learn a real address). */
 	if (se)
 		se->mode = PX_SE_NONE;
-	PX_INC(px, decode_errors, 1);
 	px_log(px, 0, "%s: %s v%d response from %s not decodable (%s), closing", conn->client_addr,
 	       api_name(key), ver, conn->up_addr, kd_strerror(rc));
-	close_upstream(conn);
-	conn_close_soft(conn);
-	return -1;
+	return upstream_bad(conn);
 }
 
 /* A mapped client's response whose names are spliced (px_names_splices),
@@ -2950,13 +2945,10 @@ static int s2c(struct px_conn *conn)
 		if (rc == KD_NEED_MORE)
 			return 0;
 		if (rc < 0 || fi.size > px->conf.max_frame) {
-			PX_INC(px, decode_errors, 1);
 			px_log(px, 1, "%s: bad response frame from %s (%s), closing",
 			       conn->client_addr, conn->up_addr,
 			       rc < 0 ? kd_strerror(rc) : "over max_frame_bytes");
-			close_upstream(conn);
-			conn_close_soft(conn);
-			return -1;
+			return upstream_bad(conn);
 		}
 		uint32_t total = 4 + fi.size;
 		int opaque = fi.kind == KD_EV_OPAQUE;
@@ -2974,7 +2966,6 @@ static int s2c(struct px_conn *conn)
 			 * forwarded, for it was never paired with the API and
 			 * version that say where its addresses are. */
 			PX_INC(px, unpaired_responses, 1);
-			PX_INC(px, decode_errors, 1);
 			if (opaque)
 				px_log(px, 1,
 				       "%s: broker %s sent a SASL token with no request in "
@@ -2986,9 +2977,7 @@ static int s2c(struct px_conn *conn)
 				       "request in flight (protocol violation), closing",
 				       conn->client_addr, conn->up_addr,
 				       fi.resp_hdr.correlation_id);
-			close_upstream(conn);
-			conn_close_soft(conn);
-			return -1;
+			return upstream_bad(conn);
 		}
 		/* The answer to a request forwarded without its refused topics:
 		 * their answers are merged in first (whole), then the merged frame
